@@ -1,0 +1,80 @@
+//! Layouts of the pages shared between processes and the kernel (or, on Linux,
+//! the coordinator process that plays the kernel's part).
+//!
+//! Two kinds of page carry the global cooperative scheduling of paper §2.4:
+//!
+//! - a [`ProcessPage`] per process, written **only** by that process: its
+//!   executor's ready bitmap. The kernel or coordinator reads it and must treat
+//!   every field as untrusted (another process may be buggy or hostile);
+//! - one [`GlobalPage`], written **only** by the kernel or coordinator and mapped
+//!   read-only into every process: the global bitmap, folded from every process
+//!   page and the kernel's own executor.
+//!
+//! Fields are plain little-endian integers at fixed offsets (`#[repr(C)]`), read
+//! and written with atomic loads and stores of the same width on the mapped memory.
+//! Writers bump `seq` after each update so readers can tell a change, and the
+//! `magic`/`version` pair lets a reader refuse a page it does not understand.
+
+/// `magic` of a [`ProcessPage`]: `b"SSPP"` little-endian.
+pub const PROCESS_PAGE_MAGIC: u32 = u32::from_le_bytes(*b"SSPP");
+/// `magic` of a [`GlobalPage`]: `b"SSGP"` little-endian.
+pub const GLOBAL_PAGE_MAGIC: u32 = u32::from_le_bytes(*b"SSGP");
+/// Layout version of both pages.
+pub const PAGE_VERSION: u32 = 1;
+
+/// One process's published scheduling state; written by that process alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ProcessPage {
+    /// [`PROCESS_PAGE_MAGIC`].
+    pub magic: u32,
+    /// [`PAGE_VERSION`].
+    pub version: u32,
+    /// Incremented by the process after every change of `ready`.
+    pub seq: u64,
+    /// Bit *p* set: the process has a coroutine ready at priority *p*. Untrusted:
+    /// readers mask it to the levels their policy allows.
+    pub ready: u64,
+}
+
+/// The global priority state; written by the kernel or coordinator alone and
+/// mapped read-only into every process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct GlobalPage {
+    /// [`GLOBAL_PAGE_MAGIC`].
+    pub magic: u32,
+    /// [`PAGE_VERSION`].
+    pub version: u32,
+    /// Incremented after every change of the bitmaps below; a futex word for
+    /// processes that park until the global state changes.
+    pub seq: u64,
+    /// Bit *p* set: some process (or the kernel) has a coroutine ready at *p*.
+    pub global: u64,
+    /// Bit *p* set: at least two processes have a coroutine ready at *p*. With
+    /// `global` this answers "is something more important ready *elsewhere*?" in
+    /// O(1) for any process that knows its own bitmap.
+    pub multi: u64,
+}
+
+/// Byte offset of [`GlobalPage::seq`], the futex word.
+pub const GLOBAL_PAGE_SEQ_OFFSET: usize = core::mem::offset_of!(GlobalPage, seq);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn layouts_are_fixed() {
+        assert_eq!(size_of::<ProcessPage>(), 24);
+        assert_eq!(offset_of!(ProcessPage, ready), 16);
+        assert_eq!(size_of::<GlobalPage>(), 32);
+        assert_eq!(GLOBAL_PAGE_SEQ_OFFSET, 8);
+        assert_eq!(offset_of!(GlobalPage, global), 16);
+        assert_eq!(offset_of!(GlobalPage, multi), 24);
+        assert_eq!(align_of::<GlobalPage>(), 8);
+        assert_eq!(&PROCESS_PAGE_MAGIC.to_le_bytes(), b"SSPP");
+        assert_eq!(&GLOBAL_PAGE_MAGIC.to_le_bytes(), b"SSGP");
+    }
+}
