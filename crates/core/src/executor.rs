@@ -1,0 +1,959 @@
+//! The Executor (paper §2.1.2) and the pollers that lend it CPUs (§2.2).
+//!
+//! # Structure
+//!
+//! ```text
+//!  Executor ──► Shared ─┬─ ready lock ──► ReadyQueues: level 0 ⇄ ⇄ ⇄
+//!  (owner handle)       │                              level 1 ⇄
+//!                       │                              …        (intrusive FIFOs)
+//!  Poller (a CPU) ──►   │                 sleepers, closed
+//!  Poller (a CPU) ──►   ├─ bitmap: AtomicU64   non-empty levels; lock-free to read
+//!                       ├─ registry lock ──► Registry: cid → Task (the blocking set)
+//!  Waker ──► Task ──►   └─ platform: park/unpark, critical sections, tracing
+//! ```
+//!
+//! Two short spin locks, never held together and never held across a poll:
+//!
+//! - the **ready lock** covers the per-level queues, the count of parked pollers
+//!   and the closed flag. A wake-up takes it once (push); a poller takes it once per
+//!   coroutine it runs (push back the coroutine it just yielded *and* pop the next
+//!   one, in the same critical section);
+//! - the **registry lock** covers the cid table. It is taken on spawn, on exit, and
+//!   by the by-id operations (`wake`, `reprio`, `cancel`, `state`) to find the
+//!   coroutine; a `Waker` never takes it.
+//!
+//! The coroutine's own state word (see [`crate::state`]) is changed without either
+//! lock, by compare-and-swap. That word decides who may queue a coroutine and who
+//! may touch its future, so a wake-up racing with a poll on another CPU can be
+//! neither lost nor queued twice (the original implementation's known race).
+//!
+//! The paper blames its Executor mutex, held for whole scheduling decisions, for
+//! its overhead at low concurrency. Here a lock is held for a few pointer writes;
+//! `benches/micro` measures the cost against tokio and async-executor.
+//!
+//! # Parking
+//!
+//! A poller that finds every queue empty registers as a sleeper (under the ready
+//! lock, after checking the queues under that same lock) and calls
+//! [`Park::park`](crate::platform::Park::park). A push that finds a registered
+//! sleeper claims it and calls `unpark_one`. Because the check and the
+//! registration happen under the lock the pusher takes, and the platform's park
+//! has permit semantics, a wake-up can never slip between "nothing to do" and
+//! "asleep".
+//!
+//! # Shutdown order
+//!
+//! [`Executor::shutdown`] (also run when the `Executor` is dropped):
+//! 1. under the registry lock: mark closed (spawn now fails) and take every
+//!    coroutine out of the registry;
+//! 2. under the ready lock: take every queued coroutine (pushes now are refused)
+//!    and wake every parked poller, which then returns;
+//! 3. outside both locks: drop the futures of coroutines nobody is polling; a
+//!    coroutine being polled right now is marked `CANCEL` and its poller drops its
+//!    future when the poll returns.
+//!
+//! Futures are dropped outside every lock, so a future's destructor may wake
+//! others or spawn (both are then refused) without deadlock.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::future::Future;
+use core::task::{Context, Poll};
+
+use ss_abi::{CoroutineId, CoroutineKind, InvalidPriority, Levels, Priority};
+
+use crate::bitmap::PrioBitmap;
+use crate::lock::{SpinGuard, SpinLock};
+use crate::platform::{Critical, Platform, SpinPlatform};
+use crate::queue::ReadyQueues;
+use crate::registry::Registry;
+use crate::state::{
+    CoroutineState, CANCEL, CREATED, DONE, NOTIFIED, QUEUED, RUNNING, SUSPENDED,
+};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::task::Task;
+
+/// What went wrong with an executor operation; `Display` says what to do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// No live coroutine has this id: it exited, or the id was never issued.
+    NoSuchCoroutine(CoroutineId),
+    /// The priority does not fit this executor's levels.
+    Priority(InvalidPriority),
+    /// The executor is shut down.
+    Closed,
+    /// All 2³² − 1 coroutine slots are in use.
+    TooManyCoroutines,
+    /// The operation needs the coroutine in another state.
+    WrongState {
+        /// The coroutine.
+        cid: CoroutineId,
+        /// Its state when the operation was tried.
+        state: CoroutineState,
+        /// The state the operation needs.
+        needs: CoroutineState,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NoSuchCoroutine(cid) => write!(
+                f,
+                "no coroutine {cid}: it has exited or was never spawned here; \
+                 check the id came from this executor's spawn"
+            ),
+            Error::Priority(e) => e.fmt(f),
+            Error::Closed => f.write_str(
+                "the executor is shut down; create a new one to run more coroutines",
+            ),
+            Error::TooManyCoroutines => f.write_str(
+                "4 294 967 295 coroutines are alive at once; let some finish before spawning more",
+            ),
+            Error::WrongState { cid, state, needs } => write!(
+                f,
+                "coroutine {cid} is {state}, but this operation needs it {needs}"
+            ),
+        }
+    }
+}
+
+impl From<InvalidPriority> for Error {
+    fn from(e: InvalidPriority) -> Self {
+        Error::Priority(e)
+    }
+}
+
+/// What a wake-up did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wake {
+    /// It was blocked; it is now in its ready queue.
+    Queued,
+    /// It was being polled; it will be queued again when that poll returns.
+    WhileRunning,
+    /// It was already ready (or being created); nothing changed.
+    AlreadyReady,
+    /// It has exited; nothing changed.
+    Exited,
+}
+
+/// What a cancellation did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Cancel {
+    /// Its future has been dropped.
+    Dropped,
+    /// It is being polled; its poller drops the future when that poll returns.
+    Deferred,
+    /// It had already exited.
+    AlreadyExited,
+}
+
+/// The ready-lock state.
+pub(crate) struct Ready<P: Platform> {
+    queues: ReadyQueues<P>,
+    /// Pollers registered as parked and not yet claimed by a push.
+    sleepers: usize,
+    closed: bool,
+}
+
+/// The executor's state, shared by the owner handle, pollers and every task.
+pub(crate) struct Shared<P: Platform> {
+    levels: Levels,
+    /// Mirror of the ready queues' non-empty levels; written under the ready lock.
+    bitmap: AtomicU64,
+    ready: SpinLock<Ready<P>>,
+    registry: SpinLock<Registry<P>>,
+    pollers: AtomicUsize,
+    /// Set (under the registry lock) by shutdown; spawn checks it there.
+    close_flag: AtomicBool,
+    platform: P,
+}
+
+type Guard<'a, T, P> = SpinGuard<'a, T, <P as Critical>::Guard>;
+
+impl<P: Platform> Shared<P> {
+    #[inline]
+    fn lock_ready(&self) -> Guard<'_, Ready<P>, P> {
+        self.ready.lock(self.platform.enter())
+    }
+
+    #[inline]
+    fn lock_registry(&self) -> Guard<'_, Registry<P>, P> {
+        self.registry.lock(self.platform.enter())
+    }
+
+    #[inline]
+    fn trace(&self, task: &Task<P>, from: CoroutineState, to: CoroutineState) {
+        debug_assert!(from.can_become(to), "illegal transition {from} -> {to}");
+        self.platform.on_transition(task.cid(), from, to);
+    }
+
+    #[inline]
+    fn publish_bitmap(&self, ready: &Ready<P>) {
+        self.bitmap.store(ready.queues.bits(), Ordering::Release);
+    }
+
+    /// Pushes a task whose `QUEUED` bit the caller set. Refused after shutdown.
+    fn enqueue(&self, task: Arc<Task<P>>) {
+        let mut g = self.lock_ready();
+        let (refused, unpark) = g.with(|r| {
+            if r.closed {
+                return (Some(task), false);
+            }
+            r.queues.push(task);
+            self.publish_bitmap(r);
+            (None, claim_sleeper(r))
+        });
+        drop(g);
+        if unpark {
+            self.platform.unpark_one();
+        }
+        drop(refused);
+    }
+
+    /// The wake transition (⑧, or the note that turns ③ into ④). Returns whether
+    /// the caller won the duty to enqueue.
+    fn wake_transition(task: &Task<P>) -> Wake {
+        let mut s = task.state.load(Ordering::Acquire);
+        loop {
+            let (new, outcome) = if s & DONE != 0 {
+                return Wake::Exited;
+            } else if s & (QUEUED | CREATED) != 0 {
+                return Wake::AlreadyReady;
+            } else if s & RUNNING != 0 {
+                if s & NOTIFIED != 0 {
+                    return Wake::WhileRunning;
+                }
+                (s | NOTIFIED, Wake::WhileRunning)
+            } else {
+                (s | QUEUED, Wake::Queued)
+            };
+            match task
+                .state
+                .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    if outcome == Wake::Queued {
+                        task.shared
+                            .trace(task, CoroutineState::Blocked, CoroutineState::Ready);
+                    }
+                    return outcome;
+                }
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    /// Wakes through an owned reference (a consumed `Waker`).
+    pub(crate) fn wake_task(task: Arc<Task<P>>) -> Wake {
+        let outcome = Self::wake_transition(&task);
+        if outcome == Wake::Queued {
+            let shared = task.shared.clone();
+            shared.enqueue(task);
+        }
+        outcome
+    }
+
+    /// Wakes through a borrowed reference (`wake_by_ref`, `Executor::wake`).
+    pub(crate) fn wake_task_ref(task: &Arc<Task<P>>) -> Wake {
+        let outcome = Self::wake_transition(task);
+        if outcome == Wake::Queued {
+            task.shared.enqueue(task.clone());
+        }
+        outcome
+    }
+
+    fn task(&self, cid: CoroutineId) -> Result<Arc<Task<P>>, Error> {
+        let mut g = self.lock_registry();
+        g.with(|r| r.get(cid).cloned())
+            .ok_or(Error::NoSuchCoroutine(cid))
+    }
+
+    /// Exit (⑤ ⑨ ⑩ ⑪): the caller has just moved the word to `DONE` from `prev`
+    /// and so owns the future. Drops it and retires the id, outside every lock.
+    fn finish(&self, task: &Task<P>, prev: u32) {
+        self.trace(task, CoroutineState::from_bits(prev), CoroutineState::Exit);
+        // SAFETY: moving the word to DONE from `prev` made us the owner (callers
+        // only do so from RUNNING-by-us, a queue entry we removed, Blocked, or
+        // Create), and DONE is final, so nobody else will touch the future.
+        let future = unsafe { task.take_future() };
+        drop(future);
+        let removed = self.lock_registry().with(|r| r.remove(task.cid()));
+        drop(removed);
+    }
+
+    /// One poller step: push back `carry` (a coroutine that yielded, already
+    /// `QUEUED`) and pop the most important ready coroutine, in one critical
+    /// section.
+    #[inline]
+    fn push_and_pop(&self, carry: Option<Arc<Task<P>>>) -> Option<Arc<Task<P>>> {
+        let mut g = self.lock_ready();
+        let (next, refused, unpark) = g.with(|r| {
+            let mut refused = None;
+            let mut pushed = false;
+            if let Some(t) = carry {
+                if r.closed {
+                    refused = Some(t);
+                } else {
+                    r.queues.push(t);
+                    pushed = true;
+                }
+            }
+            let next = r.queues.pop();
+            self.publish_bitmap(r);
+            // A sleeping CPU is only worth waking if work is left after our pop.
+            let unpark = pushed && r.queues.len() > 0 && claim_sleeper(r);
+            (next, refused, unpark)
+        });
+        drop(g);
+        if unpark {
+            self.platform.unpark_one();
+        }
+        drop(refused);
+        next
+    }
+}
+
+/// Claims one registered sleeper for a push, if any. Under the ready lock.
+#[inline]
+fn claim_sleeper<P: Platform>(r: &mut Ready<P>) -> bool {
+    if r.sleepers > 0 {
+        r.sleepers -= 1;
+        true
+    } else {
+        false
+    }
+}
+
+/// A priority executor: the per-process (or kernel) scheduler of SharedScheduler.
+///
+/// Owns its coroutines; dropping it [shuts it down](Executor::shutdown). Share it
+/// between CPUs by reference (it is `Sync`) and let each CPU drive it through a
+/// [`Poller`].
+pub struct Executor<P: Platform = SpinPlatform> {
+    shared: Arc<Shared<P>>,
+}
+
+impl Executor<SpinPlatform> {
+    /// An executor with the paper's eight levels on [`SpinPlatform`].
+    pub fn new() -> Self {
+        Executor::with_platform(Levels::DEFAULT, SpinPlatform)
+    }
+}
+
+impl Default for Executor<SpinPlatform> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Platform> fmt::Debug for Executor<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Executor")
+            .field("levels", &self.shared.levels.count())
+            .field("coroutines", &self.len())
+            .field("ready", &self.ready_bitmap())
+            .field("pollers", &self.pollers())
+            .finish()
+    }
+}
+
+impl<P: Platform> Executor<P> {
+    /// An executor with `levels` priority levels on `platform`.
+    pub fn with_platform(levels: Levels, platform: P) -> Self {
+        Executor {
+            shared: Arc::new(Shared {
+                levels,
+                bitmap: AtomicU64::new(0),
+                ready: SpinLock::new(Ready {
+                    queues: ReadyQueues::new(levels),
+                    sleepers: 0,
+                    closed: false,
+                }),
+                registry: SpinLock::new(Registry::new()),
+                pollers: AtomicUsize::new(0),
+                close_flag: AtomicBool::new(false),
+                platform,
+            }),
+        }
+    }
+
+    /// The platform this executor runs on.
+    pub fn platform(&self) -> &P {
+        &self.shared.platform
+    }
+
+    /// The number of priority levels.
+    pub fn levels(&self) -> Levels {
+        self.shared.levels
+    }
+
+    /// Spawns a coroutine at `priority` (paper Table 1: `spawn(future, prio)`).
+    ///
+    /// # Errors
+    /// [`Error::Priority`] if `priority` is beyond the levels, [`Error::Closed`]
+    /// after shutdown, [`Error::TooManyCoroutines`].
+    pub fn spawn<F>(&self, future: F, priority: Priority) -> Result<CoroutineId, Error>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_kind(future, priority, CoroutineKind::Normal)
+    }
+
+    /// Spawns a coroutine of a given [`CoroutineKind`].
+    ///
+    /// # Errors
+    /// As [`spawn`](Executor::spawn).
+    pub fn spawn_kind<F>(
+        &self,
+        future: F,
+        priority: Priority,
+        kind: CoroutineKind,
+    ) -> Result<CoroutineId, Error>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let priority = self.shared.levels.check(priority)?;
+        let task = Arc::new(Task::new(
+            Box::pin(future),
+            kind,
+            priority,
+            CREATED,
+            self.shared.clone(),
+        ));
+        let mut g = self.shared.lock_registry();
+        let inserted = g.with(|r| {
+            if self.shared.ready_closed_hint() {
+                return Err(task);
+            }
+            match r.insert(task) {
+                Some(cid) => Ok(r.get(cid).cloned()),
+                None => Ok(None),
+            }
+        });
+        drop(g);
+        let task = match inserted {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err(Error::TooManyCoroutines),
+            Err(refused) => {
+                drop(refused);
+                return Err(Error::Closed);
+            }
+        };
+        let cid = task.cid();
+        // ① Create → Ready, unless cancelled (⑪) or shut down meanwhile.
+        match task
+            .state
+            .compare_exchange(CREATED, QUEUED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                self.shared
+                    .trace(&task, CoroutineState::Create, CoroutineState::Ready);
+                self.shared.enqueue(task);
+            }
+            Err(s) if s & DONE == 0 => {
+                // CANCEL was set while Create: we own the future.
+                let prev = task.state.swap(DONE, Ordering::AcqRel);
+                self.shared.finish(&task, prev);
+            }
+            Err(_) => {} // shut down: shutdown dropped the future.
+        }
+        Ok(cid)
+    }
+
+    /// Wakes the coroutine `cid` (paper Table 1: `wake(cid)`), exactly as its
+    /// `Waker` would.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCoroutine`] for an id that is not live here.
+    pub fn wake(&self, cid: CoroutineId) -> Result<Wake, Error> {
+        let task = self.shared.task(cid)?;
+        Ok(Shared::wake_task(task))
+    }
+
+    /// Changes a coroutine's priority (paper Table 1: `reprio(cid, prio)`).
+    ///
+    /// A ready coroutine moves to the tail of its new level's queue at once; a
+    /// blocked or running one keeps the new priority for when it is next queued.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCoroutine`], [`Error::Priority`].
+    pub fn reprio(&self, cid: CoroutineId, priority: Priority) -> Result<(), Error> {
+        let priority = self.shared.levels.check(priority)?;
+        let task = self.shared.task(cid)?;
+        let mut g = self.shared.lock_ready();
+        g.with(|r| {
+            task.priority.store(priority.level(), Ordering::Relaxed);
+            if r.queues.requeue_at_priority(&task) {
+                self.shared.publish_bitmap(r);
+            }
+        });
+        Ok(())
+    }
+
+    /// A coroutine's current priority.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCoroutine`].
+    pub fn priority(&self, cid: CoroutineId) -> Result<Priority, Error> {
+        Ok(self.shared.task(cid)?.priority())
+    }
+
+    /// A coroutine's kind.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCoroutine`].
+    pub fn kind(&self, cid: CoroutineId) -> Result<CoroutineKind, Error> {
+        Ok(self.shared.task(cid)?.header.kind)
+    }
+
+    /// A coroutine's state (a snapshot: it may change the moment it is read).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCoroutine`] — including once it has exited and its id is
+    /// retired.
+    pub fn state(&self, cid: CoroutineId) -> Result<CoroutineState, Error> {
+        let task = self.shared.task(cid)?;
+        Ok(CoroutineState::from_bits(task.state.load(Ordering::Acquire)))
+    }
+
+    /// Cancels a coroutine: drops its future (now, or when its current poll ends)
+    /// and retires its id.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCoroutine`].
+    pub fn cancel(&self, cid: CoroutineId) -> Result<Cancel, Error> {
+        let task = self.shared.task(cid)?;
+        Ok(self.cancel_task(&task))
+    }
+
+    fn cancel_task(&self, task: &Arc<Task<P>>) -> Cancel {
+        let shared = &*self.shared;
+        let mut s = task.state.load(Ordering::Acquire);
+        loop {
+            if s & DONE != 0 {
+                return Cancel::AlreadyExited;
+            }
+            if s & QUEUED != 0 {
+                // Whoever takes it out of its queue owns it; try to be that party.
+                let mut g = shared.lock_ready();
+                let removed = g.with(|r| {
+                    let t = r.queues.remove(task);
+                    if t.is_some() {
+                        shared.publish_bitmap(r);
+                    }
+                    t
+                });
+                drop(g);
+                if let Some(queued) = removed {
+                    let prev = task.state.swap(DONE, Ordering::AcqRel);
+                    shared.finish(task, prev);
+                    drop(queued);
+                    return Cancel::Dropped;
+                }
+                // Not in a queue yet (a waker is pushing it) or just popped: leave a
+                // note for whoever pops it.
+            }
+            let (new, deferred) = if s & (RUNNING | QUEUED | CREATED) != 0 {
+                (s | CANCEL, true)
+            } else {
+                (DONE, false)
+            };
+            match task
+                .state
+                .compare_exchange(s, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(prev) if !deferred => {
+                    shared.finish(task, prev);
+                    return Cancel::Dropped;
+                }
+                Ok(_) => return Cancel::Deferred,
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    /// Marks the running coroutine `cid` as interrupted (⑥, Running →
+    /// Running-suspended): for a trap handler that preempts a poll.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCoroutine`], or [`Error::WrongState`] unless it is Running.
+    pub fn suspend(&self, cid: CoroutineId) -> Result<(), Error> {
+        self.flip_suspended(cid, true)
+    }
+
+    /// Ends an interruption (⑦, Running-suspended → Running).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchCoroutine`], or [`Error::WrongState`] unless it is
+    /// Running-suspended.
+    pub fn resume(&self, cid: CoroutineId) -> Result<(), Error> {
+        self.flip_suspended(cid, false)
+    }
+
+    fn flip_suspended(&self, cid: CoroutineId, suspend: bool) -> Result<(), Error> {
+        let task = self.shared.task(cid)?;
+        let (from, to) = if suspend {
+            (CoroutineState::Running, CoroutineState::RunningSuspended)
+        } else {
+            (CoroutineState::RunningSuspended, CoroutineState::Running)
+        };
+        let result = task
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (CoroutineState::from_bits(s) == from).then_some(s ^ SUSPENDED)
+            });
+        match result {
+            Ok(_) => {
+                self.shared.trace(&task, from, to);
+                Ok(())
+            }
+            Err(s) => Err(Error::WrongState {
+                cid,
+                state: CoroutineState::from_bits(s),
+                needs: from,
+            }),
+        }
+    }
+
+    /// The levels that have a ready coroutine, read without a lock. This is the
+    /// bitmap a process publishes for global scheduling (paper §2.4).
+    #[inline]
+    pub fn ready_bitmap(&self) -> PrioBitmap {
+        PrioBitmap::from_bits(self.shared.bitmap.load(Ordering::Acquire))
+    }
+
+    /// The most important level with a ready coroutine, in O(1) and without a lock.
+    #[inline]
+    pub fn most_important_ready(&self) -> Option<Priority> {
+        self.ready_bitmap().most_important()
+    }
+
+    /// The number of live coroutines (not yet exited).
+    pub fn len(&self) -> usize {
+        self.shared.lock_registry().with(|r| r.len())
+    }
+
+    /// Whether no coroutine is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of ready coroutines.
+    pub fn ready_len(&self) -> usize {
+        self.shared.lock_ready().with(|r| r.queues.len())
+    }
+
+    /// The ids of the blocked coroutines: the blocking set (a snapshot).
+    pub fn blocked(&self) -> Vec<CoroutineId> {
+        let mut out = Vec::new();
+        self.shared.lock_registry().with(|r| {
+            r.for_each(|t| {
+                if CoroutineState::from_bits(t.state.load(Ordering::Acquire))
+                    == CoroutineState::Blocked
+                {
+                    out.push(t.cid());
+                }
+            })
+        });
+        out
+    }
+
+    /// The number of pollers (CPUs lent to this executor) alive now.
+    pub fn pollers(&self) -> usize {
+        self.shared.pollers.load(Ordering::Relaxed)
+    }
+
+    /// Lends the executor a CPU (the core of paper Table 1's `alloc_cpu`): the
+    /// returned poller runs its coroutines on whichever CPU or thread drives it.
+    /// Any number of pollers may run at once.
+    pub fn poller(&self) -> Poller<P> {
+        self.shared.pollers.fetch_add(1, Ordering::Relaxed);
+        Poller {
+            shared: self.shared.clone(),
+            current: None,
+        }
+    }
+
+    /// Wakes every parked poller (for example so that a `run_while` loop re-reads
+    /// its condition).
+    pub fn unpark_all(&self) {
+        let n = self
+            .shared
+            .lock_ready()
+            .with(|r| core::mem::take(&mut r.sleepers));
+        for _ in 0..n {
+            self.shared.platform.unpark_one();
+        }
+    }
+
+    /// Whether [`shutdown`](Executor::shutdown) has run.
+    pub fn is_closed(&self) -> bool {
+        self.shared.ready_closed_hint()
+    }
+
+    /// Shuts the executor down (see the module docs for the order): every
+    /// coroutine is cancelled, parked pollers return, later spawns fail.
+    ///
+    /// Returns how many coroutines were cancelled. Idempotent.
+    pub fn shutdown(&self) -> usize {
+        let shared = &*self.shared;
+        let all = shared.lock_registry().with(|r| {
+            shared.close_flag.store(true, Ordering::Release);
+            r.drain()
+        });
+        let (queued, sleepers) = shared.lock_ready().with(|r| {
+            r.closed = true;
+            let q = r.queues.drain();
+            shared.publish_bitmap(r);
+            (q, core::mem::take(&mut r.sleepers))
+        });
+        for _ in 0..sleepers {
+            shared.platform.unpark_one();
+        }
+        let mut futures = Vec::new();
+        // Coroutines we took out of a queue are ours.
+        for t in &queued {
+            let prev = t.state.swap(DONE, Ordering::AcqRel);
+            shared.trace(t, CoroutineState::from_bits(prev), CoroutineState::Exit);
+            // SAFETY: removed from its queue by us and now DONE: we own the future.
+            futures.push(unsafe { t.take_future() });
+        }
+        for t in &all {
+            let r = t.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                if s & DONE != 0 {
+                    None
+                } else if s & (RUNNING | QUEUED) != 0 {
+                    Some(s | CANCEL)
+                } else {
+                    Some(DONE)
+                }
+            });
+            if let Ok(prev) = r {
+                if prev & (RUNNING | QUEUED) == 0 {
+                    shared.trace(t, CoroutineState::from_bits(prev), CoroutineState::Exit);
+                    // SAFETY: Blocked or Create, moved to DONE by us: we own it.
+                    futures.push(unsafe { t.take_future() });
+                }
+            }
+        }
+        let n = all.len();
+        drop(futures);
+        drop(queued);
+        drop(all);
+        n
+    }
+}
+
+impl<P: Platform> Shared<P> {
+    #[inline]
+    fn ready_closed_hint(&self) -> bool {
+        self.close_flag.load(Ordering::Acquire)
+    }
+}
+
+impl<P: Platform> Drop for Executor<P> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A CPU lent to an [`Executor`]: the loop that picks the most important ready
+/// coroutine and polls it.
+///
+/// A poller belongs to one CPU or thread at a time (it is `Send`, not `Sync`).
+/// Create one per CPU with [`Executor::poller`].
+pub struct Poller<P: Platform = SpinPlatform> {
+    shared: Arc<Shared<P>>,
+    current: Option<CoroutineId>,
+}
+
+impl<P: Platform> fmt::Debug for Poller<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Poller")
+            .field("current", &self.current)
+            .finish()
+    }
+}
+
+/// Runs exit on a coroutine whose poll unwound, so a panic cannot leave it
+/// `RUNNING` forever or leak its future.
+struct ExitOnUnwind<'a, P: Platform> {
+    task: &'a Task<P>,
+}
+
+impl<P: Platform> Drop for ExitOnUnwind<'_, P> {
+    fn drop(&mut self) {
+        let prev = self.task.state.swap(DONE, Ordering::AcqRel);
+        self.task.shared.finish(self.task, prev);
+    }
+}
+
+impl<P: Platform> Poller<P> {
+    /// The coroutine this poller is polling right now (paper: `getcid()`), for a
+    /// platform that keeps it per CPU. Inside a coroutine,
+    /// [`cid_of`](crate::cid_of)`(cx.waker())` gives the same without a platform.
+    pub fn current(&self) -> Option<CoroutineId> {
+        self.current
+    }
+
+    /// Polls the most important ready coroutine, if any. Returns whether it did.
+    pub fn run_once(&mut self) -> bool {
+        match self.shared.push_and_pop(None) {
+            Some(task) => {
+                let carry = self.poll(task);
+                if let Some(t) = carry {
+                    self.shared.enqueue(t);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Polls ready coroutines until none is ready. Returns how many polls it made.
+    pub fn run_until_idle(&mut self) -> usize {
+        let mut carry = None;
+        let mut polls = 0;
+        while let Some(task) = self.shared.push_and_pop(carry.take()) {
+            carry = self.poll(task);
+            polls += 1;
+        }
+        polls
+    }
+
+    /// Runs until the executor shuts down, parking while idle.
+    pub fn run(&mut self) -> usize {
+        self.run_while(|| true)
+    }
+
+    /// Runs while `keep_going()` holds and the executor is open, parking while
+    /// idle. `keep_going` is checked before each poll and before parking; whoever
+    /// makes it false should then call [`Executor::unpark_all`].
+    ///
+    /// Returns how many polls it made.
+    pub fn run_while(&mut self, mut keep_going: impl FnMut() -> bool) -> usize {
+        let mut carry = None;
+        let mut polls = 0;
+        loop {
+            if !keep_going() {
+                if let Some(t) = carry.take() {
+                    self.shared.enqueue(t);
+                }
+                return polls;
+            }
+            if let Some(task) = self.shared.push_and_pop(carry.take()) {
+                carry = self.poll(task);
+                polls += 1;
+                continue;
+            }
+            // Idle: register as a sleeper, unless work or shutdown arrived.
+            let registered = self.shared.lock_ready().with(|r| {
+                if r.closed {
+                    None
+                } else if r.queues.len() > 0 {
+                    Some(false)
+                } else {
+                    let max = self.shared.pollers.load(Ordering::Relaxed);
+                    if r.sleepers < max {
+                        r.sleepers += 1;
+                    }
+                    Some(true)
+                }
+            });
+            match registered {
+                None => return polls,
+                Some(false) => continue,
+                Some(true) => {
+                    if !keep_going() {
+                        // Give the registration back (a claim meanwhile only
+                        // costs someone a spurious wake-up).
+                        self.shared.lock_ready().with(|r| {
+                            r.sleepers = r.sleepers.saturating_sub(1);
+                        });
+                        return polls;
+                    }
+                    self.shared.platform.park();
+                }
+            }
+        }
+    }
+
+    /// Polls one popped coroutine (② then ③, ④ or ⑤). Returns it if it must go
+    /// back to its ready queue.
+    #[inline]
+    fn poll(&mut self, task: Arc<Task<P>>) -> Option<Arc<Task<P>>> {
+        let shared = &*self.shared;
+        // ② Ready → Running, unless cancellation was asked while it was queued.
+        let prev = task.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+            if s & (CANCEL | DONE) != 0 {
+                None
+            } else {
+                Some((s & !QUEUED) | RUNNING)
+            }
+        });
+        if let Err(s) = prev {
+            if s & DONE == 0 {
+                let prev = task.state.swap(DONE, Ordering::AcqRel);
+                shared.finish(&task, prev);
+            }
+            return None;
+        }
+        shared.trace(&task, CoroutineState::Ready, CoroutineState::Running);
+        self.current = Some(task.cid());
+        let waker = task.waker_ref();
+        let mut cx = Context::from_waker(&waker);
+        let unwind = ExitOnUnwind { task: &task };
+        // SAFETY: we set RUNNING above, so we own the future until we clear it.
+        let result = unsafe { task.poll_future(&mut cx) };
+        core::mem::forget(unwind);
+        self.current = None;
+        if result == Poll::Ready(()) {
+            let prev = task.state.swap(DONE, Ordering::AcqRel);
+            shared.finish(&task, prev);
+            return None;
+        }
+        let mut s = task.state.load(Ordering::Acquire);
+        loop {
+            let new = if s & CANCEL != 0 {
+                DONE
+            } else if s & NOTIFIED != 0 {
+                QUEUED // ④
+            } else {
+                0 // ③
+            };
+            match task
+                .state
+                .compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(prev) => {
+                    let from = CoroutineState::from_bits(prev);
+                    return match new {
+                        DONE => {
+                            shared.finish(&task, prev);
+                            None
+                        }
+                        QUEUED => {
+                            shared.trace(&task, from, CoroutineState::Ready);
+                            Some(task)
+                        }
+                        _ => {
+                            shared.trace(&task, from, CoroutineState::Blocked);
+                            None
+                        }
+                    };
+                }
+                Err(actual) => s = actual,
+            }
+        }
+    }
+}
+
+impl<P: Platform> Drop for Poller<P> {
+    fn drop(&mut self) {
+        self.shared.pollers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
