@@ -214,19 +214,23 @@ impl<P: Platform> Shared<P> {
         drop(refused);
     }
 
-    /// The wake transition (⑧, or the note that turns ③ into ④). Returns whether
-    /// the caller won the duty to enqueue.
+    /// The wake transition (⑧, or the note that turns ③ into ④).
+    ///
+    /// Every outcome except `Exited` is decided by a successful compare-and-swap,
+    /// even when the word does not change ("already ready"): the waker published
+    /// its event (data, an I/O result) *before* waking, and only a read-modify-write
+    /// is ordered against the poller's own `QUEUED → RUNNING` swap. With a plain
+    /// load, the waker could see "already queued" while the poller, about to poll,
+    /// still read the old event — and block for good (found by the loom model
+    /// `wake_races_poll_one_poller`).
     fn wake_transition(task: &Task<P>) -> Wake {
         let mut s = task.state.load(Ordering::Acquire);
         loop {
             let (new, outcome) = if s & DONE != 0 {
                 return Wake::Exited;
             } else if s & (QUEUED | CREATED) != 0 {
-                return Wake::AlreadyReady;
+                (s, Wake::AlreadyReady)
             } else if s & RUNNING != 0 {
-                if s & NOTIFIED != 0 {
-                    return Wake::WhileRunning;
-                }
                 (s | NOTIFIED, Wake::WhileRunning)
             } else {
                 (s | QUEUED, Wake::Queued)

@@ -11,22 +11,30 @@
 //! interrupt can never arrive on a hart that holds the lock (and then spin on it
 //! forever from the interrupt handler).
 
+#[cfg(loom)]
+pub(crate) use self::model::{SpinGuard, SpinLock};
+
+#[cfg(not(loom))]
 use crate::sync::{spin_hint, AtomicBool, Ordering, UnsafeCell};
 
 /// A test-and-test-and-set spin lock.
+#[cfg(not(loom))]
 pub(crate) struct SpinLock<T> {
     locked: AtomicBool,
     value: UnsafeCell<T>,
 }
 
+#[cfg(not(loom))]
 // SAFETY: the lock hands out at most one `SpinGuard` at a time (the `locked` flag,
 // acquired with `Acquire` and released with `Release`), and only through the guard
 // can `value` be reached; so `T` is only ever accessed by one thread at a time, and
 // sending `T` between threads is all that sharing the lock implies.
 unsafe impl<T: Send> Sync for SpinLock<T> {}
+#[cfg(not(loom))]
 // SAFETY: owning the lock is owning `T`.
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
+#[cfg(not(loom))]
 impl<T> SpinLock<T> {
     pub(crate) fn new(value: T) -> Self {
         SpinLock {
@@ -58,12 +66,14 @@ impl<T> SpinLock<T> {
 
 /// Exclusive access to the value of a [`SpinLock`]; unlocks on drop, then drops
 /// the critical-section guard `C`.
+#[cfg(not(loom))]
 pub(crate) struct SpinGuard<'a, T, C> {
     lock: &'a SpinLock<T>,
     // Declared after `lock` and dropped after `Drop::drop` has released the lock.
     _critical: C,
 }
 
+#[cfg(not(loom))]
 impl<T, C> SpinGuard<'_, T, C> {
     /// Runs `f` with exclusive access to the value.
     #[inline]
@@ -74,9 +84,46 @@ impl<T, C> SpinGuard<'_, T, C> {
     }
 }
 
+#[cfg(not(loom))]
 impl<T, C> Drop for SpinGuard<'_, T, C> {
     #[inline]
     fn drop(&mut self) {
         self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// Under loom a spinning thread makes the model explode (every spin is a branch),
+/// and the lock itself is not what the models check; so the same API is backed by
+/// loom's blocking mutex, which loom explores as one acquire and one release.
+#[cfg(loom)]
+mod model {
+    pub(crate) struct SpinLock<T> {
+        inner: loom::sync::Mutex<T>,
+    }
+
+    pub(crate) struct SpinGuard<'a, T, C> {
+        guard: loom::sync::MutexGuard<'a, T>,
+        _critical: C,
+    }
+
+    impl<T> SpinLock<T> {
+        pub(crate) fn new(value: T) -> Self {
+            SpinLock {
+                inner: loom::sync::Mutex::new(value),
+            }
+        }
+
+        pub(crate) fn lock<C>(&self, critical: C) -> SpinGuard<'_, T, C> {
+            SpinGuard {
+                guard: self.inner.lock().unwrap(),
+                _critical: critical,
+            }
+        }
+    }
+
+    impl<T, C> SpinGuard<'_, T, C> {
+        pub(crate) fn with<R>(&mut self, f: impl FnOnce(&mut T) -> R) -> R {
+            f(&mut self.guard)
+        }
     }
 }

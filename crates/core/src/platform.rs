@@ -100,14 +100,12 @@ pub use self::thread::ThreadPlatform;
 mod thread {
     extern crate std;
 
-    use core::time::Duration;
-
     #[cfg(loom)]
     use loom::sync::{Condvar, Mutex};
     #[cfg(not(loom))]
     use std::sync::{Condvar, Mutex};
 
-    use super::{Clock, Critical, Park, Platform};
+    use super::{Critical, Park, Platform};
 
     /// A hosted platform: parked CPUs are OS threads blocked on a condition
     /// variable; the clock is `std::time::Instant`.
@@ -157,8 +155,8 @@ mod thread {
     }
 
     #[cfg(not(loom))]
-    impl Clock for ThreadPlatform {
-        fn now(&self) -> Duration {
+    impl super::Clock for ThreadPlatform {
+        fn now(&self) -> core::time::Duration {
             self.origin.elapsed()
         }
     }

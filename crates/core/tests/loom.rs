@@ -1,0 +1,253 @@
+//! Loom models of the Executor's races: every interleaving (up to the preemption
+//! bound) of wake, poll, reprio, cancel, park and shutdown on two and three CPUs.
+//!
+//! Run with:
+//! `RUSTFLAGS="--cfg loom" cargo test -p ss-core --features std --test loom --release`
+#![cfg(loom)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicUsize as StdCount;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use loom::sync::atomic::AtomicBool;
+use loom::thread;
+use ss_core::platform::{SpinPlatform, ThreadPlatform};
+use ss_core::{Executor, Levels, Priority};
+
+fn p(l: u8) -> Priority {
+    Priority::new(l).unwrap()
+}
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(3);
+    }
+    b.check(f);
+}
+
+/// Completes once `event` is set; otherwise blocks without arranging a wake-up,
+/// as a coroutine waiting for an asynchronous system call that will wake it by id.
+/// Counts its polls and its drop.
+struct WaitEvent {
+    event: Arc<AtomicBool>,
+    polls: Arc<StdCount>,
+    drops: Arc<StdCount>,
+}
+
+impl Future for WaitEvent {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        self.polls.fetch_add(1, SeqCst);
+        if self.event.load(SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for WaitEvent {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, SeqCst);
+    }
+}
+
+struct Setup<P: ss_core::platform::Platform> {
+    exec: Arc<Executor<P>>,
+    cid: ss_core::CoroutineId,
+    event: Arc<AtomicBool>,
+    polls: Arc<StdCount>,
+    drops: Arc<StdCount>,
+}
+
+fn setup<P: ss_core::platform::Platform>(platform: P, prio: u8) -> Setup<P> {
+    let exec = Arc::new(Executor::with_platform(Levels::DEFAULT, platform));
+    let event = Arc::new(AtomicBool::new(false));
+    let polls = Arc::new(StdCount::new(0));
+    let drops = Arc::new(StdCount::new(0));
+    let cid = exec
+        .spawn(
+            WaitEvent {
+                event: event.clone(),
+                polls: polls.clone(),
+                drops: drops.clone(),
+            },
+            p(prio),
+        )
+        .unwrap();
+    Setup {
+        exec,
+        cid,
+        event,
+        polls,
+        drops,
+    }
+}
+
+/// The completion side of an asynchronous call: publish, then wake by id.
+fn complete<P: ss_core::platform::Platform>(s: &Setup<P>) -> impl FnOnce() + Send + 'static {
+    let (exec, cid, event) = (s.exec.clone(), s.cid, s.event.clone());
+    move || {
+        event.store(true, SeqCst);
+        let _ = exec.wake(cid);
+    }
+}
+
+/// After the race, the coroutine must be able to finish: no wake-up was lost.
+fn assert_finishes<P: ss_core::platform::Platform>(s: &Setup<P>) {
+    s.exec.poller().run_until_idle();
+    assert!(s.exec.is_empty(), "a wake-up was lost: the coroutine is stuck blocked");
+    assert_eq!(s.drops.load(SeqCst), 1, "future dropped exactly once");
+    assert!(s.exec.ready_bitmap().is_empty());
+    assert_eq!(s.exec.ready_len(), 0);
+}
+
+#[test]
+fn wake_races_poll_one_poller() {
+    model(|| {
+        let s = setup(SpinPlatform, 3);
+        let mut cpu = s.exec.poller();
+        let t = thread::spawn(move || {
+            cpu.run_once();
+        });
+        complete(&s)();
+        t.join().unwrap();
+        assert_finishes(&s);
+        // Polled at most twice: once blocked, once done (never queued twice).
+        assert!(s.polls.load(SeqCst) <= 2);
+    });
+}
+
+#[test]
+fn wake_races_two_pollers() {
+    model(|| {
+        let s = setup(SpinPlatform, 0);
+        let pollers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut cpu = s.exec.poller();
+                thread::spawn(move || {
+                    cpu.run_once();
+                })
+            })
+            .collect();
+        complete(&s)();
+        for t in pollers {
+            t.join().unwrap();
+        }
+        assert_finishes(&s);
+        assert!(s.polls.load(SeqCst) <= 2);
+    });
+}
+
+#[test]
+fn wake_and_waker_race_three_pollers() {
+    // Three CPUs, two wakers (by id and by a Waker clone) racing a poll.
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(|| {
+        let s = setup(SpinPlatform, 1);
+        let pollers: Vec<_> = (0..3)
+            .map(|_| {
+                let mut cpu = s.exec.poller();
+                thread::spawn(move || {
+                    cpu.run_once();
+                })
+            })
+            .collect();
+        complete(&s)();
+        let _ = s.exec.wake(s.cid);
+        for t in pollers {
+            t.join().unwrap();
+        }
+        assert_finishes(&s);
+    });
+}
+
+#[test]
+fn reprio_races_wake_and_poll() {
+    model(|| {
+        let s = setup(SpinPlatform, 5);
+        let mut cpu = s.exec.poller();
+        let poller = thread::spawn(move || {
+            cpu.run_once();
+        });
+        let (exec, cid) = (s.exec.clone(), s.cid);
+        let reprio = thread::spawn(move || {
+            let _ = exec.reprio(cid, p(1));
+        });
+        complete(&s)();
+        poller.join().unwrap();
+        reprio.join().unwrap();
+        // If it is still queued, it must be at its current priority's level.
+        if let Ok(prio) = s.exec.priority(s.cid) {
+            let bits = s.exec.ready_bitmap();
+            assert!(bits.is_empty() || bits == ss_core::PrioBitmap::EMPTY.with(prio));
+        }
+        assert_finishes(&s);
+    });
+}
+
+#[test]
+fn cancel_races_wake_and_poll() {
+    model(|| {
+        let s = setup(SpinPlatform, 2);
+        let mut cpu = s.exec.poller();
+        let poller = thread::spawn(move || {
+            cpu.run_once();
+        });
+        let (exec, cid) = (s.exec.clone(), s.cid);
+        let cancel = thread::spawn(move || {
+            let _ = exec.cancel(cid);
+        });
+        complete(&s)();
+        poller.join().unwrap();
+        cancel.join().unwrap();
+        assert_finishes(&s);
+    });
+}
+
+#[test]
+fn shutdown_races_wake_and_poll() {
+    model(|| {
+        let s = setup(SpinPlatform, 2);
+        let mut cpu = s.exec.poller();
+        let poller = thread::spawn(move || {
+            cpu.run_once();
+        });
+        let exec = s.exec.clone();
+        let shut = thread::spawn(move || {
+            exec.shutdown();
+        });
+        complete(&s)();
+        poller.join().unwrap();
+        shut.join().unwrap();
+        assert!(s.exec.is_empty());
+        assert_eq!(s.drops.load(SeqCst), 1, "future dropped exactly once");
+        assert_eq!(s.exec.ready_len(), 0);
+    });
+}
+
+#[test]
+fn a_parking_poller_never_misses_a_wake() {
+    // The poller may be about to park exactly when the wake-up arrives; loom
+    // reports a deadlock if it ever sleeps through it.
+    model(|| {
+        let s = setup(ThreadPlatform::default(), 0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut cpu = s.exec.poller();
+        let (exec, st) = (s.exec.clone(), stop.clone());
+        let poller = thread::spawn(move || {
+            // Runs until the coroutine has exited.
+            cpu.run_while(|| !exec.is_empty());
+        });
+        complete(&s)();
+        poller.join().unwrap();
+        assert!(s.exec.is_empty());
+        assert_eq!(s.drops.load(SeqCst), 1);
+        drop(st);
+    });
+}
