@@ -100,8 +100,10 @@ impl<P: Platform> ReadyQueues<P> {
     }
 
     /// Removes `task` if it is queued, returning the queue's reference to it.
-    pub(crate) fn remove(&mut self, task: &Task<P>) -> Option<Arc<Task<P>>> {
-        let raw: *const Task<P> = task;
+    pub(crate) fn remove(&mut self, task: &Arc<Task<P>>) -> Option<Arc<Task<P>>> {
+        // `as_ptr` keeps the provenance of the whole `Arc` allocation, which
+        // `from_raw` below needs (a pointer made from `&Task` would not do).
+        let raw = Arc::as_ptr(task);
         // SAFETY: we hold the ready lock, so the links are ours to read.
         if task.links.with(|l| unsafe { (*l).level }) == Links::<P>::NOT_QUEUED {
             return None;
@@ -116,8 +118,8 @@ impl<P: Platform> ReadyQueues<P> {
     /// Moves `task`, if queued, to the tail of the queue of `task.priority()`.
     ///
     /// Returns whether it was queued.
-    pub(crate) fn requeue_at_priority(&mut self, task: &Task<P>) -> bool {
-        let raw: *const Task<P> = task;
+    pub(crate) fn requeue_at_priority(&mut self, task: &Arc<Task<P>>) -> bool {
+        let raw = Arc::as_ptr(task);
         // SAFETY: under the lock.
         let old = task.links.with(|l| unsafe { (*l).level });
         if old == Links::<P>::NOT_QUEUED {

@@ -442,8 +442,8 @@ fn a_future_that_wakes_and_spawns_in_its_destructor_does_not_deadlock() {
 #[test]
 fn several_threads_poll_one_executor_without_losing_or_repeating_work() {
     const WORKERS: usize = 3;
-    const COROUTINES: usize = 2_000;
-    const ROUNDS: usize = 20;
+    const COROUTINES: usize = if cfg!(miri) { 12 } else { 2_000 };
+    const ROUNDS: usize = if cfg!(miri) { 4 } else { 20 };
     let exec = Arc::new(Executor::with_platform(Levels::DEFAULT, ThreadPlatform::default()));
     let polls = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
@@ -510,7 +510,8 @@ fn a_parked_poller_wakes_for_work_from_another_thread() {
     let s = stop.clone();
     let worker = std::thread::spawn(move || cpu.run_while(|| !s.load(Ordering::SeqCst)));
     let hits = Arc::new(AtomicUsize::new(0));
-    for _ in 0..200 {
+    let rounds = if cfg!(miri) { 5 } else { 200 };
+    for _ in 0..rounds {
         let h = hits.clone();
         let before = hits.load(Ordering::SeqCst);
         exec.spawn(async move { h.fetch_add(1, Ordering::SeqCst); }, p(3))
@@ -523,7 +524,7 @@ fn a_parked_poller_wakes_for_work_from_another_thread() {
     stop.store(true, Ordering::SeqCst);
     exec.unpark_all();
     worker.join().unwrap();
-    assert_eq!(hits.load(Ordering::SeqCst), 200);
+    assert_eq!(hits.load(Ordering::SeqCst), rounds);
 }
 
 #[test]
@@ -536,7 +537,8 @@ fn shutdown_while_pollers_run_returns_them_and_drops_everything() {
             std::thread::spawn(move || cpu.run())
         })
         .collect();
-    for i in 0..500 {
+    let n = if cfg!(miri) { 16 } else { 500 };
+    for i in 0..n {
         let t = drops.token();
         exec.spawn(
             async move {
@@ -554,6 +556,6 @@ fn shutdown_while_pollers_run_returns_them_and_drops_everything() {
     for w in workers {
         w.join().unwrap();
     }
-    assert_eq!(drops.get(), 500);
+    assert_eq!(drops.get(), n);
     assert_eq!(exec.pollers(), 0);
 }
