@@ -69,9 +69,7 @@ use crate::lock::{SpinGuard, SpinLock};
 use crate::platform::{Critical, Platform, SpinPlatform};
 use crate::queue::ReadyQueues;
 use crate::registry::Registry;
-use crate::state::{
-    CoroutineState, CANCEL, CREATED, DONE, NOTIFIED, QUEUED, RUNNING, SUSPENDED,
-};
+use crate::state::{CoroutineState, CANCEL, CREATED, DONE, NOTIFIED, QUEUED, RUNNING, SUSPENDED};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::task::Task;
 
@@ -107,9 +105,9 @@ impl fmt::Display for Error {
                  check the id came from this executor's spawn"
             ),
             Error::Priority(e) => e.fmt(f),
-            Error::Closed => f.write_str(
-                "the executor is shut down; create a new one to run more coroutines",
-            ),
+            Error::Closed => {
+                f.write_str("the executor is shut down; create a new one to run more coroutines")
+            }
             Error::TooManyCoroutines => f.write_str(
                 "4 294 967 295 coroutines are alive at once; let some finish before spawning more",
             ),
@@ -521,7 +519,9 @@ impl<P: Platform> Executor<P> {
     /// retired.
     pub fn state(&self, cid: CoroutineId) -> Result<CoroutineState, Error> {
         let task = self.shared.task(cid)?;
-        Ok(CoroutineState::from_bits(task.state.load(Ordering::Acquire)))
+        Ok(CoroutineState::from_bits(
+            task.state.load(Ordering::Acquire),
+        ))
     }
 
     /// Cancels a coroutine: drops its future (now, or when its current poll ends)
@@ -727,15 +727,17 @@ impl<P: Platform> Executor<P> {
             futures.push(unsafe { t.take_future() });
         }
         for t in &all {
-            let r = t.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                if s & DONE != 0 {
-                    None
-                } else if s & (RUNNING | QUEUED) != 0 {
-                    Some(s | CANCEL)
-                } else {
-                    Some(DONE)
-                }
-            });
+            let r = t
+                .state
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                    if s & DONE != 0 {
+                        None
+                    } else if s & (RUNNING | QUEUED) != 0 {
+                        Some(s | CANCEL)
+                    } else {
+                        Some(DONE)
+                    }
+                });
             if let Ok(prev) = r {
                 if prev & (RUNNING | QUEUED) == 0 {
                     shared.trace(t, CoroutineState::from_bits(prev), CoroutineState::Exit);
@@ -892,13 +894,15 @@ impl<P: Platform> Poller<P> {
     fn poll(&mut self, task: Arc<Task<P>>) -> Option<Arc<Task<P>>> {
         let shared = &*self.shared;
         // ② Ready → Running, unless cancellation was asked while it was queued.
-        let prev = task.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-            if s & (CANCEL | DONE) != 0 {
-                None
-            } else {
-                Some((s & !QUEUED) | RUNNING)
-            }
-        });
+        let prev = task
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                if s & (CANCEL | DONE) != 0 {
+                    None
+                } else {
+                    Some((s & !QUEUED) | RUNNING)
+                }
+            });
         if let Err(s) = prev {
             if s & DONE == 0 {
                 let prev = task.state.swap(DONE, Ordering::AcqRel);

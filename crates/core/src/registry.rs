@@ -54,7 +54,9 @@ impl<P: Platform> Registry<P> {
             self.free_head = self.slots[i as usize].next_free;
             i
         } else {
-            let i = u32::try_from(self.slots.len()).ok().filter(|&i| i != NO_SLOT)?;
+            let i = u32::try_from(self.slots.len())
+                .ok()
+                .filter(|&i| i != NO_SLOT)?;
             self.slots.push(Slot {
                 generation: 1,
                 task: None,

@@ -210,12 +210,8 @@ impl<P: Platform> Task<P> {
     }
 }
 
-static WAKER_VTABLE: RawWakerVTable = RawWakerVTable::new(
-    waker_clone,
-    waker_wake,
-    waker_wake_by_ref,
-    waker_drop,
-);
+static WAKER_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
 
 /// # Safety
 /// For the four functions below: `p` is a waker data pointer made by

@@ -95,7 +95,11 @@ fn wake_by_id_and_by_waker_take_the_same_path() {
     assert_eq!(exec.state(by_id), Ok(CoroutineState::Blocked));
 
     assert_eq!(exec.wake(by_id), Ok(Wake::Queued));
-    assert_eq!(exec.wake(by_id), Ok(Wake::AlreadyReady), "no double queueing");
+    assert_eq!(
+        exec.wake(by_id),
+        Ok(Wake::AlreadyReady),
+        "no double queueing"
+    );
     assert_eq!(exec.state(by_id), Ok(CoroutineState::Ready));
     let waker = slot.take().unwrap();
     assert_eq!(cid_of(&waker), Some(by_waker));
@@ -103,7 +107,11 @@ fn wake_by_id_and_by_waker_take_the_same_path() {
     waker.wake_by_ref();
     waker.wake(); // a second wake of a ready coroutine changes nothing
     assert_eq!(exec.ready_len(), 2);
-    assert_eq!(cpu.run_until_idle(), 2, "each coroutine polled exactly once");
+    assert_eq!(
+        cpu.run_until_idle(),
+        2,
+        "each coroutine polled exactly once"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 2);
     assert_eq!(exec.wake(by_id), Err(Error::NoSuchCoroutine(by_id)));
 }
@@ -134,7 +142,10 @@ fn forged_and_stale_ids_find_nothing() {
 #[test]
 fn priorities_are_checked_against_the_levels() {
     let exec = Executor::with_platform(Levels::new(4).unwrap(), ss_core::platform::SpinPlatform);
-    assert!(matches!(exec.spawn(async {}, p(4)), Err(Error::Priority(_))));
+    assert!(matches!(
+        exec.spawn(async {}, p(4)),
+        Err(Error::Priority(_))
+    ));
     let cid = exec.spawn(async {}, p(3)).unwrap();
     let e = exec.reprio(cid, p(9)).unwrap_err();
     assert!(e.to_string().contains("0 (most important) to 3"), "{e}");
@@ -142,8 +153,11 @@ fn priorities_are_checked_against_the_levels() {
     let out = log();
     for level in [63u8, 0, 40] {
         let out = out.clone();
-        max.spawn(async move { out.lock().unwrap().push(level.into()) }, p(level))
-            .unwrap();
+        max.spawn(
+            async move { out.lock().unwrap().push(level.into()) },
+            p(level),
+        )
+        .unwrap();
     }
     max.poller().run_until_idle();
     assert_eq!(*out.lock().unwrap(), [0, 40, 63]);
@@ -215,14 +229,30 @@ fn cancel_in_every_state_drops_the_future_once() {
 
     // Ready.
     let t = drops.token();
-    let ready = exec.spawn(async move { let _t = t; Forever.await }, p(2)).unwrap();
+    let ready = exec
+        .spawn(
+            async move {
+                let _t = t;
+                Forever.await
+            },
+            p(2),
+        )
+        .unwrap();
     assert_eq!(exec.cancel(ready), Ok(Cancel::Dropped));
     assert_eq!(drops.get(), 1);
     assert!(exec.ready_bitmap().is_empty());
 
     // Blocked.
     let t = drops.token();
-    let blocked = exec.spawn(async move { let _t = t; Forever.await }, p(2)).unwrap();
+    let blocked = exec
+        .spawn(
+            async move {
+                let _t = t;
+                Forever.await
+            },
+            p(2),
+        )
+        .unwrap();
     cpu.run_until_idle();
     assert_eq!(exec.state(blocked), Ok(CoroutineState::Blocked));
     assert_eq!(exec.cancel(blocked), Ok(Cancel::Dropped));
@@ -273,7 +303,11 @@ fn suspend_and_resume_follow_the_state_model() {
         .unwrap();
     assert!(matches!(
         exec.suspend(cid),
-        Err(Error::WrongState { state: CoroutineState::Ready, needs: CoroutineState::Running, .. })
+        Err(Error::WrongState {
+            state: CoroutineState::Ready,
+            needs: CoroutineState::Running,
+            ..
+        })
     ));
     exec.poller().run_until_idle();
     assert_eq!(
@@ -285,7 +319,10 @@ fn suspend_and_resume_follow_the_state_model() {
 #[test]
 fn the_recorded_trace_walks_the_documented_edges() {
     use CoroutineState::*;
-    let exec = Arc::new(Executor::with_platform(Levels::DEFAULT, Recorder::default()));
+    let exec = Arc::new(Executor::with_platform(
+        Levels::DEFAULT,
+        Recorder::default(),
+    ));
     let e = exec.clone();
     let cid = exec
         .spawn(
@@ -329,7 +366,8 @@ fn kinds_and_current_id() {
         .spawn_kind(
             async move {
                 let me = current_cid().await;
-                let kind = std::future::poll_fn(|cx| std::task::Poll::Ready(kind_of(cx.waker()))).await;
+                let kind =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(kind_of(cx.waker()))).await;
                 *s.lock().unwrap() = Some((me, kind));
             },
             p(0),
@@ -338,7 +376,10 @@ fn kinds_and_current_id() {
         .unwrap();
     assert_eq!(exec.kind(cid), Ok(CoroutineKind::Main));
     exec.poller().run_until_idle();
-    assert_eq!(*seen.lock().unwrap(), Some((Some(cid), Some(CoroutineKind::Main))));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some((Some(cid), Some(CoroutineKind::Main)))
+    );
     // Outside a coroutine there is no id.
     let noop = std::task::Waker::noop();
     assert_eq!(cid_of(noop), None);
@@ -360,8 +401,13 @@ fn a_panicking_coroutine_exits_and_the_executor_goes_on() {
         .unwrap();
     let ok = Arc::new(AtomicUsize::new(0));
     let o = ok.clone();
-    exec.spawn(async move { o.fetch_add(1, Ordering::SeqCst); }, p(1))
-        .unwrap();
+    exec.spawn(
+        async move {
+            o.fetch_add(1, Ordering::SeqCst);
+        },
+        p(1),
+    )
+    .unwrap();
     let mut cpu = exec.poller();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cpu.run_until_idle()));
     assert!(r.is_err(), "the panic reaches the poller's caller");
@@ -379,16 +425,35 @@ fn shutdown_drops_every_future_and_refuses_new_work() {
     let slot = WakerSlot::default();
     for level in 0..8 {
         let t = drops.token();
-        exec.spawn(async move { let _t = t; Forever.await }, p(level))
-            .unwrap();
+        exec.spawn(
+            async move {
+                let _t = t;
+                Forever.await
+            },
+            p(level),
+        )
+        .unwrap();
     }
     let (t, s) = (drops.token(), slot.clone());
-    exec.spawn(async move { let _t = t; s.wait().await; Forever.await }, p(0))
-        .unwrap();
+    exec.spawn(
+        async move {
+            let _t = t;
+            s.wait().await;
+            Forever.await
+        },
+        p(0),
+    )
+    .unwrap();
     exec.poller().run_until_idle(); // all 9 now blocked
     for level in 0..3 {
         let t = drops.token();
-        exec.spawn(async move { let _t = t; }, p(level)).unwrap(); // 3 ready
+        exec.spawn(
+            async move {
+                let _t = t;
+            },
+            p(level),
+        )
+        .unwrap(); // 3 ready
     }
     assert_eq!(exec.shutdown(), 12);
     assert_eq!(drops.get(), 12);
@@ -408,11 +473,27 @@ fn dropping_the_executor_frees_coroutines_that_hold_wakers_of_each_other() {
         let a = WakerSlot::default();
         let b = WakerSlot::default();
         let (t, a1, b1) = (drops.token(), a.clone(), b.clone());
-        exec.spawn(async move { let _t = t; let _b = b1; a1.wait().await; Forever.await }, p(0))
-            .unwrap();
+        exec.spawn(
+            async move {
+                let _t = t;
+                let _b = b1;
+                a1.wait().await;
+                Forever.await
+            },
+            p(0),
+        )
+        .unwrap();
         let (t, a2, b2) = (drops.token(), a.clone(), b.clone());
-        exec.spawn(async move { let _t = t; let _a = a2; b2.wait().await; Forever.await }, p(0))
-            .unwrap();
+        exec.spawn(
+            async move {
+                let _t = t;
+                let _a = a2;
+                b2.wait().await;
+                Forever.await
+            },
+            p(0),
+        )
+        .unwrap();
         exec.poller().run_until_idle();
     }
     assert_eq!(drops.get(), 2);
@@ -432,7 +513,15 @@ fn a_future_that_wakes_and_spawns_in_its_destructor_does_not_deadlock() {
     let exec = Arc::new(Executor::new());
     let other = exec.spawn(Forever, p(1)).unwrap();
     let n = Noisy(exec.clone(), Some(other));
-    let me = exec.spawn(async move { let _n = n; Forever.await }, p(0)).unwrap();
+    let me = exec
+        .spawn(
+            async move {
+                let _n = n;
+                Forever.await
+            },
+            p(0),
+        )
+        .unwrap();
     exec.poller().run_until_idle();
     assert_eq!(exec.cancel(me), Ok(Cancel::Dropped));
     exec.poller().run_until_idle();
@@ -444,7 +533,10 @@ fn several_threads_poll_one_executor_without_losing_or_repeating_work() {
     const WORKERS: usize = 3;
     const COROUTINES: usize = if cfg!(miri) { 12 } else { 2_000 };
     const ROUNDS: usize = if cfg!(miri) { 4 } else { 20 };
-    let exec = Arc::new(Executor::with_platform(Levels::DEFAULT, ThreadPlatform::default()));
+    let exec = Arc::new(Executor::with_platform(
+        Levels::DEFAULT,
+        ThreadPlatform::default(),
+    ));
     let polls = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let mut cids = Vec::new();
@@ -504,7 +596,10 @@ fn several_threads_poll_one_executor_without_losing_or_repeating_work() {
 
 #[test]
 fn a_parked_poller_wakes_for_work_from_another_thread() {
-    let exec = Arc::new(Executor::with_platform(Levels::DEFAULT, ThreadPlatform::default()));
+    let exec = Arc::new(Executor::with_platform(
+        Levels::DEFAULT,
+        ThreadPlatform::default(),
+    ));
     let mut cpu = exec.poller();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s = stop.clone();
@@ -514,8 +609,13 @@ fn a_parked_poller_wakes_for_work_from_another_thread() {
     for _ in 0..rounds {
         let h = hits.clone();
         let before = hits.load(Ordering::SeqCst);
-        exec.spawn(async move { h.fetch_add(1, Ordering::SeqCst); }, p(3))
-            .unwrap();
+        exec.spawn(
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+            },
+            p(3),
+        )
+        .unwrap();
         // The worker must wake and run it; if it were lost, this would hang.
         while hits.load(Ordering::SeqCst) == before {
             std::thread::yield_now();
@@ -529,7 +629,10 @@ fn a_parked_poller_wakes_for_work_from_another_thread() {
 
 #[test]
 fn shutdown_while_pollers_run_returns_them_and_drops_everything() {
-    let exec = Arc::new(Executor::with_platform(Levels::DEFAULT, ThreadPlatform::default()));
+    let exec = Arc::new(Executor::with_platform(
+        Levels::DEFAULT,
+        ThreadPlatform::default(),
+    ));
     let drops = DropCount::default();
     let workers: Vec<_> = (0..2)
         .map(|_| {

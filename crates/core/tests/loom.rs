@@ -100,7 +100,10 @@ fn complete<P: ss_core::platform::Platform>(s: &Setup<P>) -> impl FnOnce() + Sen
 /// After the race, the coroutine must be able to finish: no wake-up was lost.
 fn assert_finishes<P: ss_core::platform::Platform>(s: &Setup<P>) {
     s.exec.poller().run_until_idle();
-    assert!(s.exec.is_empty(), "a wake-up was lost: the coroutine is stuck blocked");
+    assert!(
+        s.exec.is_empty(),
+        "a wake-up was lost: the coroutine is stuck blocked"
+    );
     assert_eq!(s.drops.load(SeqCst), 1, "future dropped exactly once");
     assert!(s.exec.ready_bitmap().is_empty());
     assert_eq!(s.exec.ready_len(), 0);

@@ -106,7 +106,10 @@ fn p(l: u8) -> Priority {
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let exec = Executor::with_platform(Levels::new(LEVELS).unwrap(), ss_core::platform::SpinPlatform);
+    let exec = Executor::with_platform(
+        Levels::new(LEVELS).unwrap(),
+        ss_core::platform::SpinPlatform,
+    );
     let mut cpu = exec.poller();
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut model = Reference::new();
@@ -213,12 +216,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 8 } else { 512 },
+        cases: if cfg!(miri) { 4 } else { 512 },
         ..ProptestConfig::default()
     })]
 
     #[test]
-    fn executor_matches_the_reference_scheduler(ops in prop::collection::vec(op(), 0..120)) {
+    fn executor_matches_the_reference_scheduler(
+        ops in prop::collection::vec(op(), 0..if cfg!(miri) { 40 } else { 120 })
+    ) {
         run(ops)?;
     }
 }

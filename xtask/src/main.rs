@@ -1,0 +1,241 @@
+//! `cargo xtask` — the project's task runner.
+//!
+//! `cargo xtask test` is the one test command: the README gives it, `.ci/run` runs
+//! it, and it runs every check in order, stopping at the first failure:
+//! formatting, clippy, the workspace tests, the loom models, Miri over the core,
+//! the `riscv64gc-unknown-none-elf` build of the no_std crates, the docs, and a
+//! smoke run of the micro-benchmark.
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "SharedScheduler task runner")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run every check CI runs (or only the named steps).
+    Test {
+        /// Run only these steps (fmt, clippy, unit, loom, miri, riscv, doc, bench).
+        #[arg(long = "only", value_delimiter = ',')]
+        only: Vec<String>,
+        /// Skip Miri even where the nightly toolchain is present (local use; CI never skips).
+        #[arg(long)]
+        no_miri: bool,
+    },
+}
+
+/// The no_std crates that must build for the kernel's target.
+const NO_STD_CRATES: [&str; 3] = ["ss-abi", "ss-proto", "ss-core"];
+const RISCV: &str = "riscv64gc-unknown-none-elf";
+
+struct Step {
+    name: &'static str,
+    what: &'static str,
+    run: fn(&Ctx) -> Result<(), String>,
+}
+
+struct Ctx {
+    ci: bool,
+    no_miri: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Test { only, no_miri } => {
+            let ctx = Ctx {
+                ci: std::env::var_os("CI").is_some(),
+                no_miri,
+            };
+            let steps = steps();
+            for name in &only {
+                if !steps.iter().any(|s| s.name == name) {
+                    eprintln!("xtask: unknown step `{name}`; steps are: {}", names(&steps));
+                    return ExitCode::from(2);
+                }
+            }
+            let started = Instant::now();
+            for step in steps
+                .iter()
+                .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
+            {
+                eprintln!("\n==> [{}] {}", step.name, step.what);
+                let t = Instant::now();
+                if let Err(e) = (step.run)(&ctx) {
+                    eprintln!("\nxtask: step `{}` failed: {e}", step.name);
+                    return ExitCode::FAILURE;
+                }
+                eprintln!(
+                    "==> [{}] ok in {:.1}s",
+                    step.name,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            eprintln!(
+                "\nxtask: all steps passed in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn names(steps: &[Step]) -> String {
+    steps.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+}
+
+fn steps() -> Vec<Step> {
+    vec![
+        Step {
+            name: "fmt",
+            what: "rustfmt --check",
+            run: |_| cargo(&["fmt", "--all", "--check"], &[]),
+        },
+        Step {
+            name: "clippy",
+            what: "clippy on every target, warnings denied",
+            run: |_| {
+                cargo(
+                    &[
+                        "clippy",
+                        "--workspace",
+                        "--all-targets",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ],
+                    &[],
+                )
+            },
+        },
+        Step {
+            name: "unit",
+            what: "cargo test --workspace (unit, integration, proptest, doc tests)",
+            run: |_| cargo(&["test", "--workspace"], &[]),
+        },
+        Step {
+            name: "loom",
+            what: "loom models of the core's races",
+            run: |_| {
+                cargo(
+                    &[
+                        "test",
+                        "-p",
+                        "ss-core",
+                        "--features",
+                        "std",
+                        "--test",
+                        "loom",
+                        "--release",
+                    ],
+                    &[
+                        ("RUSTFLAGS", "--cfg loom"),
+                        ("CARGO_TARGET_DIR", "target/loom"),
+                    ],
+                )
+            },
+        },
+        Step {
+            name: "miri",
+            what: "Miri over the core's tests (nightly)",
+            run: miri,
+        },
+        Step {
+            name: "riscv",
+            what: "build the no_std crates for riscv64gc-unknown-none-elf",
+            run: |_| {
+                let mut args = vec!["build", "--target", RISCV];
+                for c in NO_STD_CRATES {
+                    args.extend(["-p", c]);
+                }
+                cargo(&args, &[])
+            },
+        },
+        Step {
+            name: "doc",
+            what: "cargo doc, warnings denied",
+            run: |_| {
+                cargo(
+                    &["doc", "--workspace", "--no-deps"],
+                    &[("RUSTDOCFLAGS", "-D warnings")],
+                )
+            },
+        },
+        Step {
+            name: "bench",
+            what: "micro-benchmark smoke run (--quick; asserts it completes, not timings)",
+            run: |_| {
+                cargo(
+                    &[
+                        "run",
+                        "--release",
+                        "-p",
+                        "ss-bench",
+                        "--bin",
+                        "micro",
+                        "--",
+                        "--quick",
+                    ],
+                    &[],
+                )
+            },
+        },
+    ]
+}
+
+fn miri(ctx: &Ctx) -> Result<(), String> {
+    if ctx.no_miri {
+        eprintln!("skipped (--no-miri)");
+        return Ok(());
+    }
+    let have = Command::new("cargo")
+        .args(["+nightly", "miri", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have {
+        let fix = "install it with `rustup toolchain install nightly --profile minimal \
+                   --component miri,rust-src`";
+        if ctx.ci {
+            return Err(format!("Miri is missing; {fix}"));
+        }
+        eprintln!("skipped: Miri is missing; {fix}");
+        return Ok(());
+    }
+    cargo(
+        &["+nightly", "miri", "test", "-p", "ss-core"],
+        &[(
+            "MIRIFLAGS",
+            "-Zmiri-strict-provenance -Zmiri-disable-isolation",
+        )],
+    )
+}
+
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let mut cmd = Command::new("cargo");
+    // A `+toolchain` argument must come first; `cargo` from rustup handles it.
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    eprintln!("$ {}cargo {}", env_prefix(env), args.join(" "));
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` exited with {status}", args.join(" ")))
+    }
+}
+
+fn env_prefix(env: &[(&str, &str)]) -> String {
+    env.iter().map(|(k, v)| format!("{k}=\"{v}\" ")).collect()
+}
