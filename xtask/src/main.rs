@@ -3,8 +3,9 @@
 //! `cargo xtask test` is the one test command: the README gives it, `.ci/run` runs
 //! it, and it runs every check in order, stopping at the first failure:
 //! formatting, clippy, the workspace tests, the loom models, Miri over the core,
-//! the `riscv64gc-unknown-none-elf` build of the no_std crates, the docs, and a
-//! smoke run of the micro-benchmark.
+//! the `riscv64gc-unknown-none-elf` build of the no_std crates, a short run of the
+//! protocol decoder's fuzz target, the docs, and a smoke run of the
+//! micro-benchmark.
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -22,7 +23,7 @@ struct Cli {
 enum Task {
     /// Run every check CI runs (or only the named steps).
     Test {
-        /// Run only these steps (fmt, clippy, unit, loom, miri, riscv, doc, bench).
+        /// Run only these steps (fmt, clippy, unit, loom, miri, riscv, fuzz, doc, bench).
         #[arg(long = "only", value_delimiter = ',')]
         only: Vec<String>,
         /// Skip Miri even where the nightly toolchain is present (local use; CI never skips).
@@ -159,6 +160,11 @@ fn steps() -> Vec<Step> {
             },
         },
         Step {
+            name: "fuzz",
+            what: "20 s of the protocol decoder's cargo-fuzz target (nightly)",
+            run: fuzz,
+        },
+        Step {
             name: "doc",
             what: "cargo doc, warnings denied",
             run: |_| {
@@ -216,6 +222,44 @@ fn miri(ctx: &Ctx) -> Result<(), String> {
             "-Zmiri-strict-provenance -Zmiri-disable-isolation",
         )],
     )
+}
+
+fn fuzz(ctx: &Ctx) -> Result<(), String> {
+    let have = Command::new("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have {
+        let fix = "install it with `cargo install cargo-fuzz --locked` (and the nightly toolchain)";
+        if ctx.ci {
+            return Err(format!("cargo-fuzz is missing; {fix}"));
+        }
+        eprintln!("skipped: cargo-fuzz is missing; {fix}");
+        return Ok(());
+    }
+    let dir = std::path::Path::new("crates/proto");
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(dir).args([
+        "+nightly",
+        "fuzz",
+        "run",
+        "decode",
+        "--",
+        "-max_total_time=20",
+        "-dict=fuzz/decode.dict",
+    ]);
+    eprintln!("$ (cd crates/proto && cargo +nightly fuzz run decode -- -max_total_time=20)");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the fuzzer found a failure ({status}); see crates/proto/fuzz/artifacts"
+        ))
+    }
 }
 
 fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
