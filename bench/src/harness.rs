@@ -1,0 +1,97 @@
+//! The measuring loop: a fixed workload, run a few times to warm up, then a
+//! fixed number of repetitions; the result is the median and the minimum time
+//! per operation.
+//!
+//! A repetition is a closure that sets up its own state, times only the part
+//! that is the workload (with [`time`]) and returns that duration, so set-up and
+//! tear-down (building a runtime, spawning a thread, dropping an executor) never
+//! count.
+//!
+//! Why median *and* min: the median is the typical cost on this machine, the
+//! minimum is the cost with the least interference (the closest to the code's
+//! own cost). A wide gap between them says the machine was noisy.
+
+use std::time::{Duration, Instant};
+
+/// How many times to run each workload.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Untimed repetitions first (caches, allocator, branch predictors).
+    pub warmup: usize,
+    /// Timed repetitions; odd, so the median is one of them.
+    pub reps: usize,
+}
+
+/// Nanoseconds per operation over the timed repetitions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// The median repetition's ns per operation.
+    pub median: f64,
+    /// The fastest repetition's ns per operation.
+    pub min: f64,
+}
+
+impl Sample {
+    /// The ratio of medians `self / other` (how many times `other`'s cost).
+    pub fn ratio_to(&self, other: &Sample) -> f64 {
+        self.median / other.median
+    }
+}
+
+/// Runs `rep` `plan.warmup` times untimed, then `plan.reps` times, and divides
+/// each returned duration by `ops`.
+///
+/// # Panics
+/// If `ops` or `plan.reps` is zero.
+pub fn measure(plan: Plan, ops: u64, mut rep: impl FnMut() -> Duration) -> Sample {
+    assert!(ops > 0 && plan.reps > 0, "a workload must do some work");
+    for _ in 0..plan.warmup {
+        let _ = rep();
+    }
+    let mut per_op: Vec<f64> = (0..plan.reps)
+        .map(|_| rep().as_nanos() as f64 / ops as f64)
+        .collect();
+    per_op.sort_by(f64::total_cmp);
+    Sample {
+        median: per_op[per_op.len() / 2],
+        min: per_op[0],
+    }
+}
+
+/// Times `f`.
+#[inline]
+pub fn time(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_min_per_op() {
+        let mut durations = [50u64, 10, 40, 20, 30].into_iter();
+        let s = measure(Plan { warmup: 0, reps: 5 }, 10, || {
+            Duration::from_nanos(durations.next().unwrap())
+        });
+        assert_eq!(
+            s,
+            Sample {
+                median: 3.0,
+                min: 1.0
+            }
+        );
+    }
+
+    #[test]
+    fn warmup_is_not_counted() {
+        let mut n = 0u64;
+        let s = measure(Plan { warmup: 2, reps: 1 }, 1, || {
+            n += 1;
+            Duration::from_nanos(n * 100)
+        });
+        assert_eq!(s.median, 300.0);
+    }
+}
