@@ -55,7 +55,6 @@
 //! Futures are dropped outside every lock, so a future's destructor may wake
 //! others or spawn (both are then refused) without deadlock.
 
-use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
@@ -71,7 +70,7 @@ use crate::queue::ReadyQueues;
 use crate::registry::Registry;
 use crate::state::{CoroutineState, CANCEL, CREATED, DONE, NOTIFIED, QUEUED, RUNNING, SUSPENDED};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::task::Task;
+use crate::task::{DynTask, PollScope, Task};
 
 /// What went wrong with an executor operation; `Display` says what to do.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -184,7 +183,7 @@ impl<P: Platform> Shared<P> {
     }
 
     #[inline]
-    fn trace(&self, task: &Task<P>, from: CoroutineState, to: CoroutineState) {
+    fn trace(&self, task: &DynTask<P>, from: CoroutineState, to: CoroutineState) {
         debug_assert!(from.can_become(to), "illegal transition {from} -> {to}");
         self.platform.on_transition(task.cid(), from, to);
     }
@@ -195,7 +194,7 @@ impl<P: Platform> Shared<P> {
     }
 
     /// Pushes a task whose `QUEUED` bit the caller set. Refused after shutdown.
-    fn enqueue(&self, task: Arc<Task<P>>) {
+    fn enqueue(&self, task: Arc<DynTask<P>>) {
         let mut g = self.lock_ready();
         let (refused, unpark) = g.with(|r| {
             if r.closed {
@@ -214,14 +213,19 @@ impl<P: Platform> Shared<P> {
 
     /// The wake transition (⑧, or the note that turns ③ into ④).
     ///
-    /// Every outcome except `Exited` is decided by a successful compare-and-swap,
-    /// even when the word does not change ("already ready"): the waker published
-    /// its event (data, an I/O result) *before* waking, and only a read-modify-write
-    /// is ordered against the poller's own `QUEUED → RUNNING` swap. With a plain
+    /// Every outcome except `Exited` is decided by a read-modify-write ordered
+    /// against the poller, even when nothing changes ("already ready"): the waker
+    /// published its event (data, an I/O result) *before* waking, and only such an
+    /// operation is ordered against the poller's own transitions. With a plain
     /// load, the waker could see "already queued" while the poller, about to poll,
     /// still read the old event — and block for good (found by the loom model
     /// `wake_races_poll_one_poller`).
-    fn wake_transition(task: &Task<P>) -> Wake {
+    ///
+    /// A coroutine that yielded waits in its ready queue still holding `RUNNING`
+    /// (see `Poller::poll`), so `RUNNING` alone does not mean "being polled": the
+    /// ready lock tells the two apart, and for a queued coroutine the lock itself
+    /// orders the wake before its next poll.
+    fn wake_transition(task: &DynTask<P>) -> Wake {
         let mut s = task.state.load(Ordering::Acquire);
         loop {
             let (new, outcome) = if s & DONE != 0 {
@@ -229,7 +233,14 @@ impl<P: Platform> Shared<P> {
             } else if s & (QUEUED | CREATED) != 0 {
                 (s, Wake::AlreadyReady)
             } else if s & RUNNING != 0 {
-                (s | NOTIFIED, Wake::WhileRunning)
+                match Self::wake_running(task) {
+                    Some(outcome) => return outcome,
+                    None => {
+                        // It stopped running meanwhile: decide again.
+                        s = task.state.load(Ordering::Acquire);
+                        continue;
+                    }
+                }
             } else {
                 (s | QUEUED, Wake::Queued)
             };
@@ -249,8 +260,33 @@ impl<P: Platform> Shared<P> {
         }
     }
 
+    /// The wake of a coroutine whose word says `RUNNING`: yielded and queued (a
+    /// no-op), or being polled (leave `NOTIFIED`). Decided under the ready lock,
+    /// under which a poller also queues a yielded coroutine. `None` if the word
+    /// left `RUNNING` meanwhile.
+    #[cold]
+    fn wake_running(task: &DynTask<P>) -> Option<Wake> {
+        let shared = &*task.shared;
+        let mut g = shared.lock_ready();
+        g.with(|r| {
+            if r.queues.contains(task) {
+                return Some(Wake::AlreadyReady);
+            }
+            let prev = task
+                .state
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                    (s & (RUNNING | DONE) == RUNNING).then_some(s | NOTIFIED)
+                });
+            match prev {
+                Ok(_) => Some(Wake::WhileRunning),
+                Err(s) if s & DONE != 0 => Some(Wake::Exited),
+                Err(_) => None,
+            }
+        })
+    }
+
     /// Wakes through an owned reference (a consumed `Waker`).
-    pub(crate) fn wake_task(task: Arc<Task<P>>) -> Wake {
+    pub(crate) fn wake_task(task: Arc<DynTask<P>>) -> Wake {
         let outcome = Self::wake_transition(&task);
         if outcome == Wake::Queued {
             let shared = task.shared.clone();
@@ -260,7 +296,7 @@ impl<P: Platform> Shared<P> {
     }
 
     /// Wakes through a borrowed reference (`wake_by_ref`, `Executor::wake`).
-    pub(crate) fn wake_task_ref(task: &Arc<Task<P>>) -> Wake {
+    pub(crate) fn wake_task_ref(task: &Arc<DynTask<P>>) -> Wake {
         let outcome = Self::wake_transition(task);
         if outcome == Wake::Queued {
             task.shared.enqueue(task.clone());
@@ -268,7 +304,7 @@ impl<P: Platform> Shared<P> {
         outcome
     }
 
-    fn task(&self, cid: CoroutineId) -> Result<Arc<Task<P>>, Error> {
+    fn task(&self, cid: CoroutineId) -> Result<Arc<DynTask<P>>, Error> {
         let mut g = self.lock_registry();
         g.with(|r| r.get(cid).cloned())
             .ok_or(Error::NoSuchCoroutine(cid))
@@ -276,13 +312,12 @@ impl<P: Platform> Shared<P> {
 
     /// Exit (⑤ ⑨ ⑩ ⑪): the caller has just moved the word to `DONE` from `prev`
     /// and so owns the future. Drops it and retires the id, outside every lock.
-    fn finish(&self, task: &Task<P>, prev: u32) {
+    fn finish(&self, task: &DynTask<P>, prev: u32) {
         self.trace(task, CoroutineState::from_bits(prev), CoroutineState::Exit);
         // SAFETY: moving the word to DONE from `prev` made us the owner (callers
         // only do so from RUNNING-by-us, a queue entry we removed, Blocked, or
         // Create), and DONE is final, so nobody else will touch the future.
-        let future = unsafe { task.take_future() };
-        drop(future);
+        unsafe { task.drop_future() };
         let removed = self.lock_registry().with(|r| r.remove(task.cid()));
         drop(removed);
     }
@@ -291,7 +326,7 @@ impl<P: Platform> Shared<P> {
     /// `QUEUED`) and pop the most important ready coroutine, in one critical
     /// section.
     #[inline]
-    fn push_and_pop(&self, carry: Option<Arc<Task<P>>>) -> Option<Arc<Task<P>>> {
+    fn push_and_pop(&self, carry: Option<Arc<DynTask<P>>>) -> Option<Arc<DynTask<P>>> {
         let mut g = self.lock_ready();
         let (next, refused, unpark) = g.with(|r| {
             let mut refused = None;
@@ -419,13 +454,7 @@ impl<P: Platform> Executor<P> {
         F: Future<Output = ()> + Send + 'static,
     {
         let priority = self.shared.levels.check(priority)?;
-        let task = Arc::new(Task::new(
-            Box::pin(future),
-            kind,
-            priority,
-            CREATED,
-            self.shared.clone(),
-        ));
+        let task = Task::new_arc(future, kind, priority, CREATED, self.shared.clone());
         let mut g = self.shared.lock_registry();
         let inserted = g.with(|r| {
             if self.shared.ready_closed_hint() {
@@ -519,9 +548,7 @@ impl<P: Platform> Executor<P> {
     /// retired.
     pub fn state(&self, cid: CoroutineId) -> Result<CoroutineState, Error> {
         let task = self.shared.task(cid)?;
-        Ok(CoroutineState::from_bits(
-            task.state.load(Ordering::Acquire),
-        ))
+        Ok(self.shared.state_of(&task))
     }
 
     /// Cancels a coroutine: drops its future (now, or when its current poll ends)
@@ -534,15 +561,16 @@ impl<P: Platform> Executor<P> {
         Ok(self.cancel_task(&task))
     }
 
-    fn cancel_task(&self, task: &Arc<Task<P>>) -> Cancel {
+    fn cancel_task(&self, task: &Arc<DynTask<P>>) -> Cancel {
         let shared = &*self.shared;
         let mut s = task.state.load(Ordering::Acquire);
         loop {
             if s & DONE != 0 {
                 return Cancel::AlreadyExited;
             }
-            if s & QUEUED != 0 {
-                // Whoever takes it out of its queue owns it; try to be that party.
+            if s & (QUEUED | RUNNING) != 0 {
+                // Whoever takes it out of its queue owns it (a yielded coroutine
+                // waits there still `RUNNING`); try to be that party.
                 let mut g = shared.lock_ready();
                 let removed = g.with(|r| {
                     let t = r.queues.remove(task);
@@ -558,8 +586,8 @@ impl<P: Platform> Executor<P> {
                     drop(queued);
                     return Cancel::Dropped;
                 }
-                // Not in a queue yet (a waker is pushing it) or just popped: leave a
-                // note for whoever pops it.
+                // Being polled, or not in a queue yet (a waker is pushing it), or
+                // just popped: leave a note for whoever owns it.
             }
             let (new, deferred) = if s & (RUNNING | QUEUED | CREATED) != 0 {
                 (s | CANCEL, true)
@@ -605,19 +633,26 @@ impl<P: Platform> Executor<P> {
         } else {
             (CoroutineState::RunningSuspended, CoroutineState::Running)
         };
-        let result = task
-            .state
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                (CoroutineState::from_bits(s) == from).then_some(s ^ SUSPENDED)
-            });
+        // Under the ready lock, so that a yielded coroutine (queued, still
+        // `RUNNING`) is seen as the Ready one it is.
+        let result = self.shared.lock_ready().with(|r| {
+            if r.queues.contains(&task) {
+                return Err(CoroutineState::Ready);
+            }
+            task.state
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                    (CoroutineState::from_bits(s) == from).then_some(s ^ SUSPENDED)
+                })
+                .map_err(CoroutineState::from_bits)
+        });
         match result {
             Ok(_) => {
                 self.shared.trace(&task, from, to);
                 Ok(())
             }
-            Err(s) => Err(Error::WrongState {
+            Err(state) => Err(Error::WrongState {
                 cid,
-                state: CoroutineState::from_bits(s),
+                state,
                 needs: from,
             }),
         }
@@ -718,13 +753,12 @@ impl<P: Platform> Executor<P> {
         for _ in 0..sleepers {
             shared.platform.unpark_one();
         }
-        let mut futures = Vec::new();
-        // Coroutines we took out of a queue are ours.
+        // Outside both locks from here. Coroutines we took out of a queue are ours.
         for t in &queued {
             let prev = t.state.swap(DONE, Ordering::AcqRel);
             shared.trace(t, CoroutineState::from_bits(prev), CoroutineState::Exit);
             // SAFETY: removed from its queue by us and now DONE: we own the future.
-            futures.push(unsafe { t.take_future() });
+            unsafe { t.drop_future() };
         }
         for t in &all {
             let r = t
@@ -742,12 +776,11 @@ impl<P: Platform> Executor<P> {
                 if prev & (RUNNING | QUEUED) == 0 {
                     shared.trace(t, CoroutineState::from_bits(prev), CoroutineState::Exit);
                     // SAFETY: Blocked or Create, moved to DONE by us: we own it.
-                    futures.push(unsafe { t.take_future() });
+                    unsafe { t.drop_future() };
                 }
             }
         }
         let n = all.len();
-        drop(futures);
         drop(queued);
         drop(all);
         n
@@ -755,6 +788,21 @@ impl<P: Platform> Executor<P> {
 }
 
 impl<P: Platform> Shared<P> {
+    /// The state of `task`, telling a yielded coroutine (queued, still holding
+    /// `RUNNING`) from one being polled.
+    fn state_of(&self, task: &DynTask<P>) -> CoroutineState {
+        let state = CoroutineState::from_bits(task.state.load(Ordering::Acquire));
+        if matches!(
+            state,
+            CoroutineState::Running | CoroutineState::RunningSuspended
+        ) && self.lock_ready().with(|r| r.queues.contains(task))
+        {
+            CoroutineState::Ready
+        } else {
+            state
+        }
+    }
+
     #[inline]
     fn ready_closed_hint(&self) -> bool {
         self.close_flag.load(Ordering::Acquire)
@@ -788,7 +836,7 @@ impl<P: Platform> fmt::Debug for Poller<P> {
 /// Runs exit on a coroutine whose poll unwound, so a panic cannot leave it
 /// `RUNNING` forever or leak its future.
 struct ExitOnUnwind<'a, P: Platform> {
-    task: &'a Task<P>,
+    task: &'a DynTask<P>,
 }
 
 impl<P: Platform> Drop for ExitOnUnwind<'_, P> {
@@ -890,32 +938,53 @@ impl<P: Platform> Poller<P> {
 
     /// Polls one popped coroutine (② then ③, ④ or ⑤). Returns it if it must go
     /// back to its ready queue.
+    ///
+    /// A coroutine that woke itself during the poll (a yield) goes back without
+    /// its word changing: it stays `RUNNING`, and the right to poll it travels with
+    /// its queue entry to whichever poller pops it next (handed over by the ready
+    /// lock). That makes a yield cost one lock round trip and no read-modify-write
+    /// on the word; the wake path tells such a queued coroutine from a running one
+    /// under the ready lock.
     #[inline]
-    fn poll(&mut self, task: Arc<Task<P>>) -> Option<Arc<Task<P>>> {
+    fn poll(&mut self, task: Arc<DynTask<P>>) -> Option<Arc<DynTask<P>>> {
         let shared = &*self.shared;
-        // ② Ready → Running, unless cancellation was asked while it was queued.
-        let prev = task
-            .state
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                if s & (CANCEL | DONE) != 0 {
-                    None
-                } else {
-                    Some((s & !QUEUED) | RUNNING)
+        let s = task.state.load(Ordering::Acquire);
+        if s & RUNNING == 0 {
+            // ② Ready → Running, unless cancellation was asked while it was queued.
+            let prev = task
+                .state
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                    if s & (CANCEL | DONE) != 0 {
+                        None
+                    } else {
+                        Some((s & !QUEUED) | RUNNING)
+                    }
+                });
+            if let Err(s) = prev {
+                if s & DONE == 0 {
+                    let prev = task.state.swap(DONE, Ordering::AcqRel);
+                    shared.finish(&task, prev);
                 }
-            });
-        if let Err(s) = prev {
-            if s & DONE == 0 {
+                return None;
+            }
+        } else if s & (CANCEL | NOTIFIED) != 0 {
+            // A yielded coroutine (ours now, through the queue) that was cancelled,
+            // or woken, while it waited. This poll answers the wake-up.
+            if s & CANCEL != 0 {
                 let prev = task.state.swap(DONE, Ordering::AcqRel);
                 shared.finish(&task, prev);
+                return None;
             }
-            return None;
+            task.state.fetch_and(!NOTIFIED, Ordering::AcqRel);
         }
         shared.trace(&task, CoroutineState::Ready, CoroutineState::Running);
         self.current = Some(task.cid());
-        let waker = task.waker_ref();
+        let scope = PollScope::new(&task);
+        let waker = scope.waker();
         let mut cx = Context::from_waker(&waker);
         let unwind = ExitOnUnwind { task: &task };
-        // SAFETY: we set RUNNING above, so we own the future until we clear it.
+        // SAFETY: we hold RUNNING (set above, or carried with the queue entry of a
+        // yielded coroutine), so we own the live future until we give it up.
         let result = unsafe { task.poll_future(&mut cx) };
         core::mem::forget(unwind);
         self.current = None;
@@ -923,6 +992,17 @@ impl<P: Platform> Poller<P> {
             let prev = task.state.swap(DONE, Ordering::AcqRel);
             shared.finish(&task, prev);
             return None;
+        }
+        if scope.woken() {
+            // ④ by a self-wake: back to the queue, still RUNNING (see above).
+            let s = task.state.load(Ordering::Acquire);
+            if s & CANCEL != 0 {
+                let prev = task.state.swap(DONE, Ordering::AcqRel);
+                shared.finish(&task, prev);
+                return None;
+            }
+            shared.trace(&task, CoroutineState::from_bits(s), CoroutineState::Ready);
+            return Some(task);
         }
         let mut s = task.state.load(Ordering::Acquire);
         loop {

@@ -12,22 +12,24 @@
 //! Everything here runs with the executor's ready lock held; that lock is what
 //! makes `&mut ReadyQueues` exclusive, and the links of every task are touched
 //! only through it. A queued task is owned by its queue: pushing turns an
-//! `Arc<Task>` into a raw pointer (`Arc::into_raw`), and popping or unlinking turns
-//! it back, so a queued task can never be freed under the queue.
+//! `Arc<DynTask>` into a raw pointer (`Arc::into_raw`), and popping or unlinking
+//! turns it back, so a queued task can never be freed under the queue.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use alloc::vec;
-use core::ptr;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
 
 use ss_abi::{Levels, Priority};
 
 use crate::platform::Platform;
-use crate::task::{Links, Task};
+use crate::task::{DynTask, NOT_QUEUED};
+
+type Link<P> = Option<NonNull<DynTask<P>>>;
 
 struct List<P: Platform> {
-    head: *const Task<P>,
-    tail: *const Task<P>,
+    head: Link<P>,
+    tail: Link<P>,
 }
 
 /// The per-level FIFOs. See the module docs.
@@ -37,18 +39,27 @@ pub(crate) struct ReadyQueues<P: Platform> {
     len: usize,
 }
 
-// SAFETY: the raw pointers are counted references to `Task<P>`, which is `Send`
+// SAFETY: the raw pointers are counted references to `DynTask<P>`, which is `Send`
 // and `Sync`; the queues move between threads only inside the ready lock.
 unsafe impl<P: Platform> Send for ReadyQueues<P> {}
+
+/// The pointer a queue keeps for a task, with the provenance of the whole `Arc`
+/// allocation (which `Arc::from_raw` needs later; a pointer made from `&DynTask`
+/// would not do, as Miri's Stacked Borrows check showed).
+#[inline]
+fn raw<P: Platform>(task: &Arc<DynTask<P>>) -> NonNull<DynTask<P>> {
+    // SAFETY: `Arc::as_ptr` is never null.
+    unsafe { NonNull::new_unchecked(Arc::as_ptr(task).cast_mut()) }
+}
 
 impl<P: Platform> ReadyQueues<P> {
     pub(crate) fn new(levels: Levels) -> Self {
         let lists = (0..levels.count())
             .map(|_| List {
-                head: ptr::null(),
-                tail: ptr::null(),
+                head: None,
+                tail: None,
             })
-            .collect::<alloc::vec::Vec<_>>()
+            .collect::<Vec<_>>()
             .into_boxed_slice();
         ReadyQueues {
             lists,
@@ -71,12 +82,13 @@ impl<P: Platform> ReadyQueues<P> {
 
     /// Appends `task` to the queue of its current priority.
     ///
-    /// The task must not be queued already (its state word's `QUEUED` transition
-    /// makes the caller the one and only pusher).
+    /// The task must not be queued already (its state word makes the caller the
+    /// one and only pusher).
     #[inline]
-    pub(crate) fn push(&mut self, task: Arc<Task<P>>) {
+    pub(crate) fn push(&mut self, task: Arc<DynTask<P>>) {
         let level = task.priority().level();
-        let raw = Arc::into_raw(task);
+        // SAFETY: `into_raw` never returns null.
+        let raw = unsafe { NonNull::new_unchecked(Arc::into_raw(task).cast_mut()) };
         // SAFETY: `raw` is a live task we now own a count of; `link_tail` needs the
         // ready lock, which `&mut self` stands for.
         unsafe { self.link_tail(raw, level) };
@@ -85,48 +97,52 @@ impl<P: Platform> ReadyQueues<P> {
 
     /// Removes and returns the head of the most important non-empty level.
     #[inline]
-    pub(crate) fn pop(&mut self) -> Option<Arc<Task<P>>> {
+    pub(crate) fn pop(&mut self) -> Option<Arc<DynTask<P>>> {
         if self.bits == 0 {
             return None;
         }
-        let level = self.bits.trailing_zeros() as u8;
-        let head = self.lists[usize::from(level)].head;
-        debug_assert!(!head.is_null(), "bitmap bit set for an empty level");
+        let level = self.bits.trailing_zeros() as usize;
+        let head = self.lists[level].head?;
         // SAFETY: `head` is queued at `level` (bitmap and lists agree under the lock).
         unsafe { self.unlink(head) };
         self.len -= 1;
         // SAFETY: the queue owned one count of `head`, taken back here.
-        Some(unsafe { Arc::from_raw(head) })
+        Some(unsafe { Arc::from_raw(head.as_ptr().cast_const()) })
+    }
+
+    /// Whether `task` is in a queue.
+    #[inline]
+    pub(crate) fn contains(&self, task: &DynTask<P>) -> bool {
+        // SAFETY: we hold the ready lock (`&self` of the locked value), so the
+        // links are not being written.
+        task.links.with(|l| unsafe { (*l).level }) != NOT_QUEUED
     }
 
     /// Removes `task` if it is queued, returning the queue's reference to it.
-    pub(crate) fn remove(&mut self, task: &Arc<Task<P>>) -> Option<Arc<Task<P>>> {
-        // `as_ptr` keeps the provenance of the whole `Arc` allocation, which
-        // `from_raw` below needs (a pointer made from `&Task` would not do).
-        let raw = Arc::as_ptr(task);
-        // SAFETY: we hold the ready lock, so the links are ours to read.
-        if task.links.with(|l| unsafe { (*l).level }) == Links::<P>::NOT_QUEUED {
+    pub(crate) fn remove(&mut self, task: &Arc<DynTask<P>>) -> Option<Arc<DynTask<P>>> {
+        if !self.contains(task) {
             return None;
         }
+        let raw = raw(task);
         // SAFETY: queued (checked above), under the lock.
         unsafe { self.unlink(raw) };
         self.len -= 1;
         // SAFETY: the queue owned one count of `task`, taken back here.
-        Some(unsafe { Arc::from_raw(raw) })
+        Some(unsafe { Arc::from_raw(raw.as_ptr().cast_const()) })
     }
 
     /// Moves `task`, if queued, to the tail of the queue of `task.priority()`.
     ///
     /// Returns whether it was queued.
-    pub(crate) fn requeue_at_priority(&mut self, task: &Arc<Task<P>>) -> bool {
-        let raw = Arc::as_ptr(task);
+    pub(crate) fn requeue_at_priority(&mut self, task: &Arc<DynTask<P>>) -> bool {
         // SAFETY: under the lock.
         let old = task.links.with(|l| unsafe { (*l).level });
-        if old == Links::<P>::NOT_QUEUED {
+        if old == NOT_QUEUED {
             return false;
         }
         let new = task.priority().level();
         if new != old {
+            let raw = raw(task);
             // SAFETY: queued at `old`, under the lock; relinking keeps the count.
             unsafe {
                 self.unlink(raw);
@@ -137,8 +153,8 @@ impl<P: Platform> ReadyQueues<P> {
     }
 
     /// Takes every queued task out (executor shutdown).
-    pub(crate) fn drain(&mut self) -> alloc::vec::Vec<Arc<Task<P>>> {
-        let mut out = vec::Vec::with_capacity(self.len);
+    pub(crate) fn drain(&mut self) -> Vec<Arc<DynTask<P>>> {
+        let mut out = Vec::with_capacity(self.len);
         while let Some(t) = self.pop() {
             out.push(t);
         }
@@ -148,55 +164,52 @@ impl<P: Platform> ReadyQueues<P> {
     /// # Safety
     /// Ready lock held; `raw` is live, not queued, and carries a count for the queue.
     #[inline]
-    unsafe fn link_tail(&mut self, raw: *const Task<P>, level: u8) {
+    unsafe fn link_tail(&mut self, raw: NonNull<DynTask<P>>, level: u8) {
         let list = &mut self.lists[usize::from(level)];
         let old_tail = list.tail;
         // SAFETY: `raw` is live and its links are ours under the lock.
         unsafe {
-            (*raw).links.with_mut(|l| {
+            raw.as_ref().links.with_mut(|l| {
                 (*l).prev = old_tail;
-                (*l).next = ptr::null();
+                (*l).next = None;
                 (*l).level = level;
             });
         }
-        if old_tail.is_null() {
-            list.head = raw;
-        } else {
-            // SAFETY: `old_tail` is queued at this level, hence live; under the lock.
-            unsafe { (*old_tail).links.with_mut(|l| (*l).next = raw) };
+        match old_tail {
+            None => list.head = Some(raw),
+            // SAFETY: `t` is queued at this level, hence live; under the lock.
+            Some(t) => unsafe { t.as_ref().links.with_mut(|l| (*l).next = Some(raw)) },
         }
-        list.tail = raw;
+        list.tail = Some(raw);
         self.bits |= Priority::new(level).map_or(0, Priority::bit);
     }
 
     /// # Safety
     /// Ready lock held; `raw` is queued (so live).
     #[inline]
-    unsafe fn unlink(&mut self, raw: *const Task<P>) {
+    unsafe fn unlink(&mut self, raw: NonNull<DynTask<P>>) {
         // SAFETY: `raw` is queued, hence live; its links are ours under the lock.
         let (prev, next, level) = unsafe {
-            (*raw).links.with_mut(|l| {
+            raw.as_ref().links.with_mut(|l| {
                 let out = ((*l).prev, (*l).next, (*l).level);
-                (*l).prev = ptr::null();
-                (*l).next = ptr::null();
-                (*l).level = Links::<P>::NOT_QUEUED;
+                (*l).prev = None;
+                (*l).next = None;
+                (*l).level = NOT_QUEUED;
                 out
             })
         };
         let list = &mut self.lists[usize::from(level)];
-        if prev.is_null() {
-            list.head = next;
-        } else {
+        match prev {
+            None => list.head = next,
             // SAFETY: a queued neighbour is live; under the lock.
-            unsafe { (*prev).links.with_mut(|l| (*l).next = next) };
+            Some(p) => unsafe { p.as_ref().links.with_mut(|l| (*l).next = next) },
         }
-        if next.is_null() {
-            list.tail = prev;
-        } else {
+        match next {
+            None => list.tail = prev,
             // SAFETY: a queued neighbour is live; under the lock.
-            unsafe { (*next).links.with_mut(|l| (*l).prev = prev) };
+            Some(n) => unsafe { n.as_ref().links.with_mut(|l| (*l).prev = prev) },
         }
-        if list.head.is_null() {
+        if list.head.is_none() {
             self.bits &= !(1u64 << level);
         }
     }

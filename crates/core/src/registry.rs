@@ -14,13 +14,13 @@ use alloc::vec::Vec;
 use ss_abi::CoroutineId;
 
 use crate::platform::Platform;
-use crate::task::Task;
+use crate::task::DynTask;
 
 const NO_SLOT: u32 = u32::MAX;
 
 struct Slot<P: Platform> {
     generation: u32,
-    task: Option<Arc<Task<P>>>,
+    task: Option<Arc<DynTask<P>>>,
     next_free: u32,
 }
 
@@ -48,7 +48,7 @@ impl<P: Platform> Registry<P> {
     /// Stores `task`, writing its id into it first. `task` must be unshared.
     ///
     /// Returns `None` when all 2³² − 1 slots are taken.
-    pub(crate) fn insert(&mut self, mut task: Arc<Task<P>>) -> Option<CoroutineId> {
+    pub(crate) fn insert(&mut self, mut task: Arc<DynTask<P>>) -> Option<CoroutineId> {
         let index = if self.free_head != NO_SLOT {
             let i = self.free_head;
             self.free_head = self.slots[i as usize].next_free;
@@ -76,7 +76,7 @@ impl<P: Platform> Registry<P> {
     }
 
     #[inline]
-    pub(crate) fn get(&self, cid: CoroutineId) -> Option<&Arc<Task<P>>> {
+    pub(crate) fn get(&self, cid: CoroutineId) -> Option<&Arc<DynTask<P>>> {
         let (index, generation) = split(cid);
         let slot = self.slots.get(index)?;
         if slot.generation == generation {
@@ -86,7 +86,7 @@ impl<P: Platform> Registry<P> {
         }
     }
 
-    pub(crate) fn remove(&mut self, cid: CoroutineId) -> Option<Arc<Task<P>>> {
+    pub(crate) fn remove(&mut self, cid: CoroutineId) -> Option<Arc<DynTask<P>>> {
         let (index, generation) = split(cid);
         let slot = self.slots.get_mut(index)?;
         if slot.generation != generation {
@@ -102,7 +102,7 @@ impl<P: Platform> Registry<P> {
     }
 
     /// Takes every task out (executor shutdown). Ids are retired as by `remove`.
-    pub(crate) fn drain(&mut self) -> Vec<Arc<Task<P>>> {
+    pub(crate) fn drain(&mut self) -> Vec<Arc<DynTask<P>>> {
         let mut out = Vec::with_capacity(self.len);
         for (index, slot) in self.slots.iter_mut().enumerate() {
             if let Some(task) = slot.task.take() {
@@ -122,7 +122,7 @@ impl<P: Platform> Registry<P> {
     }
 
     /// Visits every live task.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<Task<P>>)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<DynTask<P>>)) {
         for slot in &self.slots {
             if let Some(t) = &slot.task {
                 f(t);

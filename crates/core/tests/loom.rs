@@ -32,7 +32,22 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 /// Completes once `event` is set; otherwise blocks without arranging a wake-up,
 /// as a coroutine waiting for an asynchronous system call that will wake it by id.
 /// Counts its polls and its drop.
+/// A loom-tracked cell every test future writes while being polled: loom then
+/// reports any two polls of one coroutine that are not ordered (polled on two CPUs
+/// at once, or handed between CPUs without synchronisation).
+#[derive(Default)]
+struct PollMark(loom::cell::UnsafeCell<usize>);
+
+impl PollMark {
+    fn touch(&self) {
+        // SAFETY: the point of the test: loom checks that no two of these
+        // accesses race.
+        self.0.with_mut(|p| unsafe { *p += 1 });
+    }
+}
+
 struct WaitEvent {
+    mark: PollMark,
     event: Arc<AtomicBool>,
     polls: Arc<StdCount>,
     drops: Arc<StdCount>,
@@ -41,6 +56,7 @@ struct WaitEvent {
 impl Future for WaitEvent {
     type Output = ();
     fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        self.mark.touch();
         self.polls.fetch_add(1, SeqCst);
         if self.event.load(SeqCst) {
             Poll::Ready(())
@@ -72,6 +88,7 @@ fn setup<P: ss_core::platform::Platform>(platform: P, prio: u8) -> Setup<P> {
     let cid = exec
         .spawn(
             WaitEvent {
+                mark: PollMark::default(),
                 event: event.clone(),
                 polls: polls.clone(),
                 drops: drops.clone(),
@@ -252,5 +269,103 @@ fn a_parking_poller_never_misses_a_wake() {
         assert!(s.exec.is_empty());
         assert_eq!(s.drops.load(SeqCst), 1);
         drop(st);
+    });
+}
+
+/// Yields (wakes itself) `yields` times while its event is unset, then blocks;
+/// completes once the event is set.
+struct YieldThenWait {
+    mark: PollMark,
+    event: Arc<AtomicBool>,
+    yields: usize,
+    drops: Arc<StdCount>,
+}
+
+impl Future for YieldThenWait {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.mark.touch();
+        if self.event.load(SeqCst) {
+            return Poll::Ready(());
+        }
+        if self.yields > 0 {
+            self.yields -= 1;
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for YieldThenWait {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, SeqCst);
+    }
+}
+
+fn setup_yielding(yields: usize) -> Setup<SpinPlatform> {
+    let exec = Arc::new(Executor::new());
+    let event = Arc::new(AtomicBool::new(false));
+    let drops = Arc::new(StdCount::new(0));
+    let cid = exec
+        .spawn(
+            YieldThenWait {
+                mark: PollMark::default(),
+                event: event.clone(),
+                yields,
+                drops: drops.clone(),
+            },
+            p(2),
+        )
+        .unwrap();
+    Setup {
+        exec,
+        cid,
+        event,
+        polls: Arc::new(StdCount::new(0)),
+        drops,
+    }
+}
+
+#[test]
+fn a_yielded_coroutine_travels_between_pollers_and_still_sees_its_wake() {
+    // The coroutine yields (staying RUNNING in its queue) and may be picked up
+    // by the other poller while the completion wakes it by id.
+    model(|| {
+        let s = setup_yielding(1);
+        let pollers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut cpu = s.exec.poller();
+                thread::spawn(move || {
+                    cpu.run_once();
+                })
+            })
+            .collect();
+        complete(&s)();
+        for t in pollers {
+            t.join().unwrap();
+        }
+        assert_finishes(&s);
+    });
+}
+
+#[test]
+fn cancel_races_a_yield() {
+    model(|| {
+        let s = setup_yielding(2);
+        let mut cpu = s.exec.poller();
+        let poller = thread::spawn(move || {
+            cpu.run_once();
+            cpu.run_once();
+        });
+        let (exec, cid) = (s.exec.clone(), s.cid);
+        let cancel = thread::spawn(move || {
+            let _ = exec.cancel(cid);
+        });
+        poller.join().unwrap();
+        cancel.join().unwrap();
+        s.exec.poller().run_until_idle();
+        assert!(s.exec.is_empty(), "cancelled coroutine must be gone");
+        assert_eq!(s.drops.load(SeqCst), 1, "future dropped exactly once");
+        assert_eq!(s.exec.ready_len(), 0);
     });
 }
