@@ -322,8 +322,26 @@ impl<P: Platform> Shared<P> {
         drop(removed);
     }
 
-    /// One poller step: push back `carry` (a coroutine that yielded, already
-    /// `QUEUED`) and pop the most important ready coroutine, in one critical
+    /// The next coroutine for a poller that just yielded `carry` (if any).
+    ///
+    /// If nothing as important as `carry` or more is ready, pushing it and popping
+    /// the head would hand it straight back: skip the queue (and its lock) and poll
+    /// it again. The bitmap read is the decision point; work queued after it is
+    /// seen at the next step, exactly as if it had been queued a moment later.
+    #[inline]
+    fn next(&self, carry: Option<Arc<DynTask<P>>>) -> Option<Arc<DynTask<P>>> {
+        if let Some(t) = &carry {
+            let p = t.priority();
+            let bits = self.bitmap.load(Ordering::Acquire);
+            if bits & (p.bit() | p.more_important_mask()) == 0 {
+                return carry;
+            }
+        }
+        self.push_and_pop(carry)
+    }
+
+    /// One poller step: push back `carry` (a coroutine that yielded, or was woken
+    /// while polled) and pop the most important ready coroutine, in one critical
     /// section.
     #[inline]
     fn push_and_pop(&self, carry: Option<Arc<DynTask<P>>>) -> Option<Arc<DynTask<P>>> {
@@ -872,7 +890,7 @@ impl<P: Platform> Poller<P> {
     pub fn run_until_idle(&mut self) -> usize {
         let mut carry = None;
         let mut polls = 0;
-        while let Some(task) = self.shared.push_and_pop(carry.take()) {
+        while let Some(task) = self.shared.next(carry.take()) {
             carry = self.poll(task);
             polls += 1;
         }
@@ -899,7 +917,7 @@ impl<P: Platform> Poller<P> {
                 }
                 return polls;
             }
-            if let Some(task) = self.shared.push_and_pop(carry.take()) {
+            if let Some(task) = self.shared.next(carry.take()) {
                 carry = self.poll(task);
                 polls += 1;
                 continue;

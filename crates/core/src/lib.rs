@@ -100,4 +100,4 @@ pub use bitmap::PrioBitmap;
 pub use executor::{Cancel, Error, Executor, Poller, Wake};
 pub use ss_abi::{CoroutineId, CoroutineKind, Levels, Priority};
 pub use state::CoroutineState;
-pub use task::{cid_of, current_cid, kind_of, CurrentCid};
+pub use task::{cid_of, current_cid, kind_of, yield_now, CurrentCid, YieldNow};

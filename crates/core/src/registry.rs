@@ -7,7 +7,14 @@
 //! coroutine never names a later one that reuses the slot, and a forged or stale id
 //! (a system call argument, a completion record) finds nothing. Generation 0 is
 //! never issued, so the raw id 0 is never valid.
+//!
+//! Slots live in fixed pages of [`PAGE`] slots that never move: growing the
+//! registry allocates one page and copies nothing. (A single doubling `Vec` would
+//! copy every slot under the registry lock when it grows — a stall of milliseconds
+//! at a million coroutines — and free multi-megabyte buffers that make the
+//! allocator consolidate its free lists.)
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
@@ -17,15 +24,19 @@ use crate::platform::Platform;
 use crate::task::DynTask;
 
 const NO_SLOT: u32 = u32::MAX;
+/// Slots per page.
+const PAGE: usize = 1024;
 
 struct Slot<P: Platform> {
     generation: u32,
-    task: Option<Arc<DynTask<P>>>,
     next_free: u32,
+    task: Option<Arc<DynTask<P>>>,
 }
 
 pub(crate) struct Registry<P: Platform> {
-    slots: Vec<Slot<P>>,
+    pages: Vec<Box<[Slot<P>]>>,
+    /// Slots handed out so far (all below are initialised).
+    high: u32,
     free_head: u32,
     len: usize,
 }
@@ -36,13 +47,37 @@ fn split(cid: CoroutineId) -> (usize, u32) {
     ((raw & 0xffff_ffff) as usize, (raw >> 32) as u32)
 }
 
+/// The next generation of a slot; skips 0 on wrap-around so the raw id 0 stays
+/// invalid.
+#[inline]
+fn next_generation(g: u32) -> u32 {
+    g.wrapping_add(1).max(1)
+}
+
 impl<P: Platform> Registry<P> {
     pub(crate) const fn new() -> Self {
         Registry {
-            slots: Vec::new(),
+            pages: Vec::new(),
+            high: 0,
             free_head: NO_SLOT,
             len: 0,
         }
+    }
+
+    #[inline]
+    fn slot(&self, index: usize) -> Option<&Slot<P>> {
+        if index >= self.high as usize {
+            return None;
+        }
+        self.pages.get(index / PAGE)?.get(index % PAGE)
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, index: usize) -> Option<&mut Slot<P>> {
+        if index >= self.high as usize {
+            return None;
+        }
+        self.pages.get_mut(index / PAGE)?.get_mut(index % PAGE)
     }
 
     /// Stores `task`, writing its id into it first. `task` must be unshared.
@@ -51,20 +86,27 @@ impl<P: Platform> Registry<P> {
     pub(crate) fn insert(&mut self, mut task: Arc<DynTask<P>>) -> Option<CoroutineId> {
         let index = if self.free_head != NO_SLOT {
             let i = self.free_head;
-            self.free_head = self.slots[i as usize].next_free;
+            self.free_head = self.slot(i as usize)?.next_free;
             i
         } else {
-            let i = u32::try_from(self.slots.len())
-                .ok()
-                .filter(|&i| i != NO_SLOT)?;
-            self.slots.push(Slot {
-                generation: 1,
-                task: None,
-                next_free: NO_SLOT,
-            });
+            let i = self.high;
+            if i == NO_SLOT {
+                return None;
+            }
+            if i as usize % PAGE == 0 {
+                let page: Box<[Slot<P>]> = (0..PAGE)
+                    .map(|_| Slot {
+                        generation: 1,
+                        next_free: NO_SLOT,
+                        task: None,
+                    })
+                    .collect();
+                self.pages.push(page);
+            }
+            self.high += 1;
             i
         };
-        let slot = &mut self.slots[index as usize];
+        let slot = self.slot_mut(index as usize)?;
         let cid = CoroutineId::from_raw(u64::from(slot.generation) << 32 | u64::from(index));
         Arc::get_mut(&mut task)
             .expect("a task being registered is not shared yet")
@@ -78,7 +120,7 @@ impl<P: Platform> Registry<P> {
     #[inline]
     pub(crate) fn get(&self, cid: CoroutineId) -> Option<&Arc<DynTask<P>>> {
         let (index, generation) = split(cid);
-        let slot = self.slots.get(index)?;
+        let slot = self.slot(index)?;
         if slot.generation == generation {
             slot.task.as_ref()
         } else {
@@ -88,14 +130,14 @@ impl<P: Platform> Registry<P> {
 
     pub(crate) fn remove(&mut self, cid: CoroutineId) -> Option<Arc<DynTask<P>>> {
         let (index, generation) = split(cid);
-        let slot = self.slots.get_mut(index)?;
+        let free_head = self.free_head;
+        let slot = self.slot_mut(index)?;
         if slot.generation != generation {
             return None;
         }
         let task = slot.task.take()?;
-        // Skip generation 0 on wrap-around so the raw id 0 stays invalid.
-        slot.generation = slot.generation.wrapping_add(1).max(1);
-        slot.next_free = self.free_head;
+        slot.generation = next_generation(slot.generation);
+        slot.next_free = free_head;
         self.free_head = index as u32;
         self.len -= 1;
         Some(task)
@@ -104,10 +146,15 @@ impl<P: Platform> Registry<P> {
     /// Takes every task out (executor shutdown). Ids are retired as by `remove`.
     pub(crate) fn drain(&mut self) -> Vec<Arc<DynTask<P>>> {
         let mut out = Vec::with_capacity(self.len);
-        for (index, slot) in self.slots.iter_mut().enumerate() {
+        let high = self.high as usize;
+        for index in 0..high {
+            let free_head = self.free_head;
+            let Some(slot) = self.slot_mut(index) else {
+                break;
+            };
             if let Some(task) = slot.task.take() {
-                slot.generation = slot.generation.wrapping_add(1).max(1);
-                slot.next_free = self.free_head;
+                slot.generation = next_generation(slot.generation);
+                slot.next_free = free_head;
                 self.free_head = index as u32;
                 out.push(task);
             }
@@ -123,9 +170,11 @@ impl<P: Platform> Registry<P> {
 
     /// Visits every live task.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<DynTask<P>>)) {
-        for slot in &self.slots {
-            if let Some(t) = &slot.task {
-                f(t);
+        for page in &self.pages {
+            for slot in page.iter() {
+                if let Some(t) = &slot.task {
+                    f(t);
+                }
             }
         }
     }

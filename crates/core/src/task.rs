@@ -382,3 +382,32 @@ impl Future for CurrentCid {
         Poll::Ready(cid_of(cx.waker()))
     }
 }
+
+/// Gives way: the coroutine goes back to its ready queue, behind every ready
+/// coroutine of its priority and ahead of every less important one, and resumes
+/// when picked again.
+///
+/// Works in any executor (it wakes itself through its context's `Waker`); in a
+/// SharedScheduler executor the self-wake costs one plain store.
+pub fn yield_now() -> YieldNow {
+    YieldNow { yielded: false }
+}
+
+/// The future returned by [`yield_now`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct YieldNow {
+    yielded: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
