@@ -69,7 +69,7 @@ use crate::platform::{Critical, Platform, SpinPlatform};
 use crate::queue::ReadyQueues;
 use crate::registry::Registry;
 use crate::state::{CoroutineState, CANCEL, CREATED, DONE, NOTIFIED, QUEUED, RUNNING, SUSPENDED};
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, CachePadded, Ordering};
 use crate::task::{DynTask, PollScope, Task};
 
 /// What went wrong with an executor operation; `Display` says what to do.
@@ -156,13 +156,24 @@ pub(crate) struct Ready<P: Platform> {
     closed: bool,
 }
 
+/// The bitmap and the ready lock, kept on one cache line (see [`Shared`]).
+pub(crate) struct ReadyLine<P: Platform> {
+    /// Mirror of the ready queues' non-empty levels; written under the ready lock,
+    /// read by anyone without it.
+    bitmap: AtomicU64,
+    lock: SpinLock<Ready<P>>,
+}
+
 /// The executor's state, shared by the owner handle, pollers and every task.
+///
+/// Cache lines: the bitmap and the ready lock share one line of their own — a
+/// push writes both and a poller reads the one then takes the other, so keeping
+/// them together moves one line between CPUs instead of two — and the registry
+/// lock, written by by-id operations, has another.
 pub(crate) struct Shared<P: Platform> {
     levels: Levels,
-    /// Mirror of the ready queues' non-empty levels; written under the ready lock.
-    bitmap: AtomicU64,
-    ready: SpinLock<Ready<P>>,
-    registry: SpinLock<Registry<P>>,
+    ready_line: CachePadded<ReadyLine<P>>,
+    registry: CachePadded<SpinLock<Registry<P>>>,
     pollers: AtomicUsize,
     /// Set (under the registry lock) by shutdown; spawn checks it there.
     close_flag: AtomicBool,
@@ -174,7 +185,7 @@ type Guard<'a, T, P> = SpinGuard<'a, T, <P as Critical>::Guard>;
 impl<P: Platform> Shared<P> {
     #[inline]
     fn lock_ready(&self) -> Guard<'_, Ready<P>, P> {
-        self.ready.lock(self.platform.enter())
+        self.ready_line.lock.lock(self.platform.enter())
     }
 
     #[inline]
@@ -190,7 +201,9 @@ impl<P: Platform> Shared<P> {
 
     #[inline]
     fn publish_bitmap(&self, ready: &Ready<P>) {
-        self.bitmap.store(ready.queues.bits(), Ordering::Release);
+        self.ready_line
+            .bitmap
+            .store(ready.queues.bits(), Ordering::Release);
     }
 
     /// Pushes a task whose `QUEUED` bit the caller set. Refused after shutdown.
@@ -332,7 +345,7 @@ impl<P: Platform> Shared<P> {
     fn next(&self, carry: Option<Arc<DynTask<P>>>) -> Option<Arc<DynTask<P>>> {
         if let Some(t) = &carry {
             let p = t.priority();
-            let bits = self.bitmap.load(Ordering::Acquire);
+            let bits = self.ready_line.bitmap.load(Ordering::Acquire);
             if bits & (p.bit() | p.more_important_mask()) == 0 {
                 return carry;
             }
@@ -422,13 +435,15 @@ impl<P: Platform> Executor<P> {
         Executor {
             shared: Arc::new(Shared {
                 levels,
-                bitmap: AtomicU64::new(0),
-                ready: SpinLock::new(Ready {
-                    queues: ReadyQueues::new(levels),
-                    sleepers: 0,
-                    closed: false,
+                ready_line: CachePadded(ReadyLine {
+                    bitmap: AtomicU64::new(0),
+                    lock: SpinLock::new(Ready {
+                        queues: ReadyQueues::new(levels),
+                        sleepers: 0,
+                        closed: false,
+                    }),
                 }),
-                registry: SpinLock::new(Registry::new()),
+                registry: CachePadded(SpinLock::new(Registry::new())),
                 pollers: AtomicUsize::new(0),
                 close_flag: AtomicBool::new(false),
                 platform,
@@ -680,7 +695,7 @@ impl<P: Platform> Executor<P> {
     /// bitmap a process publishes for global scheduling (paper §2.4).
     #[inline]
     pub fn ready_bitmap(&self) -> PrioBitmap {
-        PrioBitmap::from_bits(self.shared.bitmap.load(Ordering::Acquire))
+        PrioBitmap::from_bits(self.shared.ready_line.bitmap.load(Ordering::Acquire))
     }
 
     /// The most important level with a ready coroutine, in O(1) and without a lock.
@@ -922,7 +937,25 @@ impl<P: Platform> Poller<P> {
                 polls += 1;
                 continue;
             }
-            // Idle: register as a sleeper, unless work or shutdown arrived.
+            // Idle: spin (as long as the platform likes) watching the bitmap, then
+            // register as a sleeper, unless work or shutdown arrived.
+            let shared = &*self.shared;
+            let mut stop = false;
+            let mut round = 0u32;
+            shared.platform.spin_idle(&mut || {
+                // `keep_going` may cost more than a load: ask it now and then.
+                round = round.wrapping_add(1);
+                if round % 64 == 0 {
+                    stop = !keep_going();
+                }
+                !stop && shared.ready_line.bitmap.load(Ordering::Acquire) == 0
+            });
+            if stop {
+                return polls;
+            }
+            if shared.ready_line.bitmap.load(Ordering::Acquire) != 0 {
+                continue;
+            }
             let registered = self.shared.lock_ready().with(|r| {
                 if r.closed {
                     None

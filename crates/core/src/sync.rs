@@ -54,3 +54,18 @@ impl<T: ?Sized> UnsafeCell<T> {
         f(self.0.get())
     }
 }
+
+/// Keeps a value on cache lines of its own, so that CPUs writing neighbouring
+/// fields do not steal each other's lines (128 bytes: x86 prefetches lines in
+/// pairs).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> core::ops::Deref for CachePadded<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
