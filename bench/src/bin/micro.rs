@@ -8,6 +8,7 @@
 //! | `spawn` | spawn N trivial coroutines, run them all to completion; ns per coroutine |
 //! | `yield-1` | one coroutine yielding M times; ns per yield |
 //! | `yield-100` | 100 coroutines yielding M times in all; ns per yield |
+//! | `yield-2cpu` | 100 coroutines yielding on 1 and on 2 pollers of one executor; ns per yield |
 //! | `wake` | cross-thread wake → poll → the waker sees it; ns per round trip |
 //! | `reprio` | `reprio` of a ready and of a blocked coroutine; ns per call |
 //! | `pick` | ns per poll of the most important coroutine with R ready, R = 2 … 100 000 |
@@ -107,7 +108,7 @@ const PICK_RS: [usize; 6] = [2, 10, 100, 1_000, 10_000, 100_000];
 /// ready at the least important level.
 const PICK_TOP: usize = 2;
 
-const WORKLOADS: [(&str, &str); 6] = [
+const WORKLOADS: [(&str, &str); 7] = [
     (
         "spawn",
         "spawn N trivial coroutines, run all to completion (ns per coroutine)",
@@ -116,6 +117,10 @@ const WORKLOADS: [(&str, &str); 6] = [
     (
         "yield-100",
         "100 coroutines at one level, M yields in all (ns per yield)",
+    ),
+    (
+        "yield-2cpu",
+        "100 coroutines yielding, driven by 1 and by 2 pollers sharing one executor (ns per yield)",
     ),
     (
         "wake",
@@ -304,6 +309,62 @@ fn yield_ae(tasks: usize, per_task: u64) -> Result<Duration> {
     check(
         done.count() == tasks,
         "async-executor yield: not every task finished",
+    )?;
+    Ok(d)
+}
+
+// ---------------------------------------------------------------- 2b. yield on 2 CPUs
+
+/// `tasks` coroutines yielding `per_task` times each, driven by `pollers` threads
+/// that share one executor (idle pollers spin, then park: `ThreadPlatform`).
+/// Wall time from the pollers' start to the last coroutine's end.
+fn yield_ss_pollers(pollers: usize, tasks: usize, per_task: u64) -> Result<Duration> {
+    use ss_core::platform::ThreadPlatform;
+    let exec = std::sync::Arc::new(Executor::with_platform(
+        ss_core::Levels::DEFAULT,
+        ThreadPlatform::default(),
+    ));
+    let done = leak(Countdown::new(tasks));
+    for _ in 0..tasks {
+        ss(exec.spawn(ss_yielder(per_task, done), prio(0)))?;
+    }
+    let start = Instant::now();
+    let threads: Vec<_> = (0..pollers)
+        .map(|_| {
+            let mut cpu = exec.poller();
+            std::thread::spawn(move || cpu.run_while(|| done.count() < tasks))
+        })
+        .collect();
+    while done.count() < tasks {
+        std::thread::yield_now();
+    }
+    let elapsed = start.elapsed();
+    exec.unpark_all();
+    for t in threads {
+        t.join().map_err(|_| anyhow!("a poller thread panicked"))?;
+    }
+    Ok(elapsed)
+}
+
+/// The same on tokio's multi-thread runtime with `workers` workers, each task
+/// using `tokio::task::yield_now`.
+fn yield_tokio_mt(workers: usize, tasks: usize, per_task: u64) -> Result<Duration> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .build()
+        .context("building tokio's multi-thread runtime")?;
+    let done = leak(Countdown::new(tasks));
+    let d = time(|| {
+        rt.block_on(async move {
+            for _ in 0..tasks {
+                drop(tokio::spawn(tokio_yielder(per_task, done)));
+            }
+            done.latch.wait().await;
+        })
+    });
+    check(
+        done.count() == tasks,
+        "tokio multi-thread yield: not every task finished",
     )?;
     Ok(d)
 }
@@ -843,6 +904,40 @@ fn main() -> Result<()> {
             s,
             t,
             Some(a),
+        ));
+    }
+
+    if run("yield-2cpu") {
+        let tasks = YIELDERS;
+        let per = sizes.yields / tasks as u64;
+        let m = per * tasks as u64;
+        section(
+            "yield-2cpu",
+            &format!(
+                "{tasks} coroutines at one level, {per} yields each, on 1 and on 2 pollers \
+                 sharing one executor; ns per yield (wall time / yields)"
+            ),
+        );
+        println!(
+            "  does the ready lock cost when two CPUs take turns on it? 2 pollers at ~the 1-poller \
+             cost or better means no; tokio multi_thread (2 workers, task::yield_now) beside"
+        );
+        let one = try_measure(plan, m, || yield_ss_pollers(1, tasks, per))?;
+        let two = try_measure(plan, m, || yield_ss_pollers(2, tasks, per))?;
+        let t2 = try_measure(plan, m, || yield_tokio_mt(2, tasks, per))?;
+        print_versus(
+            &[
+                ("ss-core, 1 poller".to_owned(), one),
+                ("ss-core, 2 pollers, one executor".to_owned(), two),
+                (format!("tokio {TOKIO} multi_thread, 2 workers"), t2),
+            ],
+            &t2,
+        );
+        rows.push(Row::new(
+            "yield_now, 2 pollers vs tokio 2 workers",
+            two,
+            t2,
+            None,
         ));
     }
 

@@ -37,6 +37,8 @@ impl CoroutineKind {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct InvalidKind(pub u8);
 
+impl core::error::Error for InvalidKind {}
+
 impl fmt::Display for InvalidKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

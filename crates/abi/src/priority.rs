@@ -84,6 +84,8 @@ pub struct InvalidPriority {
     pub levels: u8,
 }
 
+impl core::error::Error for InvalidPriority {}
+
 impl fmt::Display for InvalidPriority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -196,6 +198,8 @@ impl Default for Levels {
 /// A level count outside `1..=MAX_LEVELS`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct InvalidLevels(pub u8);
+
+impl core::error::Error for InvalidLevels {}
 
 impl fmt::Display for InvalidLevels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -54,6 +54,8 @@ impl Syscall {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct UnknownSyscall(pub usize);
 
+impl core::error::Error for UnknownSyscall {}
+
 impl fmt::Display for UnknownSyscall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

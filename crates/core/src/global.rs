@@ -102,6 +102,8 @@ pub struct BadGlobalPage {
     pub version: u32,
 }
 
+impl core::error::Error for BadGlobalPage {}
+
 impl core::fmt::Display for BadGlobalPage {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(

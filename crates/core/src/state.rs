@@ -46,16 +46,25 @@
 //! | bit | meaning | set by | cleared by |
 //! |---|---|---|---|
 //! | `CREATED` | allocated, not yet queued | spawn | ① |
-//! | `QUEUED` | Ready: the waker that set it owns the right, and the duty, to put it in a ready queue | ①, ④, ⑧ | ② |
-//! | `RUNNING` | a poller owns the future | ② | ③ ④ ⑤ |
+//! | `QUEUED` | Ready: the waker that set it owns the right, and the duty, to put it in a ready queue | ①, ④ (woken by another party), ⑧ | ② |
+//! | `RUNNING` | a poller owns the future — or, for a coroutine that woke *itself* during its poll (a yield), the queue entry does (see below) | ② | ③ ④ ⑤ |
 //! | `NOTIFIED` | woken while `RUNNING`; the poller must take ④ instead of ③ | a wake | ③ ④ |
 //! | `SUSPENDED` | with `RUNNING`: interrupted, still holding its stack | ⑥ | ⑦, ③ ④ ⑤ |
 //! | `CANCEL` | cancellation asked while another party owns the future | cancel | ⑤ ⑩ |
 //! | `DONE` | Exit; never cleared | ⑤ ⑨ ⑩ ⑪ | — |
 //!
+//! **Yields.** A coroutine that wakes itself during its own poll (through the
+//! poll-scoped waker, a plain store) takes ④ without touching its word: it goes
+//! back to its ready queue still `RUNNING`, and whichever poller pops it inherits
+//! the right to poll it through the ready lock. In the model it is Ready; the
+//! executor tells it from a coroutine being polled by queue membership, under the
+//! ready lock (`Executor::state`, a wake, a cancel, `suspend` all do). A wake that
+//! finds it queued changes nothing, as for any Ready coroutine.
+//!
 //! Ownership rule: exactly one party may touch a coroutine's future at a time —
-//! the poller that set `RUNNING`, or whoever moved the word into `DONE` from a
-//! state with neither `RUNNING` nor `QUEUED`-in-a-queue. Every transition that
+//! the poller that set `RUNNING` (or popped a yielded coroutine), whoever took a
+//! coroutine out of a ready queue, or whoever moved the word into `DONE` from a
+//! state where nobody else owned it. Every transition that
 //! grants ownership is a successful compare-and-swap with `Acquire`, and every one
 //! that gives it up is a `Release`, so the future's memory is handed over cleanly.
 
