@@ -68,7 +68,7 @@ use ss_abi::{CoroutineId, CoroutineKind, InvalidPriority, Levels, Priority};
 
 use crate::bitmap::PrioBitmap;
 use crate::lock::{SpinGuard, SpinLock};
-use crate::platform::{Critical, Platform, SpinPlatform};
+use crate::platform::{Clock, Critical, Platform, SpinPlatform};
 use crate::queue::ReadyQueues;
 use crate::registry::Registry;
 use crate::state::{CoroutineState, CANCEL, CREATED, DONE, NOTIFIED, QUEUED, RUNNING, SUSPENDED};
@@ -915,6 +915,37 @@ impl<P: Platform> Poller<P> {
             polls += 1;
         }
         polls
+    }
+
+    /// Polls ready coroutines until none is ready or `slice` has passed on the
+    /// platform's clock, whichever comes first: a time slice (the kernel gives a
+    /// process's executor the CPU for a tick, then decides again). Never parks.
+    /// Returns how many polls it made.
+    ///
+    /// The clock is read between polls; a coroutine that runs long inside one poll
+    /// overruns the slice by that much (cooperative scheduling).
+    pub fn run_for(&mut self, slice: core::time::Duration) -> usize
+    where
+        P: Clock,
+    {
+        let deadline = self.shared.platform.now().saturating_add(slice);
+        let mut carry = None;
+        let mut polls = 0;
+        loop {
+            if self.shared.platform.now() >= deadline {
+                if let Some(t) = carry.take() {
+                    self.shared.enqueue(t);
+                }
+                return polls;
+            }
+            match self.shared.next(carry.take()) {
+                Some(task) => {
+                    carry = self.poll(task);
+                    polls += 1;
+                }
+                None => return polls,
+            }
+        }
     }
 
     /// Runs until the executor shuts down, parking while idle.

@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | [`Park`] | sleep this CPU until there is work; wake one | `wfi` + IPI | futex / condvar, after a short spin |
 //! | [`Critical`] | keep interrupts away while a lock is held | `sstatus.SIE` off | nothing |
-//! | [`Clock`] | what time is it (monotonic) | `time` CSR | `Instant` |
+//! | [`Clock`] | what time is it (monotonic), for [`Poller::run_for`](crate::Poller::run_for) time slices | `time` CSR | `Instant` |
 //!
 //! [`Platform`] bundles `Park` and `Critical` with an optional tracing hook that
 //! sees every state transition (tests record it and assert the exact trace).

@@ -662,3 +662,56 @@ fn shutdown_while_pollers_run_returns_them_and_drops_everything() {
     assert_eq!(drops.get(), n);
     assert_eq!(exec.pollers(), 0);
 }
+
+#[test]
+fn run_for_stops_at_the_end_of_its_slice_and_leaves_the_rest_ready() {
+    use ss_core::platform::{Clock, Critical, Park, Platform};
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    /// A clock that advances 1 ms each time it is read.
+    #[derive(Default)]
+    struct Ticking(AtomicU64);
+    impl Clock for Ticking {
+        fn now(&self) -> Duration {
+            Duration::from_millis(self.0.fetch_add(1, Ordering::SeqCst))
+        }
+    }
+    impl Park for Ticking {
+        fn park(&self) {}
+        fn unpark_one(&self) {}
+    }
+    impl Critical for Ticking {
+        type Guard = ();
+        fn enter(&self) {}
+    }
+    impl Platform for Ticking {}
+
+    let exec = Executor::with_platform(Levels::DEFAULT, Ticking::default());
+    let polls = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let n = polls.clone();
+        exec.spawn(
+            async move {
+                loop {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    yield_now().await;
+                }
+            },
+            p(1),
+        )
+        .unwrap();
+    }
+    let mut cpu = exec.poller();
+    // One clock read to start, one before each poll: a 5 ms slice allows 4 polls.
+    assert_eq!(cpu.run_for(Duration::from_millis(5)), 4);
+    assert_eq!(polls.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        exec.ready_len(),
+        2,
+        "the yielded coroutine went back to its queue"
+    );
+    // Nothing ready: returns at once.
+    let idle = Executor::with_platform(Levels::DEFAULT, Ticking::default());
+    assert_eq!(idle.poller().run_for(Duration::from_secs(1)), 0);
+}
