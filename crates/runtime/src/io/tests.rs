@@ -1,0 +1,441 @@
+//! Unit tests of the driver, through a real runtime: results and errnos,
+//! wake-ups by cid and by foreign waker, cancellation, batching, shutdown.
+
+use std::io::{Read as _, Write as _};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::{prio, Runtime};
+
+fn rt(workers: usize) -> Runtime {
+    Runtime::builder().workers(workers).build().unwrap()
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 succeeded: two fresh descriptors that only we own.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// A connected loopback TCP pair (std sockets, blocking).
+fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    (a, b)
+}
+
+/// A buffer that counts how many of its kind are alive.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::SeqCst);
+        Counted(live.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A receive whose memory is counted, to see when the driver frees it.
+struct CountedRecv {
+    inner: ReadInto,
+    _count: Counted,
+}
+
+impl Operation for CountedRecv {
+    type Output = (std::io::Result<usize>, Vec<u8>);
+    fn sqe(&mut self) -> io_uring::squeue::Entry {
+        self.inner.sqe()
+    }
+    fn complete(self, res: i32) -> Self::Output {
+        self.inner.complete(res)
+    }
+    fn fail(self, e: std::io::Error) -> Self::Output {
+        self.inner.fail(e)
+    }
+}
+
+fn counted_recv(fd: impl AsFd, live: &Arc<AtomicUsize>) -> Op<CountedRecv> {
+    Op::new(CountedRecv {
+        inner: ReadInto::recv(fd.as_fd().as_raw_fd(), Vec::with_capacity(64)),
+        _count: Counted::new(live),
+    })
+}
+
+#[test]
+fn read_on_a_pipe_completes_with_the_byte_count() {
+    let rt = rt(1);
+    let (rx, tx) = pipe();
+    let (n, buf) = rt.block_on(async move {
+        let reader = crate::spawn(
+            async move { read(&rx, Vec::with_capacity(100)).await },
+            prio(1),
+        );
+        crate::yield_now().await; // the reader blocks first
+        let (w, _) = write(&tx, b"twelve bytes".to_vec()).await;
+        assert_eq!(w.unwrap(), 12);
+        reader.await.unwrap()
+    });
+    assert_eq!(n.unwrap(), 12);
+    assert_eq!(buf, b"twelve bytes");
+}
+
+#[test]
+fn reads_append_and_refuse_a_full_buffer() {
+    let rt = rt(1);
+    let (rx, tx) = pipe();
+    rt.block_on(async move {
+        let mut buf = Vec::with_capacity(8);
+        buf.extend_from_slice(b"ab");
+        let _ = write(&tx, b"cd".to_vec()).await;
+        let (n, buf) = read(&rx, buf).await;
+        assert_eq!((n.unwrap(), &buf[..]), (2, &b"abcd"[..]));
+        let (r, full) = read(&rx, vec![0; 4]).await;
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("with_capacity"), "{e}");
+        assert_eq!(full.len(), 4);
+    });
+}
+
+#[test]
+fn errors_carry_the_errno() {
+    let rt = rt(1);
+    rt.block_on(async {
+        let (rx, tx) = pipe();
+        drop(tx);
+        // EOF on a pipe whose writer is gone.
+        let (n, _) = read(&rx, Vec::with_capacity(4)).await;
+        assert_eq!(n.unwrap(), 0);
+        // A closed descriptor: EBADF from the kernel, through the CQE. (Not the
+        // number `rx` had: tests run in parallel, and another may reuse it.)
+        drop(rx);
+        // SAFETY: a descriptor number far above any open one; the kernel rejects
+        // it, nothing is read or written through it.
+        let stale = unsafe { std::os::fd::BorrowedFd::borrow_raw(i32::MAX - 1) };
+        let (r, _) = read(stale, Vec::with_capacity(4)).await;
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
+        let (r, _) = send(stale, vec![1]).await;
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
+    });
+}
+
+#[test]
+fn every_socket_op_over_loopback() {
+    let rt = rt(2);
+    rt.block_on(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = crate::spawn(
+            async move {
+                let (conn, peer) = accept(&listener).await.unwrap();
+                assert!(peer.ip().is_loopback());
+                let (n, buf) = recv(&conn, Vec::with_capacity(16)).await;
+                let n = n.unwrap();
+                let (m, _) = send(&conn, buf[..n].to_vec()).await;
+                assert_eq!(m.unwrap(), n);
+                close(conn).await.unwrap();
+            },
+            prio(2),
+        );
+        // SAFETY: plain socket(2); the result is checked and then owned once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor only we own.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        connect(&sock, addr).await.unwrap();
+        let (n, _) = send(&sock, b"echo".to_vec()).await;
+        assert_eq!(n.unwrap(), 4);
+        let (n, buf) = recv(&sock, Vec::with_capacity(16)).await;
+        assert_eq!((n.unwrap(), &buf[..]), (4, &b"echo"[..]));
+        server.await.unwrap();
+        // The server closed through the ring: end of stream.
+        let (n, _) = recv(&sock, Vec::with_capacity(16)).await;
+        assert_eq!(n.unwrap(), 0);
+    });
+}
+
+#[test]
+fn connect_refused_is_an_errno() {
+    let rt = rt(1);
+    rt.block_on(async {
+        // A port nobody listens on: bind, learn the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // SAFETY: as in `every_socket_op_over_loopback`.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        // SAFETY: a fresh descriptor only we own.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let e = connect(&sock, port).await.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED));
+    });
+}
+
+#[test]
+fn cancelled_recv_frees_its_buffer_and_leaves_the_socket_usable() {
+    let rt = rt(2);
+    let live = Arc::new(AtomicUsize::new(0));
+    let (a, mut b) = tcp_pair();
+    let a = Arc::new(a);
+    let driver = rt.inner().io().unwrap().shared().clone();
+    {
+        let (a, live) = (a.clone(), live.clone());
+        let waiter = rt
+            .spawn(async move { counted_recv(&*a, &live).await }, prio(3))
+            .unwrap();
+        // Let it submit and block, then cancel the coroutine: its future (and the
+        // op in flight) is dropped on the executor.
+        for _ in 0..1000 {
+            if rt.executor().blocked().contains(&waiter.cid()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(rt.executor().blocked().contains(&waiter.cid()));
+        rt.executor().cancel(waiter.cid()).unwrap();
+    }
+    // The driver frees the buffer when the cancellation completes.
+    for _ in 0..1000 {
+        if live.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        0,
+        "the cancelled recv's buffer was not freed"
+    );
+    assert!(driver.stats.completions.load(Ordering::Relaxed) >= 1);
+    // Data sent after the cancellation is not swallowed by the dead recv.
+    b.write_all(b"after").unwrap();
+    let (n, buf) = rt.block_on({
+        let a = a.clone();
+        async move { recv(&*a, Vec::with_capacity(16)).await }
+    });
+    assert_eq!((n.unwrap(), &buf[..]), (5, &b"after"[..]));
+    // And the other direction still works.
+    let (n, _) = rt.block_on(async move { send(&*a, b"back".to_vec()).await });
+    assert_eq!(n.unwrap(), 4);
+    let mut got = [0; 4];
+    b.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"back");
+}
+
+#[test]
+fn a_foreign_waker_is_woken_too() {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let rt = rt(1);
+    let (rx, tx) = pipe();
+    let (rx, tx) = (Arc::new(rx), Arc::new(tx));
+    let got = rt.block_on(async move {
+        // FuturesUnordered polls its futures with a waker of its own: no cid.
+        let mut set = FuturesUnordered::new();
+        for _ in 0..2 {
+            let rx = rx.clone();
+            set.push(async move { read(&*rx, Vec::with_capacity(1)).await.0.unwrap() });
+        }
+        let writer = crate::spawn(
+            async move {
+                for _ in 0..2 {
+                    crate::yield_now().await;
+                    let _ = write(&*tx, b"x".to_vec()).await;
+                }
+            },
+            prio(5),
+        );
+        let mut total = 0;
+        while let Some(n) = set.next().await {
+            total += n;
+        }
+        writer.await.unwrap();
+        total
+    });
+    assert_eq!(got, 2);
+}
+
+#[test]
+fn the_async_form_wakes_the_named_coroutine() {
+    let rt = rt(1);
+    let (rx, tx) = pipe();
+    rt.block_on(async move {
+        let me = crate::current().await.unwrap();
+        let pending = crate::read!(&rx, Vec::with_capacity(8), me);
+        // Submitted already: the write below completes it while we do not poll it.
+        let (n, _) = crate::write!(&tx, b"now".to_vec());
+        assert_eq!(n.unwrap(), 3);
+        let (n, buf) = pending.await;
+        assert_eq!((n.unwrap(), &buf[..]), (3, &b"now"[..]));
+        // The async write form too.
+        let (n, _) = crate::write!(&tx, b"z".to_vec(), me).await;
+        assert_eq!(n.unwrap(), 1);
+    });
+}
+
+#[test]
+fn outside_a_runtime_ops_fail_with_a_message() {
+    let (rx, _tx) = pipe();
+    let (r, _) = futures_util::FutureExt::now_or_never(read(&rx, Vec::with_capacity(1))).unwrap();
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("block_on"), "{e}");
+}
+
+#[test]
+fn a_burst_of_ready_coroutines_shares_one_submission() {
+    let rt = rt(1);
+    let shared = rt.inner().io().unwrap().shared().clone();
+    let n = 16;
+    rt.block_on(async move {
+        // Spawn a burst, then let them all run on the one worker.
+        let hs: Vec<_> = (0..n)
+            .map(|_| crate::spawn(async { ops::nop().await.unwrap() }, prio(2)))
+            .collect();
+        for h in hs {
+            h.await.unwrap();
+        }
+    });
+    let calls = shared.stats.submit_calls.load(Ordering::Relaxed);
+    let sqes = shared.stats.submitted.load(Ordering::Relaxed);
+    assert!(sqes >= n, "{sqes}");
+    assert!(shared.stats.deferred.load(Ordering::Relaxed) > 0);
+    // Not one syscall per operation (exact counts depend on timing).
+    assert!(calls < sqes, "{calls} submit calls for {sqes} SQEs");
+}
+
+#[test]
+fn shutdown_with_operations_pending_leaks_nothing() {
+    let live = Arc::new(AtomicUsize::new(0));
+    let rt = rt(2);
+    let inner = rt.inner().clone();
+    let (a, _b) = tcp_pair();
+    let a = Arc::new(a);
+    for _ in 0..8 {
+        let (a, live) = (a.clone(), live.clone());
+        rt.spawn(async move { counted_recv(&*a, &live).await }, prio(4))
+            .unwrap();
+    }
+    for _ in 0..1000 {
+        if inner.io().unwrap().in_kernel() == 8 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(inner.io().unwrap().in_kernel(), 8);
+    rt.shutdown();
+    let driver = inner.io().unwrap();
+    assert!(driver.thread_joined());
+    assert_eq!(driver.in_kernel(), 0);
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        0,
+        "buffers outlived the driver's shutdown"
+    );
+    // Idempotent; and new operations are refused with a reason.
+    driver.shutdown();
+    let e = driver
+        .shared()
+        .register(driver::Waiter::Waker(futures_util::task::noop_waker()))
+        .unwrap_err();
+    assert!(e.to_string().contains("shut down"), "{e}");
+}
+
+/// Prints what batching buys (`cargo test -p ss-runtime --release -- --ignored
+/// --nocapture measure`). Not a pass/fail test: timings do not belong in tests.
+#[test]
+#[ignore]
+fn measure_nop_batching() {
+    for batch in [1u32, 32] {
+        let rt = Runtime::builder()
+            .workers(1)
+            .io(Config::default().submit_batch(batch))
+            .build()
+            .unwrap();
+        let shared = rt.inner().io().unwrap().shared().clone();
+        let coroutines = 64;
+        let rounds = 200;
+        let t = std::time::Instant::now();
+        rt.block_on(async move {
+            let hs: Vec<_> = (0..coroutines)
+                .map(|_| {
+                    crate::spawn(
+                        async move {
+                            for _ in 0..rounds {
+                                ops::nop().await.unwrap();
+                            }
+                        },
+                        prio(2),
+                    )
+                })
+                .collect();
+            for h in hs {
+                h.await.unwrap();
+            }
+        });
+        let ops = coroutines * rounds;
+        let el = t.elapsed();
+        println!(
+            "submit_batch {batch:>2}: {ops} NOPs from {coroutines} coroutines in {el:?} \
+             ({:.0} ns/op), {} submit calls for {} SQEs, {} deferred",
+            el.as_nanos() as f64 / ops as f64,
+            shared.stats.submit_calls.load(Ordering::Relaxed),
+            shared.stats.submitted.load(Ordering::Relaxed),
+            shared.stats.deferred.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// Prints the round-trip cost of a completion through the completion thread:
+/// two coroutines ping-pong one byte over two pipes (`cargo test -p ss-runtime
+/// --release -- --ignored --nocapture measure`).
+#[test]
+#[ignore]
+fn measure_pipe_ping_pong() {
+    for workers in [1, 2] {
+        let rt = rt(workers);
+        let (a_rx, a_tx) = pipe();
+        let (b_rx, b_tx) = pipe();
+        let rounds = 2000;
+        let t = std::time::Instant::now();
+        rt.block_on(async move {
+            let echo = crate::spawn(
+                async move {
+                    let mut buf = Vec::with_capacity(1);
+                    for _ in 0..rounds {
+                        buf.clear();
+                        let (n, b) = read(&a_rx, buf).await;
+                        assert_eq!(n.unwrap(), 1);
+                        let (_, b) = write(&b_tx, b).await;
+                        buf = b;
+                    }
+                },
+                prio(1),
+            );
+            let mut buf = vec![1u8];
+            for _ in 0..rounds {
+                let (_, b) = write(&a_tx, buf).await;
+                let mut b = b;
+                b.clear();
+                let (n, b) = read(&b_rx, b).await;
+                assert_eq!(n.unwrap(), 1);
+                buf = b;
+            }
+            echo.await.unwrap();
+        });
+        println!(
+            "{workers} worker(s): pipe ping-pong {:.1} µs per round trip (4 operations)",
+            t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! The runtime core: block_on, spawn and join, priority across workers, the
+//! budget, alloc_cpu, wake and reprio by id, shutdown.
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use ss_runtime::{budget, prio, CoroutineState, JoinError, Runtime};
+
+fn rt(workers: usize) -> Runtime {
+    Runtime::builder()
+        .workers(workers)
+        .build()
+        .expect("runtime")
+}
+
+/// Returns `Pending` once without arranging a wake-up: the coroutine blocks until
+/// someone wakes it by id.
+fn block_once() -> impl std::future::Future<Output = ()> {
+    let mut first = true;
+    poll_fn(move |_| {
+        if std::mem::take(&mut first) {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+}
+
+/// Spins (yielding) until `flag` is set, for at most 10 s.
+async fn wait_for(flag: &AtomicBool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !flag.load(SeqCst) {
+        assert!(Instant::now() < deadline, "timed out waiting for a flag");
+        ss_runtime::yield_now().await;
+    }
+}
+
+#[test]
+fn block_on_runs_main_as_a_coroutine_and_returns_its_output() {
+    let rt = rt(2);
+    let (cid, kind) = rt.block_on(async {
+        let cid = ss_runtime::current().await.expect("main is a coroutine");
+        let kind = poll_fn(|cx| Poll::Ready(ss_core::kind_of(cx.waker()))).await;
+        (cid, kind)
+    });
+    assert_eq!(kind, Some(ss_core::CoroutineKind::Main));
+    assert!(
+        rt.executor().state(cid).is_err(),
+        "main exited and its id is retired"
+    );
+    assert_eq!(
+        rt.block_on(async { 6 * 7 }),
+        42,
+        "block_on can be called again"
+    );
+}
+
+#[test]
+fn join_handles_give_output_cancellation_and_panics_apart() {
+    let rt = rt(2);
+    rt.block_on(async {
+        let ok = ss_runtime::spawn(async { "done" }, prio(3));
+        let me = ok.cid();
+        assert_eq!(ok.await.unwrap(), "done");
+
+        let stuck = ss_runtime::spawn(std::future::pending::<()>(), prio(3));
+        assert_ne!(stuck.cid(), me);
+        stuck.abort();
+        let e = stuck.await.unwrap_err();
+        assert!(e.is_cancelled(), "{e}");
+
+        let boom = ss_runtime::spawn(async { panic!("boom") }, prio(3));
+        let e: JoinError = boom.await.unwrap_err();
+        assert!(e.is_panic());
+        assert!(e.to_string().contains("boom"), "{e}");
+
+        // The panic cost nothing but that coroutine.
+        assert_eq!(ss_runtime::spawn(async { 1 }, prio(3)).await.unwrap(), 1);
+    });
+}
+
+#[test]
+fn a_panicking_main_coroutine_panics_in_block_on() {
+    let rt = rt(1);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async { panic!("main failed") })
+    }));
+    let payload = r.unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"main failed"));
+    assert_eq!(rt.block_on(async { 1 }), 1, "the runtime goes on");
+}
+
+#[test]
+fn with_two_workers_nothing_more_important_waits_when_a_worker_picks() {
+    const HIGH: usize = 40;
+    const LOW: usize = 40;
+    let rt = rt(2);
+    let starts: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let go = Arc::new(AtomicBool::new(false));
+    let s = starts.clone();
+    let g = go.clone();
+    rt.block_on(async move {
+        // Two level-0 blockers keep both workers busy (they only yield to each
+        // other and to main) while main fills the queues.
+        let blockers: Vec<_> = (0..2)
+            .map(|_| {
+                let g = g.clone();
+                ss_runtime::spawn(async move { wait_for(&g).await }, prio(0))
+            })
+            .collect();
+        let mut all = Vec::new();
+        for i in 0..HIGH + LOW {
+            let (level, tag) = if i % 2 == 0 { (1, 1) } else { (7, 7) };
+            let s = s.clone();
+            all.push(ss_runtime::spawn(
+                async move {
+                    s.lock().unwrap().push(tag);
+                    // A little work, so both workers overlap.
+                    std::thread::sleep(Duration::from_micros(200));
+                },
+                prio(level),
+            ));
+        }
+        g.store(true, SeqCst);
+        for b in blockers {
+            b.await.unwrap();
+        }
+        for h in all {
+            h.await.unwrap();
+        }
+    });
+    let starts = starts.lock().unwrap();
+    let last_high = starts.iter().rposition(|&t| t == 1).unwrap();
+    let first_low = starts.iter().position(|&t| t == 7).unwrap();
+    assert!(
+        last_high < first_low,
+        "a less important coroutine started while a more important one waited: {starts:?}"
+    );
+}
+
+#[test]
+fn the_budget_makes_an_always_ready_coroutine_give_way() {
+    let rt = rt(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let done = rt.block_on(async move {
+        // Always ready: never returns Pending on its own.
+        let hog = ss_runtime::spawn(
+            async move {
+                let mut spins = 0u64;
+                while !st.load(SeqCst) {
+                    spins += 1;
+                    budget::consume_budget().await;
+                }
+                spins
+            },
+            prio(7),
+        );
+        // On the single worker, this only runs because the hog gives way.
+        let high = ss_runtime::spawn(async { 1 }, prio(2));
+        let v = high.await.unwrap();
+        stop.store(true, SeqCst);
+        (v, hog.await.unwrap())
+    });
+    assert_eq!(done.0, 1);
+}
+
+#[test]
+fn alloc_cpu_adds_a_worker_at_run_time() {
+    let rt = rt(1);
+    assert_eq!(rt.workers(), 1);
+    let ran_in_parallel = rt.block_on(async {
+        assert_eq!(ss_runtime::alloc_cpu().unwrap(), 2);
+        // Two coroutines that each spin *without yielding* until the other has
+        // started: only two workers at once can finish them.
+        let a = Arc::new(AtomicBool::new(false));
+        let b = Arc::new(AtomicBool::new(false));
+        let spin_until = |mine: Arc<AtomicBool>, theirs: Arc<AtomicBool>| async move {
+            mine.store(true, SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !theirs.load(SeqCst) {
+                if Instant::now() > deadline {
+                    return false;
+                }
+                std::hint::spin_loop();
+            }
+            true
+        };
+        let x = ss_runtime::spawn(spin_until(a.clone(), b.clone()), prio(4));
+        let y = ss_runtime::spawn(spin_until(b, a), prio(4));
+        x.await.unwrap() && y.await.unwrap()
+    });
+    assert!(ran_in_parallel);
+    assert_eq!(rt.workers(), 2);
+}
+
+#[test]
+fn wake_and_reprio_by_id() {
+    let rt = Arc::new(rt(2));
+    let r = rt.clone();
+    rt.block_on(async move {
+        let sleeper = ss_runtime::spawn(
+            async {
+                let me = ss_runtime::current().await.unwrap();
+                block_once().await;
+                me
+            },
+            prio(5),
+        );
+        let cid = sleeper.cid();
+        // Wait until it has blocked (a wake before that is rightly a no-op).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while r.executor().state(cid) != Ok(CoroutineState::Blocked) {
+            assert!(Instant::now() < deadline, "the coroutine never blocked");
+            ss_runtime::yield_now().await;
+        }
+        assert_eq!(ss_runtime::wake(cid), Ok(ss_core::Wake::Queued));
+        assert_eq!(sleeper.await.unwrap(), cid);
+        // The handle completes inside the coroutine's last poll; its id is retired
+        // a moment later, when that poll returns.
+        while ss_runtime::wake(cid).is_ok() {
+            assert!(Instant::now() < deadline, "the id was never retired");
+            ss_runtime::yield_now().await;
+        }
+
+        let parked = ss_runtime::spawn(std::future::pending::<()>(), prio(6));
+        ss_runtime::reprio(parked.cid(), prio(1)).unwrap();
+        assert_eq!(r.executor().priority(parked.cid()), Ok(prio(1)));
+        parked.abort();
+        assert!(parked.await.unwrap_err().is_cancelled());
+    });
+}
+
+#[test]
+fn blocked_coroutines_sit_in_the_blocking_set_until_woken_by_id() {
+    let rt = rt(1);
+    let cid = rt
+        .spawn(
+            async {
+                block_once().await;
+            },
+            prio(3),
+        )
+        .unwrap()
+        .cid();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rt.executor().state(cid) != Ok(CoroutineState::Blocked) {
+        assert!(Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+    assert_eq!(rt.executor().blocked(), [cid]);
+    rt.wake(cid).unwrap();
+    while rt.executor().state(cid).is_ok() {
+        assert!(Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn shutdown_cancels_every_coroutine_and_joins_every_worker() {
+    struct Token(Arc<AtomicUsize>);
+    impl Drop for Token {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    // A name of its own: tests run in parallel, each with its own workers.
+    let rt = Runtime::builder()
+        .workers(2)
+        .thread_name("sd-test")
+        .build()
+        .unwrap();
+    let mut handles = Vec::new();
+    for i in 0..100u8 {
+        let t = Token(dropped.clone());
+        handles.push(
+            rt.spawn(
+                async move {
+                    let _t = t;
+                    if i % 2 == 0 {
+                        std::future::pending::<()>().await
+                    } else {
+                        loop {
+                            ss_runtime::yield_now().await;
+                        }
+                    }
+                },
+                prio(i % 8),
+            )
+            .unwrap(),
+        );
+    }
+    let worker_names: Vec<String> = (0..2).map(|i| format!("sd-test-{i}")).collect();
+    let live_workers = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                worker_names.iter().any(|w| comm.trim() == w)
+            })
+            .count()
+    };
+    // Each thread names itself as it starts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live_workers() < 2 {
+        assert!(Instant::now() < deadline, "the workers never ran under their names");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    rt.shutdown();
+    assert_eq!(dropped.load(SeqCst), 100, "every future dropped");
+    for h in handles {
+        let e = futures_util::FutureExt::now_or_never(h)
+            .expect("a cancelled coroutine's handle is ready")
+            .unwrap_err();
+        assert!(e.is_cancelled());
+    }
+    assert_eq!(live_workers(), 0, "no worker thread outlives the runtime");
+}
+
+#[test]
+fn invalid_configurations_are_refused_with_the_fix() {
+    let e = Runtime::builder().workers(0).build().unwrap_err();
+    assert!(e.to_string().contains("at least one worker"), "{e}");
+    let e = Runtime::builder()
+        .levels(ss_runtime::Levels::new(2).unwrap())
+        .main_priority(prio(5))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("0 (most important) to 1"), "{e}");
+    let rt = Runtime::builder()
+        .workers(1)
+        .levels(ss_runtime::Levels::new(2).unwrap())
+        .build()
+        .unwrap();
+    let e = rt.spawn(async {}, prio(5)).unwrap_err();
+    assert!(e.to_string().contains("out of range"), "{e}");
+}
