@@ -563,6 +563,15 @@ impl<P: Platform> Executor<P> {
         Ok(())
     }
 
+    /// The id of the coroutine `waker` belongs to, if it is a coroutine of *this*
+    /// executor. ([`cid_of`](crate::cid_of) answers for any executor; an id is
+    /// only meaningful to the executor that issued it, so code that will wake by
+    /// id — an I/O driver recording whom a completion wakes — asks this.)
+    pub fn own_cid(&self, waker: &core::task::Waker) -> Option<CoroutineId> {
+        let header = crate::task::header_of(waker)?;
+        (header.owner == Arc::as_ptr(&self.shared) as usize).then_some(header.cid)
+    }
+
     /// A coroutine's current priority.
     ///
     /// # Errors

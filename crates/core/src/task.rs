@@ -55,6 +55,9 @@ pub(crate) struct Header {
     vtable: &'static TaskVTable,
     pub(crate) cid: CoroutineId,
     pub(crate) kind: CoroutineKind,
+    /// The address of the owning executor's shared state: tells whose coroutine
+    /// a waker belongs to (ids are only unique within one executor).
+    pub(crate) owner: usize,
 }
 
 /// Per-(platform, future type) operations behind the one, type-independent
@@ -130,6 +133,7 @@ impl<P: Platform, F: Future<Output = ()> + Send + 'static> Task<P, F> {
                 vtable: Self::VTABLE,
                 cid: CoroutineId::from_raw(0),
                 kind,
+                owner: Arc::as_ptr(&shared) as usize,
             },
             state: AtomicU32::new(state),
             priority: AtomicU8::new(priority.level()),
@@ -335,7 +339,7 @@ unsafe fn poll_waker_wake_by_ref(p: *const ()) {
 unsafe fn poll_waker_drop(_: *const ()) {}
 
 /// The header behind a waker of ours, of either kind.
-fn header_of(waker: &Waker) -> Option<&Header> {
+pub(crate) fn header_of(waker: &Waker) -> Option<&Header> {
     if ptr::eq(waker.vtable(), &WAKER_VTABLE) {
         // SAFETY: only `Task` code pairs `WAKER_VTABLE` with a data pointer,
         // always a live task with its header at offset 0, kept alive by the waker.

@@ -715,3 +715,44 @@ fn run_for_stops_at_the_end_of_its_slice_and_leaves_the_rest_ready() {
     let idle = Executor::with_platform(Levels::DEFAULT, Ticking::default());
     assert_eq!(idle.poller().run_for(Duration::from_secs(1)), 0);
 }
+
+#[test]
+fn own_cid_tells_this_executors_coroutines_from_anothers() {
+    let a = Arc::new(Executor::new());
+    let b = Executor::new();
+    let seen = Arc::new(Mutex::new(None));
+    let (ea, sn) = (a.clone(), seen.clone());
+    let cid = a
+        .spawn(
+            async move {
+                let w = std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
+                *sn.lock().unwrap() = Some((ea.own_cid(&w), cid_of(&w)));
+                // The poll-scoped waker too.
+                let own =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(ea.own_cid(cx.waker()))).await;
+                assert_eq!(own, cid_of(&w));
+            },
+            p(0),
+        )
+        .unwrap();
+    a.poller().run_until_idle();
+    let (own, any) = seen.lock().unwrap().unwrap();
+    assert_eq!(own, Some(cid));
+    assert_eq!(any, Some(cid));
+    // Another executor does not claim it, and nobody claims a foreign waker.
+    let b_seen = Arc::new(Mutex::new(None));
+    let bs = b_seen.clone();
+    let a2 = a.clone();
+    b.spawn(
+        async move {
+            let own_b =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(a2.own_cid(cx.waker()))).await;
+            *bs.lock().unwrap() = Some(own_b);
+        },
+        p(0),
+    )
+    .unwrap();
+    b.poller().run_until_idle();
+    assert_eq!(*b_seen.lock().unwrap(), Some(None));
+    assert_eq!(a.own_cid(std::task::Waker::noop()), None);
+}

@@ -308,7 +308,10 @@ fn shutdown_cancels_every_coroutine_and_joins_every_worker() {
     // Each thread names itself as it starts.
     let deadline = Instant::now() + Duration::from_secs(10);
     while live_workers() < 2 {
-        assert!(Instant::now() < deadline, "the workers never ran under their names");
+        assert!(
+            Instant::now() < deadline,
+            "the workers never ran under their names"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     rt.shutdown();

@@ -90,20 +90,23 @@ pub(crate) enum Waiter {
 }
 
 impl Waiter {
-    /// The waiter a poll with this waker asks for.
-    pub(crate) fn of(waker: &Waker) -> Waiter {
-        match ss_core::cid_of(waker) {
+    /// The waiter a poll with this waker asks for: the coroutine's id if the
+    /// waker is a coroutine of `exec` (ids mean nothing to another executor, so a
+    /// coroutine of some other SharedScheduler executor is woken through its
+    /// waker instead).
+    pub(crate) fn of(waker: &Waker, exec: &Executor<WorkerPlatform>) -> Waiter {
+        match exec.own_cid(waker) {
             Some(cid) => Waiter::Cid(cid),
             None => Waiter::Waker(waker.clone()),
         }
     }
 
     /// Records a re-poll's waker, if it differs from the one recorded.
-    fn update(&mut self, waker: &Waker) {
-        match (ss_core::cid_of(waker), &*self) {
+    fn update(&mut self, waker: &Waker, exec: &Executor<WorkerPlatform>) {
+        match (exec.own_cid(waker), &*self) {
             (Some(cid), Waiter::Cid(old)) if *old == cid => {}
             (None, Waiter::Waker(old)) if old.will_wake(waker) => {}
-            _ => *self = Waiter::of(waker),
+            _ => *self = Waiter::of(waker, exec),
         }
     }
 
@@ -334,7 +337,7 @@ impl Shared {
             .expect("an operation polled after its slot was freed");
         match &mut slot.state {
             SlotState::InFlight(waiter) => {
-                waiter.update(waker);
+                waiter.update(waker, &self.exec);
                 None
             }
             SlotState::Done(res) => {

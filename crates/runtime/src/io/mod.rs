@@ -49,7 +49,7 @@
 //! # Wake-up by cid
 //!
 //! On its first poll an operation records who waits for it: the coroutine's id
-//! (`ss_core::cid_of(cx.waker())`), or — when it is polled under a foreign waker,
+//! (`Executor::own_cid(cx.waker())`), or — when it is polled under a foreign waker,
 //! e.g. inside a combinator with a waker of its own — a clone of that waker.
 //! Re-polls update it. The completion thread stores the result (the byte count
 //! or errno; never a wake-up without a result) *before* waking, so the woken

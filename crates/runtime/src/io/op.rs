@@ -197,7 +197,8 @@ impl<T: Operation> Op<T> {
             Ok(s) => s,
             Err(e) => return Poll::Ready(data.fail(e)),
         };
-        match submit(shared, data, Waiter::of(cx.waker())) {
+        let waiter = Waiter::of(cx.waker(), shared.exec());
+        match submit(shared, data, waiter) {
             Ok(state) => {
                 self.state = state;
                 let State::Submitted { shared, seq, .. } = &self.state else {

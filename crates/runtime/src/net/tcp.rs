@@ -318,6 +318,9 @@ impl futures_io::AsyncRead for TcpStream {
         if out.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        // Data already buffered is served without returning `Pending`: spend the
+        // cooperative budget, so a reader with data always waiting still yields.
+        ready!(crate::budget::poll_proceed(cx));
         loop {
             let rd = &mut this.rd;
             if rd.pos < rd.buf.len() {
@@ -366,6 +369,8 @@ impl futures_io::AsyncWrite for TcpStream {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        // Accepted writes return `Ready` at once: spend the budget (see poll_read).
+        ready!(crate::budget::poll_proceed(cx));
         let n = data.len().min(CHUNK);
         let mut buf = std::mem::take(&mut this.wr.spare);
         buf.clear();
