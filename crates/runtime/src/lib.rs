@@ -35,6 +35,7 @@ mod context;
 pub mod io;
 mod join;
 pub mod net;
+mod park;
 mod runtime;
 pub mod time;
 
@@ -47,8 +48,7 @@ pub use ss_core::{yield_now, CoroutineId, CoroutineState, Levels, Priority};
 /// `#[ss_runtime::main(workers = 2, priority = 0)] async fn main() { … }`.
 pub use ss_runtime_macros::main;
 
-/// The platform the workers run the executor on.
-pub type WorkerPlatform = ss_core::platform::ThreadPlatform;
+pub use park::WorkerPlatform;
 
 /// Priority `level` (0 = most important), checked at compile time in a `const`
 /// context and at run time otherwise.

@@ -174,6 +174,10 @@ impl Builder {
             WorkerPlatform::with_spin(self.idle_spin),
         ));
         let io = Driver::new(exec.clone(), &self.io).map_err(|e| e.to_string());
+        if let Ok(driver) = &io {
+            exec.platform()
+                .set_driver(std::sync::Arc::downgrade(driver.shared()));
+        }
         let inner = Arc::new(Inner {
             exec,
             io,

@@ -212,7 +212,11 @@ pub(crate) struct Shared {
     /// under the `sq` lock, read without it.
     flushed: AtomicU64,
     slots: Mutex<Slots>,
-    /// Signalled by the completion thread when `in_kernel` drops to 0.
+    /// Held while the completion queue is drained: by the completion thread after
+    /// each wait, or by an idle worker that finds completions while it spins
+    /// (`try_reap`). Whoever holds it is the only one with a `CompletionQueue`.
+    cq: Mutex<()>,
+    /// Signalled when `in_kernel` drops to 0.
     drained: Condvar,
     closing: AtomicBool,
     stop: AtomicBool,
@@ -413,6 +417,62 @@ impl Shared {
         }
     }
 
+    /// Drains the completion queue (the caller holds the `cq` lock, passed in),
+    /// then wakes whom the completions name and frees abandoned memory, after
+    /// releasing every lock. Returns whether there was any completion.
+    fn reap(
+        &self,
+        cq_guard: MutexGuard<'_, ()>,
+        wake: &mut Vec<Waiter>,
+        free: &mut Vec<Keep>,
+    ) -> bool {
+        let mut any = false;
+        let mut slots = lock(&self.slots);
+        loop {
+            // SAFETY: the `cq` lock is held, so this is the only `CompletionQueue`
+            // of the ring.
+            let cq = unsafe { self.ring.completion_shared() };
+            if cq.is_empty() {
+                break;
+            }
+            for cqe in cq {
+                any = true;
+                self.stats.completions.fetch_add(1, Ordering::Relaxed);
+                let key = cqe.user_data();
+                if key != WAKE_TOKEN && key != CANCEL_TOKEN {
+                    Self::complete(&mut slots, key, cqe.result(), wake, free);
+                }
+            }
+        }
+        drop(cq_guard);
+        let drained = slots.in_kernel == 0;
+        drop(slots);
+        if drained {
+            self.drained.notify_all();
+        }
+        for w in wake.drain(..) {
+            w.wake(&self.exec);
+        }
+        free.clear();
+        any
+    }
+
+    /// For an idle worker: if no one else is draining the completion queue and it
+    /// holds completions, drain it here, waking their coroutines — which this
+    /// worker, being idle, then picks up without a hop through the completion
+    /// thread. Returns whether it woke anything. Never blocks.
+    pub(crate) fn try_reap(&self) -> bool {
+        let Ok(guard) = self.cq.try_lock() else {
+            return false;
+        };
+        // SAFETY: the `cq` lock is held.
+        if unsafe { self.ring.completion_shared() }.is_empty() {
+            return false;
+        }
+        let (mut wake, mut free) = (Vec::new(), Vec::new());
+        self.reap(guard, &mut wake, &mut free)
+    }
+
     /// The completion thread's loop.
     fn run_completions(&self) {
         let mut wake = Vec::new();
@@ -439,30 +499,7 @@ impl Shared {
                     }
                 }
             }
-            let mut slots = lock(&self.slots);
-            loop {
-                // SAFETY: only this thread ever creates a `CompletionQueue` of the ring.
-                let cq = unsafe { self.ring.completion_shared() };
-                if cq.is_empty() {
-                    break;
-                }
-                for cqe in cq {
-                    self.stats.completions.fetch_add(1, Ordering::Relaxed);
-                    let key = cqe.user_data();
-                    if key != WAKE_TOKEN && key != CANCEL_TOKEN {
-                        Self::complete(&mut slots, key, cqe.result(), &mut wake, &mut free);
-                    }
-                }
-            }
-            let drained = slots.in_kernel == 0;
-            drop(slots);
-            if drained {
-                self.drained.notify_all();
-            }
-            for w in wake.drain(..) {
-                w.wake(&self.exec);
-            }
-            free.clear();
+            self.reap(lock(&self.cq), &mut wake, &mut free);
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
@@ -567,6 +604,7 @@ impl Driver {
                 free: Vec::new(),
                 in_kernel: 0,
             }),
+            cq: Mutex::new(()),
             drained: Condvar::new(),
             closing: AtomicBool::new(false),
             stop: AtomicBool::new(false),

@@ -113,7 +113,7 @@
 //! its thread. Operations started afterwards fail with an error saying so.
 
 mod addr;
-mod driver;
+pub(crate) mod driver;
 mod op;
 mod ops;
 
