@@ -15,6 +15,12 @@ pub(crate) fn current() -> Option<Arc<Inner>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+/// Runs `f` with the runtime of the calling thread, if it has one, without
+/// touching its reference count.
+pub(crate) fn try_with_current<R>(f: impl FnOnce(&Arc<Inner>) -> R) -> Option<R> {
+    CURRENT.with(|c| c.borrow().as_ref().map(f))
+}
+
 /// Runs `f` with the runtime of the calling thread.
 ///
 /// # Panics

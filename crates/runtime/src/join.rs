@@ -155,6 +155,7 @@ impl<F: Future> Future for Harness<F> {
         // SAFETY: as above.
         let future = unsafe { Pin::new_unchecked(&mut this.future) };
         budget::refill();
+        crate::io::reap_now_and_then();
         match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(value)) => {

@@ -223,3 +223,29 @@ macro_rules! write {
 
 #[cfg(test)]
 mod tests;
+
+/// Called at the start of every coroutine poll on a worker: every
+/// [`REAP_EVERY_POLLS`] polls, drains the completion queue if nobody else is
+/// (never blocks). Busy workers thus deliver completions themselves: the
+/// completion thread, a third thread on CPUs the workers keep busy, may wait
+/// milliseconds for the OS to schedule it.
+pub(crate) fn reap_now_and_then() {
+    thread_local! {
+        static POLLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    let due = POLLS.with(|p| {
+        let n = p.get().wrapping_add(1);
+        p.set(n);
+        n % REAP_EVERY_POLLS == 0
+    });
+    if due {
+        crate::context::try_with_current(|inner| {
+            if let Ok(driver) = inner.io() {
+                driver.shared().try_reap();
+            }
+        });
+    }
+}
+
+/// See [`reap_now_and_then`].
+const REAP_EVERY_POLLS: u32 = 8;
