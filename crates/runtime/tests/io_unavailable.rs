@@ -1,0 +1,107 @@
+//! Where io_uring is unavailable, the runtime still runs coroutines, and every
+//! I/O operation fails with an error that says so and why.
+//!
+//! The test re-runs itself in a child process that forbids `io_uring_setup`
+//! (a seccomp filter answering ENOSYS, as a kernel without io_uring would), so the
+//! rest of the test suite keeps io_uring.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+use std::process::Command;
+
+const CHILD: &str = "SS_RUNTIME_IO_UNAVAILABLE_CHILD";
+const NAME: &str = "without_io_uring_the_runtime_runs_and_io_says_why";
+
+#[test]
+fn without_io_uring_the_runtime_runs_and_io_says_why() {
+    if std::env::var_os(CHILD).is_some() {
+        return child();
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("CHILD-OK"),
+        "the child did not run the check:\n{stdout}"
+    );
+}
+
+/// Makes `io_uring_setup` fail with ENOSYS for this thread and every thread it
+/// starts afterwards.
+fn forbid_io_uring_setup() {
+    const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+    const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10 | 0x00;
+    const BPF_RET_K: u16 = 0x06 | 0x00;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    let mut filter = [
+        // A = seccomp_data.nr
+        libc::sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: BPF_JMP_JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_io_uring_setup as u32,
+        },
+        libc::sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+        libc::sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl calls; `prog` and `filter` outlive the call (the kernel
+    // copies the filter).
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog
+            ),
+            0,
+            "installing the seccomp filter failed"
+        );
+    }
+}
+
+fn child() {
+    forbid_io_uring_setup();
+    let rt = ss_runtime::Runtime::builder()
+        .workers(1)
+        .build()
+        .expect("a runtime without io_uring still builds");
+    assert_eq!(rt.block_on(async { 6 * 7 }), 42, "coroutines still run");
+    let err = rt.block_on(async {
+        let (r, _buf) = ss_runtime::io::read(std::io::stdin(), Vec::with_capacity(8)).await;
+        r.unwrap_err()
+    });
+    assert_eq!(err.kind(), std::io::ErrorKind::Unsupported, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("io_uring is unavailable"), "{msg}");
+    assert!(
+        msg.contains("ENOSYS") || msg.contains("not supported"),
+        "{msg}"
+    );
+    println!("CHILD-OK: {msg}");
+}
