@@ -340,6 +340,12 @@ impl<P: Platform> Shared<P> {
         drop(removed);
     }
 
+    /// Whether a coroutine more important than `p` is ready (lock-free).
+    #[inline]
+    pub(crate) fn more_important_ready(&self, p: Priority) -> bool {
+        self.ready_line.bitmap.load(Ordering::Acquire) & p.more_important_mask() != 0
+    }
+
     /// The next coroutine for a poller that just yielded `carry` (if any).
     ///
     /// If nothing as important as `carry` or more is ready, pushing it and popping

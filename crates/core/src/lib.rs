@@ -100,4 +100,6 @@ pub use bitmap::PrioBitmap;
 pub use executor::{Cancel, Error, Executor, Poller, Wake};
 pub use ss_abi::{CoroutineId, CoroutineKind, Levels, Priority};
 pub use state::CoroutineState;
-pub use task::{cid_of, current_cid, kind_of, yield_now, CurrentCid, YieldNow};
+pub use task::{
+    cid_of, current_cid, kind_of, more_important_ready, yield_now, CurrentCid, YieldNow,
+};

@@ -67,6 +67,7 @@ struct TaskVTable {
     wake: unsafe fn(*const ()),
     wake_by_ref: unsafe fn(*const ()),
     drop: unsafe fn(*const ()),
+    more_important_ready: unsafe fn(*const ()) -> bool,
 }
 
 /// Ready-queue links; read and written only with the executor's ready lock held.
@@ -117,6 +118,7 @@ impl<P: Platform, F: Future<Output = ()> + Send + 'static> Task<P, F> {
         wake: Self::raw_wake,
         wake_by_ref: Self::raw_wake_by_ref,
         drop: Self::raw_drop,
+        more_important_ready: Self::raw_more_important_ready,
     };
 
     /// A new control block, in one allocation, with the id still unset (the
@@ -171,6 +173,14 @@ impl<P: Platform, F: Future<Output = ()> + Send + 'static> Task<P, F> {
         // us from giving back a count we do not own.
         let task = ManuallyDrop::<Arc<DynTask<P>>>::new(unsafe { Arc::from_raw(p.cast::<Self>()) });
         Shared::wake_task_ref(&task);
+    }
+
+    /// # Safety
+    /// As `raw_clone`.
+    unsafe fn raw_more_important_ready(p: *const ()) -> bool {
+        // SAFETY: per the contract, `p` points at a live `Task<P, F>`.
+        let task = unsafe { &*p.cast::<Self>() };
+        task.shared.more_important_ready(task.priority())
     }
 
     /// # Safety
@@ -362,6 +372,25 @@ pub(crate) fn header_of(waker: &Waker) -> Option<&Header> {
 /// [`Poller::current`](crate::Poller::current) still knows it then.
 pub fn cid_of(waker: &Waker) -> Option<CoroutineId> {
     header_of(waker).map(|h| h.cid)
+}
+
+/// Whether a coroutine more important than the one `waker` belongs to is ready
+/// in that coroutine's executor — the question a long-running coroutine asks to
+/// give way early (a cooperative budget that yields as soon as it matters). One
+/// indirect call and two loads; `None` for a waker that is not a SharedScheduler
+/// coroutine's.
+pub fn more_important_ready(waker: &Waker) -> Option<bool> {
+    let task = if ptr::eq(waker.vtable(), &WAKER_VTABLE) {
+        waker.data()
+    } else if ptr::eq(waker.vtable(), &POLL_WAKER_VTABLE) {
+        // SAFETY: a poll-scoped waker's data is a live scope (see `header_of`).
+        unsafe { scope(waker.data()) }.task
+    } else {
+        return None;
+    };
+    // SAFETY: `task` is a live task data pointer with its header at offset 0 (as
+    // in `header_of`), and the vtable function is the one made for its type.
+    Some(unsafe { (header(task).vtable.more_important_ready)(task) })
 }
 
 /// The kind of the coroutine a `Waker` belongs to, as [`cid_of`].

@@ -756,3 +756,37 @@ fn own_cid_tells_this_executors_coroutines_from_anothers() {
     assert_eq!(*b_seen.lock().unwrap(), Some(None));
     assert_eq!(a.own_cid(std::task::Waker::noop()), None);
 }
+
+#[test]
+fn a_coroutine_can_ask_whether_something_more_important_is_ready() {
+    let exec = Arc::new(Executor::new());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (e, s) = (exec.clone(), seen.clone());
+    exec.spawn(
+        async move {
+            let ask = || {
+                std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(ss_core::more_important_ready(cx.waker()))
+                })
+            };
+            let alone = ask().await;
+            s.lock().unwrap().push(alone);
+            // Something more important becomes ready (and something less).
+            e.spawn(async {}, p(1)).unwrap();
+            e.spawn(async {}, p(6)).unwrap();
+            let now = ask().await;
+            s.lock().unwrap().push(now);
+            // A stored (cloned) waker answers the same.
+            let w = std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
+            s.lock().unwrap().push(ss_core::more_important_ready(&w));
+        },
+        p(4),
+    )
+    .unwrap();
+    exec.poller().run_until_idle();
+    assert_eq!(*seen.lock().unwrap(), [Some(false), Some(true), Some(true)]);
+    assert_eq!(
+        ss_core::more_important_ready(std::task::Waker::noop()),
+        None
+    );
+}
