@@ -21,9 +21,11 @@
 //! | [`machine`] | the machine description printed first |
 //! | [`harness`] | warm-up, repetitions, median and min per operation |
 //! | [`futs`] | the small futures every executor under test runs, identically |
+//! | [`latency`] | latency distributions (HDR histogram) and their percentiles |
 //! | [`report`] | fixed-width tables |
 
 pub mod futs;
 pub mod harness;
+pub mod latency;
 pub mod machine;
 pub mod report;
