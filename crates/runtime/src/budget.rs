@@ -9,6 +9,13 @@
 //! a yield. The coroutine goes back to its ready queue, the poller picks the most
 //! important ready coroutine (which may be the same one, at once and without a
 //! lock, if nothing as important is waiting), and the budget starts afresh.
+//!
+//! The budget also ends early the moment a **more important** coroutine is ready
+//! in the same executor (`ss_core::more_important_ready`, one indirect call and
+//! two loads per unit): a low-priority coroutine then gives way at its next unit
+//! instead of at the end of its budget. Measured with `rtbench flood` (priority-0
+//! wake-ups under a priority-7 CPU flood on 2 workers): the high-priority p99
+//! otherwise grows to about one full budget of the flood (~120 µs).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -27,17 +34,19 @@ pub(crate) fn refill() {
     REMAINING.with(|r| r.set(LIMIT));
 }
 
-/// Spends one unit, or — when the budget is spent — wakes the task and returns
-/// `Pending` (the caller returns `Pending` too, which yields).
+/// Spends one unit, or — when the budget is spent, or a more important coroutine
+/// is ready — wakes the task and returns `Pending` (the caller returns `Pending`
+/// too, which yields).
 pub fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {
+    let give_way = ss_core::more_important_ready(cx.waker()) == Some(true);
     REMAINING.with(|r| match r.get() {
-        0 => {
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-        n => {
+        n if n > 0 && !give_way => {
             r.set(n - 1);
             Poll::Ready(())
+        }
+        _ => {
+            cx.waker().wake_by_ref();
+            Poll::Pending
         }
     })
 }
