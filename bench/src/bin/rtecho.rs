@@ -826,6 +826,16 @@ fn bench(connections: &[usize], plan: Plan) -> Result<()> {
     println!(
         "  {met} of {judged} targets met (! = errors at that point: read its numbers with care)"
     );
+    // A wrong or missing answer makes the run invalid, not just slow: fail it, so
+    // a smoke run in CI catches a server that corrupts or drops echoes.
+    let errors: u64 = results
+        .iter()
+        .flat_map(|(_, pair)| pair.iter().flatten())
+        .map(|a| a.errors)
+        .sum();
+    if errors > 0 {
+        bail!("{errors} echo errors (wrong bytes, resets or timeouts): see the table above");
+    }
     Ok(())
 }
 
