@@ -1,68 +1,223 @@
 //! The platform the workers run the executor on: `ss_core`'s hooks, Linux side.
 //!
-//! Parking is [`ThreadPlatform`]'s (spin for `idle_spin` watching the executor's
-//! bitmap, then sleep on a condition variable until a push wakes the worker). What
-//! this adds: while a worker spins idle, it also reaps the io_uring completion
-//! queue. A completion then wakes its coroutine *on this idle worker*, which picks
-//! it up at once — instead of the completion thread waking, waking the coroutine,
-//! and waking a sleeping worker (two thread wake-ups, tens of µs each on a VM).
+//! # With io_uring: every worker sleeps on its own ring
+//!
+//! Each worker owns an io_uring ring (see [`crate::io`]) and an eventfd whose
+//! `READ` is kept armed on that ring. [`Park::park`] submits the worker's pending
+//! SQEs and blocks in `io_uring_enter(GETEVENTS, min_complete = 1)`: the worker
+//! sleeps until a completion of *its* ring (an I/O result, a timer) or an unpark
+//! (a write to its eventfd completes the armed read). Completions reaped on the way
+//! out wake their coroutines, which this worker, being awake, runs itself.
+//!
+//! ```text
+//!   unpark_one (any thread) ──lock──► permits / parked set ──pick one──► write(eventfd)
+//!                                                                          │
+//!   park (worker W) ──lock: take a permit, or join the parked set──►  io_uring_enter(W's ring,
+//!                                                                       GETEVENTS, min 1)
+//! ```
+//!
+//! The `Park` contract (a counting semaphore) is kept by one lock around a permit
+//! count and the set of parked workers: `unpark_one` either hands its permit to a
+//! parked worker (removing it from the set, then writing its eventfd) or, with
+//! nobody parked, banks it, and the next `park` takes it and returns at once. A
+//! worker woken by its own ring rather than picked leaves the set itself (a
+//! spurious return, which the contract allows). Every `unpark_one` is honoured as
+//! such: an earlier version let a ring-woken worker absorb the first unpark its
+//! own completions caused, but that breaks the one-to-one match between the
+//! executor's sleeper claims and real wake-ups (the claim may have meant another
+//! parked worker, which would then sleep uncounted), and it measured no gain.
+//!
+//! While a worker spins idle (`spin_idle`) it runs its ring every
+//! [`RUN_RING_EVERY`] spin rounds (no wait), so completions are delivered without
+//! sleeping; busy workers run it every few coroutine polls
+//! (`crate::io::reap_now_and_then`).
+//!
+//! # Without io_uring
+//!
+//! If the runtime has no io_uring at all, parking is
+//! [`ThreadPlatform`]'s: spin for `idle_spin`, then a condition variable. A worker
+//! that has no ring of its own in a runtime that has io_uring (its ring could not
+//! be set up) blocks in `read(2)` on its eventfd instead, through the same
+//! permit/parked-set logic.
 
-use std::sync::{OnceLock, Weak};
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ss_core::platform::{Clock, Critical, Park, Platform, ThreadPlatform};
 
-use crate::io::driver::Shared as DriverShared;
+/// How many idle spin rounds pass between two runs of the worker's ring (a run
+/// with nothing to do is two loads; with work, one `io_uring_enter`).
+const RUN_RING_EVERY: u32 = 8;
 
-/// How many spin rounds pass between two looks at the completion queue (a look
-/// is a `try_lock` and two loads).
-const REAP_EVERY: u32 = 8;
+/// Locks a mutex, ignoring poisoning (every critical section here is a few
+/// field writes).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A worker's doorbell: an eventfd. Writing it completes the `READ` armed on the
+/// worker's ring (or a blocking `read(2)` of a worker without a ring).
+#[derive(Debug)]
+pub(crate) struct Parker {
+    efd: OwnedFd,
+}
+
+impl Parker {
+    fn new() -> io::Result<Arc<Parker>> {
+        // SAFETY: plain eventfd(2); the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nobody else owns.
+        let efd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Arc::new(Parker { efd }))
+    }
+
+    /// The eventfd (blocking: io_uring arms a poll for a read that would block).
+    pub(crate) fn fd(&self) -> RawFd {
+        self.efd.as_raw_fd()
+    }
+
+    /// Rings the doorbell.
+    pub(crate) fn notify(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a live `u64` to our own eventfd. It cannot
+        // block (the counter would have to reach 2^64 - 2).
+        let _ = unsafe { libc::write(self.fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Blocks until the doorbell rings (for a worker without a ring).
+    fn wait_blocking(&self) {
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into a live `u64`. An error (EINTR) is a spurious
+        // wake-up, which `park` may have.
+        let _ = unsafe { libc::read(self.fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+thread_local! {
+    /// This thread's doorbell (workers get one at start; another thread that
+    /// parks gets one on first use).
+    static PARKER: RefCell<Option<Arc<Parker>>> = const { RefCell::new(None) };
+}
+
+fn current_parker() -> Option<Arc<Parker>> {
+    PARKER.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.is_none() {
+            *p = Parker::new().ok();
+        }
+        p.clone()
+    })
+}
+
+/// Permits and parked workers (ring mode).
+#[derive(Debug, Default)]
+struct Sleepers {
+    permits: usize,
+    parked: Vec<Arc<Parker>>,
+}
 
 /// The workers' platform. See the module docs.
 #[derive(Debug)]
 pub struct WorkerPlatform {
     threads: ThreadPlatform,
-    driver: OnceLock<Weak<DriverShared>>,
+    /// Whether workers park on their rings (the runtime has io_uring).
+    rings: bool,
+    sleepers: Mutex<Sleepers>,
 }
 
 impl WorkerPlatform {
     /// How long an idle worker spins before it sleeps, by default.
     pub const DEFAULT_SPIN: Duration = ThreadPlatform::DEFAULT_SPIN;
 
-    /// A platform whose idle workers spin for `spin` before sleeping.
+    /// A platform whose idle workers spin for `spin` before sleeping (on a
+    /// condition variable: this platform knows no rings).
     pub fn with_spin(spin: Duration) -> Self {
         WorkerPlatform {
             threads: ThreadPlatform::with_spin(spin),
-            driver: OnceLock::new(),
+            rings: false,
+            sleepers: Mutex::new(Sleepers::default()),
         }
     }
 
-    /// Lets idle workers reap this driver's completions (set once, after the
-    /// driver is built: the driver needs the executor, which needs the platform).
-    pub(crate) fn set_driver(&self, driver: Weak<DriverShared>) {
-        let _ = self.driver.set(driver);
+    /// Makes workers park on their io_uring rings (set before any worker starts).
+    pub(crate) fn with_rings(mut self, rings: bool) -> Self {
+        self.rings = rings;
+        self
+    }
+
+    /// Leaves the parked set if still in it (woken by its ring, not picked: a
+    /// spurious return, which the `Park` contract allows).
+    fn leave(&self, me: &Arc<Parker>) {
+        let mut s = lock(&self.sleepers);
+        if let Some(i) = s.parked.iter().position(|p| Arc::ptr_eq(p, me)) {
+            s.parked.swap_remove(i);
+        }
+    }
+
+    fn park_on_ring(&self) {
+        let Some(me) = current_parker() else {
+            // No eventfd (descriptor limit): nap, and return spuriously.
+            std::thread::sleep(Duration::from_millis(1));
+            return;
+        };
+        {
+            let mut s = lock(&self.sleepers);
+            if s.permits > 0 {
+                s.permits -= 1;
+                return;
+            }
+            s.parked.push(me.clone());
+        }
+        let on_ring = crate::io::driver::park_local(|| self.leave(&me));
+        if !on_ring {
+            me.wait_blocking();
+            self.leave(&me);
+        }
     }
 }
 
 impl Park for WorkerPlatform {
     fn park(&self) {
-        self.threads.park();
+        if self.rings {
+            self.park_on_ring();
+        } else {
+            self.threads.park();
+        }
     }
 
     fn unpark_one(&self) {
-        self.threads.unpark_one();
+        if !self.rings {
+            return self.threads.unpark_one();
+        }
+        let target = {
+            let mut s = lock(&self.sleepers);
+            match s.parked.pop() {
+                Some(p) => p,
+                None => {
+                    s.permits = s.permits.saturating_add(1);
+                    return;
+                }
+            }
+        };
+        target.notify();
     }
 
     fn spin_idle(&self, idle: &mut dyn FnMut() -> bool) {
-        let driver = self.driver.get().and_then(Weak::upgrade);
+        if !self.rings {
+            return self.threads.spin_idle(idle);
+        }
         let mut round = 0u32;
         self.threads.spin_idle(&mut || {
             round = round.wrapping_add(1);
-            if round % REAP_EVERY == 0 {
-                if let Some(d) = &driver {
-                    // Wakes coroutines, so `idle()` below turns false.
-                    d.try_reap();
-                }
+            if round % RUN_RING_EVERY == 0 {
+                // Wakes coroutines, so `idle()` below turns false.
+                crate::io::driver::run_local();
             }
             idle()
         });
@@ -81,3 +236,61 @@ impl Clock for WorkerPlatform {
 }
 
 impl Platform for WorkerPlatform {}
+
+/// A worker thread's per-thread state, from its start to its exit: its doorbell
+/// and its ring. Dropping it (after the worker's poller returned, i.e. the
+/// executor is shut down) tears the ring down (see [`crate::io`]).
+pub(crate) struct Worker(());
+
+impl Worker {
+    /// Sets up the calling worker thread (whose runtime is entered): doorbell
+    /// and ring.
+    pub(crate) fn start() -> Worker {
+        crate::context::try_with_current(|inner| {
+            if !inner.exec.platform().rings {
+                return;
+            }
+            if let Ok(driver) = inner.io() {
+                match current_parker() {
+                    Some(parker) => driver.start_local(inner.exec.clone(), parker),
+                    None => crate::io::driver::set_local_error(
+                        "this worker could not create its eventfd (descriptor limit?); \
+                         raise RLIMIT_NOFILE"
+                            .to_owned(),
+                    ),
+                }
+            }
+        });
+        Worker(())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        crate::io::driver::stop_local();
+        PARKER.with(|p| p.borrow_mut().take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unpark_before_the_park_makes_it_return_at_once() {
+        let p = WorkerPlatform::with_spin(Duration::ZERO).with_rings(true);
+        p.unpark_one();
+        // No ring on this thread: parks on its eventfd; the banked permit returns
+        // at once (else this test hangs).
+        p.park();
+        // And a park with a parked-set pick from another thread.
+        let p = Arc::new(p);
+        let q = p.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            q.unpark_one();
+        });
+        p.park();
+        t.join().unwrap();
+    }
+}

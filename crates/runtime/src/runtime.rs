@@ -24,9 +24,11 @@
 //! 1. shuts the executor down: every coroutine is cancelled and its future dropped
 //!    (its `JoinHandle` reports `Cancelled`); an in-flight I/O operation's buffer
 //!    passes to the driver;
-//! 2. joins every worker thread (each returns once the executor is shut down);
-//! 3. shuts the driver down: in-flight operations are cancelled, their completions
-//!    awaited, their buffers freed, its thread joined.
+//! 2. joins every worker thread: each returns once the executor is shut down,
+//!    and before its thread exits tears its io_uring ring down (in-flight
+//!    operations cancelled, their completions awaited, their buffers freed);
+//! 3. shuts the driver down: new operations are refused, and it checks that no
+//!    ring holds anything.
 
 use std::future::Future;
 use std::io;
@@ -169,15 +171,11 @@ impl Builder {
         self.levels
             .check(self.main_priority)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let io = Driver::new(&self.io).map_err(|e| e.to_string());
         let exec = Arc::new(Executor::with_platform(
             self.levels,
-            WorkerPlatform::with_spin(self.idle_spin),
+            WorkerPlatform::with_spin(self.idle_spin).with_rings(io.is_ok()),
         ));
-        let io = Driver::new(exec.clone(), &self.io).map_err(|e| e.to_string());
-        if let Ok(driver) = &io {
-            exec.platform()
-                .set_driver(std::sync::Arc::downgrade(driver.shared()));
-        }
         let inner = Arc::new(Inner {
             exec,
             io,
@@ -229,7 +227,11 @@ impl Inner {
             .name(format!("{}-{index}", self.thread_name))
             .spawn(move || {
                 let _enter = context::enter(inner);
+                // Its doorbell and io_uring ring; dropped (the ring torn down)
+                // once the executor is shut down and the poller returns.
+                let worker = crate::park::Worker::start();
                 poller.run();
+                drop(worker);
             })?;
         workers.push(handle);
         Ok(workers.len())

@@ -1,24 +1,42 @@
-//! The io_uring driver: one ring, a table of in-flight operations, and the
-//! completion thread that turns completions into wake-ups by coroutine id.
+//! The io_uring driver: one ring per worker thread, each with its table of
+//! in-flight operations; the worker that owns a ring is the only thread that
+//! submits to it and reaps it.
 //!
 //! ```text
-//!  worker threads ──push SQE──► sq lock ─► submission queue ──io_uring_enter──► kernel
-//!      ▲  (op futures)           (flush: one syscall per batch)                    │
-//!      │                                                                            ▼
-//!      └──── exec.wake(cid) ◄── completion thread ◄── completion queue ◄──── CQEs
-//!                                 (stores the result in the op's slot first)
+//!   worker W (owner of ring W)                          kernel
+//!   ──────────────────────────                          ──────
+//!   op future polled on W ──register──► W.slots
+//!                         ──push SQE──► W's SQ ──io_uring_enter(GETEVENTS)──► (runs deferred
+//!   W runs its ring: park / spin / every 16 polls / batch full                task work)
+//!                         ◄──────────── W's CQ ◄─────────────────────────────── CQEs
+//!   reap: store result in W.slots, then exec.wake(cid) ──► the coroutine runs on any worker
+//!
+//!   op dropped on thread X ≠ W ──► W.slots: Abandoned(buffers)
+//!                              ──► W.remote (cancel key) + write(W's eventfd)
+//!   W, next time it runs its ring ──► ASYNC_CANCEL ──► CQE ──► buffers freed by W
 //! ```
 //!
 //! # Who touches what
 //!
-//! - The **submission queue** is pushed to and flushed (`io_uring_enter` with
-//!   `to_submit`) only under the `sq` lock, by whichever thread polls or drops an
-//!   operation (workers, or the thread running [`Driver::shutdown`]).
-//! - The **completion queue** is read only by the completion thread.
-//! - The **slot table** (`slots` lock) maps an operation's key (the SQE's
-//!   `user_data`) to its state: in flight with a waiter, done with a result, or
-//!   abandoned with the buffers the kernel may still write. Both sides take it; it
-//!   is held for a few field writes, never across a syscall.
+//! - A ring's **submission and completion queues** ([`Local`], kept in a
+//!   thread-local of the owning worker) are touched only by the owner, so need no
+//!   lock. Rings are set up with `IORING_SETUP_SINGLE_ISSUER |
+//!   IORING_SETUP_DEFER_TASKRUN` (the kernel then runs completion work only when
+//!   the owner enters with `GETEVENTS`, never by interrupting it), falling back to
+//!   `COOP_TASKRUN | TASKRUN_FLAG`, then to no flags, if the kernel refuses
+//!   ([`Mode`]; `Debug` of the driver shows which).
+//! - A ring's **slot table** ([`Ring`], shared: `slots` lock) maps an operation's
+//!   key (the SQE's `user_data`) to its state. The owner writes results into it;
+//!   the op future, polled on whichever worker runs its coroutine, takes them; a
+//!   dropped op leaves its memory in it. Held for a few field writes, never across
+//!   a syscall or a wake-up.
+//! - A ring's **remote queue** (`remote` lock) holds cancellations asked by other
+//!   threads; the owner submits them the next time it runs its ring, and the
+//!   asker writes the owner's eventfd so that a parked owner wakes for it.
+//! - **Submitted?** `flushed` (an atomic written by the owner) tells an op polled
+//!   elsewhere whether its SQE reached the kernel; an op cannot flush another
+//!   worker's ring, so it waits: the owner submits at the latest when it next
+//!   parks, spins or runs its ring (every few polls).
 //!
 //! # Lifetime of a slot
 //!
@@ -32,47 +50,50 @@
 //!
 //! The kernel may write into an operation's memory from submission until its
 //! completion is posted, so that memory is freed only on the right of a `CQE`
-//! arrow: by the op future that takes a `Done` result, or by the completion thread
+//! arrow: by the op future that takes a `Done` result, or by the owning worker
 //! for an abandoned one.
 //!
 //! # Shutdown order
 //!
-//! [`Driver::shutdown`] (idempotent; the runtime calls it after the executor is
-//! shut down, so every coroutine's operations are already abandoned):
-//! 1. mark the driver closing: new operations fail with an error naming why;
-//! 2. submit `IORING_OP_ASYNC_CANCEL` for every slot the kernel still holds;
-//! 3. wait (bounded, re-cancelling) until every one of them has completed, so their
-//!    buffers are freed by the completion thread;
-//! 4. stop the completion thread (a `NOP` wakes it) and join it.
+//! 1. The executor shuts down: every coroutine's future is dropped, so every op is
+//!    abandoned (cancellations from other threads go to the owners' remote queues).
+//! 2. Each worker, once its poller returns and before its thread exits
+//!    ([`stop_local`]): cancels everything its ring still holds (re-cancelling
+//!    every 100 ms), reaps until nothing is left (bounded by 2 s), frees the
+//!    buffers, marks the ring closed (later registrations fail) and closes it.
+//! 3. [`Driver::shutdown`], after the runtime joined the workers: refuses new
+//!    operations and checks that no ring holds anything.
 //!
 //! If the kernel never completes an operation (it should not: every operation we
 //! issue is cancellable), its buffers are deliberately leaked rather than freed
-//! under the kernel's feet, and `shutdown` says so on stderr.
+//! under the kernel's feet, and stderr says so.
 
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, squeue, IoUring, Probe};
+use io_uring::{opcode, squeue, types, IoUring, Probe};
 use ss_core::{CoroutineId, Executor};
 
 use super::Config;
+use crate::park::Parker;
 use crate::WorkerPlatform;
 
-/// `user_data` of the `NOP` that wakes the completion thread to stop.
-const WAKE_TOKEN: u64 = u64::MAX;
+/// `user_data` of the worker's eventfd `READ` (its doorbell).
+const EVENTFD_TOKEN: u64 = u64::MAX;
 /// `user_data` of `ASYNC_CANCEL` requests (their own completions are ignored).
 const CANCEL_TOKEN: u64 = u64::MAX - 1;
 /// Generations use 31 bits, so an operation's key never has the top bit set and
 /// cannot collide with the tokens above.
 const GEN_MASK: u32 = 0x7fff_ffff;
 
-/// How long [`Driver::shutdown`] waits for cancelled operations to complete.
+/// How long a worker's ring teardown waits for cancelled operations.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the
@@ -184,13 +205,7 @@ impl Slots {
     }
 }
 
-/// Submission bookkeeping, guarded with the submission queue by one lock.
-struct Sq {
-    /// SQEs pushed so far (the next push gets this sequence number).
-    pushed: u64,
-}
-
-/// Counters, for tests and measurements.
+/// Counters, for tests and measurements (summed over the rings).
 #[derive(Default)]
 pub(crate) struct Stats {
     /// `io_uring_enter` calls that submitted something.
@@ -199,38 +214,100 @@ pub(crate) struct Stats {
     pub(crate) submitted: AtomicU64,
     /// Operations whose flush was deferred to let others join the batch.
     pub(crate) deferred: AtomicU64,
-    /// Completions handled by the completion thread.
+    /// Completions reaped.
     pub(crate) completions: AtomicU64,
+    /// `io_uring_enter` calls of any kind.
+    pub(crate) enters: AtomicU64,
 }
 
-/// The state the driver shares with its operations and its completion thread.
-pub(crate) struct Shared {
-    ring: IoUring,
+/// How the rings are set up: the best the kernel accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`: completion work runs only
+    /// when the owner enters with `GETEVENTS`; the flag says when there is some.
+    Defer,
+    /// `COOP_TASKRUN | TASKRUN_FLAG`: completion work runs at the owner's next
+    /// syscall (no interrupt); the flag says when there is some.
+    Coop,
+    /// No flags (kernels before 5.19): completion work interrupts the submitter.
+    Plain,
+}
+
+impl Mode {
+    fn build(self, entries: u32) -> io::Result<IoUring> {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(entries.saturating_mul(4));
+        match self {
+            Mode::Defer => {
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag();
+            }
+            Mode::Coop => {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            Mode::Plain => {}
+        }
+        b.build(entries)
+    }
+
+    /// Sets up a ring with the best mode from `self` down.
+    fn build_best(self, entries: u32) -> (io::Result<IoUring>, Mode) {
+        let mut mode = self;
+        loop {
+            match mode.build(entries) {
+                Ok(r) => return (Ok(r), mode),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && mode != Mode::Plain => {
+                    mode = if mode == Mode::Defer {
+                        Mode::Coop
+                    } else {
+                        Mode::Plain
+                    };
+                }
+                Err(e) => return (Err(e), mode),
+            }
+        }
+    }
+
+    /// Whether the kernel flags pending completion work in the SQ flags.
+    fn flags_taskrun(self) -> bool {
+        self != Mode::Plain
+    }
+}
+
+/// The shared half of one worker's ring: what other threads may touch.
+pub(crate) struct Ring {
     exec: Arc<Executor<WorkerPlatform>>,
-    sq: Mutex<Sq>,
-    /// Every SQE with a sequence number below this has been submitted. Written
-    /// under the `sq` lock, read without it.
-    flushed: AtomicU64,
     slots: Mutex<Slots>,
-    /// Held while the completion queue is drained: by the completion thread after
-    /// each wait, or by an idle worker that finds completions while it spins
-    /// (`try_reap`). Whoever holds it is the only one with a `CompletionQueue`.
-    cq: Mutex<()>,
-    /// Signalled when `in_kernel` drops to 0.
-    drained: Condvar,
-    closing: AtomicBool,
-    stop: AtomicBool,
-    pub(crate) batch: u64,
-    pub(crate) stats: Stats,
+    /// Every SQE with a sequence number below this has been submitted. Written
+    /// by the owner, read by op futures anywhere.
+    flushed: AtomicU64,
+    /// Keys to cancel, asked by threads other than the owner.
+    remote: Mutex<Vec<u64>>,
+    remote_pending: AtomicBool,
+    /// The owner's doorbell.
+    parker: Arc<Parker>,
+    /// Set (under the `slots` lock) by the owner's teardown: the ring takes no
+    /// more operations, and one still `InFlight` then is stuck in the kernel.
+    closed: AtomicBool,
+    batch: u64,
+    stats: Arc<Stats>,
 }
 
-impl fmt::Debug for Shared {
+impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("entries", &self.ring.params().sq_entries())
+        f.debug_struct("Ring")
             .field("in_kernel", &lock(&self.slots).in_kernel)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
+}
+
+fn closed_error() -> io::Error {
+    io::Error::other(
+        "the io_uring driver is shut down (its runtime was dropped); \
+         start I/O only while the runtime runs",
+    )
 }
 
 /// What pushing an SQE found.
@@ -241,26 +318,22 @@ pub(crate) enum Push {
     Full,
 }
 
-impl Shared {
+impl Ring {
     /// The executor whose coroutines the completions wake.
     pub(crate) fn exec(&self) -> &Executor<WorkerPlatform> {
         &self.exec
     }
 
-    fn closed_error() -> io::Error {
-        io::Error::other(
-            "the io_uring driver is shut down (its runtime was dropped); \
-             start I/O only while the runtime runs",
-        )
+    /// The driver's counters.
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Registers a new operation, to be woken through `waiter`.
     pub(crate) fn register(&self, waiter: Waiter) -> io::Result<u64> {
         let mut slots = lock(&self.slots);
-        // Checked under the lock shutdown takes to collect the slots, so no
-        // operation can register after shutdown looked.
-        if self.closing.load(Ordering::Acquire) {
-            return Err(Self::closed_error());
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed_error());
         }
         Ok(slots.insert(waiter))
     }
@@ -274,62 +347,9 @@ impl Shared {
         }
     }
 
-    /// Queues `sqe` (not yet submitted: see [`flush`](Self::flush)).
-    ///
-    /// # Safety
-    /// Every pointer in `sqe` must stay valid, and the memory it points to must not
-    /// be otherwise accessed while the kernel may use it, until the completion for
-    /// its `user_data` has been handled (an op's memory lives in the op future, or,
-    /// once the future is dropped, in its `Abandoned` slot).
-    pub(crate) unsafe fn push(&self, sqe: &squeue::Entry) -> Push {
-        let mut sq = lock(&self.sq);
-        for attempt in 0..2 {
-            // SAFETY: the `sq` lock is held, so no other `SubmissionQueue` of this
-            // ring exists (the completion thread never touches the SQ).
-            let mut queue = unsafe { self.ring.submission_shared() };
-            // SAFETY: the caller guarantees the entry's memory outlives its use.
-            let pushed = unsafe { queue.push(sqe) }.is_ok();
-            drop(queue); // publishes the tail
-            if pushed {
-                let seq = sq.pushed;
-                sq.pushed += 1;
-                if sq.pushed - self.flushed.load(Ordering::Relaxed) >= self.batch {
-                    self.flush_locked(&mut sq);
-                }
-                return Push::Queued(seq);
-            }
-            if attempt == 0 {
-                self.flush_locked(&mut sq);
-            }
-        }
-        Push::Full
-    }
-
     /// Whether the SQE with sequence number `seq` still waits to be submitted.
     pub(crate) fn unsubmitted(&self, seq: u64) -> bool {
         seq >= self.flushed.load(Ordering::Acquire)
-    }
-
-    /// Submits every queued SQE (one `io_uring_enter`), if any.
-    pub(crate) fn flush(&self) {
-        let mut sq = lock(&self.sq);
-        self.flush_locked(&mut sq);
-    }
-
-    fn flush_locked(&self, sq: &mut Sq) {
-        let pending = sq.pushed - self.flushed.load(Ordering::Relaxed);
-        if pending == 0 {
-            return;
-        }
-        // EBUSY/EAGAIN (completion backlog, no memory): the entries stay queued and
-        // the next flush retries them; the op polling us retries (see `op`).
-        if let Ok(n) = self.ring.submit() {
-            self.stats.submit_calls.fetch_add(1, Ordering::Relaxed);
-            self.stats.submitted.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        // SAFETY: the `sq` lock is held (see `push`).
-        let left = unsafe { self.ring.submission_shared() }.len() as u64;
-        self.flushed.store(sq.pushed - left, Ordering::Release);
     }
 
     /// The result of operation `key`, if it completed; otherwise records whom to
@@ -356,9 +376,10 @@ impl Shared {
     }
 
     /// The op future of `key` is gone. If the kernel still holds the operation, its
-    /// memory (`keep`) passes to the driver, which asks the kernel to cancel it and
-    /// frees `keep` when the completion arrives; otherwise `keep` is dropped now.
-    pub(crate) fn abandon(&self, key: u64, keep: Keep) {
+    /// memory (`keep`) passes to the ring, which asks the kernel to cancel it (at
+    /// once on the owner; through the remote queue from another thread) and frees
+    /// `keep` when the completion is reaped; otherwise `keep` is dropped now.
+    pub(crate) fn abandon(self: &Arc<Self>, key: u64, keep: Keep) {
         let mut slots = lock(&self.slots);
         let Some(slot) = slots.get(key) else {
             drop(slots);
@@ -366,9 +387,18 @@ impl Shared {
             return;
         };
         if let SlotState::InFlight(_) = slot.state {
+            if self.closed.load(Ordering::Acquire) {
+                // The owner gave up on this one at teardown: never free memory the
+                // kernel may still write.
+                std::mem::forget(keep);
+                return;
+            }
             slot.state = SlotState::Abandoned(keep);
             drop(slots);
-            self.cancel(key);
+            match local_of(self) {
+                Some(local) => local.cancel(key),
+                None => self.cancel_remote(key),
+            }
         } else {
             slots.remove(key);
             drop(slots);
@@ -376,22 +406,19 @@ impl Shared {
         }
     }
 
-    /// Asks the kernel to cancel operation `key`, submitting at once (a cancelled
-    /// receive must stop taking data now, not at the next batch).
-    fn cancel(&self, key: u64) {
-        let sqe = opcode::AsyncCancel::new(key)
-            .build()
-            .user_data(CANCEL_TOKEN);
-        // SAFETY: ASYNC_CANCEL carries no pointer (the key is a plain value).
-        if let Push::Queued(_) = unsafe { self.push(&sqe) } {
-            self.flush();
-        }
-        // Full: the operation is cancelled by the shutdown sweep at the latest; its
-        // memory stays with the driver meanwhile, so nothing is unsafe.
+    /// Asks the owner to cancel `key` the next time it runs its ring, waking it.
+    fn cancel_remote(&self, key: u64) {
+        lock(&self.remote).push(key);
+        self.remote_pending.store(true, Ordering::Release);
+        self.parker.notify();
     }
 
-    /// Handles one completion (called with the slot lock held). Returns whom to
-    /// wake and what to free once the lock is released.
+    /// Slots the kernel may still write through.
+    pub(crate) fn in_kernel(&self) -> usize {
+        lock(&self.slots).in_kernel
+    }
+
+    /// Handles one completion (called with the slot lock held).
     fn complete(
         slots: &mut Slots,
         key: u64,
@@ -416,101 +443,450 @@ impl Shared {
             other @ (SlotState::Done(_) | SlotState::Free) => slot.state = other,
         }
     }
+}
 
-    /// Drains the completion queue (the caller holds the `cq` lock, passed in),
-    /// then wakes whom the completions name and frees abandoned memory, after
-    /// releasing every lock. Returns whether there was any completion.
-    fn reap(
-        &self,
-        cq_guard: MutexGuard<'_, ()>,
-        wake: &mut Vec<Waiter>,
-        free: &mut Vec<Keep>,
-    ) -> bool {
-        let mut any = false;
-        let mut slots = lock(&self.slots);
-        loop {
-            // SAFETY: the `cq` lock is held, so this is the only `CompletionQueue`
-            // of the ring.
-            let cq = unsafe { self.ring.completion_shared() };
-            if cq.is_empty() {
-                break;
-            }
-            for cqe in cq {
-                any = true;
-                self.stats.completions.fetch_add(1, Ordering::Relaxed);
-                let key = cqe.user_data();
-                if key != WAKE_TOKEN && key != CANCEL_TOKEN {
-                    Self::complete(&mut slots, key, cqe.result(), wake, free);
+/// The owner's half of a ring: the queues themselves. Lives in a thread-local of
+/// the owning worker (it is neither `Send` nor `Sync`), so every use of the queues
+/// is on the owner's thread.
+pub(crate) struct Local {
+    ring: Arc<Ring>,
+    uring: IoUring,
+    mode: Mode,
+    /// SQEs pushed so far (the next push gets this sequence number).
+    pushed: Cell<u64>,
+    /// The eventfd `READ`'s 8-byte buffer (from `Box::into_raw`); freed at
+    /// teardown once the read is not in the kernel.
+    efd_buf: *mut u64,
+    efd_armed: Cell<bool>,
+    /// Reused between reaps.
+    wake: RefCell<Vec<Waiter>>,
+}
+
+enum LocalState {
+    None,
+    Ring(Rc<Local>),
+    Failed(String),
+}
+
+thread_local! {
+    static LOCAL: RefCell<LocalState> = const { RefCell::new(LocalState::None) };
+}
+
+/// The calling worker's ring, if it has one.
+fn local() -> Option<Rc<Local>> {
+    LOCAL.with(|l| match &*l.borrow() {
+        LocalState::Ring(r) => Some(r.clone()),
+        _ => None,
+    })
+}
+
+/// The calling thread's `Local` if it owns `ring`.
+pub(crate) fn local_of(ring: &Arc<Ring>) -> Option<Rc<Local>> {
+    local().filter(|l| Arc::ptr_eq(&l.ring, ring))
+}
+
+/// The calling worker's ring, or why an operation cannot start here.
+pub(crate) fn current_local() -> io::Result<Rc<Local>> {
+    let why = LOCAL.with(|l| match &*l.borrow() {
+        LocalState::Ring(r) => Ok(r.clone()),
+        LocalState::Failed(why) => Err(Some(why.clone())),
+        LocalState::None => Err(None),
+    });
+    match why {
+        Ok(r) => Ok(r),
+        Err(Some(why)) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("asynchronous I/O is unavailable on this worker: {why}"),
+        )),
+        Err(None) => Err(
+            match crate::context::current().map(|inner| inner.io().err()) {
+                None => io::Error::other(
+                    "no SharedScheduler runtime on this thread: start I/O from inside \
+                 `Runtime::block_on` or a coroutine spawned on a runtime",
+                ),
+                Some(io) => match io {
+                    Some(e) => e,
+                    None => io::Error::other(
+                        "this thread is not a worker of the runtime, and each I/O operation \
+                     runs on the io_uring ring of the worker that polls it: await it inside \
+                     a coroutine (`Runtime::block_on`, `ss_runtime::spawn`), not on a thread \
+                     of your own",
+                    ),
+                },
+            },
+        ),
+    }
+}
+
+/// Records why the calling worker has no ring (its operations fail with it).
+pub(crate) fn set_local_error(why: String) {
+    LOCAL.with(|l| *l.borrow_mut() = LocalState::Failed(why));
+}
+
+/// Runs the calling worker's ring without waiting (submit, take completions),
+/// if it has one. Cheap when there is nothing to do.
+pub(crate) fn run_local() {
+    if let Some(l) = local() {
+        l.run();
+    }
+}
+
+/// Takes the completions the calling worker's ring has, without submitting;
+/// enters the kernel only if it flags completion work.
+pub(crate) fn reap_local() {
+    if let Some(l) = local() {
+        l.reap_only();
+    }
+}
+
+/// For `park`: if the calling worker has a ring, submits, sleeps in the kernel
+/// until a completion of the ring (or the doorbell), calls `woke`, then reaps.
+/// Returns whether it had a ring (else the caller must sleep some other way).
+pub(crate) fn park_local(woke: impl FnOnce()) -> bool {
+    let Some(l) = local() else {
+        return false;
+    };
+    l.take_remote();
+    l.arm_doorbell();
+    // Without an armed doorbell (SQ full) an unpark could not wake us: nap.
+    let timeout = (!l.efd_armed.get()).then_some(Duration::from_millis(1));
+    l.enter(1, timeout);
+    woke();
+    l.reap();
+    true
+}
+
+/// The calling worker is exiting: tears its ring down (see the module docs).
+pub(crate) fn stop_local() {
+    let state = LOCAL.with(|l| std::mem::replace(&mut *l.borrow_mut(), LocalState::None));
+    if let LocalState::Ring(l) = state {
+        l.shutdown();
+    }
+}
+
+impl Local {
+    /// The shared half.
+    pub(crate) fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// SQEs pushed and not yet submitted.
+    fn pending(&self) -> u64 {
+        self.pushed.get() - self.ring.flushed.load(Ordering::Relaxed)
+    }
+
+    /// Queues `sqe` (submitted when the batch fills, or at the next flush/run).
+    ///
+    /// # Safety
+    /// Every pointer in `sqe` must stay valid, and the memory it points to must not
+    /// be otherwise accessed while the kernel may use it, until the completion for
+    /// its `user_data` has been handled (an op's memory lives in the op future, or,
+    /// once the future is dropped, in its `Abandoned` slot).
+    pub(crate) unsafe fn push(&self, sqe: &squeue::Entry) -> Push {
+        for attempt in 0..2 {
+            // SAFETY: `Local` lives on the owner's thread only, and no other
+            // `SubmissionQueue` of this ring is alive (none is held across a call).
+            let mut queue = unsafe { self.uring.submission_shared() };
+            // SAFETY: the caller guarantees the entry's memory outlives its use.
+            let pushed = unsafe { queue.push(sqe) }.is_ok();
+            drop(queue); // publishes the tail
+            if pushed {
+                let seq = self.pushed.get();
+                self.pushed.set(seq + 1);
+                if self.pending() >= self.ring.batch {
+                    self.flush();
                 }
+                return Push::Queued(seq);
+            }
+            if attempt == 0 {
+                self.flush();
             }
         }
-        drop(cq_guard);
-        let drained = slots.in_kernel == 0;
-        drop(slots);
-        if drained {
-            self.drained.notify_all();
-        }
-        for w in wake.drain(..) {
-            w.wake(&self.exec);
-        }
-        free.clear();
-        any
+        Push::Full
     }
 
-    /// For an idle worker: if no one else is draining the completion queue and it
-    /// holds completions, drain it here, waking their coroutines — which this
-    /// worker, being idle, then picks up without a hop through the completion
-    /// thread. Returns whether it woke anything. Never blocks.
-    pub(crate) fn try_reap(&self) -> bool {
-        let Ok(guard) = self.cq.try_lock() else {
-            return false;
+    /// One `io_uring_enter`: submits what is queued and, with `GETEVENTS`, lets
+    /// the kernel post the completions it has (waiting for `min` of them, for at
+    /// most `timeout`). Does not reap.
+    fn enter(&self, min: u32, timeout: Option<Duration>) {
+        // SAFETY: owner thread; the queue handle is dropped at once.
+        let to_submit = unsafe { self.uring.submission_shared() }.len();
+        let r = match timeout {
+            // SAFETY: no argument pointer is passed.
+            None => unsafe {
+                self.uring.submitter().enter::<libc::sigset_t>(
+                    to_submit as u32,
+                    min,
+                    io_uring::EnterFlags::GETEVENTS.bits(),
+                    None,
+                )
+            },
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.uring.submitter().submit_with_args(min as usize, &args)
+            }
         };
-        // SAFETY: the `cq` lock is held.
-        if unsafe { self.ring.completion_shared() }.is_empty() {
-            return false;
+        self.ring.stats.enters.fetch_add(1, Ordering::Relaxed);
+        if to_submit > 0 {
+            if let Ok(n) = r {
+                self.ring.stats.submit_calls.fetch_add(1, Ordering::Relaxed);
+                self.ring
+                    .stats
+                    .submitted
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
         }
-        let (mut wake, mut free) = (Vec::new(), Vec::new());
-        self.reap(guard, &mut wake, &mut free)
+        // Errors: EINTR, ETIME (the timeout), EBUSY/EAGAIN (completion backlog,
+        // no memory): what was not submitted stays queued for the next enter, and
+        // an op polling us retries (see `op`).
+        // SAFETY: owner thread.
+        let left = unsafe { self.uring.submission_shared() }.len() as u64;
+        self.ring
+            .flushed
+            .store(self.pushed.get() - left, Ordering::Release);
     }
 
-    /// The completion thread's loop.
-    fn run_completions(&self) {
-        let mut wake = Vec::new();
-        let mut free = Vec::new();
-        loop {
-            // SAFETY: no argument pointer is passed; to_submit = 0 so the SQ (owned
-            // by the `sq` lock holders) is not touched.
-            let r = unsafe {
-                self.ring.submitter().enter::<libc::sigset_t>(
+    /// Submits every queued SQE and takes the completions the kernel has, waking
+    /// their coroutines.
+    pub(crate) fn flush(&self) {
+        if self.pending() > 0 {
+            self.enter(0, None);
+            self.reap();
+        }
+    }
+
+    /// Runs the ring without waiting: remote cancellations, the doorbell, queued
+    /// SQEs, and completions. Enters the kernel only if there is something to
+    /// submit or (as the kernel flags it) completion work to run.
+    pub(crate) fn run(&self) {
+        self.take_remote();
+        self.arm_doorbell();
+        let (to_submit, taskrun) = {
+            // SAFETY: owner thread; the queue handle is dropped at once.
+            let sq = unsafe { self.uring.submission_shared() };
+            (sq.len(), sq.taskrun() || sq.cq_overflow())
+        };
+        if to_submit > 0 || taskrun || !self.mode.flags_taskrun() {
+            self.enter(0, None);
+        }
+        self.reap();
+    }
+
+    /// Takes the completions the kernel has, submitting nothing.
+    fn reap_only(&self) {
+        let taskrun = {
+            // SAFETY: owner thread; the queue handle is dropped at once.
+            let sq = unsafe { self.uring.submission_shared() };
+            sq.taskrun() || sq.cq_overflow()
+        };
+        if taskrun || !self.mode.flags_taskrun() {
+            // SAFETY: no argument pointer; to_submit = 0 leaves the SQ alone.
+            let _ = unsafe {
+                self.uring.submitter().enter::<libc::sigset_t>(
                     0,
-                    1,
+                    0,
                     io_uring::EnterFlags::GETEVENTS.bits(),
                     None,
                 )
             };
-            if let Err(e) = r {
-                match e.raw_os_error() {
-                    // Interrupted, or completions backed up: drain and go on.
-                    Some(libc::EINTR | libc::EBUSY | libc::EAGAIN) => {}
-                    _ => {
-                        // Should not happen on a valid ring; do not spin.
-                        eprintln!("ss-runtime io: io_uring_enter failed while waiting: {e}");
-                        thread::sleep(Duration::from_millis(10));
+            self.ring.stats.enters.fetch_add(1, Ordering::Relaxed);
+        }
+        self.reap();
+    }
+
+    /// Submits the cancellations other threads asked for.
+    fn take_remote(&self) {
+        if !self.ring.remote_pending.swap(false, Ordering::Acquire) {
+            return;
+        }
+        let keys = std::mem::take(&mut *lock(&self.ring.remote));
+        for (i, &key) in keys.iter().enumerate() {
+            if !self.push_cancel(key) {
+                // SQ full: keep the rest for the next run.
+                lock(&self.ring.remote).extend_from_slice(&keys[i..]);
+                self.ring.remote_pending.store(true, Ordering::Release);
+                break;
+            }
+        }
+    }
+
+    fn push_cancel(&self, key: u64) -> bool {
+        let sqe = opcode::AsyncCancel::new(key)
+            .build()
+            .user_data(CANCEL_TOKEN);
+        // SAFETY: ASYNC_CANCEL carries no pointer (the key is a plain value).
+        matches!(unsafe { self.push(&sqe) }, Push::Queued(_))
+    }
+
+    /// Asks the kernel to cancel operation `key`, submitting at once (a cancelled
+    /// receive must stop taking data now, not at the next batch).
+    fn cancel(&self, key: u64) {
+        if self.push_cancel(key) {
+            self.flush();
+        } else {
+            // Full: retried at the next run (or by the teardown sweep).
+            lock(&self.ring.remote).push(key);
+            self.ring.remote_pending.store(true, Ordering::Release);
+        }
+    }
+
+    /// Keeps the doorbell's `READ` armed.
+    fn arm_doorbell(&self) {
+        if self.efd_armed.get() {
+            return;
+        }
+        let sqe = opcode::Read::new(types::Fd(self.ring.parker.fd()), self.efd_buf.cast(), 8)
+            .offset(u64::MAX)
+            .build()
+            .user_data(EVENTFD_TOKEN);
+        // SAFETY: `efd_buf` is an 8-byte heap buffer that only the kernel writes
+        // and that is freed only once this read is no longer in the kernel
+        // (`shutdown`); the eventfd lives as long as the worker's `Parker`, which
+        // the ring holds.
+        if let Push::Queued(_) = unsafe { self.push(&sqe) } {
+            self.efd_armed.set(true);
+        }
+    }
+
+    /// Drains the completion queue: stores results, then (every lock released)
+    /// wakes whom they name and frees abandoned memory.
+    fn reap(&self) {
+        // SAFETY: owner thread; the handle is dropped at once.
+        if unsafe { self.uring.completion_shared() }.is_empty() {
+            return;
+        }
+        let mut wake = std::mem::take(&mut *self.wake.borrow_mut());
+        let mut free = Vec::new();
+        {
+            let mut slots = lock(&self.ring.slots);
+            loop {
+                // SAFETY: owner thread, and no other `CompletionQueue` is alive.
+                let cq = unsafe { self.uring.completion_shared() };
+                if cq.is_empty() {
+                    break;
+                }
+                for cqe in cq {
+                    self.ring.stats.completions.fetch_add(1, Ordering::Relaxed);
+                    match cqe.user_data() {
+                        EVENTFD_TOKEN => self.efd_armed.set(false),
+                        CANCEL_TOKEN => {}
+                        key => Ring::complete(&mut slots, key, cqe.result(), &mut wake, &mut free),
                     }
                 }
             }
-            self.reap(lock(&self.cq), &mut wake, &mut free);
-            if self.stop.load(Ordering::Acquire) {
+        }
+        for w in wake.drain(..) {
+            w.wake(&self.ring.exec);
+        }
+        drop(free);
+        *self.wake.borrow_mut() = wake;
+    }
+
+    /// The teardown of a worker's ring: see the module docs.
+    fn shutdown(&self) {
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut last_sweep: Option<Instant> = None;
+        loop {
+            self.ring.remote_pending.store(false, Ordering::Relaxed);
+            lock(&self.ring.remote).clear(); // covered by the sweep below
+            if last_sweep.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
+                let keys: Vec<u64> = {
+                    let slots = lock(&self.ring.slots);
+                    slots
+                        .slots
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| {
+                            matches!(s.state, SlotState::InFlight(_) | SlotState::Abandoned(_))
+                        })
+                        .map(|(i, s)| Slots::key(i as u32, s.generation))
+                        .collect()
+                };
+                for key in keys {
+                    if !self.push_cancel(key) {
+                        break; // the next sweep
+                    }
+                }
+                if self.efd_armed.get() {
+                    self.ring.parker.notify(); // completes the doorbell's read
+                }
+                last_sweep = Some(Instant::now());
+            }
+            {
+                let slots = lock(&self.ring.slots);
+                if slots.in_kernel == 0 && !self.efd_armed.get() {
+                    self.ring.closed.store(true, Ordering::Release);
+                    break;
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.give_up();
                 return;
             }
+            self.enter(1, Some((deadline - now).min(Duration::from_millis(100))));
+            self.reap();
         }
+        // SAFETY: the doorbell's read is not in the kernel (checked above), and
+        // `efd_buf` came from `Box::into_raw`; it is freed once, here.
+        drop(unsafe { Box::from_raw(self.efd_buf) });
+    }
+
+    /// Operations the kernel did not complete after being cancelled: leak their
+    /// memory rather than free it under the kernel's feet.
+    fn give_up(&self) {
+        let mut slots = lock(&self.ring.slots);
+        self.ring.closed.store(true, Ordering::Release);
+        for slot in &mut slots.slots {
+            if let SlotState::Abandoned(keep) = std::mem::replace(&mut slot.state, SlotState::Free)
+            {
+                std::mem::forget(keep);
+            } else if let SlotState::InFlight(_) = slot.state {
+                // Stays InFlight: `abandon` leaks it when its op drops.
+            }
+        }
+        let stuck = slots.in_kernel;
+        drop(slots);
+        // The doorbell buffer (`efd_buf`) is leaked too if its read is stuck.
+        eprintln!(
+            "ss-runtime io: {stuck} operation(s) did not complete within {SHUTDOWN_GRACE:?} \
+             of being cancelled; their buffers are leaked rather than freed under the kernel"
+        );
+    }
+}
+
+/// The state the driver shares with the runtime: the rings and the counters.
+pub(crate) struct Shared {
+    rings: Mutex<Vec<Arc<Ring>>>,
+    closing: AtomicBool,
+    entries: u32,
+    pub(crate) batch: u64,
+    mode: Mode,
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("entries", &self.entries)
+            .field("mode", &self.mode)
+            .field("rings", &*lock(&self.rings))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Every ring set up so far (one per worker that has started).
+    pub(crate) fn rings(&self) -> Vec<Arc<Ring>> {
+        lock(&self.rings).clone()
     }
 }
 
 /// The io_uring driver of a runtime. See the module docs of [`crate::io`].
 pub(crate) struct Driver {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    done: AtomicBool,
 }
 
 impl fmt::Debug for Driver {
@@ -566,17 +942,15 @@ fn explain_setup_error(e: &io::Error) -> io::Error {
 }
 
 impl Driver {
-    /// Sets up the ring, checks the kernel supports every operation, and starts
-    /// the completion thread.
+    /// Checks that io_uring works here (a probe ring: setup flags, opcodes); the
+    /// rings themselves are set up by the workers ([`Driver::start_local`]).
     ///
     /// # Errors
     /// `Unsupported` with a message saying why io_uring is unavailable and what to
-    /// change; or the error of spawning the thread.
-    pub(crate) fn new(exec: Arc<Executor<WorkerPlatform>>, config: &Config) -> io::Result<Driver> {
-        let ring = IoUring::builder()
-            .setup_cqsize(config.entries.saturating_mul(4))
-            .build(config.entries)
-            .map_err(|e| explain_setup_error(&e))?;
+    /// change.
+    pub(crate) fn new(config: &Config) -> io::Result<Driver> {
+        let (ring, mode) = Mode::Defer.build_best(config.entries);
+        let ring = ring.map_err(|e| explain_setup_error(&e))?;
         let mut probe = Probe::new();
         if ring.submitter().register_probe(&mut probe).is_err() {
             return Err(io::Error::new(
@@ -594,116 +968,105 @@ impl Driver {
                 ),
             ));
         }
-        let shared = Arc::new(Shared {
-            ring,
+        Ok(Driver {
+            shared: Arc::new(Shared {
+                rings: Mutex::new(Vec::new()),
+                closing: AtomicBool::new(false),
+                entries: config.entries,
+                batch: u64::from(config.submit_batch.max(1)),
+                mode,
+                stats: Arc::new(Stats::default()),
+            }),
+            done: AtomicBool::new(false),
+        })
+    }
+
+    /// The state operations share (for tests).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Sets up the calling worker's ring (it becomes the ring's only issuer), with
+    /// `parker` as its doorbell. On failure the worker's operations fail saying
+    /// why (and it parks on its eventfd).
+    pub(crate) fn start_local(&self, exec: Arc<Executor<WorkerPlatform>>, parker: Arc<Parker>) {
+        let shared = &*self.shared;
+        if shared.closing.load(Ordering::Acquire) {
+            return set_local_error(closed_error().to_string());
+        }
+        let (uring, mode) = shared.mode.build_best(shared.entries);
+        let uring = match uring {
+            Ok(u) => u,
+            Err(e) => return set_local_error(explain_setup_error(&e).to_string()),
+        };
+        let ring = Arc::new(Ring {
             exec,
-            sq: Mutex::new(Sq { pushed: 0 }),
-            flushed: AtomicU64::new(0),
             slots: Mutex::new(Slots {
                 slots: Vec::new(),
                 free: Vec::new(),
                 in_kernel: 0,
             }),
-            cq: Mutex::new(()),
-            drained: Condvar::new(),
-            closing: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            batch: u64::from(config.submit_batch.max(1)),
-            stats: Stats::default(),
+            flushed: AtomicU64::new(0),
+            remote: Mutex::new(Vec::new()),
+            remote_pending: AtomicBool::new(false),
+            parker,
+            closed: AtomicBool::new(false),
+            batch: shared.batch,
+            stats: shared.stats.clone(),
         });
-        let for_thread = shared.clone();
-        let thread = thread::Builder::new()
-            .name("ss-io-completions".to_owned())
-            .spawn(move || for_thread.run_completions())?;
-        Ok(Driver {
-            shared,
-            thread: Mutex::new(Some(thread)),
-        })
+        lock(&shared.rings).push(ring.clone());
+        let local = Rc::new(Local {
+            ring,
+            uring,
+            mode,
+            pushed: Cell::new(0),
+            efd_buf: Box::into_raw(Box::new(0u64)),
+            efd_armed: Cell::new(false),
+            wake: RefCell::new(Vec::new()),
+        });
+        local.arm_doorbell();
+        local.flush();
+        LOCAL.with(|l| *l.borrow_mut() = LocalState::Ring(local));
     }
 
-    /// The state operations share.
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    /// Cancels every in-flight operation, waits for their completions (freeing
-    /// their buffers) and joins the completion thread. Idempotent. See the module
-    /// docs for the order.
+    /// Called after the runtime joined its workers (each tore its ring down):
+    /// refuses new rings and checks that no ring holds anything. Idempotent.
     pub(crate) fn shutdown(&self) {
-        let Some(thread) = lock(&self.thread).take() else {
+        if self.done.swap(true, Ordering::AcqRel) {
             return;
-        };
-        let shared = &*self.shared;
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
-        let mut slots = lock(&shared.slots);
-        shared.closing.store(true, Ordering::Release);
-        loop {
-            if slots.in_kernel == 0 {
-                break;
-            }
-            let keys: Vec<u64> = slots
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| {
-                    matches!(s.state, SlotState::InFlight(_) | SlotState::Abandoned(_))
-                })
-                .map(|(i, s)| Slots::key(i as u32, s.generation))
-                .collect();
-            drop(slots);
-            for key in keys {
-                shared.cancel(key);
-            }
-            shared.flush();
-            slots = lock(&shared.slots);
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            // Re-cancel now and then: a cancel can lose a race with submission.
-            let wait = (deadline - now).min(Duration::from_millis(100));
-            slots = shared
-                .drained
-                .wait_timeout(slots, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
-        let stuck = slots.in_kernel;
-        if stuck > 0 {
-            // Never free memory the kernel may still write: leak it instead.
-            for slot in &mut slots.slots {
-                if let SlotState::Abandoned(keep) =
-                    std::mem::replace(&mut slot.state, SlotState::Free)
-                {
-                    std::mem::forget(keep);
-                }
-            }
+        self.shared.closing.store(true, Ordering::Release);
+        let rings = self.shared.rings();
+        let open = rings
+            .iter()
+            .filter(|r| !r.closed.load(Ordering::Acquire))
+            .count();
+        let stuck: usize = rings.iter().map(|r| r.in_kernel()).sum();
+        if stuck > 0 && open == 0 {
             eprintln!(
-                "ss-runtime io: {stuck} operation(s) did not complete within {SHUTDOWN_GRACE:?} \
-                 of being cancelled; their buffers are leaked rather than freed under the kernel"
+                "ss-runtime io: at shutdown {stuck} operation(s) are still in the kernel; \
+                 their buffers are leaked rather than freed under the kernel"
             );
         }
-        drop(slots);
-        shared.stop.store(true, Ordering::Release);
-        let nop = opcode::Nop::new().build().user_data(WAKE_TOKEN);
-        // SAFETY: NOP carries no pointer.
-        while let Push::Full = unsafe { shared.push(&nop) } {
-            thread::yield_now();
-        }
-        shared.flush();
-        let _ = thread.join();
+        // An open ring belongs to a worker that was not joined (the runtime was
+        // dropped from one of its own coroutines): it tears its ring down when
+        // its poll ends and its thread exits.
     }
 
-    /// Whether the completion thread has been joined (for tests).
+    /// Whether every ring has been torn down (for tests).
     #[cfg(test)]
-    pub(crate) fn thread_joined(&self) -> bool {
-        lock(&self.thread).is_none()
+    pub(crate) fn rings_closed(&self) -> bool {
+        self.shared
+            .rings()
+            .iter()
+            .all(|r| r.closed.load(Ordering::Acquire))
     }
 
-    /// Slots the kernel may still write through (for tests).
+    /// Slots the kernel may still write through, over every ring (for tests).
     #[cfg(test)]
     pub(crate) fn in_kernel(&self) -> usize {
-        lock(&self.shared.slots).in_kernel
+        self.shared.rings().iter().map(|r| r.in_kernel()).sum()
     }
 }
 

@@ -5,9 +5,10 @@
 //! at once; the calling coroutine blocks; when the kernel coroutine finishes, it
 //! wakes the caller *by cid*. Here the kernel's io_uring plays the kernel
 //! coroutine: an operation future pushes a submission queue entry (SQE) and the
-//! coroutine blocks; the runtime's completion thread reads the completion (CQE),
-//! stores the result in the operation's slot, and calls
-//! [`Executor::wake`](ss_core::Executor::wake)`(cid)`.
+//! coroutine blocks; the worker that owns the ring the SQE went to reads the
+//! completion (CQE), stores the result in the operation's slot, and calls
+//! [`Executor::wake`](ss_core::Executor::wake)`(cid)`. Each worker thread owns
+//! one ring (see [The rings](#the-rings-one-per-worker)).
 //!
 //! ```
 //! use ss_runtime::{io, Runtime};
@@ -51,7 +52,7 @@
 //! On its first poll an operation records who waits for it: the coroutine's id
 //! (`Executor::own_cid(cx.waker())`), or — when it is polled under a foreign waker,
 //! e.g. inside a combinator with a waker of its own — a clone of that waker.
-//! Re-polls update it. The completion thread stores the result (the byte count
+//! Re-polls update it. The owning worker stores the result (the byte count
 //! or errno; never a wake-up without a result) *before* waking, so the woken
 //! coroutine finds it on its next poll. A coroutine that was cancelled meanwhile
 //! is simply not found (`NoSuchCoroutine`, ignored).
@@ -79,24 +80,47 @@
 //! The deferral never delays more important work and never strands an SQE: the
 //! deferring coroutine is itself ready, so it is polled again soon — at once if
 //! nothing as important is ready (the scheduler re-polls it without a queue
-//! round trip). A dropped operation's cancellation is submitted at once.
+//! round trip). If another worker polls it, that worker cannot submit to the
+//! owner's ring; the owner submits at the latest when it next runs its ring
+//! (every 16 coroutine polls, while it spins idle, or when it parks). A dropped
+//! operation's cancellation is submitted at once by the owner, or through the
+//! owner's remote queue from another thread.
 //!
-//! # The completion thread
+//! # The rings: one per worker
 //!
-//! One thread per runtime blocks in `io_uring_enter(GETEVENTS)`, and for each
-//! batch of completions stores the results and wakes the coroutines by cid.
-//! Simple and correct; the cost is a thread hop per completion: the kernel wakes
-//! the completion thread (a futex-like wake-up, microseconds when its CPU was
-//! idle), which then wakes the coroutine (cheap when a worker is spinning idle,
-//! ~40 µs when the worker sleeps). The two workers and this thread share the
-//! machine's CPUs. Measured (`measure_pipe_ping_pong`, release): two coroutines
-//! ping-ponging a byte over two pipes (four operations per round trip) take
-//! 12–19 µs per round trip with one worker, 50–80 µs with two (three threads on
-//! two vCPUs: the wake-ups cross CPUs and often find the target asleep). A
-//! completion path without the hop — workers reaping the CQ themselves before
-//! they park — is the next step if that matters.
-//! Requests run in the kernel on behalf of the thread that
-//! submitted them; the runtime's worker threads live as long as the runtime.
+//! ```text
+//!   worker 0: ring 0 (SQ, CQ, slots, remote queue, eventfd READ armed)
+//!   worker 1: ring 1 (…)                    — each submitted to and reaped only by its worker
+//!   op polled first on worker i ──► lives on ring i; its completion wakes the
+//!                                   coroutine by cid, which may then run on any worker
+//! ```
+//!
+//! Every worker sets up its own ring as it starts, with `SINGLE_ISSUER |
+//! DEFER_TASKRUN` (falling back to `COOP_TASKRUN | TASKRUN_FLAG`, then none):
+//! the kernel never interrupts a worker to run completion work, and never wakes
+//! a third thread; the owner runs it when it enters with `GETEVENTS`:
+//! - **parked**: an idle worker sleeps in `io_uring_enter(min_complete = 1)` on
+//!   its ring, so a completion (I/O or timer) of its ring wakes it directly, and
+//!   an unpark writes the eventfd whose `READ` is armed there (see
+//!   [`WorkerPlatform`](crate::WorkerPlatform));
+//! - **spinning idle**: it runs its ring every 8 spin rounds, without waiting;
+//! - **busy**: it takes its ring's completions every 4 coroutine polls and runs
+//!   its ring (submitting too) every 16 (one `io_uring_enter` when the kernel
+//!   flags completion work or SQEs wait; two loads otherwise). The priority demo
+//!   under a flood: p99 lateness ~90 µs with the 4-poll reap, ~470 µs without.
+//!   Measured with `rtecho` at 1 024 connections: every 16 polls ≈ 203–209 k
+//!   msgs/s, every 32 ≈ 136 k (completions wait too long), every poll gives up
+//!   the batching.
+//!
+//! The cost: a busy worker's completions wait for its next ring run — a
+//! coroutine that computes for long without yielding delays the completions of
+//! every op on its worker's ring (not only its own).
+//!
+//! Measured (`measure_pipe_ping_pong`, release, 2 vCPUs): two coroutines
+//! ping-ponging a byte over two pipes take ~4 µs per round trip with one or two
+//! workers (with the former shared ring and completion thread: 4 µs and 17.5 µs).
+//! An operation polled on a thread that is not a worker (none, in normal use)
+//! fails with an error saying so.
 //!
 //! # The paper's macros
 //!
@@ -107,10 +131,14 @@
 //!
 //! # Shutdown
 //!
-//! The runtime shuts the driver down after its executor: every coroutine's
-//! operations are already abandoned by then; the driver cancels whatever the
-//! kernel still holds, waits for the completions (freeing the buffers), and joins
-//! its thread. Operations started afterwards fail with an error saying so.
+//! 1. The runtime shuts its executor down: every coroutine's future is dropped,
+//!    so its operations are abandoned (their buffers pass to their rings).
+//! 2. Each worker, after its poller returns and before its thread exits, cancels
+//!    everything its ring still holds, reaps until nothing is left (at most 2 s),
+//!    frees the buffers, and closes the ring.
+//! 3. After joining the workers, the driver refuses new operations and checks no
+//!    ring holds anything; memory the kernel never let go of is leaked, with a
+//!    note on stderr, never freed under the kernel.
 
 mod addr;
 pub(crate) mod driver;
@@ -120,7 +148,7 @@ mod ops;
 pub(crate) use driver::Driver;
 pub use op::Submitted;
 #[allow(unused_imports)] // the ring's raw plumbing, for `net` and `time`
-pub(crate) use op::{current_driver, Op, Operation};
+pub(crate) use op::{Op, Operation};
 pub use ops::{accept, close, connect, read, recv, send, submit_read, submit_write, write};
 pub(crate) use ops::{ReadInto, Timeout, WriteFrom};
 
@@ -225,27 +253,30 @@ macro_rules! write {
 mod tests;
 
 /// Called at the start of every coroutine poll on a worker: every
-/// [`REAP_EVERY_POLLS`] polls, drains the completion queue if nobody else is
-/// (never blocks). Busy workers thus deliver completions themselves: the
-/// completion thread, a third thread on CPUs the workers keep busy, may wait
-/// milliseconds for the OS to schedule it.
+/// [`RUN_RING_EVERY_POLLS`] polls, runs the worker's ring without waiting
+/// (submits what is queued, takes the completions the kernel has). With
+/// `DEFER_TASKRUN` a busy worker's completions are delivered only this way, so
+/// this bounds their delay to a few polls; it costs two loads when the ring has
+/// nothing, one `io_uring_enter` when it has.
 pub(crate) fn reap_now_and_then() {
     thread_local! {
         static POLLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     }
-    let due = POLLS.with(|p| {
+    let n = POLLS.with(|p| {
         let n = p.get().wrapping_add(1);
         p.set(n);
-        n % REAP_EVERY_POLLS == 0
+        n
     });
-    if due {
-        crate::context::try_with_current(|inner| {
-            if let Ok(driver) = inner.io() {
-                driver.shared().try_reap();
-            }
-        });
+    if n % RUN_RING_EVERY_POLLS == 0 {
+        driver::run_local();
+    } else if n % REAP_EVERY_POLLS == 0 {
+        driver::reap_local();
     }
 }
 
+/// Every this many polls, a busy worker takes the completions its ring has
+/// (without submitting: that would break up the batch); see [`reap_now_and_then`].
+const REAP_EVERY_POLLS: u32 = 4;
+
 /// See [`reap_now_and_then`].
-const REAP_EVERY_POLLS: u32 = 8;
+const RUN_RING_EVERY_POLLS: u32 = 32;

@@ -7,7 +7,13 @@
 //!                                                           │       then take the result
 //!                                                           ▼
 //!                                     Ready(data.complete(result)) ──► Done
-//!   drop while Submitted: data ──► driver (Abandoned slot) + ASYNC_CANCEL
+//!   drop while Submitted: data ──► its ring (Abandoned slot) + ASYNC_CANCEL
+//!                         (submitted at once on the ring's owner; from another
+//!                         thread, through the ring's remote queue)
+//!
+//! An op lives on the ring of the worker that polls it first: that worker
+//! registers it, pushes its SQE, and later reaps its completion, wherever the
+//! coroutine runs meanwhile.
 //! ```
 
 use std::future::Future;
@@ -19,7 +25,7 @@ use std::task::{Context, Poll};
 
 use io_uring::squeue;
 
-use super::driver::{Push, Shared, Waiter};
+use super::driver::{current_local, local_of, Local, Push, Ring, Waiter};
 
 /// One kind of operation: the memory it needs while in flight, how to describe
 /// it to the kernel, and how to turn the completion into the caller's output.
@@ -46,7 +52,8 @@ pub(crate) trait Operation: Send + Unpin + 'static {
 enum State<T> {
     Init(T),
     Submitted {
-        shared: Arc<Shared>,
+        /// The ring of the worker that first polled the op (it stays there).
+        ring: Arc<Ring>,
         key: u64,
         seq: u64,
         data: T,
@@ -59,45 +66,36 @@ pub(crate) struct Op<T: Operation> {
     state: State<T>,
 }
 
-/// The current runtime's driver, or why there is none.
-pub(crate) fn current_driver() -> io::Result<Arc<Shared>> {
-    match crate::context::current() {
-        Some(inner) => inner.io().map(|d| d.shared().clone()),
-        None => Err(io::Error::other(
-            "no SharedScheduler runtime on this thread: start I/O from inside \
-             `Runtime::block_on` or a coroutine spawned on a runtime",
-        )),
-    }
-}
-
-/// Submits at once: `Ok(state)` when pushed, `Err(data)` when the SQ is full.
+/// Submits on the calling worker's ring: `Ok(state)` when pushed, `Err(data)`
+/// when the SQ is full.
 fn submit<T: Operation>(
-    shared: Arc<Shared>,
+    local: &Local,
     mut data: T,
     waiter: Waiter,
-) -> Result<State<T>, (io::Result<Arc<Shared>>, T)> {
-    let key = match shared.register(waiter) {
+) -> Result<State<T>, (io::Result<()>, T)> {
+    let ring = local.ring();
+    let key = match ring.register(waiter) {
         Ok(key) => key,
         Err(e) => return Err((Err(e), data)),
     };
     let sqe = data.sqe().user_data(key);
     // SAFETY: the SQE points into heap memory owned by `data` (the `Operation`
     // contract). From here `data` lives in `State::Submitted` until the result is
-    // taken (after the completion), or moves into the driver's abandoned slot when
+    // taken (after the completion), or moves into the ring's abandoned slot when
     // the future is dropped, which frees it only after the completion.
-    match unsafe { shared.push(&sqe) } {
+    match unsafe { local.push(&sqe) } {
         Push::Queued(seq) => Ok(State::Submitted {
             data: {
                 data.submitted();
                 data
             },
-            shared,
+            ring: ring.clone(),
             key,
             seq,
         }),
         Push::Full => {
-            shared.unregister(key);
-            Err((Ok(shared), data))
+            ring.unregister(key);
+            Err((Ok(()), data))
         }
     }
 }
@@ -110,41 +108,37 @@ impl<T: Operation> Op<T> {
         }
     }
 
-    /// An operation submitted now, to `shared`, whose completion wakes `waiter`
-    /// until the future is polled (the paper's asynchronous form). Returns the
-    /// output at once if it cannot be submitted.
-    pub(crate) fn submit_now(
-        shared: io::Result<Arc<Shared>>,
-        data: T,
-        waiter: Waiter,
-    ) -> Result<Self, T::Output> {
-        let shared = match shared {
-            Ok(s) => s,
+    /// An operation submitted now, on the calling worker's ring, whose completion
+    /// wakes `waiter` until the future is polled (the paper's asynchronous form).
+    /// Returns the output at once if it cannot be submitted.
+    pub(crate) fn submit_now(data: T, waiter: Waiter) -> Result<Self, T::Output> {
+        let local = match current_local() {
+            Ok(l) => l,
             Err(e) => return Err(data.fail(e)),
         };
-        match submit(shared, data, waiter) {
+        match submit(&local, data, waiter) {
             Ok(state) => {
-                if let State::Submitted { shared, .. } = &state {
-                    shared.flush();
-                }
+                local.flush();
                 Ok(Op { state })
             }
             Err((Err(e), data)) => Err(data.fail(e)),
-            Err((Ok(_), data)) => Err(data.fail(io::Error::new(
+            Err((Ok(()), data)) => Err(data.fail(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 "the io_uring submission queue is full; retry, or raise io::Config::entries",
             ))),
         }
     }
-}
 
-impl<T: Operation> Op<T> {
     /// Submits the operation's SQE now if it is still queued (for a caller that
-    /// will not poll the op again soon, so cannot take part in batching).
+    /// will not poll the op again soon, so cannot take part in batching). On
+    /// another thread than the ring's owner this cannot submit; the owner does at
+    /// its next run.
     pub(crate) fn submit_queued(&self) {
-        if let State::Submitted { shared, seq, .. } = &self.state {
-            if shared.unsubmitted(*seq) {
-                shared.flush();
+        if let State::Submitted { ring, seq, .. } = &self.state {
+            if ring.unsubmitted(*seq) {
+                if let Some(local) = local_of(ring) {
+                    local.flush();
+                }
             }
         }
     }
@@ -161,23 +155,25 @@ impl<T: Operation> Future for Op<T> {
             };
             return this.start(data, cx);
         }
-        // Submitted: the data stays in place (and so with the driver on a panic)
+        // Submitted: the data stays in place (and so with the ring on a panic)
         // until the result is taken.
-        let State::Submitted {
-            shared, key, seq, ..
-        } = &this.state
-        else {
+        let State::Submitted { ring, key, seq, .. } = &this.state else {
             panic!("an io operation polled after it completed");
         };
-        if shared.unsubmitted(*seq) {
-            shared.flush();
-            if shared.unsubmitted(*seq) {
-                // The kernel refused the batch for now (EBUSY/EAGAIN): retry.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+        if ring.unsubmitted(*seq) {
+            // Only the owner can submit; elsewhere, the owner does at its next
+            // run (it pushed the SQE and runs its ring within a few polls or when
+            // it idles), and the completion wakes us.
+            if let Some(local) = local_of(ring) {
+                local.flush();
+                if ring.unsubmitted(*seq) {
+                    // The kernel refused the batch for now (EBUSY/EAGAIN): retry.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             }
         }
-        match shared.poll_result(*key, cx.waker()) {
+        match ring.poll_result(*key, cx.waker()) {
             None => Poll::Pending,
             Some(res) => {
                 let State::Submitted { data, .. } = std::mem::replace(&mut this.state, State::Done)
@@ -193,32 +189,33 @@ impl<T: Operation> Future for Op<T> {
 impl<T: Operation> Op<T> {
     /// The first poll: register, push, and apply the batching policy.
     fn start(&mut self, data: T, cx: &mut Context<'_>) -> Poll<T::Output> {
-        let shared = match current_driver() {
-            Ok(s) => s,
+        let local = match current_local() {
+            Ok(l) => l,
             Err(e) => return Poll::Ready(data.fail(e)),
         };
-        let waiter = Waiter::of(cx.waker(), shared.exec());
-        match submit(shared, data, waiter) {
+        let waiter = Waiter::of(cx.waker(), local.ring().exec());
+        match submit(&local, data, waiter) {
             Ok(state) => {
                 self.state = state;
-                let State::Submitted { shared, seq, .. } = &self.state else {
+                let State::Submitted { ring, seq, .. } = &self.state else {
                     unreachable!()
                 };
                 // Batching: if another coroutine is ready, let it run first (it may
-                // add its own SQE) and flush when we are polled again; if nobody
-                // is, this CPU would go idle: flush now.
-                if shared.unsubmitted(*seq) {
-                    if shared.exec().ready_bitmap().is_empty() {
-                        shared.flush();
+                // add its own SQE) and flush when we are polled again (or when this
+                // worker next runs its ring); if nobody is, this CPU would go idle:
+                // flush now.
+                if ring.unsubmitted(*seq) {
+                    if ring.exec().ready_bitmap().is_empty() {
+                        local.flush();
                     } else {
-                        shared.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                        ring.stats().deferred.fetch_add(1, Ordering::Relaxed);
                         cx.waker().wake_by_ref();
                     }
                 }
                 Poll::Pending
             }
             Err((Err(e), data)) => Poll::Ready(data.fail(e)),
-            Err((Ok(_), data)) => {
+            Err((Ok(()), data)) => {
                 // SQ full even after a flush: try again after others ran.
                 self.state = State::Init(data);
                 cx.waker().wake_by_ref();
@@ -231,10 +228,10 @@ impl<T: Operation> Op<T> {
 impl<T: Operation> Drop for Op<T> {
     fn drop(&mut self) {
         if let State::Submitted {
-            shared, key, data, ..
+            ring, key, data, ..
         } = std::mem::replace(&mut self.state, State::Done)
         {
-            shared.abandon(key, Box::new(data));
+            ring.abandon(key, Box::new(data));
         }
     }
 }

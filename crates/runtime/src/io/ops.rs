@@ -10,7 +10,7 @@ use io_uring::{opcode, squeue, types};
 
 use super::addr;
 use super::driver::Waiter;
-use super::op::{current_driver, Op, Operation, Submitted};
+use super::op::{Op, Operation, Submitted};
 use ss_core::CoroutineId;
 
 /// A byte count or the errno of a completion.
@@ -419,7 +419,7 @@ pub fn submit_read(
         buf,
         socket: false,
     };
-    Submitted::new(Op::submit_now(current_driver(), data, Waiter::Cid(cid)))
+    Submitted::new(Op::submit_now(data, Waiter::Cid(cid)))
 }
 
 /// The paper's asynchronous `write` (`write!(fd, buf, cid)`): as [`submit_read`].
@@ -434,5 +434,5 @@ pub fn submit_write(
         start: 0,
         socket: false,
     };
-    Submitted::new(Op::submit_now(current_driver(), data, Waiter::Cid(cid)))
+    Submitted::new(Op::submit_now(data, Waiter::Cid(cid)))
 }
