@@ -176,21 +176,23 @@ fn steps() -> Vec<Step> {
         },
         Step {
             name: "bench",
-            what: "micro-benchmark smoke run (--quick; asserts it completes, not timings)",
+            what: "benchmark smoke runs: micro, rtbench, rtecho (--quick; they assert \
+                   completion and verified answers, never timings)",
             run: |_| {
-                cargo(
-                    &[
+                for bin in ["micro", "rtbench", "rtecho"] {
+                    let args = [
                         "run",
                         "--release",
                         "-p",
                         "ss-bench",
                         "--bin",
-                        "micro",
+                        bin,
                         "--",
                         "--quick",
-                    ],
-                    &[],
-                )
+                    ];
+                    cargo(&args, &[])?;
+                }
+                Ok(())
             },
         },
     ]

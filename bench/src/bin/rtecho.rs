@@ -103,6 +103,9 @@ struct Args {
     /// --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
+    /// The ss-runtime server's idle spin in µs (default: the runtime's, 20 µs).
+    #[arg(long, value_name = "US")]
+    idle_spin_us: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,7 +175,11 @@ fn main() -> Result<()> {
             {
                 bail!("--connections takes counts from 1 to {MAX_CONNECTIONS}, e.g. 1,64,1024");
             }
-            bench(&args.connections, plan)
+            bench(
+                &args.connections,
+                plan,
+                args.idle_spin_us.map(Duration::from_micros),
+            )
         }
     }
 }
@@ -321,10 +328,14 @@ fn listener() -> Result<std::net::TcpListener> {
     Ok(l)
 }
 
-fn start_ss(max_accepts: u64) -> Result<Server> {
+fn start_ss(max_accepts: u64, idle_spin: Option<Duration>) -> Result<Server> {
     let std_listener = listener()?;
     let addr = std_listener.local_addr()?;
-    let rt = ss_runtime::Runtime::builder()
+    let mut builder = ss_runtime::Runtime::builder();
+    if let Some(spin) = idle_spin {
+        builder = builder.idle_spin(spin);
+    }
+    let rt = builder
         .workers(WORKERS)
         .thread_name("echo-ss")
         .build()
@@ -676,7 +687,7 @@ impl Agg {
     }
 }
 
-fn bench(connections: &[usize], plan: Plan) -> Result<()> {
+fn bench(connections: &[usize], plan: Plan, idle_spin: Option<Duration>) -> Result<()> {
     // First line: the machine.
     println!("{}", Machine::detect());
     println!(
@@ -710,7 +721,7 @@ fn bench(connections: &[usize], plan: Plan) -> Result<()> {
     let nofile = raise_nofile(need as u64).context("reading RLIMIT_NOFILE")?;
     let max_accepts: u64 =
         connections.iter().map(|&c| c as u64).sum::<u64>() * u64::from(plan.rounds);
-    let servers = [start_ss(max_accepts)?, start_tokio(max_accepts)?];
+    let servers = [start_ss(max_accepts, idle_spin)?, start_tokio(max_accepts)?];
 
     println!();
     let table = Table::new(&[
