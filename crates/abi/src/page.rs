@@ -47,7 +47,10 @@ pub struct GlobalPage {
     /// [`PAGE_VERSION`].
     pub version: u32,
     /// Incremented after every change of the bitmaps below; a futex word for
-    /// processes that park until the global state changes.
+    /// processes that park until the global state changes. The Linux
+    /// coordinator increments it twice per change — odd while it writes the
+    /// words below, even after — so a reader can detect a torn read (a
+    /// sequence lock); a futex waiter compares its low 32 bits.
     pub seq: u64,
     /// Bit *p* set: some process (or the kernel) has a coroutine ready at *p*.
     pub global: u64,

@@ -1,0 +1,187 @@
+//! The process side: register, publish the ready bitmap, read the global view.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use ss_abi::{Levels, Priority};
+use ss_core::global::GlobalView;
+use ss_core::PrioBitmap;
+
+use crate::page::{GlobalPageReader, ProcessPageWriter};
+use crate::policy::clamp;
+use crate::sys;
+use crate::wire::{Hello, Reply, MSG_LEN, NOTIFY};
+
+/// A process registered with the coordinator.
+///
+/// Dropping it closes the socket, which deregisters the process; if the process
+/// dies instead, the coordinator notices through its pidfd.
+pub struct Client {
+    sock: OwnedFd,
+    page: ProcessPageWriter,
+    global_fd: OwnedFd,
+    global: GlobalPageReader,
+    source: u32,
+    ceiling: Priority,
+    levels: Levels,
+}
+
+/// How long [`Client::connect`] waits for the coordinator's reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+impl Client {
+    /// Registers this process with the coordinator listening at `path`: creates
+    /// the process page, sends it with the pid, maps the global page read-only.
+    ///
+    /// # Errors
+    /// No coordinator at `path` (`NotFound`/`ConnectionRefused`: start
+    /// `ss-coord`), a refusal (its message says why), or a reply that is not
+    /// one (a different ss-coord version).
+    pub fn connect(path: impl AsRef<Path>) -> io::Result<Client> {
+        let path = path.as_ref();
+        let sock = sys::connect(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "no SharedScheduler coordinator at {} ({e}); start `ss-coord --socket {}`",
+                    path.display(),
+                    path.display()
+                ),
+            )
+        })?;
+        let page = ProcessPageWriter::create()?;
+        let hello = Hello {
+            pid: std::process::id(),
+        };
+        sys::send_msg(sock.as_fd(), &hello.encode(), &[page.fd()], false)?;
+        sys::set_recv_timeout(sock.as_fd(), REPLY_TIMEOUT)?;
+        let mut buf = [0u8; MSG_LEN + 1];
+        let msg = sys::recv_msg(sock.as_fd(), &mut buf, false)?;
+        let reply = Reply::decode(&buf[..msg.len])
+            .filter(|_| !msg.truncated)
+            .ok_or_else(|| {
+                invalid("the coordinator's reply is not one: a different ss-coord version?")
+            })?;
+        let (source, ceiling, levels) = reply
+            .result
+            .map_err(|r| io::Error::new(io::ErrorKind::PermissionDenied, r.to_string()))?;
+        let mut fds = msg.fds;
+        let (Some(global_fd), None) = (fds.pop(), fds.pop()) else {
+            return Err(invalid("the coordinator's reply carried no global page"));
+        };
+        let levels = Levels::new(levels).map_err(|_| invalid("the coordinator sent bad levels"))?;
+        let ceiling = levels
+            .priority(ceiling.into())
+            .map_err(|_| invalid("the coordinator sent a ceiling outside its levels"))?;
+        let global = GlobalPageReader::open(&global_fd)?;
+        Ok(Client {
+            sock,
+            page,
+            global_fd,
+            global,
+            source,
+            ceiling,
+            levels,
+        })
+    }
+
+    /// Publishes this process's ready bitmap: stores it in the process page,
+    /// bumps the page's `seq` and, if the value changed, pokes the coordinator
+    /// with a one-byte message so it scans now rather than at the next tick.
+    /// The poke never blocks: if the socket buffer is full the coordinator
+    /// already has pokes to read.
+    ///
+    /// # Errors
+    /// The coordinator has gone (`BrokenPipe` and the like): stop deferring to
+    /// the global view, which nobody updates any more.
+    pub fn publish(&self, ready: u64) -> io::Result<()> {
+        if self.page.publish(ready) == ready {
+            return Ok(());
+        }
+        match sys::send_msg(self.sock.as_fd(), &[NOTIFY], &[], true) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publishes without a poke, so without a syscall: the coordinator sees it
+    /// at its next tick.
+    pub fn publish_quiet(&self, ready: u64) {
+        self.page.publish(ready);
+    }
+
+    /// The global view: a few loads from the read-only page, no syscall.
+    #[inline]
+    pub fn view(&self) -> GlobalView {
+        self.global.read().1
+    }
+
+    /// The global page's current `seq`, for [`wait_for_change`](Client::wait_for_change).
+    #[inline]
+    pub fn seq(&self) -> u64 {
+        self.global.seq()
+    }
+
+    /// The view and the `seq` it was read at.
+    #[inline]
+    pub fn view_at(&self) -> (u64, GlobalView) {
+        self.global.read()
+    }
+
+    /// Whether another process has work ready that is more important than
+    /// `prio`, for a process whose published bitmap is `mine`.
+    ///
+    /// Both are first seen as the coordinator sees them: `mine` clamped to this
+    /// process's ceiling, and `prio` no more important than the ceiling (a
+    /// capped process competes at its ceiling). O(1), no syscall.
+    #[inline]
+    pub fn more_important_elsewhere(&self, mine: PrioBitmap, prio: Priority) -> bool {
+        let mine = PrioBitmap::from_bits(clamp(mine.bits(), self.levels, self.ceiling));
+        let prio = if prio.is_more_important_than(self.ceiling) {
+            self.ceiling
+        } else {
+            prio
+        };
+        self.view().more_important_elsewhere(mine, prio)
+    }
+
+    /// Sleeps until the global page changes from `seen` (a `seq`) or `timeout`
+    /// passes; returns the `seq` then current. A futex wait on the page. Use a
+    /// timeout: if the coordinator dies nobody wakes the futex.
+    pub fn wait_for_change(&self, seen: u64, timeout: Option<Duration>) -> u64 {
+        self.global.wait_for_change(seen, timeout)
+    }
+
+    /// This process's source id at the coordinator.
+    pub fn source_id(&self) -> u32 {
+        self.source
+    }
+
+    /// The ceiling the coordinator's policy granted this process.
+    pub fn ceiling(&self) -> Priority {
+        self.ceiling
+    }
+
+    /// The coordinator's priority levels.
+    pub fn levels(&self) -> Levels {
+        self.levels
+    }
+
+    /// The read-only descriptor of the global page (for tools and tests).
+    pub fn global_fd(&self) -> BorrowedFd<'_> {
+        self.global_fd.as_fd()
+    }
+
+    /// This process's page, e.g. to overwrite its header in tests of the
+    /// coordinator's sanitising.
+    pub fn page(&self) -> &ProcessPageWriter {
+        &self.page
+    }
+}

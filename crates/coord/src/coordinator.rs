@@ -1,0 +1,666 @@
+//! The coordinator: one thread, one epoll set, one global page.
+//!
+//! The epoll set holds the listening socket, a periodic timerfd (the tick), an
+//! eventfd to stop, and per connection its socket and — once registered — a
+//! pidfd of its process. Each turn of the loop:
+//!
+//! 1. accepts connections (they wait as *pending* until their hello arrives;
+//!    one that sends none within `handshake_timeout` is closed);
+//! 2. registers a pending connection whose hello arrived, or drops it;
+//! 3. for a registered socket: drains notifications and scans that page; end of
+//!    stream deregisters; any other message deregisters (a protocol violation);
+//! 4. for a readable pidfd (the process exited — even if a child still holds
+//!    the socket): deregisters;
+//! 5. on a tick: scans every page (this is where the hold bound advances) and
+//!    closes stale pending connections;
+//! 6. publishes the global page if the view changed, and wakes its waiters.
+//!
+//! Nothing a client does can block the loop: every socket is non-blocking, a
+//! process page is a sealed memfd (its reads cannot fault or wait on I/O), every
+//! value read is sanitised, and a busy client is served at most
+//! `NOTIFY_BATCH` messages per turn.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ss_abi::{Levels, Priority};
+use ss_core::global::{GlobalBitmap, GlobalView, SourceId};
+
+use crate::page::{GlobalPageWriter, ProcessPageReader};
+use crate::policy::{self, Hold, Policy};
+use crate::sys::{self, Epoll};
+use crate::wire::{Hello, Refusal, Reply, MSG_LEN, NOTIFY};
+
+/// How a coordinator runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The registration socket.
+    pub socket: PathBuf,
+    /// The scan period (default 1 ms).
+    pub tick: Duration,
+    /// Connections served at most; more are refused (default 1024).
+    pub max_clients: usize,
+    /// How long a connection may take to send its hello (default 1 s).
+    pub handshake_timeout: Duration,
+    /// Ceilings and the hold bound.
+    pub policy: Policy,
+    /// Log registrations and removals to stderr.
+    pub verbose: bool,
+}
+
+impl Config {
+    /// The defaults, listening at `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> Config {
+        Config {
+            socket: socket.into(),
+            tick: Duration::from_millis(1),
+            max_clients: 1024,
+            handshake_timeout: Duration::from_secs(1),
+            policy: Policy::default(),
+            verbose: false,
+        }
+    }
+}
+
+/// Where clients and the daemon look for the socket by default:
+/// `$SS_COORD_SOCKET`, else `$XDG_RUNTIME_DIR/ss-coord.sock`, else
+/// `/tmp/ss-coord-<uid>.sock`.
+pub fn default_socket_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("SS_COORD_SOCKET") {
+        return p.into();
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return Path::new(&d).join("ss-coord.sock");
+    }
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/tmp/ss-coord-{uid}.sock"))
+}
+
+/// One registered process, as the coordinator last saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientStatus {
+    /// Its source id (also sent to it).
+    pub source: u32,
+    /// Its pid (from the socket's peer credentials).
+    pub pid: u32,
+    /// Its uid (from the socket's peer credentials).
+    pub uid: u32,
+    /// Its executable, if readable.
+    pub exe: Option<PathBuf>,
+    /// Its ceiling.
+    pub ceiling: Priority,
+    /// The `ready` word last read from its page (raw, untrusted).
+    pub raw: u64,
+    /// What was folded into the global bitmap for it.
+    pub effective: u64,
+    /// Whether its page header was valid at the last scan.
+    pub header_ok: bool,
+    /// Whether the hold bound has demoted it.
+    pub demoted: bool,
+}
+
+/// What the coordinator is doing; for tests, logs and a live view.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// The published view.
+    pub view: GlobalView,
+    /// The global page's `seq`.
+    pub seq: u64,
+    /// Registered processes, by source id.
+    pub clients: Vec<ClientStatus>,
+    /// Registrations refused (bad hello, page, pid; full).
+    pub refused: u64,
+    /// Registrations ended by a protocol violation.
+    pub violations: u64,
+    /// Registrations ended because the process exited (pidfd).
+    pub exited: u64,
+    /// Registrations ended by a clean disconnect.
+    pub disconnected: u64,
+    /// Scans of one page.
+    pub scans: u64,
+    /// Ticks handled.
+    pub ticks: u64,
+}
+
+struct Registered {
+    sock: OwnedFd,
+    pidfd: OwnedFd,
+    page: ProcessPageReader,
+    source: SourceId,
+    pid: u32,
+    uid: u32,
+    exe: Option<PathBuf>,
+    ceiling: Priority,
+    hold: Hold,
+    raw: u64,
+    effective: u64,
+    header_ok: bool,
+}
+
+enum Conn {
+    Pending { sock: OwnedFd, since: Instant },
+    Registered(Box<Registered>),
+}
+
+impl Conn {
+    fn sock(&self) -> &OwnedFd {
+        match self {
+            Conn::Pending { sock, .. } => sock,
+            Conn::Registered(r) => &r.sock,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Why {
+    Disconnected,
+    Violation,
+    Exited,
+}
+
+const KIND_SOCK: u64 = 0;
+const KIND_PIDFD: u64 = 1;
+const LISTENER: u64 = 1 << 63;
+const TIMER: u64 = (1 << 63) | 1;
+const STOP: u64 = (1 << 63) | 2;
+/// Notifications read from one client per turn; the rest wait for the next.
+const NOTIFY_BATCH: usize = 64;
+
+/// A coordinator bound to its socket, ready to [`run`](Coordinator::run).
+pub struct Coordinator {
+    cfg: Config,
+    listener: OwnedFd,
+    epoll: Epoll,
+    timer: OwnedFd,
+    stop: Arc<OwnedFd>,
+    global: GlobalPageWriter,
+    bitmap: GlobalBitmap,
+    published: GlobalView,
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    status: Arc<Mutex<Status>>,
+    counters: Status,
+    dirty: bool,
+}
+
+/// Stops a running coordinator from another thread (or a signal handler: it
+/// only writes to an eventfd).
+#[derive(Clone)]
+pub struct StopHandle(Arc<OwnedFd>);
+
+impl StopHandle {
+    /// Asks the loop to publish an empty view and return.
+    pub fn stop(&self) {
+        sys::signal_counter(self.0.as_fd());
+    }
+
+    /// The raw eventfd, for a signal handler.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.0.as_raw_fd()
+    }
+}
+
+impl Coordinator {
+    /// Creates the global page and binds the socket. A stale socket file (no
+    /// coordinator answers on it) is replaced.
+    ///
+    /// # Errors
+    /// Another coordinator already serves `cfg.socket`, or a system call failed.
+    pub fn bind(cfg: Config) -> io::Result<Coordinator> {
+        if cfg.socket.exists() {
+            match sys::connect(&cfg.socket) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "a coordinator already serves {}; stop it or pick another --socket",
+                            cfg.socket.display()
+                        ),
+                    ))
+                }
+                Err(_) => std::fs::remove_file(&cfg.socket)?,
+            }
+        }
+        let listener = sys::listen(&cfg.socket, 128)?;
+        let epoll = Epoll::new()?;
+        let timer = sys::timerfd(cfg.tick.max(Duration::from_micros(10)))?;
+        let stop = Arc::new(sys::eventfd()?);
+        epoll.add(listener.as_fd(), LISTENER)?;
+        epoll.add(timer.as_fd(), TIMER)?;
+        epoll.add(stop.as_fd(), STOP)?;
+        let global = GlobalPageWriter::create()?;
+        let bitmap = GlobalBitmap::new(cfg.policy.levels);
+        Ok(Coordinator {
+            cfg,
+            listener,
+            epoll,
+            timer,
+            stop,
+            global,
+            bitmap,
+            published: GlobalView::default(),
+            conns: HashMap::new(),
+            next_conn: 1,
+            status: Arc::new(Mutex::new(Status::default())),
+            counters: Status::default(),
+            dirty: true,
+        })
+    }
+
+    /// A handle that stops [`run`](Coordinator::run).
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop.clone())
+    }
+
+    /// The status, updated by the loop after every turn that changed it.
+    pub fn status(&self) -> Arc<Mutex<Status>> {
+        self.status.clone()
+    }
+
+    /// Runs [`run`](Coordinator::run) on a new thread.
+    ///
+    /// # Errors
+    /// As [`bind`](Coordinator::bind).
+    pub fn spawn(cfg: Config) -> io::Result<Running> {
+        let c = Coordinator::bind(cfg)?;
+        let stop = c.stop_handle();
+        let status = c.status();
+        let thread = std::thread::Builder::new()
+            .name("ss-coord".into())
+            .spawn(move || c.run())?;
+        Ok(Running {
+            stop,
+            status,
+            thread: Some(thread),
+        })
+    }
+
+    /// Serves until stopped; on the way out publishes an empty view (so no
+    /// process keeps deferring to work nobody tracks), wakes every waiter and
+    /// removes the socket file.
+    ///
+    /// # Errors
+    /// Only if epoll itself fails; client errors never end the loop.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut tokens = Vec::with_capacity(64);
+        let result = loop {
+            if let Err(e) = self.epoll.wait(&mut tokens, -1) {
+                break Err(e);
+            }
+            let mut stop = false;
+            for &t in &tokens {
+                match t {
+                    LISTENER => self.accept_all(),
+                    TIMER => self.tick(),
+                    STOP => stop = true,
+                    t => self.conn_event(t >> 2, t & 3),
+                }
+            }
+            self.publish_if_changed();
+            if stop {
+                break Ok(());
+            }
+        };
+        for id in self.conns.keys().copied().collect::<Vec<_>>() {
+            self.remove(id, Why::Disconnected);
+        }
+        self.global.publish(GlobalView::default());
+        self.dirty = true;
+        self.publish_if_changed();
+        let _ = std::fs::remove_file(&self.cfg.socket);
+        result
+    }
+
+    fn log(&self, msg: std::fmt::Arguments<'_>) {
+        if self.cfg.verbose {
+            eprintln!("ss-coord: {msg}");
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match sys::accept(self.listener.as_fd()) {
+                Ok(Some(sock)) => {
+                    let id = self.next_conn;
+                    self.next_conn += 1;
+                    if self.epoll.add(sock.as_fd(), id << 2 | KIND_SOCK).is_ok() {
+                        self.conns.insert(
+                            id,
+                            Conn::Pending {
+                                sock,
+                                since: Instant::now(),
+                            },
+                        );
+                    }
+                }
+                Ok(None) => return,
+                // EMFILE and the like: leave the rest in the backlog until a
+                // tick or a disconnect frees descriptors.
+                Err(e) => {
+                    self.log(format_args!("accept: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn conn_event(&mut self, id: u64, kind: u64) {
+        match (self.conns.get(&id), kind) {
+            (Some(Conn::Pending { .. }), KIND_SOCK) => self.handshake(id),
+            (Some(Conn::Registered(_)), KIND_SOCK) => self.notifications(id),
+            (Some(Conn::Registered(_)), KIND_PIDFD) => self.remove(id, Why::Exited),
+            // A stale event of a connection removed earlier in this turn.
+            _ => {}
+        }
+    }
+
+    fn handshake(&mut self, id: u64) {
+        let Some(Conn::Pending { sock, .. }) = self.conns.get(&id) else {
+            return;
+        };
+        let mut buf = [0u8; MSG_LEN + 1];
+        let msg = match sys::recv_msg(sock.as_fd(), &mut buf, true) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => return self.drop_pending(id, None),
+        };
+        if msg.len == 0 && msg.fds.is_empty() {
+            return self.drop_pending(id, None);
+        }
+        let hello = Hello::decode(&buf[..msg.len]).filter(|_| !msg.truncated);
+        let Some(hello) = hello else {
+            return self.drop_pending(id, Some(Refusal::BadHello));
+        };
+        let mut fds = msg.fds;
+        let (Some(page_fd), None) = (fds.pop(), fds.pop()) else {
+            return self.drop_pending(id, Some(Refusal::BadPage));
+        };
+        let cred = match sys::peer_cred(sock.as_fd()) {
+            Ok(c) => c,
+            Err(_) => return self.drop_pending(id, Some(Refusal::Internal)),
+        };
+        let (pid, uid) = (cred.pid as u32, cred.uid);
+        if hello.pid != pid {
+            return self.drop_pending(id, Some(Refusal::PidMismatch));
+        }
+        let page = match ProcessPageReader::open(&page_fd) {
+            Ok(p) => p,
+            Err(e) => {
+                self.log(format_args!("pid {pid}: {e}"));
+                return self.drop_pending(id, Some(Refusal::BadPage));
+            }
+        };
+        drop(page_fd);
+        if self.bitmap.len() >= self.cfg.max_clients {
+            return self.drop_pending(id, Some(Refusal::Full));
+        }
+        let Ok(pidfd) = sys::peer_pidfd(sock.as_fd(), cred.pid) else {
+            return self.drop_pending(id, Some(Refusal::Internal));
+        };
+        let exe = policy::exe_of(pid);
+        let ceiling = self.cfg.policy.ceiling(uid, exe.as_deref());
+        let source = self.bitmap.add_source_capped(ceiling);
+        let reply = Reply {
+            result: Ok((
+                source.index() as u32,
+                ceiling.level(),
+                self.cfg.policy.levels.count(),
+            )),
+        };
+        let sent = sys::send_msg(
+            sock.as_fd(),
+            &reply.encode(),
+            &[self.global.client_fd()],
+            true,
+        );
+        if sent.is_err() || self.epoll.add(pidfd.as_fd(), id << 2 | KIND_PIDFD).is_err() {
+            self.bitmap.remove_source(source);
+            return self.drop_pending(id, None);
+        }
+        let Some(Conn::Pending { sock, .. }) = self.conns.remove(&id) else {
+            unreachable!("checked at the top");
+        };
+        self.log(format_args!(
+            "registered pid {pid} uid {uid} exe {} as source {} with ceiling {}",
+            exe.as_deref().unwrap_or(Path::new("?")).display(),
+            source.index(),
+            ceiling.level()
+        ));
+        self.conns.insert(
+            id,
+            Conn::Registered(Box::new(Registered {
+                sock,
+                pidfd,
+                page,
+                source,
+                pid,
+                uid,
+                exe,
+                ceiling,
+                hold: Hold::new(ceiling),
+                raw: 0,
+                effective: 0,
+                header_ok: true,
+            })),
+        );
+        self.dirty = true;
+        self.scan(id, Instant::now());
+    }
+
+    fn drop_pending(&mut self, id: u64, refusal: Option<Refusal>) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Some(r) = refusal {
+            self.counters.refused += 1;
+            self.dirty = true;
+            let _ = sys::send_msg(
+                conn.sock().as_fd(),
+                &Reply { result: Err(r) }.encode(),
+                &[],
+                true,
+            );
+        }
+        self.epoll.remove(conn.sock().as_fd());
+    }
+
+    fn notifications(&mut self, id: u64) {
+        let Some(Conn::Registered(r)) = self.conns.get(&id) else {
+            return;
+        };
+        let mut buf = [0u8; 2];
+        let mut outcome = None;
+        for _ in 0..NOTIFY_BATCH {
+            match sys::recv_msg(r.sock.as_fd(), &mut buf, true) {
+                Ok(m) if m.len == 0 && m.fds.is_empty() && !m.truncated => {
+                    outcome = Some(Why::Disconnected);
+                    break;
+                }
+                Ok(m) if m.len == 1 && buf[0] == NOTIFY && m.fds.is_empty() && !m.truncated => {}
+                Ok(_) => {
+                    outcome = Some(Why::Violation);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    outcome = Some(Why::Disconnected);
+                    break;
+                }
+            }
+        }
+        match outcome {
+            Some(why) => self.remove(id, why),
+            None => self.scan(id, Instant::now()),
+        }
+    }
+
+    fn remove(&mut self, id: u64, why: Why) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        self.epoll.remove(conn.sock().as_fd());
+        if let Conn::Registered(r) = conn {
+            self.epoll.remove(r.pidfd.as_fd());
+            self.bitmap.remove_source(r.source);
+            match why {
+                Why::Disconnected => self.counters.disconnected += 1,
+                Why::Violation => self.counters.violations += 1,
+                Why::Exited => self.counters.exited += 1,
+            }
+            self.log(format_args!(
+                "removed pid {} (source {}): {why:?}",
+                r.pid,
+                r.source.index()
+            ));
+            self.dirty = true;
+        }
+    }
+
+    /// Reads one page, applies the policy, folds it in.
+    fn scan(&mut self, id: u64, now: Instant) {
+        let Some(Conn::Registered(r)) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let snap = r.page.snapshot();
+        let (raw, ok) = match snap.ready_if_valid() {
+            Some(raw) => (raw, true),
+            None => (0, false),
+        };
+        let levels: Levels = self.cfg.policy.levels;
+        let clamped = policy::clamp(raw, levels, r.ceiling);
+        let effective = r.hold.observe(clamped, now, &self.cfg.policy);
+        if (snap.ready, effective, ok) != (r.raw, r.effective, r.header_ok) {
+            self.dirty = true;
+        }
+        let was_demoted = r.hold.demoted();
+        r.raw = snap.ready;
+        r.effective = effective;
+        r.header_ok = ok;
+        self.bitmap.update(r.source, effective);
+        self.counters.scans += 1;
+        if was_demoted != r.hold.demoted() {
+            self.dirty = true;
+        }
+    }
+
+    fn tick(&mut self) {
+        sys::read_counter(self.timer.as_fd());
+        self.counters.ticks += 1;
+        let now = Instant::now();
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        for id in ids {
+            match self.conns.get(&id) {
+                Some(Conn::Registered(_)) => self.scan(id, now),
+                Some(Conn::Pending { since, .. })
+                    if now.saturating_duration_since(*since) > self.cfg.handshake_timeout =>
+                {
+                    self.drop_pending(id, Some(Refusal::BadHello));
+                }
+                _ => {}
+            }
+        }
+        // Ticks alone do not mark the status dirty: only what they change does.
+    }
+
+    fn publish_if_changed(&mut self) {
+        let view = self.bitmap.view();
+        if view != self.published {
+            self.global.publish(view);
+            self.published = view;
+            self.dirty = true;
+        }
+        if self.dirty {
+            self.dirty = false;
+            let mut clients: Vec<ClientStatus> = self
+                .conns
+                .values()
+                .filter_map(|c| match c {
+                    Conn::Registered(r) => Some(ClientStatus {
+                        source: r.source.index() as u32,
+                        pid: r.pid,
+                        uid: r.uid,
+                        exe: r.exe.clone(),
+                        ceiling: r.ceiling,
+                        raw: r.raw,
+                        effective: r.effective,
+                        header_ok: r.header_ok,
+                        demoted: r.hold.demoted(),
+                    }),
+                    Conn::Pending { .. } => None,
+                })
+                .collect();
+            clients.sort_by_key(|c| c.source);
+            let s = Status {
+                view,
+                seq: self.global.seq(),
+                clients,
+                ..self.counters.clone()
+            };
+            if let Ok(mut g) = self.status.lock() {
+                *g = s;
+            }
+        }
+    }
+}
+
+/// A coordinator running on its own thread; stops and joins on drop.
+pub struct Running {
+    stop: StopHandle,
+    status: Arc<Mutex<Status>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Running {
+    /// A copy of the current status.
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Polls the status until `cond` holds or `timeout` passes; returns the
+    /// last status and whether `cond` held.
+    pub fn wait_until(&self, timeout: Duration, cond: impl Fn(&Status) -> bool) -> (Status, bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status();
+            if cond(&s) {
+                return (s, true);
+            }
+            if Instant::now() >= deadline {
+                return (s, false);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Stops the loop and waits for it.
+    ///
+    /// # Errors
+    /// What [`Coordinator::run`] returned.
+    pub fn stop(mut self) -> io::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> io::Result<()> {
+        self.stop.stop();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("coordinator panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}

@@ -1,0 +1,97 @@
+//! # SharedScheduler coordinator (Linux)
+//!
+//! Paper §2.4 has the kernel scan every process's priority bitmap on timer
+//! interrupts, fold them into a **global bitmap**, and share it read-only with
+//! every process, so that a process yields when something more important is
+//! ready elsewhere. Stock Linux has no such kernel, so a **coordinator** process
+//! plays its part. This crate is that daemon (`ss-coord`), its library, and the
+//! [`Client`] a process uses to take part.
+//!
+//! ## Design principles
+//!
+//! - **Every byte a process writes is an allegation.** The coordinator reads
+//!   process pages read-only, checks their header, masks their bits to the
+//!   levels, clamps them to a policy ceiling and bounds how long the top level
+//!   may be held. No value can crash the coordinator or make it wait.
+//! - **Reading the global state costs loads, not syscalls.** A process reads the
+//!   global page with a few atomic loads; only waiting for a change (a futex)
+//!   and poking the coordinator (one byte) are syscalls.
+//! - **Each page has one writer.** The memory protection, not a convention,
+//!   enforces it: no process can map the global page writable.
+//!
+//! ## Who writes what
+//!
+//! | memory | writer | readers |
+//! |---|---|---|
+//! | process page ([`ss_abi::page::ProcessPage`], a memfd per process) | that process | the coordinator (read-only mapping) |
+//! | global page ([`ss_abi::page::GlobalPage`], one memfd) | the coordinator | every client (read-only fd and mapping) |
+//!
+//! The global page is sealed with `F_SEAL_FUTURE_WRITE` after the coordinator
+//! maps it, and clients get a descriptor reopened `O_RDONLY`: `mmap` with
+//! `PROT_WRITE` and `mprotect(PROT_WRITE)` both fail, and a store through the
+//! mapping raises SIGSEGV (the `global_page_is_read_only` test checks all three).
+//! Process pages must be sealed against shrinking (checked at registration), so
+//! their owner cannot make the coordinator's reads fault.
+//!
+//! ## Protocol
+//!
+//! 1. **Register.** The process creates its page and connects to the
+//!    `SOCK_SEQPACKET` socket ([`default_socket_path`]); it sends a hello with its
+//!    pid and the page's descriptor (`SCM_RIGHTS`); the coordinator checks the pid
+//!    against the socket's peer credentials, maps the page, looks up the ceiling
+//!    (by program, uid, default), takes a pidfd of the process and answers with
+//!    the source id, the ceiling, the level count and the global page's
+//!    descriptor. See [`wire`].
+//! 2. **Publish.** The process stores its ready bitmap and bumps its page's
+//!    `seq` ([`Client::publish`]); if the value changed it sends a one-byte poke
+//!    on the socket. The coordinator drains pokes, scans that page at once, and
+//!    scans **every** page on each tick (1 ms by default), so a process that
+//!    never pokes ([`Client::publish_quiet`]) is still seen within a tick.
+//! 3. **Fold and publish.** Each scan applies the [`policy`] and updates a
+//!    [`GlobalBitmap`](ss_core::global::GlobalBitmap) (per-level counts, so the
+//!    view has `global` and `multi`). When the view changes the coordinator
+//!    writes it under a sequence lock (see [`page`]) and `FUTEX_WAKE`s the page.
+//! 4. **Decide.** [`Client::more_important_elsewhere`] answers, in O(1), whether
+//!    another process has work more important than the one about to run;
+//!    [`Client::wait_for_change`] parks on the page's `seq` until the view changes.
+//! 5. **Leave.** Closing the socket deregisters. If the process dies, its pidfd
+//!    becomes readable and the coordinator removes it in that turn of its loop —
+//!    even if the socket lives on in a child that inherited it.
+//!
+//! ## Guarantees
+//!
+//! - A process's bits appear in the global view only at or below its ceiling,
+//!   and at its ceiling level only for the hold bound at a stretch.
+//! - A page that is not ours (bad magic or version) counts as nothing ready; any
+//!   other content is masked and clamped. A connection that sends anything but
+//!   the protocol loses its own registration and nothing else.
+//! - A client that has registered sees every change of the view within one
+//!   futex wake; a view read is never torn between two publishes.
+//! - Not guaranteed: that a process honours the view. Yielding is cooperative;
+//!   making Linux's scheduler honour priorities is the next step (see
+//!   `docs/coordinator.md`).
+//!
+//! ## Modules
+//!
+//! - [`coordinator`] — the daemon's loop, [`Config`], [`Status`];
+//! - [`client`] — [`Client`];
+//! - [`page`] — typed atomic access to the mapped pages;
+//! - [`policy`] — ceilings, clamping and the hold bound;
+//! - [`wire`] — the registration messages;
+//! - [`sys`] — the system calls behind all of it, as small safe wrappers (for
+//!   tools and tests that speak the protocol by hand).
+#![cfg(target_os = "linux")]
+
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("ss-coord needs 64-bit atomic loads that are plain loads (read-only mappings)");
+
+pub mod client;
+pub mod coordinator;
+pub mod page;
+pub mod policy;
+pub mod sys;
+pub mod wire;
+
+pub use client::Client;
+pub use coordinator::{default_socket_path, Config, Coordinator, Running, Status, StopHandle};
+pub use policy::Policy;

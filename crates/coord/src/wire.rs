@@ -1,0 +1,176 @@
+//! The registration protocol on the coordinator's `SOCK_SEQPACKET` Unix socket.
+//!
+//! Three messages, little-endian, fixed size:
+//!
+//! | message | direction | bytes | descriptors (`SCM_RIGHTS`) |
+//! |---|---|---|---|
+//! | [`Hello`] | client → coordinator, first message | 16: `"SSCH"`, version `u32`, pid `u32`, 0 `u32` | exactly one: the process page memfd |
+//! | [`Reply`] | coordinator → client, answer to hello | 16: `"SSCR"`, status `u32`, source id `u32`, ceiling `u8`, levels `u8`, 0 `u16` | the global page (read-only) when status is 0 |
+//! | [`NOTIFY`] | client → coordinator, any time after | 1: `b'!'` | none |
+//!
+//! Anything else — a wrong length, magic, version or byte, a missing or extra
+//! descriptor, a truncated message — ends that connection's registration and
+//! nothing else. Closing the socket deregisters.
+
+use ss_abi::page::PAGE_VERSION;
+
+/// `magic` of a [`Hello`]: `b"SSCH"`.
+pub const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"SSCH");
+/// `magic` of a [`Reply`]: `b"SSCR"`.
+pub const REPLY_MAGIC: u32 = u32::from_le_bytes(*b"SSCR");
+/// Protocol version: that of the page layouts.
+pub const PROTOCOL_VERSION: u32 = PAGE_VERSION;
+/// The one-byte change notification ("my page changed, scan it now").
+pub const NOTIFY: u8 = b'!';
+/// Length of [`Hello`] and [`Reply`] on the wire.
+pub const MSG_LEN: usize = 16;
+
+/// A client's registration request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// The client's pid; must match the socket's peer credentials.
+    pub pid: u32,
+}
+
+impl Hello {
+    /// The wire bytes.
+    pub fn encode(&self) -> [u8; MSG_LEN] {
+        let mut b = [0u8; MSG_LEN];
+        b[0..4].copy_from_slice(&HELLO_MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.pid.to_le_bytes());
+        b
+    }
+
+    /// Parses a hello; `None` for anything that is not exactly one.
+    pub fn decode(b: &[u8]) -> Option<Hello> {
+        let b: &[u8; MSG_LEN] = b.try_into().ok()?;
+        let [m0, m1, m2, m3, v0, v1, v2, v3, p0, p1, p2, p3, r0, r1, r2, r3] = *b;
+        (u32::from_le_bytes([m0, m1, m2, m3]) == HELLO_MAGIC
+            && u32::from_le_bytes([v0, v1, v2, v3]) == PROTOCOL_VERSION
+            && u32::from_le_bytes([r0, r1, r2, r3]) == 0)
+            .then_some(Hello {
+                pid: u32::from_le_bytes([p0, p1, p2, p3]),
+            })
+    }
+}
+
+/// Why the coordinator refused a registration (the `status` of a [`Reply`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Refusal {
+    /// The hello was malformed or of another protocol version.
+    BadHello = 1,
+    /// The process page descriptor was missing or unusable.
+    BadPage = 2,
+    /// The pid in the hello is not the socket peer's.
+    PidMismatch = 3,
+    /// The coordinator has as many clients as it accepts.
+    Full = 4,
+    /// The coordinator failed for its own reasons (e.g. out of descriptors).
+    Internal = 5,
+}
+
+impl Refusal {
+    fn from_u32(v: u32) -> Option<Refusal> {
+        Some(match v {
+            1 => Refusal::BadHello,
+            2 => Refusal::BadPage,
+            3 => Refusal::PidMismatch,
+            4 => Refusal::Full,
+            5 => Refusal::Internal,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::BadHello => {
+                "the coordinator refused the hello: client and coordinator were built from different ss-coord versions"
+            }
+            Refusal::BadPage => {
+                "the coordinator refused the process page: it must be a one-page memfd sealed with F_SEAL_SHRINK"
+            }
+            Refusal::PidMismatch => {
+                "the coordinator refused the registration: the pid sent is not the connecting process's"
+            }
+            Refusal::Full => {
+                "the coordinator has its maximum number of clients; raise --max-clients or retry later"
+            }
+            Refusal::Internal => "the coordinator failed to register this process; see its log",
+        })
+    }
+}
+
+/// The coordinator's answer to a [`Hello`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// `Ok((source id, ceiling level, level count))` or why not.
+    pub result: Result<(u32, u8, u8), Refusal>,
+}
+
+impl Reply {
+    /// The wire bytes.
+    pub fn encode(&self) -> [u8; MSG_LEN] {
+        let mut b = [0u8; MSG_LEN];
+        b[0..4].copy_from_slice(&REPLY_MAGIC.to_le_bytes());
+        match self.result {
+            Ok((id, ceiling, levels)) => {
+                b[8..12].copy_from_slice(&id.to_le_bytes());
+                b[12] = ceiling;
+                b[13] = levels;
+            }
+            Err(r) => b[4..8].copy_from_slice(&(r as u32).to_le_bytes()),
+        }
+        b
+    }
+
+    /// Parses a reply; `None` for anything that is not exactly one.
+    pub fn decode(b: &[u8]) -> Option<Reply> {
+        let b: &[u8; MSG_LEN] = b.try_into().ok()?;
+        let [m0, m1, m2, m3, s0, s1, s2, s3, i0, i1, i2, i3, ceiling, levels, _, _] = *b;
+        if u32::from_le_bytes([m0, m1, m2, m3]) != REPLY_MAGIC {
+            return None;
+        }
+        let status = u32::from_le_bytes([s0, s1, s2, s3]);
+        let result = if status == 0 {
+            Ok((u32::from_le_bytes([i0, i1, i2, i3]), ceiling, levels))
+        } else {
+            Err(Refusal::from_u32(status)?)
+        };
+        Some(Reply { result })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects() {
+        let h = Hello { pid: 1234 };
+        assert_eq!(Hello::decode(&h.encode()), Some(h));
+        let mut bad = h.encode();
+        bad[4] ^= 1;
+        assert_eq!(Hello::decode(&bad), None);
+        assert_eq!(Hello::decode(&h.encode()[..15]), None);
+        for r in [
+            Reply {
+                result: Ok((7, 2, 8)),
+            },
+            Reply {
+                result: Err(Refusal::Full),
+            },
+        ] {
+            assert_eq!(Reply::decode(&r.encode()), Some(r));
+        }
+        let mut bad = Reply {
+            result: Err(Refusal::Full),
+        }
+        .encode();
+        bad[4] = 99;
+        assert_eq!(Reply::decode(&bad), None);
+    }
+}
