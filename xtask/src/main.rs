@@ -123,24 +123,32 @@ fn steps() -> Vec<Step> {
         },
         Step {
             name: "loom",
-            what: "loom models of the core's races",
+            what: "loom models of the core's races and of the runtime's remote-request handshake",
             run: |_| {
-                cargo(
-                    &[
-                        "test",
-                        "-p",
-                        "ss-core",
-                        "--features",
-                        "std",
-                        "--test",
-                        "loom",
-                        "--release",
-                    ],
-                    &[
-                        ("RUSTFLAGS", "--cfg loom"),
-                        ("CARGO_TARGET_DIR", "target/loom"),
-                    ],
-                )
+                let env = [
+                    ("RUSTFLAGS", "--cfg loom"),
+                    ("CARGO_TARGET_DIR", "target/loom"),
+                ];
+                let core = [
+                    "test",
+                    "-p",
+                    "ss-core",
+                    "--features",
+                    "std",
+                    "--test",
+                    "loom",
+                    "--release",
+                ];
+                cargo(&core, &env)?;
+                let runtime = [
+                    "test",
+                    "-p",
+                    "ss-runtime",
+                    "--lib",
+                    "--release",
+                    "loom_model",
+                ];
+                cargo(&runtime, &env)
             },
         },
         Step {

@@ -283,8 +283,7 @@ pub(crate) struct Ring {
     /// by the owner, read by op futures anywhere.
     flushed: AtomicU64,
     /// Keys to cancel, asked by threads other than the owner.
-    remote: Mutex<Vec<u64>>,
-    remote_pending: AtomicBool,
+    remote: super::remote::RemoteQueue,
     /// The owner's doorbell.
     parker: Arc<Parker>,
     /// Set (under the `slots` lock) by the owner's teardown: the ring takes no
@@ -408,8 +407,7 @@ impl Ring {
 
     /// Asks the owner to cancel `key` the next time it runs its ring, waking it.
     fn cancel_remote(&self, key: u64) {
-        lock(&self.remote).push(key);
-        self.remote_pending.store(true, Ordering::Release);
+        self.remote.push(key);
         self.parker.notify();
     }
 
@@ -697,15 +695,11 @@ impl Local {
 
     /// Submits the cancellations other threads asked for.
     fn take_remote(&self) {
-        if !self.ring.remote_pending.swap(false, Ordering::Acquire) {
-            return;
-        }
-        let keys = std::mem::take(&mut *lock(&self.ring.remote));
+        let keys = self.ring.remote.take();
         for (i, &key) in keys.iter().enumerate() {
             if !self.push_cancel(key) {
                 // SQ full: keep the rest for the next run.
-                lock(&self.ring.remote).extend_from_slice(&keys[i..]);
-                self.ring.remote_pending.store(true, Ordering::Release);
+                self.ring.remote.put_back(&keys[i..]);
                 break;
             }
         }
@@ -726,8 +720,7 @@ impl Local {
             self.flush();
         } else {
             // Full: retried at the next run (or by the teardown sweep).
-            lock(&self.ring.remote).push(key);
-            self.ring.remote_pending.store(true, Ordering::Release);
+            self.ring.remote.put_back(&[key]);
         }
     }
 
@@ -788,8 +781,7 @@ impl Local {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         let mut last_sweep: Option<Instant> = None;
         loop {
-            self.ring.remote_pending.store(false, Ordering::Relaxed);
-            lock(&self.ring.remote).clear(); // covered by the sweep below
+            self.ring.remote.clear(); // covered by the sweep below
             if last_sweep.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
                 let keys: Vec<u64> = {
                     let slots = lock(&self.ring.slots);
@@ -1008,8 +1000,7 @@ impl Driver {
                 in_kernel: 0,
             }),
             flushed: AtomicU64::new(0),
-            remote: Mutex::new(Vec::new()),
-            remote_pending: AtomicBool::new(false),
+            remote: super::remote::RemoteQueue::default(),
             parker,
             closed: AtomicBool::new(false),
             batch: shared.batch,

@@ -144,6 +144,7 @@ mod addr;
 pub(crate) mod driver;
 mod op;
 mod ops;
+mod remote;
 
 pub(crate) use driver::Driver;
 pub use op::Submitted;
