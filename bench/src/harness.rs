@@ -22,6 +22,41 @@ pub struct Plan {
     pub reps: usize,
 }
 
+impl Plan {
+    /// The plan of the benchmark programs: 2 warm-up and 11 timed repetitions, or
+    /// 1 and 3 with `--quick`; `reps` overrides the timed count.
+    pub fn for_run(quick: bool, reps: Option<usize>) -> Plan {
+        Plan {
+            warmup: if quick { 1 } else { 2 },
+            reps: reps.unwrap_or(if quick { 3 } else { 11 }).max(1),
+        }
+    }
+}
+
+/// The workloads a `--filter` selects from `(name, description)` pairs: the one
+/// named exactly, else every one whose name contains the filter; all without one.
+///
+/// # Errors
+/// When the filter names no workload.
+pub fn select(
+    workloads: &[(&'static str, &str)],
+    filter: Option<&str>,
+) -> anyhow::Result<Vec<&'static str>> {
+    let names = workloads.iter().map(|w| w.0);
+    let selected: Vec<&str> = match filter {
+        None => names.collect(),
+        Some(f) if workloads.iter().any(|w| w.0 == f) => names.filter(|n| *n == f).collect(),
+        Some(f) => names.filter(|n| n.contains(f)).collect(),
+    };
+    if selected.is_empty() {
+        anyhow::bail!(
+            "--filter {:?} names no workload; see --list",
+            filter.unwrap_or_default()
+        );
+    }
+    Ok(selected)
+}
+
 /// Nanoseconds per operation over the timed repetitions.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sample {

@@ -795,23 +795,6 @@ fn ae_name() -> String {
     format!("async-executor {ASYNC_EXECUTOR}")
 }
 
-/// The workloads `--filter` selects.
-fn select(filter: Option<&str>) -> Result<Vec<&'static str>> {
-    let names = WORKLOADS.iter().map(|w| w.0);
-    let selected: Vec<&str> = match filter {
-        None => names.collect(),
-        Some(f) if WORKLOADS.iter().any(|w| w.0 == f) => names.filter(|n| *n == f).collect(),
-        Some(f) => names.filter(|n| n.contains(f)).collect(),
-    };
-    if selected.is_empty() {
-        bail!(
-            "--filter {:?} names no workload; see --list",
-            filter.unwrap_or_default()
-        );
-    }
-    Ok(selected)
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.list {
@@ -820,13 +803,10 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    let selected = select(args.filter.as_deref())?;
+    let selected = ss_bench::harness::select(&WORKLOADS, args.filter.as_deref())?;
     let run = |name: &str| selected.contains(&name);
     let sizes = if args.quick { QUICK } else { FULL };
-    let plan = Plan {
-        warmup: if args.quick { 1 } else { 2 },
-        reps: args.reps.unwrap_or(if args.quick { 3 } else { 11 }).max(1),
-    };
+    let plan = Plan::for_run(args.quick, args.reps);
 
     // First line: the machine.
     println!("{}", Machine::detect());
