@@ -288,14 +288,24 @@ impl Operation for Nop {
 /// with the runtime until the kernel has let go of it, then is freed. Bytes the
 /// kernel had already read into it are lost with it.
 pub async fn read(fd: impl AsFd, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    read_into(fd.as_fd().as_raw_fd(), buf, false).await
+}
+
+/// `read` and `recv`: into `buf`'s spare capacity, refusing a full buffer.
+async fn read_into(fd: RawFd, buf: Vec<u8>, socket: bool) -> (io::Result<usize>, Vec<u8>) {
     if buf.len() == buf.capacity() {
         return (Err(no_room()), buf);
     }
-    let fd = fd.as_fd().as_raw_fd();
-    Op::new(ReadInto {
+    Op::new(ReadInto { fd, buf, socket }).await
+}
+
+/// `write` and `send`: from the start of `buf`.
+async fn write_from(fd: RawFd, buf: Vec<u8>, socket: bool) -> (io::Result<usize>, Vec<u8>) {
+    Op::new(WriteFrom {
         fd,
         buf,
-        socket: false,
+        start: 0,
+        socket,
     })
     .await
 }
@@ -309,14 +319,7 @@ pub async fn read(fd: impl AsFd, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
 /// # Cancellation
 /// As [`read()`]: the buffer stays with the runtime until the kernel lets go.
 pub async fn write(fd: impl AsFd, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-    let fd = fd.as_fd().as_raw_fd();
-    Op::new(WriteFrom {
-        fd,
-        buf,
-        start: 0,
-        socket: false,
-    })
-    .await
+    write_from(fd.as_fd().as_raw_fd(), buf, false).await
 }
 
 /// Receives from socket `fd` (`recv(2)`) into `buf`'s spare capacity, appending
@@ -328,16 +331,7 @@ pub async fn write(fd: impl AsFd, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) 
 /// # Cancellation
 /// As [`read()`].
 pub async fn recv(fd: impl AsFd, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-    if buf.len() == buf.capacity() {
-        return (Err(no_room()), buf);
-    }
-    let fd = fd.as_fd().as_raw_fd();
-    Op::new(ReadInto {
-        fd,
-        buf,
-        socket: true,
-    })
-    .await
+    read_into(fd.as_fd().as_raw_fd(), buf, true).await
 }
 
 /// Sends `buf` on socket `fd` (`send(2)` with `MSG_NOSIGNAL`: a vanished peer is
@@ -346,14 +340,7 @@ pub async fn recv(fd: impl AsFd, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
 /// # Errors
 /// As [`write()`].
 pub async fn send(fd: impl AsFd, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-    let fd = fd.as_fd().as_raw_fd();
-    Op::new(WriteFrom {
-        fd,
-        buf,
-        start: 0,
-        socket: true,
-    })
-    .await
+    write_from(fd.as_fd().as_raw_fd(), buf, true).await
 }
 
 /// Accepts a connection on listening socket `fd` (`accept4(2)`, close-on-exec).
