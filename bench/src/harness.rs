@@ -33,6 +33,45 @@ impl Plan {
     }
 }
 
+/// The command-line options every benchmark program of this package shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Small workloads and few repetitions: a smoke run of a few seconds (CI).
+    #[arg(long)]
+    pub quick: bool,
+    /// Run only the workload named NAME, or those whose name contains NAME
+    /// (see --list).
+    #[arg(long, value_name = "NAME")]
+    pub filter: Option<String>,
+    /// Timed repetitions per measurement (default 11, or 3 with --quick).
+    #[arg(long, value_name = "N")]
+    pub reps: Option<usize>,
+    /// List the workloads and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+impl Options {
+    /// With `--list`, prints `workloads` and returns `None`; otherwise the
+    /// selected workload names and the repetition plan.
+    ///
+    /// # Errors
+    /// When `--filter` names no workload.
+    pub fn start(
+        &self,
+        workloads: &[(&'static str, &str)],
+    ) -> anyhow::Result<Option<(Vec<&'static str>, Plan)>> {
+        if self.list {
+            for (name, what) in workloads {
+                println!("{name:<10} {what}");
+            }
+            return Ok(None);
+        }
+        let selected = select(workloads, self.filter.as_deref())?;
+        Ok(Some((selected, Plan::for_run(self.quick, self.reps))))
+    }
+}
+
 /// The workloads a `--filter` selects from `(name, description)` pairs: the one
 /// named exactly, else every one whose name contains the filter; all without one.
 ///

@@ -50,19 +50,8 @@ const FLAT_TARGET: f64 = 1.5;
 #[derive(Parser, Debug)]
 #[command(name = "micro", version)]
 struct Args {
-    /// Small workloads and few repetitions: a smoke run of a few seconds (CI).
-    #[arg(long)]
-    quick: bool,
-    /// Run only the workloads named NAME, or whose name contains NAME
-    /// (spawn, yield-1, yield-100, wake, reprio, pick).
-    #[arg(long, value_name = "NAME")]
-    filter: Option<String>,
-    /// Timed repetitions per measurement (default 11, or 3 with --quick).
-    #[arg(long, value_name = "N")]
-    reps: Option<usize>,
-    /// List the workloads and exit.
-    #[arg(long)]
-    list: bool,
+    #[command(flatten)]
+    opts: ss_bench::harness::Options,
 }
 
 /// The fixed amounts of work. Chosen per mode, never adapted to the machine.
@@ -797,16 +786,11 @@ fn ae_name() -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.list {
-        for (name, what) in WORKLOADS {
-            println!("{name:<10} {what}");
-        }
+    let Some((selected, plan)) = args.opts.start(&WORKLOADS)? else {
         return Ok(());
-    }
-    let selected = ss_bench::harness::select(&WORKLOADS, args.filter.as_deref())?;
+    };
     let run = |name: &str| selected.contains(&name);
-    let sizes = if args.quick { QUICK } else { FULL };
-    let plan = Plan::for_run(args.quick, args.reps);
+    let sizes = if args.opts.quick { QUICK } else { FULL };
 
     // First line: the machine.
     println!("{}", Machine::detect());
@@ -816,7 +800,7 @@ fn main() -> Result<()> {
     );
     println!(
         "mode: {}; {} timed repetitions after {} warm-up; median and min ns per operation",
-        if args.quick {
+        if args.opts.quick {
             "quick (smoke run, small workloads)"
         } else {
             "full"

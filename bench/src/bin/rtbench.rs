@@ -79,19 +79,8 @@ const STOP: u64 = u64::MAX;
 #[derive(Parser, Debug)]
 #[command(name = "rtbench", version)]
 struct Args {
-    /// Small workloads and few repetitions: a smoke run of a few seconds (CI).
-    #[arg(long)]
-    quick: bool,
-    /// Run only the workloads named NAME, or whose name contains NAME
-    /// (spawn, yield, wake, flood).
-    #[arg(long, value_name = "NAME")]
-    filter: Option<String>,
-    /// Timed repetitions of `spawn` and `yield` (default 11, or 3 with --quick).
-    #[arg(long, value_name = "N")]
-    reps: Option<usize>,
-    /// List the workloads and exit.
-    #[arg(long)]
-    list: bool,
+    #[command(flatten)]
+    opts: ss_bench::harness::Options,
 }
 
 /// The fixed amounts of work. Chosen per mode, never adapted to the machine.
@@ -720,16 +709,11 @@ fn p50_p99(s: &Summary) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.list {
-        for (name, what) in WORKLOADS {
-            println!("{name:<6} {what}");
-        }
+    let Some((selected, plan)) = args.opts.start(&WORKLOADS)? else {
         return Ok(());
-    }
-    let selected = ss_bench::harness::select(&WORKLOADS, args.filter.as_deref())?;
+    };
     let run = |name: &str| selected.contains(&name);
-    let sizes = if args.quick { QUICK } else { FULL };
-    let plan = Plan::for_run(args.quick, args.reps);
+    let sizes = if args.opts.quick { QUICK } else { FULL };
 
     // First line: the machine.
     println!("{}", Machine::detect());
@@ -741,7 +725,7 @@ fn main() -> Result<()> {
     println!(
         "mode: {}; spawn/yield: {} timed repetitions after {} warm-up, median and min ns per \
          operation; wake/flood: every round recorded (after 10 % warm-up), percentiles in us",
-        if args.quick {
+        if args.opts.quick {
             "quick (smoke run, small workloads)"
         } else {
             "full"
