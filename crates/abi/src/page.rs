@@ -20,7 +20,18 @@ pub const PROCESS_PAGE_MAGIC: u32 = u32::from_le_bytes(*b"SSPP");
 /// `magic` of a [`GlobalPage`]: `b"SSGP"` little-endian.
 pub const GLOBAL_PAGE_MAGIC: u32 = u32::from_le_bytes(*b"SSGP");
 /// Layout version of both pages.
+///
+/// Within a version, fields are only ever **appended**, and a page is zero-filled
+/// when created, so a field a writer does not know reads as 0: every appended
+/// field gives 0 the meaning "not reported". [`ProcessPage::yields`] was
+/// appended this way; [`PROCESS_PAGE_MIN_LEN`] is the length of the first
+/// version-1 layout, the least a reader may accept.
 pub const PAGE_VERSION: u32 = 1;
+
+/// Bytes of a version-1 [`ProcessPage`] before `yields` was appended (magic,
+/// version, seq, ready). A reader maps whole pages, so the appended fields of a
+/// page this short read as 0.
+pub const PROCESS_PAGE_MIN_LEN: usize = 24;
 
 /// One process's published scheduling state; written by that process alone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,6 +46,11 @@ pub struct ProcessPage {
     /// Bit *p* set: the process has a coroutine ready at priority *p*. Untrusted:
     /// readers mask it to the levels their policy allows.
     pub ready: u64,
+    /// How many times the process's workers gave up the CPU because something
+    /// more important was ready elsewhere; a free-running counter (it wraps), 0
+    /// when not reported. Appended to version 1: readers take differences
+    /// between two reads and treat a decrease as a restart, never as data.
+    pub yields: u64,
 }
 
 /// The global priority state; written by the kernel or coordinator alone and
@@ -70,8 +86,9 @@ mod tests {
 
     #[test]
     fn layouts_are_fixed() {
-        assert_eq!(size_of::<ProcessPage>(), 24);
+        assert_eq!(size_of::<ProcessPage>(), 32);
         assert_eq!(offset_of!(ProcessPage, ready), 16);
+        assert_eq!(offset_of!(ProcessPage, yields), PROCESS_PAGE_MIN_LEN);
         assert_eq!(size_of::<GlobalPage>(), 32);
         assert_eq!(GLOBAL_PAGE_SEQ_OFFSET, 8);
         assert_eq!(offset_of!(GlobalPage, global), 16);

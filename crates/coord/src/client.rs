@@ -59,10 +59,17 @@ impl Client {
         let hello = Hello {
             pid: std::process::id(),
         };
-        sys::send_msg(sock.as_fd(), &hello.encode(), &[page.fd()], false)?;
+        // A coordinator that refuses at once (`--max-per-uid`) sends its reply
+        // and closes, so the hello may fail while the refusal waits unread.
+        let sent = sys::send_msg(sock.as_fd(), &hello.encode(), &[page.fd()], false);
         sys::set_recv_timeout(sock.as_fd(), REPLY_TIMEOUT)?;
         let mut buf = [0u8; MSG_LEN + 1];
-        let msg = sys::recv_msg(sock.as_fd(), &mut buf, false)?;
+        let msg = match (sent, sys::recv_msg(sock.as_fd(), &mut buf, false)) {
+            (Ok(_), received) => received?,
+            (Err(e), Ok(m)) if m.len == 0 => return Err(e),
+            (Err(_), Ok(m)) => m,
+            (Err(e), Err(_)) => return Err(e),
+        };
         let reply = Reply::decode(&buf[..msg.len])
             .filter(|_| !msg.truncated)
             .ok_or_else(|| {
@@ -129,6 +136,15 @@ impl Client {
         self.global.seq()
     }
 
+    /// Counts `n` yields — times a worker gave up the CPU because
+    /// [`more_important_elsewhere`](Client::more_important_elsewhere) said so —
+    /// in this process's page, for the live view's yields per second. One
+    /// relaxed atomic add on the mapped page; no syscall.
+    #[inline]
+    pub fn add_yields(&self, n: u64) {
+        self.page.add_yields(n);
+    }
+
     /// The view and the `seq` it was read at.
     #[inline]
     pub fn view_at(&self) -> (u64, GlobalView) {
@@ -157,6 +173,28 @@ impl Client {
     /// timeout: if the coordinator dies nobody wakes the futex.
     pub fn wait_for_change(&self, seen: u64, timeout: Option<Duration>) -> u64 {
         self.global.wait_for_change(seen, timeout)
+    }
+
+    /// The global page's futex word (the low 32 bits of its `seq`), for waiting
+    /// on a change through something other than [`wait_for_change`](Client::wait_for_change)
+    /// (the runtime arms an io_uring `FUTEX_WAIT` on it). Read-only.
+    pub fn futex_word(&self) -> &std::sync::atomic::AtomicU32 {
+        self.global.futex_word()
+    }
+
+    /// Whether the coordinator is still there (its end of the socket is open):
+    /// one zero-timeout `poll(2)`. A process that waits for the global page to
+    /// change asks this now and then, since a dead coordinator wakes nobody.
+    pub fn coordinator_alive(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid `pollfd` that lives across the call; no timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        !(n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0)
     }
 
     /// This process's source id at the coordinator.

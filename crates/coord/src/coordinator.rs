@@ -11,9 +11,14 @@
 //!    stream deregisters; any other message deregisters (a protocol violation);
 //! 4. for a readable pidfd (the process exited — even if a child still holds
 //!    the socket): deregisters;
-//! 5. on a tick: scans every page (this is where the hold bound advances) and
-//!    closes stale pending connections;
+//! 5. on a tick: scans every page (this is where the top-level budget
+//!    advances), closes stale pending connections, updates the yield rates
+//!    once a second and moves OS weights whose target changed (see
+//!    [`weights`]);
 //! 6. publishes the global page if the view changed, and wakes its waiters.
+//!
+//! A second thread serves the read-only query socket ([`query`])
+//! from the [`Status`] the loop publishes; it never touches the loop's state.
 //!
 //! Nothing a client does can block the loop: every socket is non-blocking, a
 //! process page is a sealed memfd (its reads cannot fault or wait on I/O), every
@@ -28,12 +33,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use ss_abi::{Levels, Priority};
 use ss_core::global::{GlobalBitmap, GlobalView, SourceId};
 
 use crate::page::{GlobalPageWriter, ProcessPageReader};
-use crate::policy::{self, Hold, Policy};
+use crate::policy::{self, Budget, Policy};
+use crate::query;
 use crate::sys::{self, Epoll};
+use crate::weights::{self, ProcessWeights, Recent, Weight, WeightsState};
 use crate::wire::{Hello, Refusal, Reply, MSG_LEN, NOTIFY};
 
 /// How a coordinator runs.
@@ -45,9 +53,18 @@ pub struct Config {
     pub tick: Duration,
     /// Connections served at most; more are refused (default 1024).
     pub max_clients: usize,
+    /// Connections (registered or still in their handshake) one uid may have
+    /// at a time; more are refused at once (default 64).
+    pub max_per_uid: usize,
+    /// Permission bits of the registration and query socket files (e.g.
+    /// `0o666` for a system-wide coordinator); `None`: what the umask gives.
+    /// Connecting needs write permission on the file.
+    pub socket_mode: Option<u32>,
+    /// The read-only query socket; `None`: [`query::query_path`] of `socket`.
+    pub query_socket: Option<PathBuf>,
     /// How long a connection may take to send its hello (default 1 s).
     pub handshake_timeout: Duration,
-    /// Ceilings and the hold bound.
+    /// Ceilings and the top-level budget.
     pub policy: Policy,
     /// Log registrations and removals to stderr.
     pub verbose: bool,
@@ -60,10 +77,20 @@ impl Config {
             socket: socket.into(),
             tick: Duration::from_millis(1),
             max_clients: 1024,
+            max_per_uid: 64,
+            socket_mode: None,
+            query_socket: None,
             handshake_timeout: Duration::from_secs(1),
             policy: Policy::default(),
             verbose: false,
         }
+    }
+
+    /// Where the query socket is.
+    pub fn query_path(&self) -> PathBuf {
+        self.query_socket
+            .clone()
+            .unwrap_or_else(|| query::query_path(&self.socket))
     }
 }
 
@@ -83,7 +110,7 @@ pub fn default_socket_path() -> PathBuf {
 }
 
 /// One registered process, as the coordinator last saw it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientStatus {
     /// Its source id (also sent to it).
     pub source: u32,
@@ -94,6 +121,7 @@ pub struct ClientStatus {
     /// Its executable, if readable.
     pub exe: Option<PathBuf>,
     /// Its ceiling.
+    #[serde(with = "query::as_priority")]
     pub ceiling: Priority,
     /// The `ready` word last read from its page (raw, untrusted).
     pub raw: u64,
@@ -101,14 +129,30 @@ pub struct ClientStatus {
     pub effective: u64,
     /// Whether its page header was valid at the last scan.
     pub header_ok: bool,
-    /// Whether the hold bound has demoted it.
+    /// Whether its top-level budget is exhausted (its claims at its ceiling
+    /// are reported one level lower).
     pub demoted: bool,
+    /// How full its top-level budget's bucket is, in percent.
+    pub budget_percent: u8,
+    /// Yields it reported since registering (sane increments of its page's
+    /// counter; a decrease or a jump above 2^32 counts as a restart).
+    pub yields: u64,
+    /// Yields per second over the last full second.
+    pub yields_per_sec: u64,
+    /// The OS weight of its worker threads.
+    pub os_weight: Weight,
+    /// Threads whose weight the coordinator changed (and will restore).
+    pub weighted_threads: usize,
+    /// The last failure to read or set a thread's weight.
+    pub weight_error: Option<String>,
 }
 
-/// What the coordinator is doing; for tests, logs and a live view.
-#[derive(Clone, Debug, Default)]
+/// What the coordinator is doing; for tests, logs and the live view (which
+/// reads it as JSON through the [`query`] socket).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Status {
     /// The published view.
+    #[serde(with = "query::as_view")]
     pub view: GlobalView,
     /// The global page's `seq`.
     pub seq: u64,
@@ -126,6 +170,11 @@ pub struct Status {
     pub scans: u64,
     /// Ticks handled.
     pub ticks: u64,
+    /// The priority levels.
+    #[serde(with = "query::as_levels")]
+    pub levels: Levels,
+    /// Whether OS weights are applied, and if not why.
+    pub weights: WeightsState,
 }
 
 struct Registered {
@@ -137,14 +186,32 @@ struct Registered {
     uid: u32,
     exe: Option<PathBuf>,
     ceiling: Priority,
-    hold: Hold,
+    budget: Budget,
     raw: u64,
     effective: u64,
     header_ok: bool,
+    /// The page's yield counter at the last scan.
+    yields_seen: u64,
+    yields: u64,
+    /// `(when, yields)` at the start of the current rate window.
+    yields_mark: (Instant, u64),
+    yields_per_sec: u64,
+    recent: Recent,
+    weights: ProcessWeights,
 }
 
+/// A page's yield counter may grow at most this much between two scans;
+/// anything else (a decrease, garbage) restarts the count.
+const MAX_YIELD_STEP: u64 = 1 << 32;
+/// The window of the yields-per-second rate.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
 enum Conn {
-    Pending { sock: OwnedFd, since: Instant },
+    Pending {
+        sock: OwnedFd,
+        since: Instant,
+        uid: u32,
+    },
     Registered(Box<Registered>),
 }
 
@@ -153,6 +220,13 @@ impl Conn {
         match self {
             Conn::Pending { sock, .. } => sock,
             Conn::Registered(r) => &r.sock,
+        }
+    }
+
+    fn uid(&self) -> u32 {
+        match self {
+            Conn::Pending { uid, .. } => *uid,
+            Conn::Registered(r) => r.uid,
         }
     }
 }
@@ -187,6 +261,8 @@ pub struct Coordinator {
     status: Arc<Mutex<Status>>,
     counters: Status,
     dirty: bool,
+    query_listener: Option<OwnedFd>,
+    weights: WeightsState,
 }
 
 /// Stops a running coordinator from another thread (or a signal handler: it
@@ -214,21 +290,20 @@ impl Coordinator {
     /// # Errors
     /// Another coordinator already serves `cfg.socket`, or a system call failed.
     pub fn bind(cfg: Config) -> io::Result<Coordinator> {
-        if cfg.socket.exists() {
-            match sys::connect(&cfg.socket) {
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!(
-                            "a coordinator already serves {}; stop it or pick another --socket",
-                            cfg.socket.display()
-                        ),
-                    ))
-                }
-                Err(_) => std::fs::remove_file(&cfg.socket)?,
+        let query_path = cfg.query_path();
+        claim(&cfg.socket, false)?;
+        claim(&query_path, true)?;
+        let listener = sys::listen_with(&cfg.socket, 128, false, cfg.socket_mode)?;
+        let query_listener = match sys::listen_with(&query_path, 16, true, cfg.socket_mode) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_file(&cfg.socket);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("query socket {}: {e}", query_path.display()),
+                ));
             }
-        }
-        let listener = sys::listen(&cfg.socket, 128)?;
+        };
         let epoll = Epoll::new()?;
         let timer = sys::timerfd(cfg.tick.max(Duration::from_micros(10)))?;
         let stop = Arc::new(sys::eventfd()?);
@@ -237,6 +312,12 @@ impl Coordinator {
         epoll.add(stop.as_fd(), STOP)?;
         let global = GlobalPageWriter::create()?;
         let bitmap = GlobalBitmap::new(cfg.policy.levels);
+        let weights = WeightsState::for_config(&cfg.policy.weights);
+        let counters = Status {
+            levels: cfg.policy.levels,
+            weights: weights.clone(),
+            ..Status::default()
+        };
         Ok(Coordinator {
             cfg,
             listener,
@@ -248,9 +329,11 @@ impl Coordinator {
             published: GlobalView::default(),
             conns: HashMap::new(),
             next_conn: 1,
-            status: Arc::new(Mutex::new(Status::default())),
-            counters: Status::default(),
+            status: Arc::new(Mutex::new(counters.clone())),
+            counters,
             dirty: true,
+            query_listener: Some(query_listener),
+            weights,
         })
     }
 
@@ -289,6 +372,16 @@ impl Coordinator {
     /// # Errors
     /// Only if epoll itself fails; client errors never end the loop.
     pub fn run(mut self) -> io::Result<()> {
+        if !self.weights.note.is_empty() {
+            self.log(format_args!("{}", self.weights.note));
+        }
+        let query = self.query_listener.take().and_then(|l| {
+            let (stop, status) = (self.stop.clone(), self.status.clone());
+            std::thread::Builder::new()
+                .name("ss-coord-query".into())
+                .spawn(move || query::serve(l, stop, status))
+                .ok()
+        });
         let mut tokens = Vec::with_capacity(64);
         let result = loop {
             if let Err(e) = self.epoll.wait(&mut tokens, -1) {
@@ -315,6 +408,12 @@ impl Coordinator {
         self.dirty = true;
         self.publish_if_changed();
         let _ = std::fs::remove_file(&self.cfg.socket);
+        // The stop eventfd stays readable, which ends the query thread too.
+        sys::signal_counter(self.stop.as_fd());
+        if let Some(q) = query {
+            let _ = q.join();
+        }
+        let _ = std::fs::remove_file(self.cfg.query_path());
         result
     }
 
@@ -328,6 +427,24 @@ impl Coordinator {
         loop {
             match sys::accept(self.listener.as_fd()) {
                 Ok(Some(sock)) => {
+                    let Ok(cred) = sys::peer_cred(sock.as_fd()) else {
+                        continue;
+                    };
+                    let uid = cred.uid;
+                    let held = self.conns.values().filter(|c| c.uid() == uid).count();
+                    if held >= self.cfg.max_per_uid {
+                        // Refused at once, before it costs anything more; the
+                        // client reads the refusal after its hello fails.
+                        self.counters.refused += 1;
+                        self.dirty = true;
+                        self.log(format_args!("uid {uid}: over --max-per-uid"));
+                        let reply = Reply {
+                            result: Err(Refusal::UidLimit),
+                        };
+                        let _ = sys::send_msg(sock.as_fd(), &reply.encode(), &[], true);
+                        sys::close_gracefully(sock);
+                        continue;
+                    }
                     let id = self.next_conn;
                     self.next_conn += 1;
                     if self.epoll.add(sock.as_fd(), id << 2 | KIND_SOCK).is_ok() {
@@ -336,6 +453,7 @@ impl Coordinator {
                             Conn::Pending {
                                 sock,
                                 since: Instant::now(),
+                                uid,
                             },
                         );
                     }
@@ -398,6 +516,9 @@ impl Coordinator {
             }
         };
         drop(page_fd);
+        // Yields count from here on; read before the reply, after which the
+        // client may start counting.
+        let yields_seen = page.snapshot().yields;
         if self.bitmap.len() >= self.cfg.max_clients {
             return self.drop_pending(id, Some(Refusal::Full));
         }
@@ -427,6 +548,7 @@ impl Coordinator {
         let Some(Conn::Pending { sock, .. }) = self.conns.remove(&id) else {
             unreachable!("checked at the top");
         };
+        let now = Instant::now();
         self.log(format_args!(
             "registered pid {pid} uid {uid} exe {} as source {} with ceiling {}",
             exe.as_deref().unwrap_or(Path::new("?")).display(),
@@ -444,31 +566,34 @@ impl Coordinator {
                 uid,
                 exe,
                 ceiling,
-                hold: Hold::new(ceiling),
+                budget: Budget::new(ceiling),
                 raw: 0,
                 effective: 0,
                 header_ok: true,
+                yields_seen,
+                yields: 0,
+                yields_mark: (now, 0),
+                yields_per_sec: 0,
+                recent: Recent::default(),
+                weights: ProcessWeights::new(pid),
             })),
         );
         self.dirty = true;
-        self.scan(id, Instant::now());
+        self.scan(id, now);
     }
 
     fn drop_pending(&mut self, id: u64, refusal: Option<Refusal>) {
-        let Some(conn) = self.conns.remove(&id) else {
+        let Some(Conn::Pending { sock, .. }) = self.conns.remove(&id) else {
             return;
         };
+        self.epoll.remove(sock.as_fd());
         if let Some(r) = refusal {
             self.counters.refused += 1;
             self.dirty = true;
-            let _ = sys::send_msg(
-                conn.sock().as_fd(),
-                &Reply { result: Err(r) }.encode(),
-                &[],
-                true,
-            );
+            let _ = sys::send_msg(sock.as_fd(), &Reply { result: Err(r) }.encode(), &[], true);
+            // So that the client reads the refusal rather than ECONNRESET.
+            sys::close_gracefully(sock);
         }
-        self.epoll.remove(conn.sock().as_fd());
     }
 
     fn notifications(&mut self, id: u64) {
@@ -507,8 +632,13 @@ impl Coordinator {
             return;
         };
         self.epoll.remove(conn.sock().as_fd());
-        if let Conn::Registered(r) = conn {
+        if let Conn::Registered(mut r) = conn {
             self.epoll.remove(r.pidfd.as_fd());
+            match why {
+                // Its threads are gone (and their tids may be reused).
+                Why::Exited => r.weights.forget(),
+                _ => r.weights.restore(),
+            }
             self.bitmap.remove_source(r.source);
             match why {
                 Why::Disconnected => self.counters.disconnected += 1,
@@ -536,18 +666,84 @@ impl Coordinator {
         };
         let levels: Levels = self.cfg.policy.levels;
         let clamped = policy::clamp(raw, levels, r.ceiling);
-        let effective = r.hold.observe(clamped, now, &self.cfg.policy);
-        if (snap.ready, effective, ok) != (r.raw, r.effective, r.header_ok) {
+        let was_demoted = r.budget.demoted();
+        let effective = r.budget.observe(clamped, now, &self.cfg.policy);
+        if (snap.ready, effective, ok) != (r.raw, r.effective, r.header_ok)
+            || was_demoted != r.budget.demoted()
+        {
             self.dirty = true;
         }
-        let was_demoted = r.hold.demoted();
         r.raw = snap.ready;
         r.effective = effective;
         r.header_ok = ok;
+        r.recent.note(effective, now);
+        if ok {
+            let step = snap.yields.wrapping_sub(r.yields_seen);
+            if step <= MAX_YIELD_STEP {
+                r.yields = r.yields.wrapping_add(step);
+            }
+            r.yields_seen = snap.yields;
+        }
         self.bitmap.update(r.source, effective);
         self.counters.scans += 1;
-        if was_demoted != r.hold.demoted() {
+    }
+
+    /// Once a [`RATE_WINDOW`]: each process's yields per second.
+    fn update_rates(&mut self, now: Instant) {
+        for conn in self.conns.values_mut() {
+            let Conn::Registered(r) = conn else { continue };
+            let (since, at) = r.yields_mark;
+            let elapsed = now.saturating_duration_since(since);
+            if elapsed < RATE_WINDOW {
+                continue;
+            }
+            let n = u128::from(r.yields.wrapping_sub(at));
+            let rate = n * 1_000_000 / elapsed.as_micros().max(1);
+            r.yields_per_sec = u64::try_from(rate).unwrap_or(u64::MAX);
+            r.yields_mark = (now, r.yields);
+            // Also refreshes the budget fill shown in the status.
             self.dirty = true;
+        }
+    }
+
+    /// Moves each process's worker threads to the OS weight its recent top
+    /// level calls for (see [`weights`]); only where the target changed, and
+    /// at refreshes for threads started since.
+    fn update_weights(&mut self, now: Instant) {
+        if !self.weights.enabled {
+            return;
+        }
+        let (levels, window) = (self.cfg.policy.levels, self.cfg.policy.weights.window);
+        let mut tops = Vec::with_capacity(self.conns.len());
+        for (&id, conn) in self.conns.iter_mut() {
+            if let Conn::Registered(r) = conn {
+                tops.push((id, r.recent.top(now, window, levels)));
+            }
+        }
+        let global_top = tops
+            .iter()
+            .filter_map(|&(_, t)| t)
+            .min_by_key(|t| t.level());
+        for (id, top) in tops {
+            let Some(Conn::Registered(r)) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            let want = weights::target(top, global_top, levels, &self.cfg.policy.weights);
+            // A process that has exited is removed in this turn; its tids
+            // must not be touched any more. (The poll only when about to write.)
+            if !r.weights.due(want, &self.cfg.policy.weights, now)
+                || sys::is_readable(r.pidfd.as_fd())
+            {
+                continue;
+            }
+            let before = r.weights.applied();
+            if r.weights.update(want, &self.cfg.policy.weights, now) {
+                self.dirty = true;
+                if before != r.weights.applied() {
+                    let (pid, applied) = (r.pid, r.weights.applied());
+                    self.log(format_args!("pid {pid}: OS weight {before} -> {applied}"));
+                }
+            }
         }
     }
 
@@ -567,6 +763,8 @@ impl Coordinator {
                 _ => {}
             }
         }
+        self.update_rates(now);
+        self.update_weights(now);
         // Ticks alone do not mark the status dirty: only what they change does.
     }
 
@@ -592,7 +790,13 @@ impl Coordinator {
                         raw: r.raw,
                         effective: r.effective,
                         header_ok: r.header_ok,
-                        demoted: r.hold.demoted(),
+                        demoted: r.budget.demoted(),
+                        budget_percent: r.budget.fill_percent(&self.cfg.policy),
+                        yields: r.yields,
+                        yields_per_sec: r.yields_per_sec,
+                        os_weight: r.weights.applied(),
+                        weighted_threads: r.weights.threads(),
+                        weight_error: r.weights.error().map(str::to_string),
                     }),
                     Conn::Pending { .. } => None,
                 })
@@ -608,6 +812,29 @@ impl Coordinator {
                 *g = s;
             }
         }
+    }
+}
+
+/// Makes `path` free for a new socket: refuses if a coordinator answers there,
+/// removes a stale file otherwise.
+fn claim(path: &Path, stream: bool) -> io::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let probe = if stream {
+        sys::connect_stream(path)
+    } else {
+        sys::connect(path)
+    };
+    match probe {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "a coordinator already serves {}; stop it or pick another --socket",
+                path.display()
+            ),
+        )),
+        Err(_) => std::fs::remove_file(path),
     }
 }
 

@@ -4,15 +4,20 @@
 //! interrupts, fold them into a **global bitmap**, and share it read-only with
 //! every process, so that a process yields when something more important is
 //! ready elsewhere. Stock Linux has no such kernel, so a **coordinator** process
-//! plays its part. This crate is that daemon (`ss-coord`), its library, and the
-//! [`Client`] a process uses to take part.
+//! plays its part. This crate is that daemon (`ss-coord`), its library, the
+//! [`Client`] a process uses to take part, and the live view (`ss-top`).
 //!
 //! ## Design principles
 //!
 //! - **Every byte a process writes is an allegation.** The coordinator reads
 //!   process pages read-only, checks their header, masks their bits to the
-//!   levels, clamps them to a policy ceiling and bounds how long the top level
-//!   may be held. No value can crash the coordinator or make it wait.
+//!   levels, clamps them to a policy ceiling and budgets how much of the time
+//!   the top level may be held. No value can crash the coordinator or make it
+//!   wait.
+//! - **Make the OS see it.** Yielding is cooperative; the coordinator also
+//!   lowers the OS weight (nice, `SCHED_IDLE`) of the worker threads of
+//!   processes whose work is less important, so Linux's own scheduler honours
+//!   coroutine priorities across processes — and restores what it lowered.
 //! - **Reading the global state costs loads, not syscalls.** A process reads the
 //!   global page with a few atomic loads; only waiting for a change (a futex)
 //!   and poking the coordinator (one byte) are syscalls.
@@ -54,29 +59,39 @@
 //! 4. **Decide.** [`Client::more_important_elsewhere`] answers, in O(1), whether
 //!    another process has work more important than the one about to run;
 //!    [`Client::wait_for_change`] parks on the page's `seq` until the view changes.
-//! 5. **Leave.** Closing the socket deregisters. If the process dies, its pidfd
+//! 5. **Weigh.** On each tick the coordinator maps every process's most
+//!    important recent level onto its worker threads' OS weight ([`weights`]),
+//!    only where that changed.
+//! 6. **Leave.** Closing the socket deregisters. If the process dies, its pidfd
 //!    becomes readable and the coordinator removes it in that turn of its loop —
 //!    even if the socket lives on in a child that inherited it.
 //!
 //! ## Guarantees
 //!
 //! - A process's bits appear in the global view only at or below its ceiling,
-//!   and at its ceiling level only for the hold bound at a stretch.
+//!   and at its ceiling level only within its top-level budget (a burst, then
+//!   a bounded share of the time, as seen by the scans).
 //! - A page that is not ours (bad magic or version) counts as nothing ready; any
 //!   other content is masked and clamped. A connection that sends anything but
 //!   the protocol loses its own registration and nothing else.
 //! - A client that has registered sees every change of the view within one
 //!   futex wake; a view read is never torn between two publishes.
+//! - With `CAP_SYS_NICE`: the worker threads of a process whose recent top
+//!   level is below another's run at a lower OS weight, and get back exactly
+//!   what they had when it returns to the top, leaves, or the coordinator stops
+//!   cleanly. What that does and does not buy is in [`weights`].
 //! - Not guaranteed: that a process honours the view. Yielding is cooperative;
-//!   making Linux's scheduler honour priorities is the next step (see
-//!   `docs/coordinator.md`).
+//!   OS weights bound a process that ignores it only as far as Linux's
+//!   weights do (see `docs/coordinator.md`).
 //!
 //! ## Modules
 //!
 //! - [`coordinator`] — the daemon's loop, [`Config`], [`Status`];
 //! - [`client`] — [`Client`];
 //! - [`page`] — typed atomic access to the mapped pages;
-//! - [`policy`] — ceilings, clamping and the hold bound;
+//! - [`policy`] — ceilings, clamping and the top-level budget;
+//! - [`weights`] — levels onto the worker threads' OS weights;
+//! - [`query`] — the read-only query socket and its snapshots (for `ss-top`);
 //! - [`wire`] — the registration messages;
 //! - [`sys`] — the system calls behind all of it, as small safe wrappers (for
 //!   tools and tests that speak the protocol by hand).
@@ -89,7 +104,9 @@ pub mod client;
 pub mod coordinator;
 pub mod page;
 pub mod policy;
+pub mod query;
 pub mod sys;
+pub mod weights;
 pub mod wire;
 
 pub use client::Client;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use ss_abi::page::{
     GlobalPage, ProcessPage, GLOBAL_PAGE_MAGIC, GLOBAL_PAGE_SEQ_OFFSET, PAGE_VERSION,
-    PROCESS_PAGE_MAGIC,
+    PROCESS_PAGE_MAGIC, PROCESS_PAGE_MIN_LEN,
 };
 use ss_core::global::GlobalView;
 use ss_core::PrioBitmap;
@@ -70,6 +70,8 @@ pub struct ProcessPageSnapshot {
     pub seq: u64,
     /// The alleged ready bitmap.
     pub ready: u64,
+    /// The alleged yield counter (0 from a writer that does not report it).
+    pub yields: u64,
 }
 
 impl ProcessPageSnapshot {
@@ -118,6 +120,10 @@ impl ProcessPageWriter {
         // SAFETY: in bounds and aligned.
         unsafe { u64_at(&self.map, offset_of!(ProcessPage, ready)) }
     }
+    fn yields_word(&self) -> &AtomicU64 {
+        // SAFETY: in bounds and aligned.
+        unsafe { u64_at(&self.map, offset_of!(ProcessPage, yields)) }
+    }
 
     /// The descriptor to hand to the coordinator.
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -138,6 +144,18 @@ impl ProcessPageWriter {
         self.ready().load(Ordering::Relaxed)
     }
 
+    /// Adds `n` to the page's yield counter: one relaxed atomic add, no
+    /// syscall. The counter wraps; the coordinator only takes differences.
+    #[inline]
+    pub fn add_yields(&self, n: u64) {
+        self.yields_word().fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The yield counter's current value.
+    pub fn yields(&self) -> u64 {
+        self.yields_word().load(Ordering::Relaxed)
+    }
+
     /// Overwrites the header. For tools and tests that check how the
     /// coordinator treats a page it does not understand.
     pub fn store_header(&self, magic: u32, version: u32) {
@@ -155,7 +173,8 @@ pub enum PageError {
     /// The memfd is not sealed against shrinking, so the owner could truncate it
     /// under the coordinator's mapping and make its reads fault.
     NotSealed,
-    /// The file is smaller than a [`ProcessPage`].
+    /// The file is smaller than the first version-1 [`ProcessPage`]
+    /// ([`PROCESS_PAGE_MIN_LEN`] bytes).
     TooSmall(u64),
     /// Mapping it failed.
     Map(io::Error),
@@ -173,8 +192,7 @@ impl std::fmt::Display for PageError {
             ),
             PageError::TooSmall(n) => write!(
                 f,
-                "the process page memfd has {n} bytes; it must hold a ProcessPage ({} bytes): ftruncate it to a page",
-                size_of::<ProcessPage>()
+                "the process page memfd has {n} bytes; it must hold a ProcessPage (at least {PROCESS_PAGE_MIN_LEN} bytes): ftruncate it to a page"
             ),
             PageError::Map(e) => write!(f, "mapping the process page failed: {e}"),
         }
@@ -190,15 +208,17 @@ pub struct ProcessPageReader {
 
 impl ProcessPageReader {
     /// Checks and maps a descriptor a client sent. Only a memfd sealed against
-    /// shrinking and at least one [`ProcessPage`] long is accepted: such a
-    /// mapping can never raise SIGBUS or block on I/O, whatever its owner does.
+    /// shrinking and at least [`PROCESS_PAGE_MIN_LEN`] bytes long is accepted:
+    /// such a mapping can never raise SIGBUS or block on I/O, whatever its owner
+    /// does. A whole page is mapped, so fields appended after that length read
+    /// as 0 from a shorter file (the rest of its last page is zero-filled).
     pub fn open(fd: &OwnedFd) -> Result<ProcessPageReader, PageError> {
         let seals = sys::seals(fd.as_fd()).map_err(PageError::NotMemfd)?;
         if seals & libc::F_SEAL_SHRINK == 0 {
             return Err(PageError::NotSealed);
         }
         let size = sys::file_size(fd.as_fd()).map_err(PageError::Map)?;
-        if size < size_of::<ProcessPage>() as u64 {
+        if size < PROCESS_PAGE_MIN_LEN as u64 {
             return Err(PageError::TooSmall(size));
         }
         let map = Mapping::new(fd.as_fd(), sys::page_size(), false).map_err(PageError::Map)?;
@@ -207,15 +227,16 @@ impl ProcessPageReader {
 
     /// Loads every field, each with one atomic load.
     pub fn snapshot(&self) -> ProcessPageSnapshot {
-        // SAFETY: for all four loads: in bounds and aligned (const assertion above); the
-        // mapping is read-only and we only load. Plain loads on the targets we
-        // build for (64-bit Linux), so a read-only mapping is fine.
-        let (magic, version, seq, ready) = unsafe {
+        // SAFETY: for all five loads: in bounds and aligned (const assertion above);
+        // the mapping is read-only and we only load. Plain loads on the targets
+        // we build for (64-bit Linux), so a read-only mapping is fine.
+        let (magic, version, seq, ready, yields) = unsafe {
             (
                 u32_at(&self.map, offset_of!(ProcessPage, magic)).load(Ordering::Relaxed),
                 u32_at(&self.map, offset_of!(ProcessPage, version)).load(Ordering::Relaxed),
                 u64_at(&self.map, offset_of!(ProcessPage, seq)).load(Ordering::Acquire),
                 u64_at(&self.map, offset_of!(ProcessPage, ready)).load(Ordering::Acquire),
+                u64_at(&self.map, offset_of!(ProcessPage, yields)).load(Ordering::Relaxed),
             )
         };
         ProcessPageSnapshot {
@@ -223,6 +244,7 @@ impl ProcessPageReader {
             version,
             seq,
             ready,
+            yields,
         }
     }
 }
@@ -384,6 +406,13 @@ impl GlobalPageReader {
             multi: PrioBitmap::from_bits(m & g),
         };
         (s, view)
+    }
+
+    /// The futex word (the low 32 bits of `seq`), for a caller that waits on it
+    /// some other way than [`wait_for_change`](Self::wait_for_change), e.g. an
+    /// io_uring `FUTEX_WAIT` (a shared futex: no `FUTEX2_PRIVATE`). Read-only.
+    pub fn futex_word(&self) -> &AtomicU32 {
+        self.u32(FUTEX_OFFSET)
     }
 
     /// Sleeps until `seq` differs from `seen` or `timeout` passes (`None`: no

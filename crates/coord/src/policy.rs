@@ -10,17 +10,27 @@
 //!    having work at *c* — it never claims more, and its work is not hidden. The
 //!    fold itself goes through [`GlobalBitmap::add_source_capped`], so the core
 //!    enforces the ceiling a second time.
-//! 2. **Top-level hold bound.** Once a scan finds the process holding its
-//!    ceiling level *c* (level 0 for an uncapped process) and every later scan
-//!    finds it still there for `hold` in total, the process is **demoted**: its
-//!    level-*c* bit is reported at *c* + 1 (dropped if *c* is the least important
-//!    level). The demotion lasts until a scan finds level *c* clear in its page;
-//!    then the clock starts afresh the next time it claims *c*. Scans happen on
-//!    every notification and every tick, so "continuously" means "at every scan".
+//! 2. **Top-level budget** ([`Budget`], a leaky bucket). Time a process is seen
+//!    holding its ceiling level *c* (level 0 for an uncapped process) fills its
+//!    bucket; the bucket leaks at `hold_share` percent of real time; it holds at
+//!    most `hold` (the burst). When it is full the process is **demoted**: its
+//!    level-*c* bit is reported at *c* + 1 (dropped if *c* is the least
+//!    important level), and demoted time is not charged. The demotion ends when
+//!    the bucket has drained to half. So a process may hold *c* for a burst of
+//!    `hold / (1 - share)` from empty, and for at most `share` of the time in
+//!    the long run, however it times its claims.
 //!
-//! What this does not stop (next steps, `docs/coordinator.md`): a process that
-//! clears level *c* exactly at some scans restarts its clock each time; a
-//! leaky-bucket budget would bound its share instead.
+//! The budget **replaces** the earlier hold bound (demote after `hold` of
+//! continuous holding, forgiven as soon as a scan finds *c* clear): a process
+//! that cleared *c* at one scan per `hold` restarted that clock and kept the top
+//! level nearly all the time. A bucket only drains at the leak rate, so brief
+//! gaps buy back only what they last. With `hold_share` = 0 a bucket never
+//! drains by itself, which is the old bound without its forgiveness; 100 turns
+//! the budget off, as does `hold = None`.
+//!
+//! Scans happen on every notification and every tick, and the budget charges
+//! each interval between two scans to what the earlier one saw, so "holding"
+//! means "seen holding at the scans".
 //!
 //! [`GlobalBitmap::add_source_capped`]: ss_core::global::GlobalBitmap::add_source_capped
 
@@ -29,7 +39,9 @@ use std::time::{Duration, Instant};
 
 use ss_abi::{Levels, Priority};
 
-/// Ceiling rules and the hold bound.
+use crate::weights::{LeastClass, WeightConfig};
+
+/// Ceiling rules and the top-level budget.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     /// Priority levels in the global bitmap (default 8, as in the paper).
@@ -41,9 +53,14 @@ pub struct Policy {
     /// `(program, ceiling)` rules. A program containing `/` matches the full
     /// path of `/proc/<pid>/exe`; otherwise its file name.
     pub programs: Vec<(String, Priority)>,
-    /// How long a process may hold its ceiling level before it is demoted;
-    /// `None`: forever (default 100 ms).
+    /// The top-level budget's burst: how much holding time a process's bucket
+    /// takes before it is demoted; `None` (or zero): no budget (default 100 ms).
     pub hold: Option<Duration>,
+    /// The budget's leak rate, in percent of real time (0..=100, default 50):
+    /// the long-run share of time a process may hold its ceiling level.
+    pub hold_share: u8,
+    /// How levels map onto the worker threads' OS weights.
+    pub weights: WeightConfig,
 }
 
 impl Default for Policy {
@@ -54,6 +71,8 @@ impl Default for Policy {
             uids: Vec::new(),
             programs: Vec::new(),
             hold: Some(Duration::from_millis(100)),
+            hold_share: 50,
+            weights: WeightConfig::default(),
         }
     }
 }
@@ -91,20 +110,29 @@ pub fn clamp(raw: u64, levels: Levels, ceiling: Priority) -> u64 {
     }
 }
 
-/// One source's hold-bound state.
+/// One source's top-level budget: a leaky bucket of holding time (see the
+/// module docs).
 #[derive(Clone, Debug)]
-pub struct Hold {
+pub struct Budget {
     ceiling: Priority,
-    since: Option<Instant>,
+    /// Holding time charged and not yet leaked, at most the burst.
+    level: Duration,
+    /// When the last scan was.
+    last: Option<Instant>,
+    /// The last scan saw an honoured claim at the ceiling: the interval up to
+    /// the next scan is charged.
+    charging: bool,
     demoted: bool,
 }
 
-impl Hold {
-    /// The state of a source with this ceiling, holding nothing.
-    pub fn new(ceiling: Priority) -> Hold {
-        Hold {
+impl Budget {
+    /// The empty bucket of a source with this ceiling.
+    pub fn new(ceiling: Priority) -> Budget {
+        Budget {
             ceiling,
-            since: None,
+            level: Duration::ZERO,
+            last: None,
+            charging: false,
             demoted: false,
         }
     }
@@ -114,21 +142,40 @@ impl Hold {
         self.demoted
     }
 
+    /// How full the bucket is, in percent of the burst (0 without a budget).
+    pub fn fill_percent(&self, policy: &Policy) -> u8 {
+        match policy.hold.filter(|h| !h.is_zero()) {
+            Some(cap) => (self.level.as_nanos() * 100 / cap.as_nanos()).min(100) as u8,
+            None => 0,
+        }
+    }
+
     /// Takes one scan's clamped bitmap at `now`; returns the bitmap to fold.
     pub fn observe(&mut self, clamped: u64, now: Instant, policy: &Policy) -> u64 {
         let c = self.ceiling;
-        if clamped & c.bit() == 0 {
-            self.since = None;
-            self.demoted = false;
+        let Some(cap) = policy.hold.filter(|h| !h.is_zero()) else {
+            *self = Budget::new(c);
             return clamped;
+        };
+        let dt = self
+            .last
+            .map_or(Duration::ZERO, |l| now.saturating_duration_since(l));
+        self.last = Some(now);
+        if self.charging {
+            self.level = self.level.saturating_add(dt);
         }
-        let since = *self.since.get_or_insert(now);
-        if let Some(hold) = policy.hold {
-            if now.saturating_duration_since(since) >= hold {
-                self.demoted = true;
-            }
+        let share = u128::from(policy.hold_share.min(100));
+        let leak = dt.as_nanos() * share / 100;
+        let leak = Duration::from_nanos(u64::try_from(leak).unwrap_or(u64::MAX));
+        self.level = self.level.saturating_sub(leak).min(cap);
+        if self.level >= cap {
+            self.demoted = true;
+        } else if self.demoted && self.level <= cap / 2 {
+            self.demoted = false;
         }
-        if !self.demoted {
+        let claims = clamped & c.bit() != 0;
+        self.charging = claims && !self.demoted;
+        if !(claims && self.demoted) {
             return clamped;
         }
         let lower = policy
@@ -166,7 +213,14 @@ impl Policy {
     /// ```text
     /// levels 8            # priority levels (1..=64)
     /// default 0           # ceiling when no rule matches
-    /// hold-ms 100         # top-level hold bound; 0 = unbounded
+    /// hold-ms 100         # top-level budget: burst; 0 = no budget
+    /// hold-share 50       # top-level budget: long-run share in percent
+    /// os-weights on       # map levels onto worker threads' OS weights (on|off)
+    /// worker-prefix ss-worker  # worker threads' name prefix; `*`: every thread
+    /// nice-step 5         # nice added per level below the top
+    /// nice-max 19         # highest nice value given
+    /// least idle          # the least important level: idle|batch|nice
+    /// weight-window-ms 100  # how long a seen level keeps counting
     /// uid 1000 2          # processes of uid 1000: ceiling 2
     /// program flood 6     # executables named `flood`: ceiling 6
     /// program /opt/srv/bin/server 0
@@ -216,6 +270,48 @@ impl Policy {
                 let ms = num(ms)?;
                 self.hold = (ms > 0).then(|| Duration::from_millis(ms));
             }
+            ["hold-share", pct] => {
+                self.hold_share = u8::try_from(num(pct)?)
+                    .ok()
+                    .filter(|&p| p <= 100)
+                    .ok_or_else(|| "hold-share is a percentage, 0..=100".to_string())?;
+            }
+            ["os-weights", v] => {
+                self.weights.enabled = match *v {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(format!("os-weights is `on` or `off`, not `{v}`")),
+                }
+            }
+            ["worker-prefix", prefix] => {
+                self.weights.thread_prefix = match *prefix {
+                    "*" => String::new(),
+                    p => p.to_string(),
+                }
+            }
+            ["nice-step", n] => {
+                self.weights.nice_step = u8::try_from(num(n)?)
+                    .ok()
+                    .filter(|&n| n <= 39)
+                    .ok_or_else(|| "nice-step is 0..=39".to_string())?;
+            }
+            ["nice-max", n] => {
+                self.weights.nice_max = u8::try_from(num(n)?)
+                    .ok()
+                    .filter(|&n| n <= 19)
+                    .ok_or_else(|| "nice-max is 0..=19".to_string())?;
+            }
+            ["least", class] => {
+                self.weights.least = match *class {
+                    "idle" => LeastClass::Idle,
+                    "batch" => LeastClass::Batch,
+                    "nice" => LeastClass::Nice,
+                    _ => return Err(format!("least is idle, batch or nice, not `{class}`")),
+                }
+            }
+            ["weight-window-ms", ms] => {
+                self.weights.window = Duration::from_millis(num(ms)?);
+            }
             ["uid", uid, l] => {
                 let uid = u32::try_from(num(uid)?).map_err(|_| "uid out of range".to_string())?;
                 let l = level(self.levels, l)?;
@@ -228,7 +324,9 @@ impl Policy {
             _ => {
                 return Err(format!(
                     "`{}` is not a rule; expected `levels N`, `default LEVEL`, `hold-ms MS`, \
-                     `uid UID LEVEL` or `program NAME|PATH LEVEL`",
+                     `hold-share PERCENT`, `uid UID LEVEL`, `program NAME|PATH LEVEL`, \
+                     `os-weights on|off`, `worker-prefix PREFIX|*`, `nice-step N`, `nice-max N`, \
+                     `least idle|batch|nice` or `weight-window-ms MS`",
                     words.join(" ")
                 ))
             }
@@ -265,6 +363,21 @@ mod tests {
         assert_eq!(pol.ceiling(1000, Some(Path::new("/other/opt/srv"))), p(2));
         let err = Policy::parse("levels 8\nuid 5 9\n").unwrap_err();
         assert_eq!(err.line, 2);
+        let w = Policy::parse(
+            "os-weights off\nworker-prefix *\nnice-step 3\nnice-max 15\nleast batch\n\
+             weight-window-ms 20\n",
+        )
+        .unwrap()
+        .weights;
+        assert!(!w.enabled);
+        assert_eq!(w.thread_prefix, "");
+        assert_eq!(
+            (w.nice_step, w.nice_max, w.least),
+            (3, 15, LeastClass::Batch)
+        );
+        assert_eq!(w.window, Duration::from_millis(20));
+        assert!(Policy::parse("nice-max 20").is_err());
+        assert!(Policy::parse("least never").is_err());
         assert!(Policy::parse("bogus")
             .unwrap_err()
             .message
@@ -278,29 +391,80 @@ mod tests {
         assert_eq!(clamp(u64::MAX, Levels::DEFAULT, p(0)), 0xff);
     }
 
-    #[test]
-    fn holding_the_top_level_demotes_until_dropped() {
-        let pol = Policy {
-            hold: Some(Duration::from_millis(10)),
+    fn budget(ms: u64, share: u8) -> Policy {
+        Policy {
+            hold: Some(Duration::from_millis(ms)),
+            hold_share: share,
             ..Policy::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_full_bucket_demotes_until_half_drained() {
+        let pol = budget(10, 50);
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
-        let mut h = Hold::new(p(0));
-        assert_eq!(h.observe(0b101, ms(0), &pol), 0b101);
-        assert_eq!(h.observe(0b101, ms(9), &pol), 0b101);
-        assert_eq!(h.observe(0b101, ms(10), &pol), 0b110);
-        assert!(h.demoted());
-        assert_eq!(h.observe(0b001, ms(500), &pol), 0b010);
-        // Dropping level 0 lifts the demotion and resets the clock.
-        assert_eq!(h.observe(0b100, ms(501), &pol), 0b100);
-        assert!(!h.demoted());
-        assert_eq!(h.observe(0b1, ms(502), &pol), 0b1);
-        assert_eq!(h.observe(0b1, ms(511), &pol), 0b1);
-        assert_eq!(h.observe(0b1, ms(512), &pol), 0b10);
+        let mut b = Budget::new(p(0));
+        // Holding fills at 1 - 50 % = half speed: full after 20 ms.
+        assert_eq!(b.observe(0b101, ms(0), &pol), 0b101);
+        assert_eq!(b.observe(0b101, ms(19), &pol), 0b101);
+        assert_eq!(b.fill_percent(&pol), 95);
+        assert_eq!(b.observe(0b101, ms(20), &pol), 0b110);
+        assert!(b.demoted());
+        // Demoted claims are not charged: the bucket drains at 50 %, and the
+        // demotion ends at half (5 ms of 10) after 10 ms.
+        assert_eq!(b.observe(0b001, ms(29), &pol), 0b010);
+        assert_eq!(b.observe(0b001, ms(30), &pol), 0b001);
+        assert!(!b.demoted());
+        // Dropping the level does not reset the bucket: it drains at the leak
+        // rate only, so claiming again soon is demoted soon.
+        assert_eq!(b.observe(0b100, ms(31), &pol), 0b100);
+        assert_eq!(b.observe(0b001, ms(32), &pol), 0b001);
+        assert_eq!(b.observe(0b001, ms(43), &pol), 0b010);
         // At the least important level the demoted bit is dropped.
-        let mut last = Hold::new(p(7));
+        let mut last = Budget::new(p(7));
         assert_eq!(last.observe(0x80, ms(0), &pol), 0x80);
-        assert_eq!(last.observe(0x80, ms(10), &pol), 0);
+        assert_eq!(last.observe(0x80, ms(20), &pol), 0);
+    }
+
+    #[test]
+    fn brief_gaps_do_not_buy_back_the_top_level() {
+        // The loophole of a plain hold bound: hold 9 ms, clear for 1 ms, repeat.
+        // The bucket (50 % share) charges 9 and leaks 5 per cycle: demoted.
+        let pol = budget(10, 50);
+        let t0 = Instant::now();
+        let mut b = Budget::new(p(0));
+        let mut demoted_at = None;
+        for cycle in 0..20u64 {
+            let start = t0 + Duration::from_millis(cycle * 10);
+            b.observe(1, start, &pol);
+            if b.observe(1, start + Duration::from_millis(9), &pol) == 0b10 {
+                demoted_at = Some(cycle);
+                break;
+            }
+            b.observe(0, start + Duration::from_millis(9), &pol);
+        }
+        assert!(demoted_at.is_some(), "never demoted: {b:?}");
+    }
+
+    #[test]
+    fn a_share_of_100_or_no_burst_is_no_budget() {
+        let t0 = Instant::now();
+        for pol in [
+            budget(10, 100),
+            Policy {
+                hold: None,
+                ..Policy::default()
+            },
+        ] {
+            let mut b = Budget::new(p(0));
+            for i in 0..100 {
+                assert_eq!(b.observe(1, t0 + Duration::from_millis(i), &pol), 1);
+            }
+            assert!(!b.demoted());
+        }
+        let err = Policy::parse("hold-share 101").unwrap_err();
+        assert!(err.message.contains("percentage"), "{err}");
+        assert_eq!(Policy::parse("hold-share 0").unwrap().hold_share, 0);
     }
 }

@@ -4,7 +4,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -157,10 +157,10 @@ pub(crate) fn futex_wake_all(word: *const u32) {
     }
 }
 
-/// A new `AF_UNIX` `SOCK_SEQPACKET` socket.
-fn seqpacket() -> io::Result<OwnedFd> {
+/// A new `AF_UNIX` socket of `kind` (`SOCK_SEQPACKET`, `SOCK_STREAM`).
+fn unix_socket(kind: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: plain socket call.
-    owned(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) })
+    owned(unsafe { libc::socket(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0) })
 }
 
 fn sockaddr(path: &std::path::Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
@@ -188,7 +188,16 @@ fn sockaddr(path: &std::path::Path) -> io::Result<(libc::sockaddr_un, libc::sock
 
 /// Connects a seqpacket socket to `path`.
 pub fn connect(path: &std::path::Path) -> io::Result<OwnedFd> {
-    let fd = seqpacket()?;
+    connect_kind(path, libc::SOCK_SEQPACKET)
+}
+
+/// Connects a stream socket to `path` (the query socket).
+pub fn connect_stream(path: &std::path::Path) -> io::Result<OwnedFd> {
+    connect_kind(path, libc::SOCK_STREAM)
+}
+
+fn connect_kind(path: &std::path::Path, kind: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = unix_socket(kind)?;
     let (addr, len) = sockaddr(path)?;
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
     cvt(unsafe {
@@ -203,7 +212,25 @@ pub fn connect(path: &std::path::Path) -> io::Result<OwnedFd> {
 
 /// A listening, non-blocking seqpacket socket bound at `path`.
 pub fn listen(path: &std::path::Path, backlog: i32) -> io::Result<OwnedFd> {
-    let fd = seqpacket()?;
+    listen_with(path, backlog, false, None)
+}
+
+/// A listening, non-blocking socket bound at `path`: seqpacket, or a stream
+/// socket if `stream`. With `mode`, the file gets those permission bits
+/// between `bind` and `listen`, so nobody can connect while it has others
+/// (connecting needs the listen).
+pub fn listen_with(
+    path: &std::path::Path,
+    backlog: i32,
+    stream: bool,
+    mode: Option<u32>,
+) -> io::Result<OwnedFd> {
+    let kind = if stream {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_SEQPACKET
+    };
+    let fd = unix_socket(kind)?;
     let (addr, len) = sockaddr(path)?;
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
     cvt(unsafe {
@@ -213,10 +240,25 @@ pub fn listen(path: &std::path::Path, backlog: i32) -> io::Result<OwnedFd> {
             len,
         )
     })?;
+    if let Some(mode) = mode {
+        if let Err(e) = chmod(path, mode) {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+    }
     // SAFETY: plain calls on a socket we own.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     set_nonblocking(fd.as_raw_fd())?;
     Ok(fd)
+}
+
+/// Makes a socket blocking again (an accepted query connection, which then
+/// writes under a send timeout).
+pub fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain fcntl calls on a valid descriptor.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) }).map(drop)
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -524,4 +566,114 @@ pub fn signal_counter(fd: BorrowedFd<'_>) {
     let v = 1u64;
     // SAFETY: `v` is valid for 8 bytes of reads; write(2) is async-signal-safe.
     unsafe { libc::write(fd.as_raw_fd(), (&v as *const u64).cast(), 8) };
+}
+
+/// Whether `fd` is readable now: one `poll(2)` with no timeout. For a pidfd,
+/// readable means the process has exited.
+pub fn is_readable(fd: BorrowedFd<'_>) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd that lives across the call; no timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents != 0
+}
+
+/// Waits until `a` or `b` is readable (no timeout); returns which: `(a, b)`.
+pub fn wait_readable(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<(bool, bool)> {
+    let mut pfds = [a, b].map(|fd| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    loop {
+        // SAFETY: two valid pollfds that live across the call.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
+        if n >= 0 {
+            return Ok((pfds[0].revents != 0, pfds[1].revents != 0));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `SCHED_RESET_ON_FORK`, a flag `sched_getscheduler` may OR into the policy.
+pub const SCHED_RESET_ON_FORK: libc::c_int = 0x4000_0000;
+
+/// A thread's CPU scheduling as far as the coordinator touches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadSched {
+    /// `SCHED_OTHER`, `SCHED_BATCH`, `SCHED_IDLE`, or another policy (real
+    /// time, deadline) the coordinator leaves alone; without
+    /// [`SCHED_RESET_ON_FORK`].
+    pub policy: libc::c_int,
+    /// Whether `SCHED_RESET_ON_FORK` was set.
+    pub reset_on_fork: bool,
+    /// The nice value, -20..=19.
+    pub nice: i32,
+}
+
+/// The scheduling policy and nice value of thread `tid` (any process's).
+pub fn sched_get(tid: libc::pid_t) -> io::Result<ThreadSched> {
+    // SAFETY: plain syscall on a thread id; no memory is passed.
+    let policy = cvt(unsafe { libc::sched_getscheduler(tid) })?;
+    // The raw getpriority syscall returns 20 - nice (1..=40), so no value is
+    // ambiguous with an error, unlike the libc wrapper.
+    // SAFETY: plain syscall; no memory is passed.
+    let r = unsafe { libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, tid) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ThreadSched {
+        policy: policy & !SCHED_RESET_ON_FORK,
+        reset_on_fork: policy & SCHED_RESET_ON_FORK != 0,
+        nice: 20 - r as i32,
+    })
+}
+
+/// Sets thread `tid`'s policy (priority 0: only for `SCHED_OTHER`,
+/// `SCHED_BATCH` and `SCHED_IDLE`) and then its nice value.
+///
+/// # Errors
+/// `EPERM` when raising a weight without `CAP_SYS_NICE` (or touching another
+/// user's thread), `ESRCH` when the thread has gone.
+pub fn sched_set(tid: libc::pid_t, s: ThreadSched) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    let policy = s.policy
+        | if s.reset_on_fork {
+            SCHED_RESET_ON_FORK
+        } else {
+            0
+        };
+    // SAFETY: `param` is a valid sched_param that lives across the call.
+    cvt(unsafe { libc::sched_setscheduler(tid, policy, &param) })?;
+    // SAFETY: plain call; `tid` is a thread id (per-thread on Linux).
+    cvt(unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, s.nice) }).map(drop)
+}
+
+/// Closes a connection after a last message so that the peer can still read
+/// it: stops the peer from sending more (`shutdown(SHUT_RD)`), then discards
+/// what it had sent (and any descriptors). Closing a Unix socket with unread
+/// data would instead make the peer's next `recv` fail with `ECONNRESET`
+/// before it sees the last message.
+pub fn close_gracefully(sock: OwnedFd) {
+    // SAFETY: plain call on a socket we own.
+    unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RD) };
+    let mut buf = [0u8; 64];
+    for _ in 0..64 {
+        match recv_msg(sock.as_fd(), &mut buf, true) {
+            Ok(m) if m.len > 0 || !m.fds.is_empty() => {}
+            _ => break,
+        }
+    }
+}
+
+/// Sets `path`'s permission bits (the socket files' `--socket-mode`).
+pub fn chmod(path: &std::path::Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }

@@ -69,6 +69,9 @@ pub enum Refusal {
     Full = 4,
     /// The coordinator failed for its own reasons (e.g. out of descriptors).
     Internal = 5,
+    /// The connecting user has as many connections as the policy allows
+    /// (`--max-per-uid`); sent at once, possibly before the hello is read.
+    UidLimit = 6,
 }
 
 impl Refusal {
@@ -79,6 +82,7 @@ impl Refusal {
             3 => Refusal::PidMismatch,
             4 => Refusal::Full,
             5 => Refusal::Internal,
+            6 => Refusal::UidLimit,
             _ => return None,
         })
     }
@@ -100,6 +104,10 @@ impl std::fmt::Display for Refusal {
                 "the coordinator has its maximum number of clients; raise --max-clients or retry later"
             }
             Refusal::Internal => "the coordinator failed to register this process; see its log",
+            Refusal::UidLimit => {
+                "the coordinator refused the connection: this user has as many as it allows \
+                 (--max-per-uid); close some or raise the limit"
+            }
         })
     }
 }

@@ -974,10 +974,23 @@ impl<P: Platform> Poller<P> {
     ///
     /// Returns how many polls it made.
     pub fn run_while(&mut self, mut keep_going: impl FnMut() -> bool) -> usize {
-        let mut carry = None;
+        self.run_while_carrying(|_| keep_going())
+    }
+
+    /// [`run_while`](Self::run_while), telling `keep_going` the priority of the
+    /// coroutine this poller holds back to poll again, if any: one that yielded
+    /// while nothing as important was ready, and so went to no ready queue (it
+    /// is in no bitmap until `keep_going` says stop, when it is queued). A
+    /// platform that publishes what this executor needs a CPU for (the
+    /// cross-process bitmap, paper §2.4) must count it.
+    pub fn run_while_carrying(
+        &mut self,
+        mut keep_going: impl FnMut(Option<Priority>) -> bool,
+    ) -> usize {
+        let mut carry: Option<Arc<DynTask<P>>> = None;
         let mut polls = 0;
         loop {
-            if !keep_going() {
+            if !keep_going(carry.as_ref().map(|t| t.priority())) {
                 if let Some(t) = carry.take() {
                     self.shared.enqueue(t);
                 }
@@ -997,7 +1010,7 @@ impl<P: Platform> Poller<P> {
                 // `keep_going` may cost more than a load: ask it now and then.
                 round = round.wrapping_add(1);
                 if round % 64 == 0 {
-                    stop = !keep_going();
+                    stop = !keep_going(None);
                 }
                 !stop && shared.ready_line.bitmap.load(Ordering::Acquire) == 0
             });
@@ -1024,7 +1037,7 @@ impl<P: Platform> Poller<P> {
                 None => return polls,
                 Some(false) => continue,
                 Some(true) => {
-                    if !keep_going() {
+                    if !keep_going(None) {
                         // Give the registration back (a claim meanwhile only
                         // costs someone a spurious wake-up).
                         self.shared.lock_ready().with(|r| {

@@ -16,6 +16,11 @@
 //! instead of at the end of its budget. Measured with `rtbench flood` (priority-0
 //! wake-ups under a priority-7 CPU flood on 2 workers): the high-priority p99
 //! otherwise grows to about one full budget of the flood (~120 µs).
+//!
+//! In a runtime coordinated with other processes ([`crate::coordinate`]) it
+//! also ends the moment more important work is ready in **another process**
+//! (a few loads of the read-only global page), so a CPU-bound coroutine hands
+//! its worker back to the decision that defers to that process.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -38,7 +43,8 @@ pub(crate) fn refill() {
 /// is ready — wakes the task and returns `Pending` (the caller returns `Pending`
 /// too, which yields).
 pub fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {
-    let give_way = ss_core::more_important_ready(cx.waker()) == Some(true);
+    let give_way = ss_core::more_important_ready(cx.waker()) == Some(true)
+        || crate::coordinate::give_way_elsewhere();
     REMAINING.with(|r| match r.get() {
         n if n > 0 && !give_way => {
             r.set(n - 1);

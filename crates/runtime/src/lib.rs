@@ -32,6 +32,7 @@
 
 pub mod budget;
 mod context;
+pub mod coordinate;
 pub mod io;
 mod join;
 pub mod net;
@@ -39,6 +40,7 @@ mod park;
 mod runtime;
 pub mod time;
 
+pub use coordinate::Coordination;
 pub use join::{JoinError, JoinHandle};
 pub use runtime::{
     alloc_cpu, current, priority, reprio, spawn, try_spawn, wake, Builder, Runtime, SpawnError,

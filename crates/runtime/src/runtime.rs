@@ -41,6 +41,7 @@ use std::time::Duration;
 use ss_core::{CoroutineId, CoroutineKind, Executor, Levels, Priority};
 
 use crate::context;
+use crate::coordinate::Coordination;
 use crate::io::{Config as IoConfig, Driver};
 use crate::join::{Harness, JoinError, JoinHandle, Slot};
 use crate::WorkerPlatform;
@@ -92,6 +93,8 @@ pub struct Builder {
     main_priority: Priority,
     io: IoConfig,
     thread_name: String,
+    coordination: Coordination,
+    defer_recheck: Duration,
 }
 
 impl Default for Builder {
@@ -103,6 +106,8 @@ impl Default for Builder {
             main_priority: Priority::MOST_IMPORTANT,
             io: IoConfig::default(),
             thread_name: "ss-worker".to_owned(),
+            coordination: Coordination::FromEnv,
+            defer_recheck: crate::coordinate::DEFAULT_RECHECK,
         }
     }
 }
@@ -147,7 +152,25 @@ impl Builder {
         self
     }
 
-    /// The name prefix of the worker threads.
+    /// Cross-process scheduling (paper §2.4): whether and how this runtime joins
+    /// the `ss-coord` coordinator. The default, [`Coordination::FromEnv`], follows
+    /// the `SS_COORD` environment variable (not coordinated when unset). See
+    /// [`crate::coordinate`] for what a coordinated runtime does.
+    pub fn coordination(mut self, c: Coordination) -> Self {
+        self.coordination = c;
+        self
+    }
+
+    /// How long a worker that defers to another process sleeps at most before it
+    /// decides again, if neither the global page nor its own ring wakes it first
+    /// (default 1 ms; see [`crate::coordinate`]).
+    pub fn defer_recheck(mut self, d: Duration) -> Self {
+        self.defer_recheck = d;
+        self
+    }
+
+    /// The name prefix of the worker threads: they are `{name}-{index}`
+    /// (default `ss-worker`).
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.thread_name = name.into();
         self
@@ -171,6 +194,10 @@ impl Builder {
         self.levels
             .check(self.main_priority)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let global = self
+            .coordination
+            .join()?
+            .map(|client| crate::coordinate::Global::new(client, self.defer_recheck));
         let io = Driver::new(&self.io).map_err(|e| e.to_string());
         let exec = Arc::new(Executor::with_platform(
             self.levels,
@@ -183,6 +210,8 @@ impl Builder {
             shut_down: AtomicBool::new(false),
             main_priority: self.main_priority,
             thread_name: self.thread_name,
+            global,
+            timers: crate::time::Timers::default(),
         });
         let rt = Runtime { inner };
         for _ in 0..self.workers {
@@ -200,9 +229,23 @@ pub(crate) struct Inner {
     shut_down: AtomicBool,
     main_priority: Priority,
     thread_name: String,
+    /// The cross-process state, when coordinated.
+    pub(crate) global: Option<crate::coordinate::Global>,
+    /// Timers for where io_uring is unavailable (a thread, started on first use).
+    timers: crate::time::Timers,
 }
 
 impl Inner {
+    /// The fallback timers (see [`crate::time`]).
+    pub(crate) fn timers(&self) -> &crate::time::Timers {
+        &self.timers
+    }
+
+    /// The worker threads' name prefix.
+    pub(crate) fn thread_name(&self) -> &str {
+        &self.thread_name
+    }
+
     /// The io_uring driver, or why there is none.
     pub(crate) fn io(&self) -> io::Result<&Driver> {
         self.io.as_ref().map_err(|why| {
@@ -226,11 +269,16 @@ impl Inner {
         let handle = thread::Builder::new()
             .name(format!("{}-{index}", self.thread_name))
             .spawn(move || {
-                let _enter = context::enter(inner);
+                let _enter = context::enter(inner.clone());
                 // Its doorbell and io_uring ring; dropped (the ring torn down)
                 // once the executor is shut down and the poller returns.
                 let worker = crate::park::Worker::start();
-                poller.run();
+                match &inner.global {
+                    None => {
+                        poller.run();
+                    }
+                    Some(g) => g.run_worker(index, &mut poller, &inner.exec),
+                }
                 drop(worker);
             })?;
         workers.push(handle);
@@ -268,6 +316,7 @@ impl Inner {
                 let _ = w.join();
             }
         }
+        self.timers.shutdown();
         if let Ok(io) = &self.io {
             io.shutdown();
         }
@@ -369,6 +418,24 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .len()
+    }
+
+    /// Whether this runtime follows the cross-process coordinator (it was
+    /// built coordinated, and the coordinator has not gone away).
+    pub fn coordinated(&self) -> bool {
+        self.inner.global.as_ref().is_some_and(|g| g.active())
+    }
+
+    /// How many times a worker started deferring to more important work in
+    /// another process (0 when not coordinated).
+    pub fn deferrals(&self) -> u64 {
+        self.inner.global.as_ref().map_or(0, |g| g.deferrals())
+    }
+
+    /// The coordinator client, when coordinated: its view of the global
+    /// bitmap, this process's ceiling, its levels.
+    pub fn coordinator(&self) -> Option<&ss_coord::Client> {
+        self.inner.global.as_ref().map(|g| g.client())
     }
 
     /// The executor, for what the runtime does not wrap (state, blocking set,

@@ -104,5 +104,36 @@ fn child() {
         msg.contains("ENOSYS") || msg.contains("not supported"),
         "{msg}"
     );
+    // Timers fall back to the runtime's timer thread: sleep, timeout and
+    // interval still work, and the thread is gone after shutdown.
+    let slept = rt.block_on(async {
+        let start = std::time::Instant::now();
+        ss_runtime::time::sleep(std::time::Duration::from_millis(5)).await;
+        let never = ss_runtime::time::sleep(std::time::Duration::from_secs(60));
+        let t = ss_runtime::time::timeout(std::time::Duration::from_millis(5), never).await;
+        let mut tick = ss_runtime::time::interval(std::time::Duration::from_millis(1));
+        for _ in 0..3 {
+            tick.tick().await;
+        }
+        (start.elapsed(), t.is_err())
+    });
+    assert!(
+        slept.0 >= std::time::Duration::from_millis(10),
+        "{:?}",
+        slept.0
+    );
+    assert!(slept.1, "the timeout fired");
+    rt.shutdown();
+    let timer_threads = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.contains("timer"))
+        })
+        .count();
+    assert_eq!(
+        timer_threads, 0,
+        "the fallback timer thread outlived the runtime"
+    );
     println!("CHILD-OK: {msg}");
 }

@@ -73,7 +73,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -89,6 +89,9 @@ use crate::WorkerPlatform;
 const EVENTFD_TOKEN: u64 = u64::MAX;
 /// `user_data` of `ASYNC_CANCEL` requests (their own completions are ignored).
 const CANCEL_TOKEN: u64 = u64::MAX - 1;
+/// `user_data` of the `FUTEX_WAIT` on the coordinator's global page that a
+/// deferring worker keeps armed (see `crate::coordinate`).
+const FUTEX_TOKEN: u64 = u64::MAX - 2;
 /// Generations use 31 bits, so an operation's key never has the top bit set and
 /// cannot collide with the tokens above.
 const GEN_MASK: u32 = 0x7fff_ffff;
@@ -456,6 +459,11 @@ pub(crate) struct Local {
     /// teardown once the read is not in the kernel.
     efd_buf: *mut u64,
     efd_armed: Cell<bool>,
+    /// A `FUTEX_WAIT` on the global page is in the kernel (completes when the
+    /// coordinator publishes, or is cancelled at teardown).
+    futex_armed: Cell<bool>,
+    /// Whether this kernel has `IORING_OP_FUTEX_WAIT` (Linux 6.7).
+    futex_ok: bool,
     /// Reused between reaps.
     wake: RefCell<Vec<Waiter>>,
 }
@@ -553,6 +561,51 @@ pub(crate) fn park_local(woke: impl FnOnce()) -> bool {
     l.reap();
     true
 }
+
+/// For a worker deferring to more important work in another process: sleeps
+/// until a completion of its ring, its doorbell, a change of the coordinator's
+/// global page (an armed `FUTEX_WAIT` on `word` while it still holds `seen`),
+/// or `timeout`; then reaps. Returns `false` (having done nothing) if the worker
+/// has no ring or the kernel lacks `FUTEX_WAIT`, for the caller to wait on the
+/// futex itself.
+///
+/// # Safety
+/// `word` must stay mapped until the wait completes: until this worker's ring
+/// is torn down at the latest (the runtime's coordinator client, which owns
+/// the mapping, outlives its workers' rings).
+pub(crate) unsafe fn defer_local(word: &AtomicU32, seen: u32, timeout: Duration) -> bool {
+    let Some(l) = local() else {
+        return false;
+    };
+    if !l.futex_ok {
+        return false;
+    }
+    l.take_remote();
+    l.arm_doorbell();
+    if !l.futex_armed.get() {
+        // FUTEX2_SIZE_U32 without FUTEX2_PRIVATE: the page is shared between
+        // processes, and the coordinator wakes it with a shared FUTEX_WAKE.
+        let sqe = opcode::FutexWait::new(
+            word.as_ptr().cast_const(),
+            u64::from(seen),
+            u64::from(u32::MAX),
+            FUTEX2_SIZE_U32,
+        )
+        .build()
+        .user_data(FUTEX_TOKEN);
+        // SAFETY: the word outlives the wait (this function's contract); the
+        // kernel only reads it.
+        if let Push::Queued(_) = unsafe { l.push(&sqe) } {
+            l.futex_armed.set(true);
+        }
+    }
+    l.enter(1, Some(timeout));
+    l.reap();
+    true
+}
+
+/// `FUTEX2_SIZE_U32` (linux/futex.h): a 32-bit futex word.
+const FUTEX2_SIZE_U32: u32 = 0x02;
 
 /// The calling worker is exiting: tears its ring down (see the module docs).
 pub(crate) fn stop_local() {
@@ -763,6 +816,7 @@ impl Local {
                     self.ring.stats.completions.fetch_add(1, Ordering::Relaxed);
                     match cqe.user_data() {
                         EVENTFD_TOKEN => self.efd_armed.set(false),
+                        FUTEX_TOKEN => self.futex_armed.set(false),
                         CANCEL_TOKEN => {}
                         key => Ring::complete(&mut slots, key, cqe.result(), &mut wake, &mut free),
                     }
@@ -803,11 +857,14 @@ impl Local {
                 if self.efd_armed.get() {
                     self.ring.parker.notify(); // completes the doorbell's read
                 }
+                if self.futex_armed.get() {
+                    self.push_cancel(FUTEX_TOKEN); // a full SQ: the next sweep
+                }
                 last_sweep = Some(Instant::now());
             }
             {
                 let slots = lock(&self.ring.slots);
-                if slots.in_kernel == 0 && !self.efd_armed.get() {
+                if slots.in_kernel == 0 && !self.efd_armed.get() && !self.futex_armed.get() {
                     self.ring.closed.store(true, Ordering::Release);
                     break;
                 }
@@ -855,6 +912,9 @@ pub(crate) struct Shared {
     entries: u32,
     pub(crate) batch: u64,
     mode: Mode,
+    /// The kernel has `IORING_OP_FUTEX_WAIT` (deferring workers wait on the
+    /// global page through their rings).
+    futex_ok: bool,
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -967,6 +1027,7 @@ impl Driver {
                 entries: config.entries,
                 batch: u64::from(config.submit_batch.max(1)),
                 mode,
+                futex_ok: probe.is_supported(opcode::FutexWait::CODE),
                 stats: Arc::new(Stats::default()),
             }),
             done: AtomicBool::new(false),
@@ -1014,6 +1075,8 @@ impl Driver {
             pushed: Cell::new(0),
             efd_buf: Box::into_raw(Box::new(0u64)),
             efd_armed: Cell::new(false),
+            futex_armed: Cell::new(false),
+            futex_ok: shared.futex_ok,
             wake: RefCell::new(Vec::new()),
         });
         local.arm_doorbell();

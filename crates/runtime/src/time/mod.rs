@@ -3,6 +3,9 @@
 //!
 //! A sleep is one timeout operation in the kernel; its completion wakes the
 //! sleeping coroutine by id, like any other operation (see [`crate::io`]).
+//! Where io_uring is unavailable (the runtime has none, or this worker's ring
+//! could not be set up), sleeps fall back to a timer thread of the runtime
+//! (started on first use, joined at shutdown), so timers work everywhere.
 //! Dropping a sleep early (a [`timeout`] whose future finished first, a
 //! `select`) cancels the kernel timer. Deadlines are `std::time::Instant`s
 //! (`CLOCK_MONOTONIC`), converted to a relative timeout when the timer starts;
@@ -30,13 +33,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use crate::io::{Op, Timeout as TimerOp};
+use crate::runtime::Inner;
+
+mod fallback;
+pub(crate) use fallback::Timers;
 
 /// Sleeps for `duration` (at least).
 ///
 /// # Panics
-/// When polled, if the runtime has no io_uring driver (the message says why) or
-/// outside a runtime: a timer that cannot be set must not return early.
+/// When polled outside a runtime, or if neither an io_uring timer nor the
+/// fallback timer thread can be set up (the message says why): a timer that
+/// cannot be set must not return early.
 pub fn sleep(duration: Duration) -> Sleep {
     sleep_until(Instant::now() + duration)
 }
@@ -46,7 +56,11 @@ pub fn sleep(duration: Duration) -> Sleep {
 /// # Panics
 /// As [`sleep`].
 pub fn sleep_until(deadline: Instant) -> Sleep {
-    Sleep { deadline, op: None }
+    Sleep {
+        deadline,
+        op: None,
+        fallback: None,
+    }
 }
 
 /// The future of [`sleep`] and [`sleep_until`].
@@ -54,13 +68,16 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
 pub struct Sleep {
     deadline: Instant,
     op: Option<Op<TimerOp>>,
+    /// Registration with the runtime's fallback timer thread, once io_uring
+    /// could not set the timer.
+    fallback: Option<(Arc<Inner>, u64)>,
 }
 
 impl fmt::Debug for Sleep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sleep")
             .field("deadline", &self.deadline)
-            .field("started", &self.op.is_some())
+            .field("started", &(self.op.is_some() || self.fallback.is_some()))
             .finish()
     }
 }
@@ -76,6 +93,41 @@ impl Sleep {
     pub fn reset(&mut self, deadline: Instant) {
         self.deadline = deadline;
         self.op = None;
+        self.cancel_fallback();
+    }
+
+    fn cancel_fallback(&mut self) {
+        if let Some((inner, id)) = self.fallback.take() {
+            inner.timers().cancel(id);
+        }
+    }
+
+    /// Waits on the runtime's timer thread instead of io_uring.
+    fn poll_fallback(&mut self, cx: &mut Context<'_>, why: &std::io::Error) -> Poll<()> {
+        let inner = match &self.fallback {
+            Some((inner, _)) => inner.clone(),
+            None => crate::context::current().unwrap_or_else(|| {
+                panic!("sleep: cannot set a timer ({why}) and there is no runtime on this thread")
+            }),
+        };
+        let id = self.fallback.as_ref().map(|(_, id)| *id);
+        match inner.timers().register(id, self.deadline, cx.waker(), inner.thread_name()) {
+            Ok(Some(id)) => {
+                self.fallback = Some((inner, id));
+                Poll::Pending
+            }
+            // The runtime shut down: nothing polls this sleep again.
+            Ok(None) => Poll::Pending,
+            Err(e) => panic!(
+                "sleep: cannot set an io_uring timer ({why}) nor start the fallback timer thread ({e})"
+            ),
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.cancel_fallback();
     }
 }
 
@@ -88,7 +140,12 @@ impl Future for Sleep {
             let now = Instant::now();
             if now >= this.deadline {
                 this.op = None;
+                this.cancel_fallback();
                 return Poll::Ready(());
+            }
+            if this.fallback.is_some() {
+                let why = std::io::Error::other("io_uring timer unavailable");
+                return this.poll_fallback(cx, &why);
             }
             let op = this
                 .op
@@ -97,7 +154,8 @@ impl Future for Sleep {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => this.op = None, // re-checks the clock
                 Poll::Ready(Err(e)) => {
-                    panic!("sleep: cannot set an io_uring timer: {e}")
+                    this.op = None;
+                    return this.poll_fallback(cx, &e);
                 }
             }
         }

@@ -1,0 +1,221 @@
+//! A runtime coordinated with other processes (paper §2.4, `ss_runtime::coordinate`):
+//! it defers to more important work elsewhere, resumes when that is done, keeps
+//! running its own more important work, and stops deferring when the coordinator
+//! goes away. "Another process" is a raw `ss_coord::Client` registered with the
+//! same coordinator, publishing a bitmap by hand. Every wait is bounded; nothing
+//! asserts how fast anything happens.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ss_coord::{Client, Config, Coordinator, Running};
+use ss_runtime::{prio, Builder, Coordination, Runtime};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn socket(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("ss-rt-coord-{}-{name}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn coordinator(name: &str) -> (Running, PathBuf) {
+    let path = socket(name);
+    (Coordinator::spawn(Config::new(&path)).unwrap(), path)
+}
+
+fn runtime(path: &Path) -> Runtime {
+    Builder::new()
+        .workers(2)
+        .coordination(Coordination::Connect(path.to_owned()))
+        .build()
+        .unwrap()
+}
+
+/// Waits (bounded) until `cond` holds.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A coroutine at `level` that counts its polls and yields until told to stop.
+fn spinner(rt: &Runtime, level: u8) -> (Arc<AtomicU64>, Arc<AtomicBool>) {
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c, s) = (count.clone(), stop.clone());
+    rt.spawn(
+        async move {
+            while !s.load(Ordering::Relaxed) {
+                c.fetch_add(1, Ordering::Relaxed);
+                ss_runtime::yield_now().await;
+            }
+        },
+        prio(level),
+    )
+    .unwrap();
+    (count, stop)
+}
+
+#[test]
+fn defers_to_more_important_work_elsewhere_then_resumes() {
+    let (coord, path) = coordinator("defer");
+    let other = Client::connect(&path).unwrap();
+    let rt = runtime(&path);
+    assert!(rt.coordinated());
+
+    // The other process has level-0 work ready; once the runtime sees it ...
+    other.publish(0b1).unwrap();
+    let client = rt.coordinator().unwrap();
+    eventually("the runtime sees level 0 ready elsewhere", || {
+        client.view().global.bits() & 1 != 0
+    });
+
+    // ... its level-7 work does not run at all: its workers defer instead.
+    let (count, stop) = spinner(&rt, 7);
+    eventually("a worker defers", || rt.deferrals() > 0);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        count.load(Ordering::Relaxed),
+        0,
+        "level-7 work ran while level 0 waited elsewhere"
+    );
+
+    // Its own level-0 work is not less important than the other's: it runs.
+    assert_eq!(rt.block_on(async { 6 * 7 }), 42);
+
+    // The runtime publishes its level-7 work where the coordinator sees it.
+    eventually("the coordinator sees the runtime's level 7", || {
+        coord
+            .status()
+            .clients
+            .iter()
+            .any(|c| c.source == client.source_id() && c.raw & (1 << 7) != 0)
+    });
+
+    // The other process's work is done: the deferred work runs.
+    other.publish(0).unwrap();
+    eventually("the level-7 work runs", || {
+        count.load(Ordering::Relaxed) > 0
+    });
+    stop.store(true, Ordering::Relaxed);
+    rt.shutdown();
+    drop(other);
+    coord.stop().unwrap();
+}
+
+/// A coroutine that keeps yielding, alone in its runtime, is held back by its
+/// poller rather than queued; it must still count, and still defer.
+#[test]
+fn a_running_yielder_defers_when_more_important_work_appears_elsewhere() {
+    let (coord, path) = coordinator("yielder");
+    let other = Client::connect(&path).unwrap();
+    let rt = runtime(&path);
+    let (count, stop) = spinner(&rt, 6);
+    eventually("the level-6 work runs", || {
+        count.load(Ordering::Relaxed) > 100
+    });
+    eventually("the coordinator sees the runtime's level 6", || {
+        let me = rt.coordinator().unwrap().source_id();
+        coord
+            .status()
+            .clients
+            .iter()
+            .any(|c| c.source == me && c.raw & (1 << 6) != 0)
+    });
+    other.publish(0b10).unwrap(); // level 1 elsewhere
+    eventually("a worker defers", || rt.deferrals() > 0);
+    let before = count.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        count.load(Ordering::Relaxed),
+        before,
+        "level-6 work ran while level 1 waited elsewhere"
+    );
+    other.publish(0).unwrap();
+    eventually("the level-6 work runs again", || {
+        count.load(Ordering::Relaxed) > before
+    });
+    stop.store(true, Ordering::Relaxed);
+    rt.shutdown();
+    drop(other);
+    coord.stop().unwrap();
+}
+
+#[test]
+fn equal_or_less_important_work_elsewhere_does_not_defer() {
+    let (coord, path) = coordinator("equal");
+    let other = Client::connect(&path).unwrap();
+    let rt = runtime(&path);
+    let client = rt.coordinator().unwrap();
+    // The other has level 3 and level 7 ready.
+    other.publish((1 << 3) | (1 << 7)).unwrap();
+    eventually("the runtime sees level 3 elsewhere", || {
+        client.view().global.bits() & (1 << 3) != 0
+    });
+    let (count, stop) = spinner(&rt, 3);
+    eventually("level-3 work runs beside level 3 elsewhere", || {
+        count.load(Ordering::Relaxed) > 100
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (count, stop) = spinner(&rt, 2);
+    eventually("level-2 work runs", || count.load(Ordering::Relaxed) > 100);
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(rt.deferrals(), 0);
+    rt.shutdown();
+    drop(other);
+    coord.stop().unwrap();
+}
+
+#[test]
+fn a_dead_coordinator_stops_the_deferring() {
+    let (coord, path) = coordinator("gone");
+    let other = Client::connect(&path).unwrap();
+    let rt = runtime(&path);
+    let client = rt.coordinator().unwrap();
+    other.publish(0b1).unwrap();
+    eventually("the runtime sees level 0 elsewhere", || {
+        client.view().global.bits() & 1 != 0
+    });
+    let (count, stop) = spinner(&rt, 5);
+    eventually("a worker defers", || rt.deferrals() > 0);
+    // The coordinator stops (it publishes an empty view first): work resumes,
+    // and the runtime notices that nobody coordinates any more.
+    coord.stop().unwrap();
+    eventually("the deferred work runs", || {
+        count.load(Ordering::Relaxed) > 0
+    });
+    stop.store(true, Ordering::Relaxed);
+    eventually("the runtime stops following the coordinator", || {
+        !rt.coordinated()
+    });
+    rt.shutdown();
+    drop(other);
+}
+
+#[test]
+fn no_coordinator_is_a_clear_error() {
+    let path = socket("absent");
+    let err = Builder::new()
+        .workers(1)
+        .coordination(Coordination::Connect(path))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("ss-coord"), "{err}");
+}
+
+#[test]
+fn not_coordinated_unless_asked() {
+    let rt = Builder::new()
+        .workers(1)
+        .coordination(Coordination::Off)
+        .build()
+        .unwrap();
+    assert!(!rt.coordinated());
+    assert!(rt.coordinator().is_none());
+    assert_eq!(rt.block_on(async { 1 }), 1);
+}
