@@ -29,3 +29,4 @@ pub mod harness;
 pub mod latency;
 pub mod machine;
 pub mod report;
+pub mod ssbench;

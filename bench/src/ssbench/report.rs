@@ -1,0 +1,833 @@
+//! The report of a run: `report.md` (tables, figures, targets), `data.json`
+//! (every data point, as measured) and the SVG figures, in one directory.
+//!
+//! Targets (issue 5, item 6) are judged here from the run's own numbers; a
+//! target whose models did not run is *not judged*, never met by default.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::load::LatencyStats;
+use super::plot::{self, Chart, Series};
+use super::suite::{Point, Results};
+use crate::latency::us;
+
+/// A target's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    /// The run's numbers meet it.
+    Met,
+    /// They do not.
+    Missed,
+    /// A model it compares did not run (or the experiment was not run).
+    NotJudged,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "MISSED",
+            Verdict::NotJudged => "not judged",
+        }
+    }
+
+    fn of(ok: bool) -> Verdict {
+        if ok {
+            Verdict::Met
+        } else {
+            Verdict::Missed
+        }
+    }
+}
+
+/// One target and how this run did against it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    /// Short name.
+    pub name: &'static str,
+    /// When it is met.
+    pub rule: &'static str,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The numbers it was judged from.
+    pub detail: String,
+}
+
+fn fig5_at<'a>(r: &'a Results, model: &str, c: usize) -> Option<&'a Point> {
+    r.fig5
+        .iter()
+        .find(|p| p.model == model && p.load.connections == c)
+}
+
+/// The last connection count at which `model` ran in fig5, and whether it failed there.
+fn fig5_last<'a>(r: &'a Results, model: &str) -> Option<&'a Point> {
+    r.fig5.iter().rev().find(|p| p.model == model)
+}
+
+/// Judges every target from `r`.
+pub fn judge(r: &Results) -> Vec<Target> {
+    vec![
+        ratio_at_1024(r),
+        kcuc_vs_tokio(r),
+        ceiling(r),
+        ordered(r),
+        memory(r),
+    ]
+}
+
+fn not_judged(name: &'static str, rule: &'static str, why: String) -> Target {
+    Target {
+        name,
+        rule,
+        verdict: Verdict::NotJudged,
+        detail: why,
+    }
+}
+
+fn ratio_at_1024(r: &Results) -> Target {
+    let (name, rule) = (
+        "KCUC/KTUT at 1024",
+        "fig5: KCUC's throughput ≥ 4 × KTUT's at 1024 connections (the paper's best: 3.93×)",
+    );
+    let Some(k) = fig5_at(r, "kcuc", 1024) else {
+        return not_judged(name, rule, "KCUC has no point at 1024 connections".into());
+    };
+    if k.failed.is_some() {
+        return Target {
+            name,
+            rule,
+            verdict: Verdict::Missed,
+            detail: format!(
+                "KCUC failed at 1024: {}",
+                k.failed.as_deref().unwrap_or_default()
+            ),
+        };
+    }
+    match fig5_at(r, "ktut", 1024) {
+        Some(t) => {
+            let ratio = k.load.throughput / t.load.throughput.max(1e-9);
+            Target {
+                name,
+                rule,
+                verdict: Verdict::of(ratio >= 4.0),
+                detail: format!(
+                    "{:.2}× ({:.0} vs {:.0} responses/s{})",
+                    ratio,
+                    k.load.throughput,
+                    t.load.throughput,
+                    if t.failed.is_some() { "; KTUT failed there" } else { "" }
+                ),
+            }
+        }
+        None => match fig5_last(r, "ktut") {
+            Some(t) if t.failed.is_some() => Target {
+                name,
+                rule,
+                verdict: Verdict::Met,
+                detail: format!(
+                    "KTUT failed at {} connections and could not run 1024; KCUC answered every request at 1024 ({:.0} responses/s)",
+                    t.load.connections, k.load.throughput
+                ),
+            },
+            _ => not_judged(name, rule, "KTUT has no point at 1024 connections".into()),
+        },
+    }
+}
+
+fn kcuc_vs_tokio(r: &Results) -> Target {
+    let (name, rule) = (
+        "KCUC vs tokio",
+        "fig5: at every connection count, KCUC's throughput ≥ 99 % of tokio's (1 % for answers straddling the window's end) and its p99 ≤ tokio's",
+    );
+    let ks: Vec<&Point> = r.fig5.iter().filter(|p| p.model == "kcuc").collect();
+    if ks.is_empty() || !r.fig5.iter().any(|p| p.model == "tokio") {
+        return not_judged(name, rule, "KCUC or tokio did not run fig5".into());
+    }
+    let mut misses = Vec::new();
+    let mut compared = 0;
+    for k in &ks {
+        let c = k.load.connections;
+        match fig5_at(r, "tokio", c) {
+            Some(t) if t.failed.is_none() => {
+                compared += 1;
+                if k.failed.is_some() {
+                    misses.push(format!("C={c}: KCUC failed, tokio did not"));
+                } else {
+                    if k.load.throughput < 0.99 * t.load.throughput {
+                        misses.push(format!(
+                            "C={c}: throughput {:.0} < {:.0}",
+                            k.load.throughput, t.load.throughput
+                        ));
+                    }
+                    if k.load.latency.p99_us > t.load.latency.p99_us {
+                        misses.push(format!(
+                            "C={c}: p99 {} > {} µs",
+                            us(k.load.latency.p99_us),
+                            us(t.load.latency.p99_us)
+                        ));
+                    }
+                }
+            }
+            // tokio failed (or never got there) where KCUC ran: KCUC is ahead.
+            _ => compared += 1,
+        }
+    }
+    Target {
+        name,
+        rule,
+        verdict: Verdict::of(misses.is_empty()),
+        detail: if misses.is_empty() {
+            format!("held at all {compared} connection counts")
+        } else {
+            misses.join("; ")
+        },
+    }
+}
+
+/// The most verified responses/s a model achieved in the saturation sweep.
+fn best_rate(r: &Results, model: &str) -> Option<f64> {
+    r.saturation
+        .iter()
+        .filter(|p| p.model == model)
+        .map(|p| p.load.throughput)
+        .reduce(f64::max)
+}
+
+fn ceiling(r: &Results) -> Target {
+    let (name, rule) = (
+        "KCUC vs the ceiling",
+        "saturation: KCUC's best throughput ≥ 80 % of the no-scheduler ceiling's",
+    );
+    match (best_rate(r, "kcuc"), best_rate(r, "ceiling")) {
+        (Some(k), Some(c)) => {
+            let top = r.settings.rates.iter().copied().fold(0.0, f64::max);
+            let client_bound = r
+                .saturation
+                .iter()
+                .filter(|p| p.model == "ceiling" || p.model == "kcuc")
+                .any(|p| p.load.client_cpus >= 0.9);
+            let mut bound = String::new();
+            if c >= 0.9 * top {
+                bound += &format!(
+                    "; the ceiling kept up with the highest rate offered ({top:.0}/s): a bound, not its limit"
+                );
+            }
+            if client_bound {
+                bound += "; the client neared one full CPU in this sweep, so there the client, not the server, set the rate";
+            }
+            Target {
+                name,
+                rule,
+                verdict: Verdict::of(k >= 0.8 * c),
+                detail: format!(
+                    "{:.0} % ({k:.0} vs {c:.0} responses/s{bound})",
+                    100.0 * k / c.max(1e-9)
+                ),
+            }
+        }
+        _ => not_judged(
+            name,
+            rule,
+            "KCUC or the ceiling did not run the saturation sweep".into(),
+        ),
+    }
+}
+
+fn ordered(r: &Results) -> Target {
+    let (name, rule) = (
+        "fig6 ordered",
+        "fig6: KCUC's mean latency strictly increases from priority 0 to 7, with 1 and with 2 workers",
+    );
+    let ks: Vec<&Point> = r.fig6.iter().filter(|p| p.model == "kcuc").collect();
+    if ks.is_empty() {
+        return not_judged(name, rule, "KCUC did not run fig6".into());
+    }
+    let mut ok = true;
+    let mut parts = Vec::new();
+    for p in ks {
+        let means: Vec<f64> = p.load.groups.iter().map(|g| g.latency.mean_us).collect();
+        let strictly = means.len() >= 2 && means.windows(2).all(|w| w[0] < w[1]);
+        ok &= strictly && p.failed.is_none();
+        parts.push(format!(
+            "{} worker(s): {} µs{}",
+            p.workers.unwrap_or(0),
+            means.iter().map(|&m| us(m)).collect::<Vec<_>>().join(" < "),
+            if strictly {
+                ""
+            } else {
+                " (not strictly increasing)"
+            }
+        ));
+    }
+    Target {
+        name,
+        rule,
+        verdict: Verdict::of(ok),
+        detail: parts.join("; "),
+    }
+}
+
+fn memory(r: &Results) -> Target {
+    let (name, rule) = (
+        "memory",
+        "memory: KCUC holds ≥ 10 × the connections KTUT holds in the same limit (the paper: 385 vs 186)",
+    );
+    let get = |m: &str| r.memory.iter().find(|p| p.model == m);
+    match (get("kcuc"), get("ktut")) {
+        (Some(k), Some(t)) => {
+            let met = k.hold.held >= 10 * t.hold.held.max(1);
+            let capped = k.hold.failed_at.is_none();
+            let verdict = match (met, capped) {
+                (true, _) => Verdict::Met,
+                // KCUC never failed: the cap, not KCUC, ended the ramp.
+                (false, true) => Verdict::NotJudged,
+                (false, false) => Verdict::Missed,
+            };
+            Target {
+                name,
+                rule,
+                verdict,
+                detail: format!(
+                    "{} vs {} connections in {} MiB{}",
+                    k.hold.held,
+                    t.hold.held,
+                    k.limit_mib,
+                    if capped {
+                        " (KCUC reached the cap without failing: a lower bound; raise --memory-cap)"
+                    } else {
+                        ""
+                    }
+                ),
+            }
+        }
+        _ => not_judged(
+            name,
+            rule,
+            "KCUC or KTUT did not run the memory experiment".into(),
+        ),
+    }
+}
+
+/// The targets as text lines, for the end of a run.
+pub fn summary(r: &Results) -> String {
+    let mut s = String::from("targets:\n");
+    for t in &r.targets {
+        let _ = writeln!(s, "  {:<22} {:<10} {}", t.name, t.verdict.word(), t.detail);
+    }
+    if !r.unavailable.is_empty() {
+        let _ = writeln!(
+            s,
+            "unavailable models: {}",
+            r.unavailable.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    s
+}
+
+/// Writes `report.md`, `data.json` and the figures into `dir`.
+///
+/// # Errors
+/// A file cannot be written.
+pub fn write(dir: &Path, r: &Results) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = serde_json::to_string_pretty(r)?;
+    std::fs::write(dir.join("data.json"), json).context("writing data.json")?;
+    let figures = figures(dir, r)?;
+    let md = markdown(r, &figures);
+    std::fs::write(dir.join("report.md"), md).context("writing report.md")?;
+    Ok(())
+}
+
+/// Models in the order of the settings, that have points in `pts`.
+fn models_in<'a>(r: &'a Results, pts: &[Point]) -> Vec<&'a str> {
+    r.settings
+        .models
+        .iter()
+        .map(String::as_str)
+        .filter(|m| pts.iter().any(|p| p.model == *m))
+        .collect()
+}
+
+fn series(pts: &[Point], model: &str, f: impl Fn(&Point) -> (f64, f64)) -> Series {
+    Series {
+        name: model.to_owned(),
+        points: pts.iter().filter(|p| p.model == model).map(f).collect(),
+    }
+}
+
+/// A group's priority as a chart coordinate.
+fn prio(g: &super::load::GroupReport) -> f64 {
+    f64::from(g.priority.unwrap_or(0))
+}
+
+/// Draws every figure; returns (file name, caption) of each.
+fn figures(dir: &Path, r: &Results) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut add = |file: String, caption: String, charts: Vec<Chart>| -> Result<()> {
+        plot::svg(&dir.join(&file), &charts)?;
+        out.push((file, caption));
+        Ok(())
+    };
+    if !r.fig5.is_empty() {
+        let ms = models_in(r, &r.fig5);
+        let chart = |title: &str, y: &str, y_log, f: &dyn Fn(&Point) -> f64| Chart {
+            title: title.into(),
+            x: "connections".into(),
+            y: y.into(),
+            x_log: true,
+            y_log,
+            series: ms
+                .iter()
+                .map(|m| series(&r.fig5, m, |p| (p.load.connections as f64, f(p))))
+                .collect(),
+        };
+        add(
+            "fig5.svg".into(),
+            "Figure 5: throughput and latency against connections (closed loop, 100 ms)".into(),
+            vec![
+                chart("throughput", "verified responses/s", true, &|p| {
+                    p.load.throughput
+                }),
+                chart("mean latency", "ms", true, &|p| {
+                    p.load.latency.mean_us / 1e3
+                }),
+                chart("p99 latency", "ms", true, &|p| p.load.latency.p99_us / 1e3),
+            ],
+        )?;
+    }
+    for m in models_in(r, &r.fig6) {
+        let pts: Vec<&Point> = r.fig6.iter().filter(|p| p.model == m).collect();
+        let per_prio = |f: &dyn Fn(&super::load::GroupReport) -> f64| -> Vec<Series> {
+            pts.iter()
+                .map(|p| Series {
+                    name: format!("{} worker(s)", p.workers.unwrap_or(0)),
+                    points: p.load.groups.iter().map(|g| (prio(g), f(g))).collect(),
+                })
+                .collect()
+        };
+        let chart = |title: &str, y: &str, y_log, series| Chart {
+            title: format!("{m}: {title}"),
+            x: "priority (0 = most important)".into(),
+            y: y.into(),
+            x_log: false,
+            y_log,
+            series,
+        };
+        add(
+            format!("fig6-{m}.svg"),
+            format!(
+                "Figure 6 ({m}): throughput and latency per priority, 64 connections in 8 levels"
+            ),
+            vec![
+                chart(
+                    "throughput",
+                    "verified responses/s",
+                    false,
+                    per_prio(&|g| g.throughput),
+                ),
+                chart("mean latency", "µs", true, per_prio(&|g| g.latency.mean_us)),
+                chart("p99 latency", "µs", true, per_prio(&|g| g.latency.p99_us)),
+            ],
+        )?;
+    }
+    for m in models_in(r, &r.fig7) {
+        let charts = r
+            .fig7
+            .iter()
+            .filter(|p| p.model == m)
+            .map(|p| Chart {
+                title: format!(
+                    "{m}, {} worker(s): latency distribution",
+                    p.workers.unwrap_or(0)
+                ),
+                x: "latency µs".into(),
+                y: "fraction of requests at or below".into(),
+                x_log: true,
+                y_log: false,
+                series: p
+                    .load
+                    .groups
+                    .iter()
+                    .map(|g| Series {
+                        name: format!("priority {}", g.priority.unwrap_or(0)),
+                        points: g.latency.cdf.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        add(
+            format!("fig7-{m}.svg"),
+            format!(
+                "Figure 7 ({m}): latency distribution per priority, 64 connections in 4 levels"
+            ),
+            charts,
+        )?;
+    }
+    if !r.saturation.is_empty() {
+        let ms = models_in(r, &r.saturation);
+        add(
+            "saturation.svg".into(),
+            "Saturation: median and p99 latency against achieved throughput (open loop, Poisson)"
+                .into(),
+            [
+                ("p50", LatencyStats::p50 as fn(&LatencyStats) -> f64),
+                ("p99", LatencyStats::p99),
+            ]
+            .into_iter()
+            .map(|(name, pick)| Chart {
+                title: format!("throughput–latency, {name}"),
+                x: "verified responses/s".into(),
+                y: format!("{name} latency µs"),
+                x_log: true,
+                y_log: true,
+                series: ms
+                    .iter()
+                    .map(|m| {
+                        series(&r.saturation, m, |p| {
+                            (p.load.throughput, pick(&p.load.latency))
+                        })
+                    })
+                    .collect(),
+            })
+            .collect(),
+        )?;
+    }
+    Ok(out)
+}
+
+fn cell(p: Option<&Point>, f: impl Fn(&Point) -> String) -> String {
+    match p {
+        None => "—".into(),
+        Some(p) if p.failed.is_some() => format!("{} ✗", f(p)),
+        Some(p) => f(p),
+    }
+}
+
+fn markdown(r: &Results, figures: &[(String, String)]) -> String {
+    let mut s = String::new();
+    let s_ = &r.settings;
+    let _ = writeln!(s, "# ssbench report\n");
+    let _ = writeln!(s, "{}\n", r.machine);
+    let _ = writeln!(s, "Command: `{}`\n", r.command);
+    let (before, after) = &r.load_average;
+    let busy = before
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .is_some_and(|v| v > 1.0);
+    let _ = writeln!(
+        s,
+        "Load average (1, 5, 15 min) when the run began: {before}; when it ended: {after}.{}\n",
+        if busy {
+            " **The machine was busy before the run began: other work shared the CPUs with \
+             the servers and the client, and every number below is perturbed by it.**"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "Settings: {} s window per point; fig5/memory/saturation servers with {} workers; \
+         fig6/fig7 interval {} ms (0 = back to back); memory limit {} MiB, up to {} connections; \
+         saturation over {} connections at {} requests/s.{}\n",
+        s_.duration_s,
+        s_.workers,
+        s_.prio_interval_ms,
+        s_.memory_mib,
+        s_.memory_cap,
+        s_.saturation_connections,
+        s_.rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if s_.quick {
+            " **Quick run: too short for conclusions.**"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "Every answer is checked element by element; latency runs from each request's intended send time. \
+         `✗` marks a point with errors (its numbers are shown as measured). How to read all of this: `docs/evaluation.md`.\n"
+    );
+    let _ = writeln!(
+        s,
+        "## Targets\n\n| target | rule | verdict | from |\n|---|---|---|---|"
+    );
+    for t in &r.targets {
+        let _ = writeln!(
+            s,
+            "| {} | {} | **{}** | {} |",
+            t.name,
+            t.rule,
+            t.verdict.word(),
+            t.detail
+        );
+    }
+    let _ = writeln!(s, "\n## Models\n");
+    for m in &s_.models {
+        match r.unavailable.get(m) {
+            Some(why) => {
+                let _ = writeln!(s, "- `{m}`: **unavailable**: {}", why.replace('\n', " "));
+            }
+            None => {
+                let _ = writeln!(s, "- `{m}`: ran");
+            }
+        }
+    }
+    if !r.incomplete.is_empty() {
+        let _ = writeln!(s, "\n**Runs that did not complete:**\n");
+        for i in &r.incomplete {
+            let _ = writeln!(s, "- {i}");
+        }
+    }
+    fig5_md(&mut s, r);
+    prio_md(
+        &mut s,
+        &r.fig6,
+        "Figure 6: 8 priority levels, 64 connections",
+        false,
+    );
+    prio_md(
+        &mut s,
+        &r.fig7,
+        "Figure 7: 4 priority levels, 64 connections",
+        true,
+    );
+    memory_md(&mut s, r);
+    saturation_md(&mut s, r);
+    if !figures.is_empty() {
+        let _ = writeln!(s, "\n## Figures\n");
+        for (file, caption) in figures {
+            let _ = writeln!(s, "![{caption}]({file})\n");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n## Errors\n\nPoints with errors, with what failed (servers' stderr: `logs/`):\n"
+    );
+    let mut any = false;
+    for p in r.points().filter(|p| p.failed.is_some()) {
+        any = true;
+        let _ = writeln!(
+            s,
+            "- {} at {} connections: {}",
+            p.model,
+            p.load.connections,
+            p.failed.as_deref().unwrap_or_default()
+        );
+    }
+    if !any {
+        let _ = writeln!(s, "None.");
+    }
+    s
+}
+
+/// A table's header: `first`, then one column per model.
+fn header(s: &mut String, first: &str, models: &[&str]) {
+    let _ = write!(s, "| {first} |");
+    for m in models {
+        let _ = write!(s, " {m} |");
+    }
+    let _ = write!(s, "\n|---|");
+    for _ in models {
+        let _ = write!(s, "---|");
+    }
+    let _ = writeln!(s);
+}
+
+fn fig5_md(s: &mut String, r: &Results) {
+    if r.fig5.is_empty() {
+        return;
+    }
+    let ms = models_in(r, &r.fig5);
+    let mut counts: Vec<usize> = r.fig5.iter().map(|p| p.load.connections).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let _ = writeln!(
+        s,
+        "\n## Figure 5: throughput and latency against connections\n\n\
+         Closed loop, one 15 × 15 request per connection every 100 ms: the offered load is C × 10 \
+         requests/s. One table per quantity; `✗` marks a point with errors."
+    );
+    type Cell = fn(&Point) -> String;
+    let tables: [(&str, Cell); 5] = [
+        ("Throughput, verified responses/s", |p| {
+            format!("{:.0}", p.load.throughput)
+        }),
+        ("Mean latency, ms", |p| {
+            format!("{:.2}", p.load.latency.mean_us / 1e3)
+        }),
+        ("p99 latency, ms", |p| {
+            format!("{:.2}", p.load.latency.p99_us / 1e3)
+        }),
+        ("p99.9 latency, ms", |p| {
+            format!("{:.2}", p.load.latency.p999_us / 1e3)
+        }),
+        (
+            "CPUs busy, server / client, and the client's send lag p99 in µs (its own lateness)",
+            |p| {
+                format!(
+                    "{:.2} / {:.2}, {}",
+                    p.server_cpus,
+                    p.load.client_cpus,
+                    us(p.load.send_lag.p99_us)
+                )
+            },
+        ),
+    ];
+    for (title, f) in tables {
+        let _ = write!(s, "\n**{title}**\n\n");
+        header(s, "C", &ms);
+        for &c in &counts {
+            let _ = write!(s, "| {c} |");
+            for m in &ms {
+                let _ = write!(s, " {} |", cell(fig5_at(r, m, c), f));
+            }
+            let _ = writeln!(s);
+        }
+    }
+}
+
+fn prio_md(s: &mut String, pts: &[Point], title: &str, dist: bool) {
+    if pts.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## {title}\n\nEach connection asks for its priority with a Hello; rows are the granted priorities. \
+         Each cell: {}.\n",
+        if dist {
+            "p50 | p99 | p99.9 | max latency µs"
+        } else {
+            "verified responses/s | mean latency µs | p99 µs"
+        }
+    );
+    for p in pts {
+        let _ = writeln!(
+            s,
+            "**{}, {} worker(s)** — all: {:.0} responses/s, mean {} µs, p99 {} µs; client {:.2} CPUs, server {:.2}{}\n",
+            p.model,
+            p.workers.unwrap_or(0),
+            p.load.throughput,
+            us(p.load.latency.mean_us),
+            us(p.load.latency.p99_us),
+            p.load.client_cpus,
+            p.server_cpus,
+            p.failed.as_deref().map(|f| format!(" — ✗ {f}")).unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "| priority | connections | {} |\n|---|---|---|",
+            if dist {
+                "p50 \\| p99 \\| p99.9 \\| max"
+            } else {
+                "resp/s \\| mean \\| p99"
+            }
+        );
+        for g in &p.load.groups {
+            let l = &g.latency;
+            let v = if dist {
+                format!(
+                    "{} \\| {} \\| {} \\| {}",
+                    us(l.p50_us),
+                    us(l.p99_us),
+                    us(l.p999_us),
+                    us(l.max_us)
+                )
+            } else {
+                format!(
+                    "{:.0} \\| {} \\| {}",
+                    g.throughput,
+                    us(l.mean_us),
+                    us(l.p99_us)
+                )
+            };
+            let prio = g.priority.map_or_else(|| "-".into(), |p| p.to_string());
+            let _ = writeln!(s, "| {prio} | {} | {v} |", g.connections);
+        }
+        let _ = writeln!(s);
+    }
+}
+
+fn memory_md(s: &mut String, r: &Results) {
+    if r.memory.is_empty() {
+        return;
+    }
+    let how = r
+        .memory
+        .first()
+        .map(|m| m.enforced_by.as_str())
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "\n## Memory: connections held within one limit\n\nEnforced by: {how}. Connections ramp up by an \
+         eighth at a time; after each step every connection must answer one request right within 3 s.\n\n\
+         | model | held | failed at | why | peak MiB | server |\n|---|---|---|---|---|---|"
+    );
+    for m in &r.memory {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            m.model,
+            m.hold.held,
+            m.hold
+                .failed_at
+                .map_or_else(|| "—".into(), |f| f.to_string()),
+            m.hold.reason,
+            m.peak_mib.map_or_else(|| "?".into(), |p| format!("{p:.1}")),
+            m.server_end
+        );
+    }
+}
+
+fn saturation_md(s: &mut String, r: &Results) {
+    if r.saturation.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Saturation: open-loop rate sweep\n\n{} connections, Poisson arrivals; a model's sweep stops at the \
+         first rate it answers less than 90 % of. Each cell: verified responses/s | p50 µs | p99 µs | \
+         CPUs busy in the server/client | the client's send lag p99 µs. Latency runs from the intended send \
+         time, so it includes the client's own lateness (the lag): where the lag is a large part of the p99, \
+         or the client is near 1.00 CPU, the two CPUs of this machine were full and the client shares the blame.\n",
+        r.settings.saturation_connections
+    );
+    let ms = models_in(r, &r.saturation);
+    header(s, "offered/s", &ms);
+    for &rate in &r.settings.rates {
+        let _ = write!(s, "| {rate:.0} |");
+        for m in &ms {
+            let p = r
+                .saturation
+                .iter()
+                .find(|p| p.model == *m && p.load.rate == Some(rate));
+            let _ = write!(
+                s,
+                " {} |",
+                cell(p, |p| format!(
+                    "{:.0} \\| {} \\| {} \\| {:.2}/{:.2} \\| {}",
+                    p.load.throughput,
+                    us(p.load.latency.p50_us),
+                    us(p.load.latency.p99_us),
+                    p.server_cpus,
+                    p.load.client_cpus,
+                    us(p.load.send_lag.p99_us)
+                ))
+            );
+        }
+        let _ = writeln!(s);
+    }
+    let _ = write!(s, "| **best** |");
+    for m in &ms {
+        let _ = write!(s, " **{:.0}** |", best_rate(r, m).unwrap_or(0.0));
+    }
+    let _ = writeln!(s);
+}

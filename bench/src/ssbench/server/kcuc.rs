@@ -1,0 +1,72 @@
+//! `kcuc`: kernel coroutines, user coroutines (paper §4.1, model 1) — three
+//! ss-runtime coroutines per connection at its priority; their socket I/O goes
+//! through io_uring, and each completion wakes the issuing coroutine by id
+//! (the kernel's io_uring plays the paper's kernel coroutine). The queues wake
+//! by id too.
+
+use std::io;
+use std::net::Shutdown;
+use std::sync::Arc;
+
+use ss_runtime::net::{TcpListener, TcpStream};
+use ss_runtime::prio;
+
+use super::accept;
+use super::framing::Framer;
+use super::pipeline::{self, RecvIo, SendIo};
+use super::ss::{self, ACCEPT_PRIORITY};
+use super::{probe_io_uring, Policy, Running, Setup};
+
+/// A connection's socket, shared by its receiving and sending coroutines.
+struct Uring(Arc<TcpStream>);
+
+impl RecvIo for Uring {
+    async fn recv(&mut self, framer: &mut Framer) -> io::Result<usize> {
+        let (r, buf) = self.0.recv(framer.take()).await;
+        framer.give(buf);
+        r
+    }
+}
+
+impl SendIo for Uring {
+    async fn send_all(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        let (r, b) = self.0.send_all(std::mem::take(buf)).await;
+        *buf = b;
+        r
+    }
+
+    fn finish(&mut self) {
+        let _ = self.0.shutdown(Shutdown::Write);
+    }
+
+    fn abort(&mut self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
+pub(crate) fn start(setup: Setup) -> anyhow::Result<Running> {
+    probe_io_uring()?;
+    let rt = ss::runtime("kcuc", &setup)?;
+    let listener = TcpListener::from_std(setup.listener);
+    let policy = Arc::new(setup.policy);
+    rt.spawn(accept_loop(listener, policy), prio(ACCEPT_PRIORITY))?;
+    Ok(Box::new(rt))
+}
+
+async fn accept_loop(listener: TcpListener, policy: Arc<Policy>) {
+    accept::serve("kcuc", listener, |stream| start_connection(stream, &policy)).await;
+}
+
+accept::tcp_listener!(TcpListener, TcpStream, ss_runtime::time::sleep);
+
+fn start_connection(stream: TcpStream, policy: &Arc<Policy>) {
+    let priority = policy.on_accept();
+    let stream = Arc::new(stream);
+    let (queues, hooks) = ss::connection(policy);
+    let futures = (
+        pipeline::receive(Uring(stream.clone()), queues.clone(), hooks.clone()),
+        pipeline::handle(queues.clone(), hooks.clone()),
+        pipeline::send(Uring(stream), queues.clone()),
+    );
+    ss::spawn_connection(None, "kcuc", priority, &queues, &hooks, futures);
+}

@@ -1,0 +1,192 @@
+//! The three components of a connection (paper §4), written once for every
+//! model: [`receive`] → request queue → [`handle`] → response queue → [`send`].
+//!
+//! They are `async fn`s over the model's socket I/O ([`RecvIo`], [`SendIo`])
+//! and wake-up ([`Wakeup`]). Coroutine and task models spawn them; the thread
+//! models run each on its own thread under a minimal `block_on`, with I/O that
+//! blocks in the system call and queues that park the thread — so the only
+//! difference between models is the one the paper measures.
+//!
+//! # Ending
+//!
+//! - The peer closes (or resets, in mid-frame or not): [`receive`] closes the
+//!   request queue; [`handle`] answers what is queued and closes the response
+//!   queue; [`send`] sends what is queued, shuts its side (FIN) and ends.
+//! - A bad frame: [`receive`] queues it as a [`Job::Bad`] (answered in order,
+//!   after every earlier request), closes the request queue as above, and then
+//!   reads and discards until the peer closes (at most [`DISCARD_LIMIT`] bytes),
+//!   so that the peer's unread bytes do not make our close a reset that could
+//!   destroy the error Response in flight.
+//! - A send fails (the peer is gone): [`send`] closes the response queue and
+//!   shuts the socket down both ways, so [`handle`] stops at its next put and
+//!   [`receive`] at its next receive or put.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::task::Waker;
+
+use super::framing::{Framer, Handler, Job};
+use super::queue::{Queue, Wakeup};
+use super::Policy;
+
+/// After a bad frame, the most bytes read and discarded before the connection
+/// is dropped without waiting for the peer to close.
+pub(crate) const DISCARD_LIMIT: usize = 1 << 20;
+
+/// The receive side of a connection's socket in some model.
+pub(crate) trait RecvIo {
+    /// Receives into `framer`'s spare room; `Ok(0)` at end of file.
+    fn recv(&mut self, framer: &mut Framer) -> impl Future<Output = io::Result<usize>>;
+}
+
+/// The send side of a connection's socket in some model.
+pub(crate) trait SendIo {
+    /// Sends all of `buf` (an owned-buffer model may take it and give it back).
+    fn send_all(&mut self, buf: &mut Vec<u8>) -> impl Future<Output = io::Result<()>>;
+    /// Shuts the sending side (FIN) after the last answer.
+    fn finish(&mut self);
+    /// Shuts the socket down both ways after a failure, so that the receiver,
+    /// maybe waiting in a receive, stops too.
+    fn abort(&mut self);
+}
+
+/// A model's hooks around the components.
+pub(crate) trait Hooks: Send + Sync + 'static {
+    /// How a waiting component is woken.
+    type Wake: Wakeup;
+    /// A Hello asked for `requested`: grant a priority (the [`Policy`]),
+    /// apply it to the connection's components if the model has priorities,
+    /// and return it for the answer. Called from the receiving component.
+    fn hello(&self, requested: u8) -> impl Future<Output = u8>;
+    /// Called by the handler between requests: lets a model give way to more
+    /// important work (ss-runtime's cooperative budget). Nothing by default.
+    fn between_requests(&self) -> impl Future<Output = ()> {
+        async {}
+    }
+}
+
+/// The hooks of the models without priorities (threads, tokio, monoio): a
+/// Hello is granted by the policy and answered, and changes nothing else.
+pub(crate) struct PolicyHooks(pub(crate) Arc<Policy>);
+
+impl Hooks for PolicyHooks {
+    type Wake = Waker;
+
+    async fn hello(&self, requested: u8) -> u8 {
+        self.0.grant(requested)
+    }
+}
+
+/// A connection's two queues.
+pub(crate) struct Queues<W> {
+    requests: Queue<Job, W>,
+    responses: Queue<Vec<u8>, W>,
+}
+
+impl<W: Wakeup> Queues<W> {
+    pub(crate) fn new() -> Arc<Queues<W>> {
+        Arc::new(Queues {
+            requests: Queue::new(),
+            responses: Queue::new(),
+        })
+    }
+
+    /// Closes both queues: components already running stop at their next step
+    /// (a connection whose components could not all be started).
+    pub(crate) fn close(&self) {
+        self.requests.close();
+        self.responses.close();
+    }
+}
+
+/// The receiving component: socket → frames → request queue.
+pub(crate) async fn receive<R: RecvIo, H: Hooks>(
+    mut io: R,
+    queues: Arc<Queues<H::Wake>>,
+    hooks: Arc<H>,
+) {
+    let requests = &queues.requests;
+    let mut framer = Framer::new();
+    'conn: loop {
+        while let Some(job) = framer.next_job(|| requests.recycled()) {
+            let job = match job {
+                Job::Hello { priority } => Job::Hello {
+                    priority: hooks.hello(priority).await,
+                },
+                Job::Bad(bad) => {
+                    let _ = requests.put(Job::Bad(bad)).await;
+                    requests.close();
+                    discard(&mut io, &mut framer).await;
+                    return;
+                }
+                job @ Job::Request(_) => job,
+            };
+            if requests.put(job).await.is_err() {
+                break 'conn;
+            }
+        }
+        match io.recv(&mut framer).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    requests.close();
+}
+
+/// Reads and drops what the peer sends after a bad frame, until it closes.
+async fn discard<R: RecvIo>(io: &mut R, framer: &mut Framer) {
+    let mut dropped = 0;
+    while dropped < DISCARD_LIMIT {
+        framer.clear();
+        match io.recv(framer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => dropped += n,
+        }
+    }
+}
+
+/// The handling component: request queue → C = M × M → response queue.
+pub(crate) async fn handle<H: Hooks>(queues: Arc<Queues<H::Wake>>, hooks: Arc<H>) {
+    let Queues {
+        requests,
+        responses,
+    } = &*queues;
+    let mut handler = Handler::new();
+    while let Some(job) = requests.take().await {
+        let mut out = responses.recycled();
+        let answered = handler.respond(&job, &mut out);
+        if let Job::Request(buf) = job {
+            requests.recycle(buf);
+        }
+        if let Err(e) = answered {
+            eprintln!("ssbench server: {e}; dropping the connection");
+            break;
+        }
+        if responses.put(out).await.is_err() {
+            break;
+        }
+        hooks.between_requests().await;
+    }
+    requests.close();
+    responses.close();
+}
+
+/// The sending component: response queue → socket, everything queued in one
+/// send.
+pub(crate) async fn send<S: SendIo, W: Wakeup>(mut io: S, queues: Arc<Queues<W>>) {
+    let responses = &queues.responses;
+    let mut out = Vec::new();
+    loop {
+        out.clear();
+        if !responses.take_all_into(&mut out).await {
+            io.finish();
+            return;
+        }
+        if io.send_all(&mut out).await.is_err() {
+            responses.close();
+            io.abort();
+            return;
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! `ssbench load` against a tiny server of PROTOCOL.md made here (one thread per
+//! connection), which can also answer wrongly, close early or stall: the load
+//! generator must count every answer, check it, and count each fault by kind.
+//! No assertion depends on timing; every wait is bounded by the generator's own
+//! `--timeout` and window.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ss_bench::ssbench::load::{self, LoadArgs, Mode};
+use ss_proto::{encode, matrix, Parsed, ServerDecoder, ServerFrame, MAX_FRAME_LEN};
+
+/// How the tiny server misbehaves.
+#[derive(Clone, Copy, Debug, Default)]
+struct Faults {
+    /// Flip one element of every n-th answer (counting from 1) on each connection.
+    wrong_every: Option<u64>,
+    /// Never answer requests (HelloAcks still go out).
+    stall: bool,
+    /// Close the connection after this many answers.
+    close_after: Option<u64>,
+}
+
+/// Starts the server; it stops accepting when the returned flag is set (its
+/// threads end with their connections).
+fn tiny_server(faults: Faults) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stop2.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Ok(conn) = conn {
+                std::thread::spawn(move || serve(conn, faults));
+            }
+        }
+    });
+    (addr, stop)
+}
+
+fn serve(mut conn: TcpStream, faults: Faults) {
+    let _ = conn.set_nodelay(true);
+    let mut decoder = ServerDecoder::new();
+    let mut inbox: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut reply = vec![0u8; MAX_FRAME_LEN];
+    let mut product = vec![0u32; 64 * 64];
+    let mut answered = 0u64;
+    loop {
+        let n = match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        inbox.extend_from_slice(&buf[..n]);
+        let mut out = Vec::new();
+        loop {
+            let (len, consumed) = match decoder.decode(&inbox) {
+                Ok(Parsed::Incomplete { .. }) => break,
+                Err(bad) => {
+                    let len =
+                        encode::encode_response_error(bad.request_id(), bad.status(), &mut reply)
+                            .unwrap();
+                    let _ = conn.write_all(&reply[..len]);
+                    return;
+                }
+                Ok(Parsed::Complete { frame, consumed }) => match frame {
+                    ServerFrame::Hello(h) => (
+                        encode::encode_hello_ack(h.priority.min(7), &mut reply).unwrap(),
+                        consumed,
+                    ),
+                    ServerFrame::Request(req) => {
+                        if faults.stall {
+                            inbox.drain(..consumed);
+                            continue;
+                        }
+                        let dim = req.dim();
+                        let c = &mut product[..dim.elements()];
+                        matrix::square_into(dim, &req.matrix, c).unwrap();
+                        answered += 1;
+                        if faults.wrong_every.is_some_and(|k| answered % k == 0) {
+                            c[0] = c[0].wrapping_add(1);
+                        }
+                        (
+                            encode::encode_response_ok(req.id, dim, &*c, &mut reply).unwrap(),
+                            consumed,
+                        )
+                    }
+                },
+            };
+            out.extend_from_slice(&reply[..len]);
+            inbox.drain(..consumed);
+            if faults.close_after.is_some_and(|k| answered >= k) {
+                let _ = conn.write_all(&out);
+                return;
+            }
+        }
+        if conn.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+fn args(addr: SocketAddr) -> LoadArgs {
+    LoadArgs {
+        connections: 8,
+        interval: Duration::from_millis(20),
+        duration: Duration::from_millis(300),
+        timeout: Duration::from_secs(5),
+        ..LoadArgs::paper(addr, 8)
+    }
+}
+
+#[test]
+fn closed_loop_verifies_every_answer_per_priority() {
+    let (addr, stop) = tiny_server(Faults::default());
+    let report = load::run(&LoadArgs {
+        levels: Some(4),
+        ..args(addr)
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    assert!(c.clean(), "{c:?}");
+    assert_eq!(c.connected, 8);
+    // 8 connections × 15 intervals of 20 ms in 300 ms, all sent and answered.
+    assert_eq!(c.sent, 8 * 15, "{c:?}");
+    assert_eq!(c.verified, c.sent);
+    assert_eq!(c.unsent, 0);
+    assert_eq!(report.latency.count, c.verified);
+    // Connection i asked for i % 4; the server granted what was asked.
+    let prios: Vec<Option<u8>> = report.groups.iter().map(|g| g.priority).collect();
+    assert_eq!(prios, vec![Some(0), Some(1), Some(2), Some(3)]);
+    assert!(report.groups.iter().all(|g| g.connections == 2));
+    let per_group: u64 = report.groups.iter().map(|g| g.latency.count).sum();
+    assert_eq!(per_group, c.verified);
+    assert!(report.latency.p50_us > 0.0 && report.latency.max_us >= report.latency.p99_us);
+}
+
+#[test]
+fn open_loop_pipelines_and_verifies() {
+    let (addr, stop) = tiny_server(Faults::default());
+    let report = load::run(&LoadArgs {
+        mode: Mode::Open,
+        rate: 2_000.0,
+        connections: 4,
+        ..args(addr)
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    assert!(c.clean(), "{c:?}");
+    assert!(c.sent > 0);
+    assert_eq!(c.verified, c.sent, "{c:?}");
+    assert_eq!(report.groups.len(), 1);
+    assert_eq!(report.groups[0].priority, None);
+    assert_eq!(report.rate, Some(2_000.0));
+}
+
+#[test]
+fn wrong_answers_are_caught_and_end_their_connection() {
+    let (addr, stop) = tiny_server(Faults {
+        wrong_every: Some(3),
+        ..Faults::default()
+    });
+    let report = load::run(&args(addr)).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    // Each connection's third answer is wrong: 8 wrong answers, 16 right ones.
+    assert_eq!(c.wrong_answers, 8, "{c:?}");
+    assert_eq!(c.verified, 16, "{c:?}");
+    assert!(!c.clean());
+    assert!(c.unsent > 0);
+}
+
+#[test]
+fn a_stalled_server_costs_timeouts_not_a_hang() {
+    let (addr, stop) = tiny_server(Faults {
+        stall: true,
+        ..Faults::default()
+    });
+    let report = load::run(&LoadArgs {
+        timeout: Duration::from_millis(200),
+        levels: Some(2),
+        ..args(addr)
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    assert_eq!(c.connected, 8, "HelloAcks still came: {c:?}");
+    assert_eq!(c.verified, 0);
+    // One request per connection went out and was never answered.
+    assert_eq!(c.timeouts, 8, "{c:?}");
+    assert_eq!(c.sent, 8);
+}
+
+#[test]
+fn an_early_close_is_counted() {
+    let (addr, stop) = tiny_server(Faults {
+        close_after: Some(2),
+        ..Faults::default()
+    });
+    let report = load::run(&args(addr)).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    assert_eq!(c.verified, 16, "{c:?}");
+    assert_eq!(c.closed, 8, "{c:?}");
+}
+
+#[test]
+fn nobody_listening_is_a_connect_error() {
+    // Bind and drop: the port is very likely free and refuses connections.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let report = load::run(&LoadArgs {
+        connections: 2,
+        ..args(addr)
+    })
+    .unwrap();
+    assert_eq!(report.counts.connect_errors, 2);
+    assert_eq!(report.counts.verified, 0);
+}
+
+#[test]
+fn hold_ramps_until_the_cap() {
+    let (addr, stop) = tiny_server(Faults::default());
+    let hold = load::hold(addr, 40, 16, Duration::from_secs(5), || true).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(hold.held, 40, "{hold:?}");
+    assert_eq!(hold.failed_at, None);
+    // Rounds at 16, 32 and 40 connections: one request each per round.
+    assert_eq!(hold.verified, 16 + 32 + 40);
+}
+
+#[test]
+fn hold_stops_at_the_first_failure() {
+    let (addr, stop) = tiny_server(Faults {
+        close_after: Some(2),
+        ..Faults::default()
+    });
+    let hold = load::hold(addr, 64, 8, Duration::from_secs(5), || true).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    // The first 8 connections answer twice, then close: the second round (16)
+    // fails if their close is seen within it, the third (24) in any case.
+    assert!(matches!(hold.held, 8 | 16), "{hold:?}");
+    assert_eq!(hold.failed_at, Some(hold.held + 8), "{hold:?}");
+    assert_eq!(hold.wrong_answers, 0);
+}
+
+#[test]
+fn the_binary_prints_json() {
+    let (addr, stop) = tiny_server(Faults::default());
+    let out = Command::new(env!("CARGO_BIN_EXE_ssbench"))
+        .args(["load", "--addr", &addr.to_string(), "--connections", "3"])
+        .args([
+            "--interval",
+            "10ms",
+            "--duration",
+            "200ms",
+            "--levels",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["counts"]["connected"], 3);
+    assert_eq!(v["counts"]["sent"], v["counts"]["verified"]);
+    assert_eq!(v["groups"].as_array().unwrap().len(), 3);
+    assert_eq!(v["mode"], "closed");
+    assert!(v["latency"]["p999_us"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ssbench"))
+        .args(["load", "--addr", "127.0.0.1:1", "--dim", "65"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dim 65"));
+}

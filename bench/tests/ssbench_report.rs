@@ -1,0 +1,132 @@
+//! The experiment driver end to end: `ssbench` starts real servers (the
+//! `ceiling` model, the smallest), drives them, and writes the report, the JSON
+//! of every point and the figures. Asserts completion and verified answers,
+//! never timings.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ssbench-report-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn ssbench(args: &[&str], out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ssbench"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("data.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn quick_suite_writes_report_data_and_figures() {
+    let out = out_dir("all");
+    let run = ssbench(
+        &[
+            "all",
+            "--quick",
+            "--models",
+            "ceiling",
+            "--require",
+            "ceiling",
+        ],
+        &out,
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.starts_with("# ssbench report"));
+    assert!(md.contains("machine: "), "the machine line is missing");
+    for section in [
+        "## Targets",
+        "## Figure 5",
+        "## Figure 6",
+        "## Figure 7",
+        "## Memory",
+        "## Saturation",
+    ] {
+        assert!(md.contains(section), "{section} missing");
+    }
+    for fig in [
+        "fig5.svg",
+        "fig6-ceiling.svg",
+        "fig7-ceiling.svg",
+        "saturation.svg",
+    ] {
+        let svg = std::fs::read_to_string(out.join(fig)).unwrap();
+        assert!(svg.starts_with("<svg"), "{fig}");
+    }
+    let v = json(&out);
+    assert!(
+        v["unavailable"].as_object().unwrap().is_empty(),
+        "{}",
+        v["unavailable"]
+    );
+    for exp in ["fig5", "fig6", "fig7", "saturation"] {
+        let pts = v[exp].as_array().unwrap();
+        assert!(!pts.is_empty(), "{exp} has no points");
+        for p in pts {
+            assert!(p["failed"].is_null(), "{exp}: {}", p["failed"]);
+            let c = &p["load"]["counts"];
+            assert!(c["verified"].as_u64().unwrap() > 0, "{exp}: {c}");
+            assert_eq!(c["wrong_answers"], 0);
+        }
+    }
+    // fig6: 8 groups, one per granted priority.
+    assert_eq!(v["fig6"][0]["load"]["groups"].as_array().unwrap().len(), 8);
+    assert_eq!(v["fig7"][0]["load"]["groups"].as_array().unwrap().len(), 4);
+    let mem = &v["memory"][0];
+    assert!(mem["hold"]["held"].as_u64().unwrap() > 0, "{mem}");
+    assert_eq!(v["targets"].as_array().unwrap().len(), 5);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_server_that_cannot_start_is_a_result_not_a_crash() {
+    // 1 MiB is too little for any server to start in: the memory experiment
+    // records that it held nothing, with the server's reason, and writes the
+    // report; the exit code is 1 (not 2, a crash of the driver) because no
+    // answer at all was verified.
+    let out = out_dir("cage");
+    let run = ssbench(
+        &[
+            "memory",
+            "--quick",
+            "--models",
+            "ceiling",
+            "--memory-mib",
+            "1",
+        ],
+        &out,
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no answer was verified"), "{stderr}");
+    assert!(out.join("report.md").exists());
+    let v = json(&out);
+    let mem = &v["memory"][0];
+    assert_eq!(mem["hold"]["held"], 0, "{mem}");
+    assert!(
+        mem["hold"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not start"),
+        "{mem}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn unknown_model_names_are_refused() {
+    let out = out_dir("names");
+    let run = ssbench(&["fig5", "--quick", "--models", "nosuchmodel"], &out);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("nosuchmodel"));
+}
