@@ -10,7 +10,9 @@
 //! - [`CoroutineKind`]: what a coroutine is for (paper §2.1, `kind`);
 //! - [`syscall`]: system call numbers, checked on entry;
 //! - [`page`]: the layouts of the pages shared between processes and the kernel
-//!   (or the Linux coordinator), such as the global priority bitmap.
+//!   (or the Linux coordinator), such as the global priority bitmap;
+//! - [`uspace`]: the RISC-V kernel's user address-space layout;
+//! - [`vdso`]: the interface of the shared scheduler code (the paper's vDSO).
 //!
 //! Design rule: nothing here trusts a raw number. Every conversion from an integer
 //! that may come from another process or from the wire is a `TryFrom` that fails
@@ -22,6 +24,8 @@ mod kind;
 pub mod page;
 mod priority;
 pub mod syscall;
+pub mod uspace;
+pub mod vdso;
 
 pub use id::CoroutineId;
 pub use kind::{CoroutineKind, InvalidKind};

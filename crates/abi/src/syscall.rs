@@ -29,18 +29,152 @@ pub enum Syscall {
     Read = 3,
     /// `write(fd, buf, len, cid)`: as [`Syscall::Read`].
     Write = 4,
-    /// `alloc_cpu()`: lend the calling process one more CPU (paper Table 1).
+    /// `alloc_cpu(entry, arg)`: lend the calling process one more CPU (paper
+    /// Table 1): a new thread of the process starts at `entry(arg)` on a stack the
+    /// kernel maps. Returns the thread id.
     AllocCpu = 5,
+    /// `spawn(name, name_len, priority, arg, fd)`: start the embedded program
+    /// `name` as a child process whose main coroutine has `priority`; its `main`
+    /// gets `arg`, and its descriptor 3 is a copy of the caller's `fd` (or none,
+    /// with [`NO_FD`]). Returns the child's pid.
+    Spawn = 6,
+    /// `wait(status)`: wait for any child to exit; writes its exit code (an
+    /// `i32`; [`KILLED`] for a process the kernel killed) to `status` and
+    /// returns its pid.
+    Wait = 7,
+    /// `getpid()`.
+    GetPid = 8,
+    /// `sleep(ns)`: block the calling thread for at least `ns` nanoseconds.
+    Sleep = 9,
+    /// `park()`: block the calling thread until a permit is available (the
+    /// process's executor has no ready coroutine), then take it.
+    Park = 10,
+    /// `unpark()`: add one permit to the process, waking one parked thread.
+    Unpark = 11,
+    /// `pipe(fds)`: create a pipe; writes the read and write ends (two `u32`
+    /// descriptors) to `fds`.
+    Pipe = 12,
+    /// `close(fd)`.
+    Close = 13,
+    /// `gethart()`: the hart the calling thread runs on now (for tests and
+    /// tools; it may change at any moment).
+    GetHart = 14,
+    /// `sched_info()`: the kernel's current reading of the calling process:
+    /// the priority bitmap it last folded into the global bitmap (for tests).
+    SchedInfo = 15,
 }
+
+/// The `fd` argument of [`Syscall::Spawn`] that passes no descriptor.
+pub const NO_FD: usize = usize::MAX;
+
+/// The exit code [`Syscall::Wait`] reports for a process the kernel killed (a
+/// fault in user mode).
+pub const KILLED: i32 = -1000;
+
+/// Why a system call failed. A call returns `-(code)` in `a0` on failure and a
+/// non-negative value on success.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(isize)]
+#[non_exhaustive]
+pub enum SysError {
+    /// A pointer argument names memory the process may not access that way
+    /// (unmapped, kernel, read-only for a write, or a range that wraps).
+    BadAddress = 1,
+    /// An argument is out of range (a priority beyond the levels, a length
+    /// too large, a name that is not UTF-8).
+    BadArgument = 2,
+    /// The system call number names no system call.
+    NoSuchSyscall = 3,
+    /// The descriptor is not open, or not open for this direction.
+    BadFd = 4,
+    /// `wait` with no child left.
+    NoChild = 5,
+    /// `spawn` of a program that is not in the image.
+    NoSuchProgram = 6,
+    /// The kernel ran out of memory (frames or heap) for this request.
+    OutOfMemory = 7,
+    /// A per-process limit (threads, descriptors) is reached.
+    Limit = 8,
+    /// Writing to a pipe whose read end is closed.
+    BrokenPipe = 9,
+    /// The asynchronous form of a call (a coroutine-id argument other than
+    /// [`ASYNC_ARG_NONE`]): not in this version of the kernel.
+    Unsupported = 10,
+}
+
+impl SysError {
+    /// Every error, in code order.
+    pub const ALL: [SysError; 10] = [
+        SysError::BadAddress,
+        SysError::BadArgument,
+        SysError::NoSuchSyscall,
+        SysError::BadFd,
+        SysError::NoChild,
+        SysError::NoSuchProgram,
+        SysError::OutOfMemory,
+        SysError::Limit,
+        SysError::BrokenPipe,
+        SysError::Unsupported,
+    ];
+
+    /// The value returned in `a0`: `-(code)`.
+    #[inline]
+    pub const fn to_ret(self) -> isize {
+        -(self as isize)
+    }
+
+    /// Decodes a system call's return value: `Ok` for non-negative values.
+    /// An unknown negative value (a newer kernel) reads as `BadArgument`.
+    pub fn from_ret(ret: isize) -> Result<usize, SysError> {
+        if ret >= 0 {
+            return Ok(ret as usize);
+        }
+        let code = ret.unsigned_abs() as isize;
+        Err(SysError::ALL
+            .iter()
+            .copied()
+            .find(|e| *e as isize == code)
+            .unwrap_or(SysError::BadArgument))
+    }
+}
+
+impl fmt::Display for SysError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SysError::BadAddress => "bad address: pass a pointer into memory this process has mapped with the needed access",
+            SysError::BadArgument => "bad argument: check the value against the system call's documented range",
+            SysError::NoSuchSyscall => "no such system call: rebuild the program and kernel from the same ss-abi",
+            SysError::BadFd => "bad descriptor: use a descriptor this process opened for this direction",
+            SysError::NoChild => "no child to wait for",
+            SysError::NoSuchProgram => "no program of that name is embedded in the kernel image",
+            SysError::OutOfMemory => "the kernel is out of memory; free something or ask for less",
+            SysError::Limit => "a per-process limit is reached; close or finish something first",
+            SysError::BrokenPipe => "the pipe's read end is closed",
+            SysError::Unsupported => "the asynchronous form of this call is not implemented yet; pass ASYNC_ARG_NONE",
+        })
+    }
+}
+
+impl core::error::Error for SysError {}
 
 impl Syscall {
     /// Every system call, in number order.
-    pub const ALL: [Syscall; 5] = [
+    pub const ALL: [Syscall; 15] = [
         Syscall::Exit,
         Syscall::Yield,
         Syscall::Read,
         Syscall::Write,
         Syscall::AllocCpu,
+        Syscall::Spawn,
+        Syscall::Wait,
+        Syscall::GetPid,
+        Syscall::Sleep,
+        Syscall::Park,
+        Syscall::Unpark,
+        Syscall::Pipe,
+        Syscall::Close,
+        Syscall::GetHart,
+        Syscall::SchedInfo,
     ];
 
     /// The number passed in the system call register.
@@ -87,8 +221,19 @@ mod tests {
         for s in Syscall::ALL {
             assert_eq!(Syscall::try_from(s.number()), Ok(s));
         }
-        for n in [0, 6, usize::MAX] {
+        for n in [0, 16, usize::MAX] {
             assert_eq!(Syscall::try_from(n), Err(UnknownSyscall(n)));
         }
+    }
+
+    #[test]
+    fn errors_round_trip_through_the_return_register() {
+        for e in SysError::ALL {
+            assert_eq!(SysError::from_ret(e.to_ret()), Err(e));
+        }
+        assert_eq!(SysError::from_ret(0), Ok(0));
+        assert_eq!(SysError::from_ret(42), Ok(42));
+        assert_eq!(SysError::from_ret(-999), Err(SysError::BadArgument));
+        assert_eq!(SysError::from_ret(isize::MIN), Err(SysError::BadArgument));
     }
 }

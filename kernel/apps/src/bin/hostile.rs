@@ -1,0 +1,243 @@
+//! Throws bad pointers, lengths, numbers, descriptors and priorities at every
+//! system call and checks each gets the right error code. Exits 0 when all did;
+//! otherwise with the number of the first check that did not. The kernel must
+//! survive all of it.
+#![no_std]
+#![no_main]
+
+use ss_abi::syscall::{SysError, Syscall, ASYNC_ARG_NONE};
+use ss_abi::uspace::{GLOBAL_PAGE_VA, USER_BASE, USER_END};
+use ss_ulib::sys;
+
+const KERNEL: usize = 0x8020_0000;
+const UNMAPPED: usize = 0x5000_0000;
+const NONE: usize = ASYNC_ARG_NONE as usize;
+
+/// Pointers that are never readable or writable user memory.
+const BAD: [usize; 8] = [
+    0,
+    8,
+    KERNEL,
+    USER_BASE - 8,
+    UNMAPPED,
+    USER_END,
+    usize::MAX - 3,
+    0x40_0000_0000,
+];
+
+fn call(s: Syscall, args: [usize; 6]) -> Result<usize, SysError> {
+    SysError::from_ret(sys::raw(s.number(), args))
+}
+
+struct Checks {
+    n: i32,
+    failed: Option<i32>,
+}
+
+impl Checks {
+    fn expect(&mut self, what: &str, got: Result<usize, SysError>, want: Result<usize, SysError>) {
+        self.n += 1;
+        if got != want {
+            ss_ulib::println!(
+                "[hostile] check {} ({what}): got {got:?}, want {want:?}",
+                self.n
+            );
+            self.failed.get_or_insert(self.n);
+        }
+    }
+}
+
+async fn main(_arg: usize) -> i32 {
+    let mut c = Checks { n: 0, failed: None };
+    let e = |e: SysError| Err::<usize, _>(e);
+    let buf = [0u8; 16];
+    let ok = buf.as_ptr() as usize;
+    let mut status = 0i32;
+    let st = &mut status as *mut i32 as usize;
+
+    for n in [0, 16, 999, usize::MAX] {
+        c.expect(
+            "unknown number",
+            SysError::from_ret(sys::raw(n, [0; 6])),
+            e(SysError::NoSuchSyscall),
+        );
+    }
+    for p in BAD {
+        c.expect(
+            "write from bad pointer",
+            call(Syscall::Write, [1, p, 16, NONE, 0, 0]),
+            e(SysError::BadAddress),
+        );
+        c.expect(
+            "read into bad pointer",
+            call(Syscall::Read, [0, p, 16, NONE, 0, 0]),
+            e(SysError::BadAddress),
+        );
+        c.expect(
+            "spawn with bad name",
+            call(Syscall::Spawn, [p, 6, 1, 0, 0, 0]),
+            e(SysError::BadAddress),
+        );
+        c.expect(
+            "wait with bad status",
+            call(Syscall::Wait, [p, 0, 0, 0, 0, 0]),
+            e(SysError::BadAddress),
+        );
+        c.expect(
+            "pipe with bad array",
+            call(Syscall::Pipe, [p, 0, 0, 0, 0, 0]),
+            e(SysError::BadAddress),
+        );
+    }
+    // Read-only memory is readable but not writable.
+    c.expect(
+        "read into the global page",
+        call(Syscall::Read, [0, GLOBAL_PAGE_VA, 8, NONE, 0, 0]),
+        e(SysError::BadAddress),
+    );
+    c.expect(
+        "wait into the global page",
+        call(Syscall::Wait, [GLOBAL_PAGE_VA, 0, 0, 0, 0, 0]),
+        e(SysError::BadAddress),
+    );
+    c.expect(
+        "pipe into the global page",
+        call(Syscall::Pipe, [GLOBAL_PAGE_VA, 0, 0, 0, 0, 0]),
+        e(SysError::BadAddress),
+    );
+    c.expect(
+        "write from the global page",
+        call(Syscall::Write, [1, GLOBAL_PAGE_VA, 0, NONE, 0, 0]),
+        Ok(0),
+    );
+    // Ranges that start mapped and run off the end.
+    c.expect(
+        "write past the stack top",
+        call(Syscall::Write, [1, USER_END - 8, 4096, NONE, 0, 0]),
+        e(SysError::BadAddress),
+    );
+    c.expect(
+        "wrapping length",
+        call(Syscall::Write, [1, ok, usize::MAX, NONE, 0, 0]),
+        e(SysError::BadAddress),
+    );
+    c.expect(
+        "misaligned status",
+        call(Syscall::Wait, [st + 1, 0, 0, 0, 0, 0]),
+        e(SysError::BadAddress),
+    );
+    // Descriptors.
+    for fd in [3, 63, 64, 9999, usize::MAX] {
+        c.expect(
+            "write to closed fd",
+            call(Syscall::Write, [fd, ok, 1, NONE, 0, 0]),
+            e(SysError::BadFd),
+        );
+        c.expect(
+            "read from closed fd",
+            call(Syscall::Read, [fd, ok, 1, NONE, 0, 0]),
+            e(SysError::BadFd),
+        );
+        c.expect(
+            "close closed fd",
+            call(Syscall::Close, [fd, 0, 0, 0, 0, 0]),
+            e(SysError::BadFd),
+        );
+    }
+    c.expect(
+        "write to stdin",
+        call(Syscall::Write, [0, ok, 1, NONE, 0, 0]),
+        e(SysError::BadFd),
+    );
+    c.expect(
+        "read from stdout",
+        call(Syscall::Read, [1, ok, 1, NONE, 0, 0]),
+        e(SysError::BadFd),
+    );
+    // The asynchronous forms are not in this kernel yet.
+    c.expect(
+        "async write",
+        call(Syscall::Write, [1, ok, 1, 5, 0, 0]),
+        e(SysError::Unsupported),
+    );
+    c.expect(
+        "async read",
+        call(Syscall::Read, [0, ok, 1, 5, 0, 0]),
+        e(SysError::Unsupported),
+    );
+    // Spawn arguments.
+    let name = b"worker";
+    let np = name.as_ptr() as usize;
+    c.expect(
+        "name too long",
+        call(Syscall::Spawn, [np, 10_000, 1, 0, 0, 0]),
+        e(SysError::BadArgument),
+    );
+    c.expect(
+        "name not UTF-8",
+        call(
+            Syscall::Spawn,
+            [b"\xff\xfe".as_ptr() as usize, 2, 1, 0, 0, 0],
+        ),
+        e(SysError::BadArgument),
+    );
+    for prio in [8, 64, 255, 256, usize::MAX] {
+        c.expect(
+            "priority beyond the levels",
+            call(Syscall::Spawn, [np, 6, prio, 0, 0, 0]),
+            e(SysError::BadArgument),
+        );
+    }
+    c.expect(
+        "unknown program",
+        call(Syscall::Spawn, [b"nope".as_ptr() as usize, 4, 1, 0, 0, 0]),
+        e(SysError::NoSuchProgram),
+    );
+    c.expect(
+        "wait without children",
+        call(Syscall::Wait, [st, 0, 0, 0, 0, 0]),
+        e(SysError::NoChild),
+    );
+    for entry in [0, KERNEL, USER_END, usize::MAX] {
+        c.expect(
+            "thread entry outside user memory",
+            call(Syscall::AllocCpu, [entry, 0, 0, 0, 0, 0]),
+            e(SysError::BadAddress),
+        );
+    }
+    // Permits: three unparks make three parks return at once.
+    for _ in 0..3 {
+        c.expect("unpark", call(Syscall::Unpark, [0; 6]), Ok(0));
+    }
+    for _ in 0..3 {
+        c.expect("park with a permit", call(Syscall::Park, [0; 6]), Ok(0));
+    }
+    c.expect("sleep 0", call(Syscall::Sleep, [0; 6]), Ok(0));
+    // A pipe, used correctly, still works after all that.
+    let (r, w) = sys::pipe().unwrap_or((usize::MAX, usize::MAX));
+    c.expect("pipe write", sys::write(w, b"ok"), Ok(2));
+    let mut got = [0u8; 4];
+    c.expect("pipe read", sys::read(r, &mut got), Ok(2));
+    c.expect("close write end", sys::close(w).map(|_| 0), Ok(0));
+    c.expect("end of file", sys::read(r, &mut got), Ok(0));
+    c.expect("close read end", sys::close(r).map(|_| 0), Ok(0));
+    // Threads: 15 more fit beside the first (16 stack slots), then `Limit`.
+    // They poll the Executor, find nothing, and park until the process exits
+    // (last, so that their parking cannot take the permits checked above).
+    for _ in 1..ss_abi::uspace::MAX_THREADS {
+        c.expect(
+            "alloc_cpu within the limit",
+            ss_ulib::alloc_cpu().map(|_| 0),
+            Ok(0),
+        );
+    }
+    c.expect(
+        "alloc_cpu past the limit",
+        ss_ulib::alloc_cpu(),
+        e(SysError::Limit),
+    );
+    ss_ulib::println!("[hostile] {} checks, first failure: {:?}", c.n, c.failed);
+    c.failed.unwrap_or(0)
+}
+
+ss_ulib::main!(main);

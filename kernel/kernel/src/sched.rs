@@ -1,0 +1,389 @@
+//! Global scheduling (paper §2.4): the run queue of user threads, the folding of
+//! every process's bitmap into the global bitmap, the switching coroutines, and
+//! the timer tick.
+//!
+//! # The switching coroutine
+//!
+//! At boot the kernel spawns one switching coroutine per hart into the kernel
+//! Executor, at the most important level (the paper's static start). Each one
+//! loops: take the runnable thread whose process is most important, set its own
+//! priority to that process's level (so kernel coroutines and processes compete
+//! in one priority order), and run the thread until it blocks, exits, yields, or
+//! a tick says otherwise. With no runnable thread it blocks in the kernel
+//! Executor; making a thread runnable wakes the idle switching coroutines.
+//!
+//! # The global bitmap
+//!
+//! Each process publishes its executor's ready bitmap in its process page. The
+//! kernel folds it into ss-core's [`GlobalBitmap`] on every tick, and at once
+//! whenever one of the process's threads starts or stops being runnable; a
+//! process with no runnable or running thread contributes nothing (its ready
+//! coroutines cannot run anyway). The result goes to the global page, mapped
+//! read-only into every process, under a sequence lock (odd `seq` while being
+//! written). The published bitmap is untrusted: `GlobalBitmap::update` masks it
+//! to the levels.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::task::{Context, Poll, Waker};
+
+use ss_abi::page::{GlobalPage, GLOBAL_PAGE_MAGIC, PAGE_VERSION};
+use ss_abi::{Levels, Priority};
+use ss_core::global::{GlobalBitmap, SourceId};
+use ss_kernel_logic::sched::{level_of, on_tick, RunQueue, Running, Tick};
+use ss_kernel_logic::sv39::PAGE_SIZE;
+
+use crate::arch::{self, reg, TIME_HZ};
+use crate::proc::{Process, Thread, ThreadState, PROCS};
+use crate::sync::{IrqMutex, NoIrq};
+use crate::{console, kexec, mm, sbi, syscall};
+
+/// Timer tick: 10 ms.
+pub const TICK: u64 = TIME_HZ / 100;
+const LEVELS: Levels = Levels::DEFAULT;
+const LOWEST: u8 = LEVELS.count() - 1;
+
+struct Sched {
+    runq: RunQueue<Arc<Thread>>,
+    idle: Vec<Waker>,
+    global: GlobalBitmap,
+}
+
+static SCHED: IrqMutex<Option<Sched>> = IrqMutex::new(None);
+static GLOBAL_PPN: AtomicUsize = AtomicUsize::new(0);
+static SCAN: IrqMutex<()> = IrqMutex::new(());
+static SLEEPERS: IrqMutex<Vec<(u64, Arc<Thread>)>> = IrqMutex::new(Vec::new());
+static KERNEL_SLEEPERS: IrqMutex<Vec<(u64, Waker)>> = IrqMutex::new(Vec::new());
+/// Ticks seen, on all harts.
+pub static TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Allocates the global page and the scheduler state. Boot hart, once.
+pub fn init() {
+    let ppn = mm::alloc_frame().expect("a frame for the global page");
+    GLOBAL_PPN.store(ppn, Ordering::SeqCst);
+    let page = (ppn * PAGE_SIZE) as *mut GlobalPage;
+    // SAFETY: the frame is ours and zeroed; no process maps it yet.
+    unsafe {
+        page.write(GlobalPage {
+            magic: GLOBAL_PAGE_MAGIC,
+            version: PAGE_VERSION,
+            ..GlobalPage::default()
+        })
+    };
+    *SCHED.lock() = Some(Sched {
+        runq: RunQueue::new(),
+        idle: Vec::new(),
+        global: GlobalBitmap::new(LEVELS),
+    });
+}
+
+fn with<R>(f: impl FnOnce(&mut Sched) -> R) -> R {
+    let mut g = SCHED.lock();
+    f(g.as_mut().expect("sched::init ran at boot"))
+}
+
+/// The global page's frame (mapped read-only into every process).
+pub fn global_page_ppn() -> usize {
+    GLOBAL_PPN.load(Ordering::SeqCst)
+}
+
+/// A new source in the global bitmap, for a new process.
+pub fn add_source() -> SourceId {
+    with(|s| s.global.add_source())
+}
+
+/// Withdraws a dead process's source.
+pub fn remove_source(id: SourceId) {
+    with(|s| {
+        if s.global.remove_source(id) {
+            publish(s);
+        }
+    });
+}
+
+/// Reads process `p`'s page and folds it in; returns whether the view changed.
+fn fold(s: &mut Sched, p: &Process) -> bool {
+    let raw = if p.active.load(Ordering::SeqCst) > 0 {
+        // SAFETY: `page_pa` is the process page's frame, owned by the process
+        // until teardown, which removes the source first (under SCHED). The
+        // process writes it concurrently: an atomic load of an aligned word.
+        unsafe { (*((p.page_pa + 16) as *const AtomicU64)).load(Ordering::Acquire) }
+    } else {
+        0
+    };
+    let changed = s.global.update(p.source, raw).unwrap_or(false);
+    let bits = s.global.source_bits(p.source).map_or(0, |b| b.bits());
+    p.bits.store(bits, Ordering::SeqCst);
+    p.level.store(level_of(bits, LOWEST), Ordering::SeqCst);
+    changed
+}
+
+/// Writes the view to the global page (sequence lock: odd while writing).
+fn publish(s: &Sched) {
+    let view = s.global.view();
+    let pa = global_page_ppn() * PAGE_SIZE;
+    let word = |off: usize| {
+        // SAFETY: the global page's frame lives for the kernel's lifetime; its
+        // words are aligned; the kernel writes it only here, under SCHED.
+        unsafe { &*((pa + off) as *const AtomicU64) }
+    };
+    let seq = word(8).load(Ordering::Relaxed);
+    word(8).store(seq.wrapping_add(1) | 1, Ordering::Release);
+    word(16).store(view.global.bits(), Ordering::Release);
+    word(24).store(view.multi.bits(), Ordering::Release);
+    word(8).store((seq | 1).wrapping_add(1), Ordering::Release);
+}
+
+/// Folds every process in (the timer scan).
+fn scan() {
+    with(|s| {
+        let procs: Vec<_> = PROCS.lock().values().cloned().collect();
+        let mut changed = false;
+        for p in &procs {
+            changed |= fold(s, p);
+        }
+        if changed {
+            publish(s);
+        }
+    });
+}
+
+/// Re-reads one process's page now (on `yield`).
+pub fn refresh(p: &Process) {
+    with(|s| {
+        if fold(s, p) {
+            publish(s);
+        }
+    });
+}
+
+/// A thread of `p` stopped being runnable (blocked or dead).
+pub fn thread_stopped(p: &Process) {
+    with(|s| {
+        p.active.fetch_sub(1, Ordering::SeqCst);
+        if fold(s, p) {
+            publish(s);
+        }
+    });
+}
+
+fn thread_level(t: &Arc<Thread>) -> u8 {
+    t.proc.level.load(Ordering::SeqCst)
+}
+
+/// Puts a Runnable thread in the run queue and wakes the idle switching
+/// coroutines. `became_active`: it was not runnable or running before.
+pub fn enqueue(t: Arc<Thread>, became_active: bool) {
+    let (wakers, best) = with(|s| {
+        if became_active {
+            t.proc.active.fetch_add(1, Ordering::SeqCst);
+            if fold(s, &t.proc) {
+                publish(s);
+            }
+        }
+        s.runq.push(t);
+        (
+            core::mem::take(&mut s.idle),
+            s.runq.best_level(thread_level),
+        )
+    });
+    let prio = Priority::new(best.unwrap_or(LOWEST)).unwrap_or(LEVELS.least_important());
+    for w in wakers {
+        if let Some(cid) = ss_core::cid_of(&w) {
+            // Its priority follows the process it is woken for.
+            let _ = kexec().reprio(cid, prio);
+        }
+        w.wake();
+    }
+}
+
+/// The next thread for a switching coroutine, or Pending until there is one.
+struct NextThread;
+
+impl Future for NextThread {
+    type Output = Arc<Thread>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Arc<Thread>> {
+        with(|s| match s.runq.pop_best(thread_level, |_| true) {
+            Some((t, _)) => Poll::Ready(t),
+            None => {
+                s.idle.push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// Why `run` gave the hart back.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Outcome {
+    /// The thread blocked, exited, or went back to the run queue.
+    Done,
+    /// A more important kernel coroutine is ready.
+    YieldToKernel,
+}
+
+/// A switching coroutine (one per hart; see the module docs).
+pub async fn switcher() {
+    loop {
+        let t = NextThread.await;
+        let level = t.proc.level.load(Ordering::SeqCst);
+        if let (Some(cid), Ok(p)) = (ss_core::current_cid().await, Priority::new(level)) {
+            let _ = kexec().reprio(cid, p);
+        }
+        if run(t) == Outcome::YieldToKernel {
+            ss_core::yield_now().await;
+        }
+    }
+}
+
+enum Stop {
+    Finish,
+    Requeue,
+    YieldToKernel,
+    Blocked,
+}
+
+/// Runs thread `t` on this hart until it stops (see `Stop`).
+fn run(t: Arc<Thread>) -> Outcome {
+    let Some(satp) = t.proc.enter_space() else {
+        t.proc.thread_exited(&t);
+        return Outcome::Done;
+    };
+    t.set_state(ThreadState::Running);
+    let _irq = NoIrq::now();
+    // SAFETY: every address space maps the kernel as the kernel table does.
+    unsafe { arch::set_satp(satp) };
+    let mut running = Running::default();
+    let hart = arch::hart_id();
+    let stop = loop {
+        if t.proc.is_dying() {
+            break Stop::Finish;
+        }
+        // SAFETY: we popped `t` from the run queue: its frame is ours until we
+        // hand it on (requeue, block, finish) below.
+        let frame = unsafe { t.frame() };
+        // SAFETY: the thread's address space is active; its frame holds a user
+        // context (built by `TrapFrame::new_user`, saved by the trap entry).
+        unsafe { arch::run_user(frame) };
+        let (cause, stval) = (arch::scause(), arch::stval());
+        if cause & arch::CAUSE_INTERRUPT != 0 {
+            match cause & !arch::CAUSE_INTERRUPT {
+                arch::IRQ_TIMER => {
+                    tick();
+                    let level = t.proc.level.load(Ordering::SeqCst);
+                    let waiting = with(|s| s.runq.best_level(thread_level));
+                    let kernel = kexec().most_important_ready().map(|p| p.level());
+                    match on_tick(&mut running, level, waiting, kernel) {
+                        Tick::Continue => {}
+                        Tick::Preempt => break Stop::Requeue,
+                        Tick::YieldToKernel => break Stop::YieldToKernel,
+                    }
+                }
+                arch::IRQ_SOFT => arch::clear_soft_pending(),
+                arch::IRQ_EXTERNAL => console::handle_external(hart),
+                _ => {}
+            }
+        } else if cause == arch::EXC_USER_ECALL {
+            frame.sepc += 4;
+            match syscall::dispatch(&t, frame) {
+                syscall::Outcome::Return(v) => frame.regs[reg::A0] = v as usize,
+                syscall::Outcome::Blocked => break Stop::Blocked,
+                syscall::Outcome::Yield => break Stop::Requeue,
+                syscall::Outcome::Exit => break Stop::Finish,
+            }
+        } else {
+            crate::println!(
+                "[kernel] pid {} ({}) thread {} killed: exception {} at pc {:#x}, stval {:#x}",
+                t.proc.pid,
+                t.proc.name,
+                t.tid,
+                cause,
+                frame.sepc,
+                stval
+            );
+            t.proc.kill(ss_abi::syscall::KILLED);
+            break Stop::Finish;
+        }
+    };
+    // SAFETY: the kernel table maps the kernel as every address space does.
+    unsafe { arch::set_satp(mm::kernel_satp()) };
+    t.proc.leave_space();
+    match stop {
+        Stop::Finish => t.proc.thread_exited(&t),
+        Stop::Requeue | Stop::YieldToKernel => {
+            t.set_state(ThreadState::Runnable);
+            enqueue(t, false);
+        }
+        Stop::Blocked => t.reap_if_dying(),
+    }
+    if matches!(stop, Stop::YieldToKernel) {
+        Outcome::YieldToKernel
+    } else {
+        Outcome::Done
+    }
+}
+
+/// Blocks the running thread `t` until `ns` nanoseconds from now; the system
+/// call returns 0 then.
+pub fn sleep(t: &Arc<Thread>, frame: &mut arch::TrapFrame, ns: u64) {
+    let ticks = ns / (1_000_000_000 / TIME_HZ);
+    let deadline = arch::time().saturating_add(ticks);
+    frame.regs[reg::A0] = 0;
+    let mut list = SLEEPERS.lock();
+    t.block_with(|t| list.push((deadline, t)));
+}
+
+/// Takes the entries of `list` whose deadline is `now` or earlier.
+fn take_due<T>(list: &mut Vec<(u64, T)>, now: u64) -> Vec<T> {
+    let mut due = Vec::new();
+    let mut i = 0;
+    while i < list.len() {
+        if list[i].0 <= now {
+            due.push(list.swap_remove(i).1);
+        } else {
+            i += 1;
+        }
+    }
+    due
+}
+
+/// A kernel coroutine's sleep: blocks it (in the kernel Executor) for at least
+/// `ms` milliseconds, to the next tick after that.
+pub async fn sleep_kernel(ms: u64) {
+    let deadline = arch::time().saturating_add(ms * TIME_HZ / 1000);
+    core::future::poll_fn(|cx| {
+        if arch::time() >= deadline {
+            return Poll::Ready(());
+        }
+        KERNEL_SLEEPERS.lock().push((deadline, cx.waker().clone()));
+        Poll::Pending
+    })
+    .await
+}
+
+/// The timer tick, on whichever hart it fires: re-arm, fold the process pages
+/// (one hart at a time), wake sleepers whose time has come.
+pub fn tick() {
+    sbi::set_timer(arch::time() + TICK);
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    let Some(_scan) = SCAN.try_lock() else {
+        return;
+    };
+    scan();
+    let now = arch::time();
+    let due = take_due(&mut SLEEPERS.lock(), now);
+    let wakers = take_due(&mut KERNEL_SLEEPERS.lock(), now);
+    for w in wakers {
+        w.wake();
+    }
+    for t in due {
+        // Sleep does not re-issue its call: the thread resumes after `ecall`.
+        if t.proc.is_dying() {
+            continue;
+        }
+        t.wake();
+    }
+}

@@ -1,0 +1,350 @@
+//! System calls: `a7` is the number, `a0..a5` the arguments, `a0` the result
+//! (non-negative) or `-(SysError)`.
+//!
+//! Every argument is an allegation. Numbers go through `Syscall::try_from`,
+//! priorities through `Levels::check`, descriptors through the process's table,
+//! pointers through `UserRange::new` and then the process's own page table
+//! (`AddressSpace::copy_in`/`copy_out`), lengths are capped. No value makes the
+//! kernel fault or panic; the worst a process can do with arguments is get an
+//! error code.
+
+use alloc::sync::Arc;
+use alloc::vec;
+
+use ss_abi::syscall::{SysError, Syscall, ASYNC_ARG_NONE, NO_FD};
+use ss_abi::uspace::{USER_BASE, USER_END};
+use ss_abi::{Levels, Priority};
+use ss_kernel_logic::user::UserRange;
+
+use crate::arch::{self, reg, TrapFrame};
+use crate::fd::{wake_all, Fd, Pipe, PIPE_CAPACITY};
+use crate::proc::{self, Thread};
+use crate::{console, sched};
+
+/// Bytes one `read` or `write` moves at most (a short count beyond).
+pub const MAX_IO: usize = 4096;
+/// Longest program name `spawn` accepts.
+pub const MAX_NAME: usize = 64;
+/// Descriptors a process may hold.
+pub const MAX_FDS: usize = 64;
+
+/// What the trap loop does after a system call.
+pub enum Outcome {
+    /// Return this value in `a0` and resume the thread.
+    Return(isize),
+    /// The thread blocked (and was handed to a wait list).
+    Blocked,
+    /// The thread gives up the hart.
+    Yield,
+    /// The thread (and its process) ends.
+    Exit,
+}
+
+type Result<T> = core::result::Result<T, SysError>;
+
+/// Handles the system call in `frame` for the running thread `t`.
+pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
+    let n = frame.regs[reg::A7];
+    let a = |i: usize| frame.arg(i);
+    let (a0, a1, a2, a3) = (a(0), a(1), a(2), a(3));
+    let call = match Syscall::try_from(n) {
+        Ok(c) => c,
+        Err(_) => return Outcome::Return(SysError::NoSuchSyscall.to_ret()),
+    };
+    let r: Result<usize> = match call {
+        Syscall::Exit => {
+            t.proc.kill(a0 as i32);
+            return Outcome::Exit;
+        }
+        Syscall::Yield => {
+            sched::refresh(&t.proc);
+            frame.regs[reg::A0] = 0;
+            return Outcome::Yield;
+        }
+        Syscall::Read | Syscall::Write => {
+            // a0 = fd, a1 = buf, a2 = len, a3 = cid (the asynchronous form).
+            let r = if a3 as u64 != ASYNC_ARG_NONE {
+                Err(SysError::Unsupported)
+            } else if call == Syscall::Read {
+                fd_of(t, a0).and_then(|f| read(t, frame, f, a1, a2))
+            } else {
+                fd_of(t, a0).and_then(|f| write(t, frame, f, a1, a2))
+            };
+            return match r {
+                Ok(Some(v)) => Outcome::Return(v as isize),
+                Ok(None) => Outcome::Blocked,
+                Err(e) => Outcome::Return(e.to_ret()),
+            };
+        }
+        Syscall::AllocCpu => {
+            if !(USER_BASE..USER_END).contains(&a0) {
+                Err(SysError::BadAddress)
+            } else {
+                t.proc.new_thread(a0, a1)
+            }
+        }
+        Syscall::Spawn => spawn(t, a0, a1, a2, a3, a(4)),
+        Syscall::Wait => return wait(t, frame, a0),
+        Syscall::GetPid => Ok(t.proc.pid as usize),
+        Syscall::Sleep => {
+            sched::sleep(t, frame, a0 as u64);
+            return Outcome::Blocked;
+        }
+        Syscall::Park => {
+            let mut inner = t.proc.inner.lock();
+            if inner.permits > 0 {
+                inner.permits -= 1;
+                Ok(0)
+            } else {
+                t.block_in(&mut inner.parked, frame);
+                return Outcome::Blocked;
+            }
+        }
+        Syscall::Unpark => {
+            let woken = {
+                let mut inner = t.proc.inner.lock();
+                inner.permits = inner.permits.saturating_add(1);
+                inner.parked.pop_front()
+            };
+            if let Some(w) = woken {
+                w.wake();
+            }
+            Ok(0)
+        }
+        Syscall::Pipe => pipe(t, a0),
+        Syscall::Close => {
+            let fd = t.proc.inner.lock().fds.get_mut(a0).and_then(Option::take);
+            // Dropped outside the lock: closing may wake other threads.
+            fd.map(|_| 0).ok_or(SysError::BadFd)
+        }
+        Syscall::GetHart => Ok(arch::hart_id()),
+        Syscall::SchedInfo => {
+            Ok(t.proc.bits.load(core::sync::atomic::Ordering::SeqCst) as usize & 0xff)
+        }
+        _ => Err(SysError::NoSuchSyscall),
+    };
+    Outcome::Return(match r {
+        Ok(v) => v as isize,
+        Err(e) => e.to_ret(),
+    })
+}
+
+/// Copies `len` bytes (at most `MAX_IO`) in from user memory.
+fn copy_in(t: &Thread, buf: usize, len: usize) -> Result<alloc::vec::Vec<u8>> {
+    let len = len.min(MAX_IO);
+    let range = UserRange::new(buf, len)?;
+    let mut data = vec![0u8; len];
+    t.proc.with_space(|s| s.copy_in(range, &mut data))?;
+    Ok(data)
+}
+
+/// Checks that `buf..buf+len` is writable user memory, before anything is
+/// consumed for it.
+fn check_out(t: &Thread, buf: usize, len: usize) -> Result<UserRange> {
+    let range = UserRange::new(buf, len)?;
+    t.proc.with_space(|s| s.check(range, true))?;
+    Ok(range)
+}
+
+fn copy_out(t: &Thread, range: UserRange, data: &[u8]) -> Result<()> {
+    t.proc.with_space(|s| s.copy_out(range, data))
+}
+
+fn fd_of(t: &Thread, fd: usize) -> Result<FdRef> {
+    let inner = t.proc.inner.lock();
+    match inner.fds.get(fd).and_then(Option::as_ref) {
+        Some(Fd::Stdin) => Ok(FdRef::Stdin),
+        Some(Fd::Stdout) => Ok(FdRef::Stdout),
+        Some(Fd::PipeRead(p)) => Ok(FdRef::PipeRead(p.clone())),
+        Some(Fd::PipeWrite(p)) => Ok(FdRef::PipeWrite(p.clone())),
+        None => Err(SysError::BadFd),
+    }
+}
+
+/// A descriptor looked up (so the table lock is not held while blocking).
+enum FdRef {
+    Stdin,
+    Stdout,
+    PipeRead(Arc<Pipe>),
+    PipeWrite(Arc<Pipe>),
+}
+
+/// `read` from `f`: `Ok(None)` when the thread blocked.
+fn read(
+    t: &Arc<Thread>,
+    frame: &mut TrapFrame,
+    f: FdRef,
+    buf: usize,
+    len: usize,
+) -> Result<Option<usize>> {
+    let range = check_out(t, buf, len.min(MAX_IO))?;
+    if range.is_empty() {
+        return Ok(Some(0));
+    }
+    let data: alloc::vec::Vec<u8> = match f {
+        FdRef::Stdin => {
+            let mut input = console::INPUT.lock();
+            if input.bytes.is_empty() {
+                t.block_in(&mut input.readers, frame);
+                return Ok(None);
+            }
+            let n = range.len().min(input.bytes.len());
+            input.bytes.drain(..n).collect()
+        }
+        FdRef::PipeRead(p) => {
+            let mut s = p.state.lock();
+            if s.buf.is_empty() {
+                if s.writers == 0 {
+                    return Ok(Some(0));
+                }
+                t.block_in(&mut s.read_wait, frame);
+                return Ok(None);
+            }
+            let n = range.len().min(s.buf.len());
+            let data = s.buf.drain(..n).collect();
+            let woken = core::mem::take(&mut s.write_wait);
+            drop(s);
+            wake_all(woken);
+            data
+        }
+        FdRef::Stdout | FdRef::PipeWrite(_) => return Err(SysError::BadFd),
+    };
+    let range = UserRange::new(range.start(), data.len())?;
+    copy_out(t, range, &data)?;
+    Ok(Some(data.len()))
+}
+
+/// `write` to `f`: `Ok(None)` when the thread blocked.
+fn write(
+    t: &Arc<Thread>,
+    frame: &mut TrapFrame,
+    f: FdRef,
+    buf: usize,
+    len: usize,
+) -> Result<Option<usize>> {
+    let data = copy_in(t, buf, len)?;
+    match f {
+        FdRef::Stdout => {
+            console::write_bytes(&data);
+            Ok(Some(data.len()))
+        }
+        FdRef::PipeWrite(p) => {
+            if data.is_empty() {
+                return Ok(Some(0));
+            }
+            let mut s = p.state.lock();
+            if s.readers == 0 {
+                return Err(SysError::BrokenPipe);
+            }
+            let room = PIPE_CAPACITY - s.buf.len();
+            if room == 0 {
+                t.block_in(&mut s.write_wait, frame);
+                return Ok(None);
+            }
+            let n = room.min(data.len());
+            s.buf.extend(&data[..n]);
+            let woken = core::mem::take(&mut s.read_wait);
+            drop(s);
+            wake_all(woken);
+            Ok(Some(n))
+        }
+        FdRef::Stdin | FdRef::PipeRead(_) => Err(SysError::BadFd),
+    }
+}
+
+fn spawn(
+    t: &Thread,
+    name: usize,
+    name_len: usize,
+    prio: usize,
+    arg: usize,
+    fd: usize,
+) -> Result<usize> {
+    if name_len > MAX_NAME {
+        return Err(SysError::BadArgument);
+    }
+    let bytes = copy_in(t, name, name_len)?;
+    let name = core::str::from_utf8(&bytes).map_err(|_| SysError::BadArgument)?;
+    let level = u8::try_from(prio).map_err(|_| SysError::BadArgument)?;
+    let prio = Priority::new(level)
+        .and_then(|p| Levels::DEFAULT.check(p))
+        .map_err(|_| SysError::BadArgument)?;
+    if proc::program(name).is_none() {
+        return Err(SysError::NoSuchProgram);
+    }
+    let fd3 = if fd == NO_FD {
+        None
+    } else {
+        let inner = t.proc.inner.lock();
+        Some(
+            inner
+                .fds
+                .get(fd)
+                .and_then(Option::as_ref)
+                .ok_or(SysError::BadFd)?
+                .dup(),
+        )
+    };
+    t.proc.inner.lock().children += 1;
+    match proc::spawn(name, prio, arg, Some(t.proc.pid), fd3) {
+        Ok(child) => Ok(child.pid as usize),
+        Err(e) => {
+            t.proc.inner.lock().children -= 1;
+            Err(e)
+        }
+    }
+}
+
+fn wait(t: &Arc<Thread>, frame: &mut TrapFrame, status: usize) -> Outcome {
+    let ret = |r: Result<usize>| Outcome::Return(r.map_or_else(|e| e.to_ret(), |v| v as isize));
+    let range = match UserRange::for_value::<i32>(status).and_then(|_| check_out(t, status, 4)) {
+        Ok(r) => r,
+        Err(e) => return ret(Err(e)),
+    };
+    let zombie = {
+        let mut inner = t.proc.inner.lock();
+        match inner.zombies.pop_front() {
+            Some(z) => {
+                inner.children -= 1;
+                z
+            }
+            None if inner.children == 0 => return ret(Err(SysError::NoChild)),
+            None => {
+                t.block_in(&mut inner.waiters, frame);
+                return Outcome::Blocked;
+            }
+        }
+    };
+    let (pid, code) = zombie;
+    ret(copy_out(t, range, &code.to_le_bytes()).map(|_| pid as usize))
+}
+
+fn pipe(t: &Thread, fds: usize) -> Result<usize> {
+    let range = check_out(t, fds, 8)?;
+    if fds % 4 != 0 {
+        return Err(SysError::BadAddress);
+    }
+    let (r, w) = Pipe::open();
+    let (rfd, wfd) = {
+        let mut inner = t.proc.inner.lock();
+        let free: alloc::vec::Vec<usize> = (0..MAX_FDS)
+            .filter(|&i| inner.fds.get(i).is_none_or(Option::is_none))
+            .take(2)
+            .collect();
+        if free.len() < 2 {
+            return Err(SysError::Limit);
+        }
+        for (&i, f) in free.iter().zip([r, w]) {
+            if inner.fds.len() <= i {
+                inner.fds.resize_with(i + 1, || None);
+            }
+            inner.fds[i] = Some(f);
+        }
+        (free[0] as u32, free[1] as u32)
+    };
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&rfd.to_le_bytes());
+    bytes[4..].copy_from_slice(&wfd.to_le_bytes());
+    copy_out(t, range, &bytes)?;
+    Ok(0)
+}

@@ -1,0 +1,204 @@
+//! # User-side system calls of the SharedScheduler kernel
+//!
+//! The synchronous forms of the kernel's system calls (`ss_abi::syscall` has
+//! the numbers and error codes), with no allocator and no runtime, so that both
+//! the user library and the shared scheduler code (the vDSO) use the same ones.
+//! The asynchronous forms (paper §3.2) come with the kernel's asynchronous
+//! system calls.
+#![no_std]
+
+use core::arch::asm;
+
+use ss_abi::syscall::{SysError, Syscall, ASYNC_ARG_NONE, NO_FD};
+
+/// A raw system call: number `n`, six arguments, the raw `a0` result. For
+/// tests that must pass values the typed wrappers would not.
+#[inline]
+pub fn raw(n: usize, args: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: `ecall` traps to the kernel, which reads a7 and a0..a5, writes a0
+    // and touches no other register or user memory beyond what the arguments
+    // name (and checks that first).
+    unsafe {
+        asm!(
+            "ecall",
+            inlateout("a0") args[0] => ret,
+            in("a1") args[1],
+            in("a2") args[2],
+            in("a3") args[3],
+            in("a4") args[4],
+            in("a5") args[5],
+            in("a7") n,
+            options(nostack)
+        );
+    }
+    ret
+}
+
+fn call(s: Syscall, args: [usize; 6]) -> Result<usize, SysError> {
+    SysError::from_ret(raw(s.number(), args))
+}
+
+/// Ends the process with `code`.
+pub fn exit(code: i32) -> ! {
+    raw(Syscall::Exit.number(), [code as usize, 0, 0, 0, 0, 0]);
+    unreachable!("exit returned")
+}
+
+/// Gives up the hart; the kernel runs the most important runnable thread.
+pub fn yield_now() {
+    let _ = call(Syscall::Yield, [0; 6]);
+}
+
+/// Reads up to `buf.len()` bytes from `fd`; 0 at end of file.
+///
+/// # Errors
+/// The kernel's [`SysError`].
+pub fn read(fd: usize, buf: &mut [u8]) -> Result<usize, SysError> {
+    call(
+        Syscall::Read,
+        [
+            fd,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            ASYNC_ARG_NONE as usize,
+            0,
+            0,
+        ],
+    )
+}
+
+/// Writes up to `buf.len()` bytes to `fd`; returns how many went.
+///
+/// # Errors
+/// The kernel's [`SysError`].
+pub fn write(fd: usize, buf: &[u8]) -> Result<usize, SysError> {
+    call(
+        Syscall::Write,
+        [
+            fd,
+            buf.as_ptr() as usize,
+            buf.len(),
+            ASYNC_ARG_NONE as usize,
+            0,
+            0,
+        ],
+    )
+}
+
+/// Writes all of `buf` to `fd`.
+///
+/// # Errors
+/// The kernel's [`SysError`].
+pub fn write_all(fd: usize, mut buf: &[u8]) -> Result<(), SysError> {
+    while !buf.is_empty() {
+        let n = write(fd, buf)?;
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// Starts a new thread of this process at `entry(arg)`; returns its id.
+///
+/// # Errors
+/// The kernel's [`SysError`].
+pub fn alloc_cpu_raw(entry: usize, arg: usize) -> Result<usize, SysError> {
+    call(Syscall::AllocCpu, [entry, arg, 0, 0, 0, 0])
+}
+
+/// Starts program `name` with its main coroutine at `priority`, passing `arg`;
+/// returns the child's pid.
+///
+/// # Errors
+/// The kernel's [`SysError`].
+pub fn spawn(name: &str, priority: u8, arg: usize) -> Result<usize, SysError> {
+    spawn_with_fd(name, priority, arg, NO_FD)
+}
+
+/// As [`spawn`], and the child gets a copy of `fd` as its descriptor 3.
+///
+/// # Errors
+/// The kernel's [`SysError`] (`BadFd` for a descriptor that is not open).
+pub fn spawn_with_fd(name: &str, priority: u8, arg: usize, fd: usize) -> Result<usize, SysError> {
+    let args = [
+        name.as_ptr() as usize,
+        name.len(),
+        usize::from(priority),
+        arg,
+        fd,
+        0,
+    ];
+    call(Syscall::Spawn, args)
+}
+
+/// Waits for a child to exit: `(pid, exit code)`.
+///
+/// # Errors
+/// [`SysError::NoChild`] when there is none.
+pub fn wait() -> Result<(usize, i32), SysError> {
+    let mut code = 0i32;
+    let pid = call(
+        Syscall::Wait,
+        [&mut code as *mut i32 as usize, 0, 0, 0, 0, 0],
+    )?;
+    Ok((pid, code))
+}
+
+/// This process's id.
+pub fn getpid() -> usize {
+    call(Syscall::GetPid, [0; 6]).unwrap_or(0)
+}
+
+/// Blocks this thread for at least `ns` nanoseconds.
+pub fn sleep_ns(ns: u64) {
+    let _ = call(Syscall::Sleep, [ns as usize, 0, 0, 0, 0, 0]);
+}
+
+/// Blocks this thread until a permit is available, then takes it.
+pub fn park() {
+    let _ = call(Syscall::Park, [0; 6]);
+}
+
+/// Adds a permit, waking one parked thread of this process.
+pub fn unpark() {
+    let _ = call(Syscall::Unpark, [0; 6]);
+}
+
+/// A pipe: `(read end, write end)`.
+///
+/// # Errors
+/// The kernel's [`SysError`].
+pub fn pipe() -> Result<(usize, usize), SysError> {
+    let mut fds = [0u32; 2];
+    call(Syscall::Pipe, [fds.as_mut_ptr() as usize, 0, 0, 0, 0, 0])?;
+    Ok((fds[0] as usize, fds[1] as usize))
+}
+
+/// Closes `fd`.
+///
+/// # Errors
+/// [`SysError::BadFd`].
+pub fn close(fd: usize) -> Result<(), SysError> {
+    call(Syscall::Close, [fd, 0, 0, 0, 0, 0]).map(|_| ())
+}
+
+/// The hart this thread runs on now.
+pub fn gethart() -> usize {
+    call(Syscall::GetHart, [0; 6]).unwrap_or(usize::MAX)
+}
+
+/// The priority bitmap the kernel last folded for this process.
+pub fn sched_info() -> u64 {
+    call(Syscall::SchedInfo, [0; 6]).unwrap_or(0) as u64
+}
+
+/// The `time` CSR (10 MHz on QEMU virt).
+pub fn time() -> u64 {
+    let t: u64;
+    // SAFETY: the kernel sets `scounteren.TM`, so reading `time` is allowed.
+    unsafe { asm!("rdtime {0}", out(reg) t, options(nomem, nostack)) };
+    t
+}
+
+/// Ticks of [`time`] per second.
+pub const TIME_HZ: u64 = 10_000_000;

@@ -1,0 +1,300 @@
+//! `cargo xtask qemu` and `cargo xtask test-kernel`: build the RISC-V kernel
+//! workspace (`kernel/`) and boot it in QEMU.
+//!
+//! Both install what they need on a fresh machine: the rustup target, and QEMU
+//! through `apt-get` when run as root (otherwise they name the command). Every
+//! QEMU run has a hard timeout, so a hung kernel fails instead of stalling.
+//!
+//! The kernel reports its verdict through the SiFive test device: QEMU exits 0
+//! when every test passed, and with the kernel's failure code (≥ 1) otherwise.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TARGET: &str = "riscv64gc-unknown-none-elf";
+const MANIFEST: &str = "kernel/Cargo.toml";
+/// The user programs embedded in the kernel image.
+const APPS: [&str; 5] = ["utest", "hostile", "crash", "worker", "shell"];
+/// Hard limit for one test boot of QEMU.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the kernel workspace builds: `$CARGO_TARGET_DIR` if set, else
+/// `target/kernel` (so nothing lands under `kernel/`).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/kernel"))
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("$ {}", describe(cmd));
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start `{}`: {e}", describe(cmd)))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` exited with {status}", describe(cmd)))
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let env: String = cmd
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={} ", k.to_str()?, v?.to_str()?)))
+        .collect();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
+    format!(
+        "{env}{} {}",
+        cmd.get_program().to_string_lossy(),
+        args.join(" ")
+    )
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new("cargo");
+    c.env("CARGO_TARGET_DIR", target_dir());
+    c
+}
+
+/// Installs the rustup target and QEMU if they are missing.
+pub fn ensure_tools() -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET)
+        })
+        .unwrap_or(false);
+    if !installed {
+        run(Command::new("rustup").args(["target", "add", TARGET]))?;
+    }
+    if Command::new("qemu-system-riscv64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !root {
+        return Err(
+            "qemu-system-riscv64 is missing; install it with `sudo apt-get install -y qemu-system-misc`"
+                .into(),
+        );
+    }
+    let install = || {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "qemu-system-misc"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    if install().is_err() {
+        run(Command::new("apt-get").arg("update"))?;
+        install()?;
+    }
+    Ok(())
+}
+
+/// `cargo build --release` of one package of the kernel workspace.
+fn build_package(package: &str) -> Command {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--manifest-path",
+        MANIFEST,
+        "--release",
+        "--target",
+        TARGET,
+        "-p",
+        package,
+    ]);
+    c
+}
+
+/// Builds the user programs and the vDSO, then the kernel embedding them;
+/// returns the kernel's ELF.
+pub fn build(test: bool) -> Result<PathBuf, String> {
+    run(build_package("ss-apps").args(["-p", "ss-vdso"]))?;
+    let out = target_dir().join(TARGET).join("release");
+    let apps_dir = std::fs::canonicalize(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut kernel = build_package("ss-kernel");
+    kernel
+        .env("SS_APPS_DIR", &apps_dir)
+        .env("SS_APPS", APPS.join(","))
+        .env("SS_VDSO", apps_dir.join("vdso"));
+    if test {
+        kernel.args(["--features", "ktest"]);
+    }
+    run(&mut kernel)?;
+    Ok(out.join("ss-kernel"))
+}
+
+fn qemu(kernel: &Path, harts: usize) -> Command {
+    let mut c = Command::new("qemu-system-riscv64");
+    c.args(["-machine", "virt", "-smp", &harts.to_string(), "-m", "128M"])
+        .args(["-bios", "default", "-nographic", "-no-reboot", "-kernel"])
+        .arg(kernel);
+    c
+}
+
+/// What the test boot types on the console (the user suite reads it back
+/// through the UART's receive interrupt).
+pub const CONSOLE_INPUT: &str = "hello kernel\n";
+/// The start of the kernel's first line.
+const KERNEL_BANNER: &str = "[kernel] SharedScheduler kernel";
+
+/// Boots `kernel` on `harts` harts, typing [`CONSOLE_INPUT`]; fails on a
+/// non-zero exit or after `timeout`.
+fn boot_test(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), String> {
+    let mut cmd = qemu(kernel, harts);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    eprintln!("$ {}   (timeout {}s)", describe(&cmd), timeout.as_secs());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("could not start QEMU: {e}"))?;
+    let mut stdout = child.stdout.take().ok_or("no QEMU stdout")?;
+    let mut stdin = child.stdin.take();
+    // Forward QEMU's output as it comes; type the input once the kernel has
+    // printed its banner (earlier, OpenSBI's UART set-up would drop it).
+    let reader = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut buf = [0u8; 4096];
+        let mut all = Vec::new();
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = std::io::stdout().write_all(&buf[..n]);
+            all.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&all).contains(KERNEL_BANNER) {
+                if let Some(mut input) = stdin.take() {
+                    let _ = input.write_all(CONSOLE_INPUT.as_bytes());
+                }
+            }
+        }
+        all
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(s);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    let secs = started.elapsed().as_secs_f64();
+    match status {
+        None => Err(format!(
+            "QEMU ({harts} harts) did not finish within {}s: the kernel hung",
+            timeout.as_secs()
+        )),
+        Some(s) if s.success() => {
+            if output.contains("kernel:") && output.contains(" 0 failed") {
+                eprintln!("QEMU ({harts} harts): all tests passed in {secs:.1}s");
+                Ok(())
+            } else {
+                Err(format!(
+                    "QEMU ({harts} harts) exited 0 without a test summary"
+                ))
+            }
+        }
+        Some(s) => Err(format!(
+            "QEMU ({harts} harts) exited with {s}: the kernel's failure code (see the output above)"
+        )),
+    }
+}
+
+/// `cargo xtask test-kernel`: fmt, clippy (kernel target; host for the logic
+/// crate's tests), the logic crate's host tests, docs, then the test build
+/// booted on 4 harts and on 1.
+pub fn test_kernel() -> Result<(), String> {
+    ensure_tools()?;
+    run(Command::new("cargo").args(["fmt", "--manifest-path", MANIFEST, "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--manifest-path",
+        MANIFEST,
+        "--target",
+        TARGET,
+        "--workspace",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args([
+        "clippy",
+        "--manifest-path",
+        MANIFEST,
+        "-p",
+        "ss-kernel-logic",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "--manifest-path", MANIFEST, "-p", "ss-kernel-logic"]))?;
+    run(cargo()
+        .args([
+            "doc",
+            "--manifest-path",
+            MANIFEST,
+            "--target",
+            TARGET,
+            "--workspace",
+            "--no-deps",
+        ])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    let kernel = build(true)?;
+    for harts in [4, 1] {
+        boot_test(&kernel, harts, TEST_TIMEOUT)?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask qemu`: boots the kernel to its shell on `harts` harts, with the
+/// terminal attached; ends after `timeout` at the latest.
+pub fn qemu_interactive(harts: usize, timeout: Duration) -> Result<(), String> {
+    ensure_tools()?;
+    let kernel = build(false)?;
+    let mut cmd = qemu(&kernel, harts);
+    eprintln!(
+        "$ {}   (Ctrl-A X quits QEMU; `exit` ends the shell)",
+        describe(&cmd)
+    );
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("could not start QEMU: {e}"))?;
+    let started = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            return if s.success() {
+                Ok(())
+            } else {
+                Err(format!("QEMU exited with {s}"))
+            };
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "QEMU ran longer than {}s and was stopped",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
