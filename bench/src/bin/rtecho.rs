@@ -106,6 +106,10 @@ struct Args {
     /// The ss-runtime server's idle spin in µs (default: the runtime's, 20 µs).
     #[arg(long, value_name = "US")]
     idle_spin_us: Option<u64>,
+    /// The ss-runtime server's `Builder::os_yield_after` in µs (default: off);
+    /// 20 is the value the runtime's docs measure.
+    #[arg(long, value_name = "US")]
+    os_yield_us: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +183,7 @@ fn main() -> Result<()> {
                 &args.connections,
                 plan,
                 args.idle_spin_us.map(Duration::from_micros),
+                args.os_yield_us.map(Duration::from_micros),
             )
         }
     }
@@ -328,10 +333,17 @@ fn listener() -> Result<std::net::TcpListener> {
     Ok(l)
 }
 
-fn start_ss(max_accepts: u64, idle_spin: Option<Duration>) -> Result<Server> {
+fn start_ss(
+    max_accepts: u64,
+    idle_spin: Option<Duration>,
+    os_yield: Option<Duration>,
+) -> Result<Server> {
     let std_listener = listener()?;
     let addr = std_listener.local_addr()?;
     let mut builder = ss_runtime::Runtime::builder();
+    if let Some(after) = os_yield {
+        builder = builder.os_yield_after(after);
+    }
     if let Some(spin) = idle_spin {
         builder = builder.idle_spin(spin);
     }
@@ -687,9 +699,17 @@ impl Agg {
     }
 }
 
-fn bench(connections: &[usize], plan: Plan, idle_spin: Option<Duration>) -> Result<()> {
+fn bench(
+    connections: &[usize],
+    plan: Plan,
+    idle_spin: Option<Duration>,
+    os_yield: Option<Duration>,
+) -> Result<()> {
     // First line: the machine.
     println!("{}", Machine::detect());
+    if let Some(after) = os_yield {
+        println!("ss-runtime: os_yield_after({after:?}) (a sched_yield after that long without sleeping)");
+    }
     println!(
         "servers: ss-runtime (io_uring, owned-buffer recv/send_all, one coroutine per \
          connection at level {SERVER_LEVEL}) and tokio {TOKIO} multi_thread (epoll, \
@@ -721,7 +741,10 @@ fn bench(connections: &[usize], plan: Plan, idle_spin: Option<Duration>) -> Resu
     let nofile = raise_nofile(need as u64).context("reading RLIMIT_NOFILE")?;
     let max_accepts: u64 =
         connections.iter().map(|&c| c as u64).sum::<u64>() * u64::from(plan.rounds);
-    let servers = [start_ss(max_accepts, idle_spin)?, start_tokio(max_accepts)?];
+    let servers = [
+        start_ss(max_accepts, idle_spin, os_yield)?,
+        start_tokio(max_accepts)?,
+    ];
 
     println!();
     let table = Table::new(&[

@@ -323,13 +323,17 @@ impl Global {
         slot: usize,
         poller: &mut Poller<WorkerPlatform>,
         exec: &Executor<WorkerPlatform>,
+        os_yield: &mut crate::park::OsYield,
     ) {
         self.slots.fetch_max(slot + 1, Ordering::Relaxed);
         WORKER.with(|w| w.set(Some((self as *const Global, slot))));
         let _scope = WorkerScope;
         let mut deferring = false;
         loop {
-            let polls = poller.run_while_carrying(|carried| self.keep_going(slot, exec, carried));
+            let polls = poller.run_while_carrying(|carried| {
+                os_yield.tick();
+                self.keep_going(slot, exec, carried)
+            });
             if exec.is_closed() {
                 break;
             }

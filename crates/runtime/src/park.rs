@@ -32,6 +32,30 @@
 //! sleeping; busy workers run it every few coroutine polls
 //! (`crate::io::reap_now_and_then`).
 //!
+//! # Sharing the CPUs with other threads (opt-in)
+//!
+//! A worker that always has work never sleeps, and a thread woken beside it
+//! (the process's own client, or the other worker whose io_uring ring holds a
+//! connection's completion) can then wait for the kernel's next tick (4 ms at
+//! HZ = 250, as here). [`Builder::os_yield_after`](crate::Builder::os_yield_after)
+//! makes a worker that has run that long without sleeping call `sched_yield`
+//! between two polls ([`OsYield`]). It is off by default because it cuts both
+//! ways — measured on this 2-vCPU machine (release builds, quiet machine):
+//!
+//! | workload | off | `os_yield_after(20 µs)` |
+//! |---|---|---|
+//! | `rtecho --connections 64` (client in another process): ss p99 ÷ tokio p99 | 4–9 × | 0.8–2.1 × (two runs), throughput 1.01–1.03 × |
+//! | `coordbench`, server beside an uncoordinated CPU flood of equal weight: server p50 | 0.12 ms | 6.3 ms |
+//!
+//! A yield hands the CPU to whatever else is runnable, and a CPU-bound
+//! neighbour keeps it for a whole time slice. Turn it on for a process that
+//! shares its CPUs with threads that mostly sleep (its own clients, other
+//! servers), not beside batch jobs of the same weight. An idle worker's spin
+//! does not yield, for the same reason: a spin that called `sched_yield` every
+//! ~2 µs, together with the busy yield, met every `rtecho` target (p99
+//! 0.43–0.74 × tokio's at 64 connections, two runs) but made the coordbench
+//! server's p50 beside the equal-weight flood 280 ms.
+//!
 //! # Without io_uring
 //!
 //! If the runtime has no io_uring at all, parking is
@@ -51,6 +75,57 @@ use ss_core::platform::{Clock, Critical, Park, Platform, ThreadPlatform};
 /// How many idle spin rounds pass between two runs of the worker's ring (a run
 /// with nothing to do is two loads; with work, one `io_uring_enter`).
 const RUN_RING_EVERY: u32 = 8;
+
+thread_local! {
+    /// How many times this thread has slept in `park`.
+    static PARKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Gives the CPU to other runnable threads when a worker has run for `after`
+/// without sleeping (see the module docs). Checked every 16 scheduling
+/// decisions, so it costs a counter increment per poll and a clock read per 16.
+#[derive(Debug)]
+pub(crate) struct OsYield {
+    after: Duration,
+    decisions: u32,
+    parks: u64,
+    since: std::time::Instant,
+}
+
+impl OsYield {
+    /// `Duration::ZERO`: never yields.
+    pub(crate) fn new(after: Duration) -> OsYield {
+        OsYield {
+            after,
+            decisions: 0,
+            parks: PARKS.with(|p| p.get()),
+            since: std::time::Instant::now(),
+        }
+    }
+
+    /// Called before each poll.
+    #[inline]
+    pub(crate) fn tick(&mut self) {
+        if self.after.is_zero() {
+            return;
+        }
+        self.decisions = self.decisions.wrapping_add(1);
+        if self.decisions % 16 != 0 {
+            return;
+        }
+        let parks = PARKS.with(|p| p.get());
+        let now = std::time::Instant::now();
+        if parks != self.parks {
+            // It slept since the last check: the run starts afresh.
+            self.parks = parks;
+            self.since = now;
+        } else if now.duration_since(self.since) >= self.after {
+            // SAFETY: sched_yield(2) takes no arguments and cannot fail.
+            unsafe { libc::sched_yield() };
+            self.since = std::time::Instant::now();
+        }
+    }
+}
 
 /// Locks a mutex, ignoring poisoning (every critical section here is a few
 /// field writes).
@@ -131,6 +206,8 @@ pub struct WorkerPlatform {
     sleepers: Mutex<Sleepers>,
     /// The clock's origin.
     origin: std::time::Instant,
+    /// How long an idle worker spins before it sleeps.
+    spin: Duration,
 }
 
 impl WorkerPlatform {
@@ -145,6 +222,7 @@ impl WorkerPlatform {
             rings: false,
             sleepers: Mutex::new(Sleepers::default()),
             origin: std::time::Instant::now(),
+            spin,
         }
     }
 
@@ -192,6 +270,7 @@ impl Park for WorkerPlatform {
         } else {
             self.threads.park();
         }
+        PARKS.with(|p| p.set(p.get().wrapping_add(1)));
     }
 
     fn unpark_one(&self) {
@@ -212,18 +291,28 @@ impl Park for WorkerPlatform {
     }
 
     fn spin_idle(&self, idle: &mut dyn FnMut() -> bool) {
-        if !self.rings {
-            return self.threads.spin_idle(idle);
+        if self.spin.is_zero() {
+            return;
         }
+        let start = std::time::Instant::now();
         let mut round = 0u32;
-        self.threads.spin_idle(&mut || {
-            round = round.wrapping_add(1);
-            if round % RUN_RING_EVERY == 0 {
-                // Wakes coroutines, so `idle()` below turns false.
-                crate::io::driver::run_local();
+        loop {
+            // Check the clock every 64 rounds; reading it costs ~20 ns.
+            for _ in 0..64 {
+                round = round.wrapping_add(1);
+                if self.rings && round % RUN_RING_EVERY == 0 {
+                    // Wakes coroutines, so `idle()` below turns false.
+                    crate::io::driver::run_local();
+                }
+                if !idle() {
+                    return;
+                }
+                std::hint::spin_loop();
             }
-            idle()
-        });
+            if start.elapsed() >= self.spin {
+                return;
+            }
+        }
     }
 }
 

@@ -95,6 +95,7 @@ pub struct Builder {
     thread_name: String,
     coordination: Coordination,
     defer_recheck: Duration,
+    os_yield_after: Duration,
 }
 
 impl Default for Builder {
@@ -108,6 +109,7 @@ impl Default for Builder {
             thread_name: "ss-worker".to_owned(),
             coordination: Coordination::FromEnv,
             defer_recheck: crate::coordinate::DEFAULT_RECHECK,
+            os_yield_after: Duration::ZERO,
         }
     }
 }
@@ -169,6 +171,20 @@ impl Builder {
         self
     }
 
+    /// Opt-in: how long a worker may run coroutines without sleeping before it
+    /// lets other runnable threads have its CPU (a `sched_yield` between two
+    /// polls; default `Duration::ZERO`: never). It keeps a worker that always
+    /// has work from holding a CPU that another thread — a client of this
+    /// process, another worker whose io_uring ring holds completions — waits
+    /// for until the kernel's next tick; but beside a CPU-bound thread of the
+    /// same weight each yield costs a time slice. `docs/runtime.md` has the
+    /// measurements of both sides; 20 µs suits a server sharing its CPUs with
+    /// its own clients.
+    pub fn os_yield_after(mut self, after: Duration) -> Self {
+        self.os_yield_after = after;
+        self
+    }
+
     /// The name prefix of the worker threads: they are `{name}-{index}`
     /// (default `ss-worker`).
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
@@ -212,6 +228,7 @@ impl Builder {
             thread_name: self.thread_name,
             global,
             timers: crate::time::Timers::default(),
+            os_yield_after: self.os_yield_after,
         });
         let rt = Runtime { inner };
         for _ in 0..self.workers {
@@ -233,6 +250,8 @@ pub(crate) struct Inner {
     pub(crate) global: Option<crate::coordinate::Global>,
     /// Timers for where io_uring is unavailable (a thread, started on first use).
     timers: crate::time::Timers,
+    /// See [`Builder::os_yield_after`].
+    os_yield_after: Duration,
 }
 
 impl Inner {
@@ -273,11 +292,18 @@ impl Inner {
                 // Its doorbell and io_uring ring; dropped (the ring torn down)
                 // once the executor is shut down and the poller returns.
                 let worker = crate::park::Worker::start();
+                let mut os_yield = crate::park::OsYield::new(inner.os_yield_after);
                 match &inner.global {
-                    None => {
+                    None if inner.os_yield_after.is_zero() => {
                         poller.run();
                     }
-                    Some(g) => g.run_worker(index, &mut poller, &inner.exec),
+                    None => {
+                        poller.run_while_carrying(|_| {
+                            os_yield.tick();
+                            true
+                        });
+                    }
+                    Some(g) => g.run_worker(index, &mut poller, &inner.exec, &mut os_yield),
                 }
                 drop(worker);
             })?;
