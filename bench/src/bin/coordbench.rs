@@ -46,9 +46,14 @@ struct Args {
     /// Short run for CI (completes and checks every answer; timings mean little).
     #[arg(long)]
     quick: bool,
-    /// Seconds of measurement per scenario.
-    #[arg(long, default_value_t = 4.0)]
+    /// Seconds of measurement per scenario and round.
+    #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Rounds: every scenario runs once per round, the order reversed every
+    /// other round; each scenario's row is its median-p99 round (default 3, or
+    /// 1 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Client connections.
     #[arg(long, default_value_t = 8)]
     conns: usize,
@@ -445,9 +450,10 @@ fn drive(
 
 fn orchestrate(args: &Args) -> anyhow::Result<()> {
     let secs = if args.quick { 0.5 } else { args.seconds };
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     println!("{}", Machine::detect());
     println!(
-        "coordbench: {} connections × {}/s open loop, {} s per scenario, server work {} × 15x15 squaring; flood {} workers at level 7",
+        "coordbench: {} connections × {}/s open loop, {} s per scenario × {rounds} round(s), server work {} × 15x15 squaring; flood {} workers at level 7",
         args.conns, args.rate, secs, args.work, args.flood_workers
     );
     // (name, coordinator with OS weights?, flood?)
@@ -457,67 +463,90 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
         ("flood, cooperative only", Some(false), true),
         ("flood, coordinated", Some(true), true),
     ];
-    let mut outcomes = Vec::new();
+    let mut outcomes: Vec<Vec<Outcome>> = runs.iter().map(|_| Vec::new()).collect();
     let mut weights_note = String::new();
-    for (i, (name, coordinated, with_flood)) in runs.into_iter().enumerate() {
-        eprintln!("running: {name}");
-        let socket =
-            std::env::temp_dir().join(format!("coordbench-{}-{i}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&socket);
-        let coord = match coordinated {
-            Some(weights) => {
-                let mut cfg = ss_coord::Config::new(&socket);
-                cfg.policy.weights.enabled = weights;
-                Some(ss_coord::Coordinator::spawn(cfg).context("starting the coordinator")?)
-            }
-            None => None,
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..runs.len()).collect()
+        } else {
+            (0..runs.len()).rev().collect()
         };
-        let sock = coord.as_ref().map(|_| socket.as_path());
-        outcomes.push(scenario(name, args, sock, with_flood, secs)?);
-        if let Some(c) = coord {
-            if coordinated == Some(true) && with_flood {
-                let w = c.status().weights;
-                weights_note = if w.enabled {
-                    "OS weights (last scenario): applied (the coordinator has CAP_SYS_NICE)"
-                        .to_owned()
-                } else {
-                    format!("OS weights (last scenario): not applied — {}", w.note)
-                };
+        for i in order {
+            let (name, coordinated, with_flood) = runs[i];
+            eprintln!("round {}/{rounds}: {name}", round + 1);
+            let socket =
+                std::env::temp_dir().join(format!("coordbench-{}-{i}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&socket);
+            let coord = match coordinated {
+                Some(weights) => {
+                    let mut cfg = ss_coord::Config::new(&socket);
+                    cfg.policy.weights.enabled = weights;
+                    Some(ss_coord::Coordinator::spawn(cfg).context("starting the coordinator")?)
+                }
+                None => None,
+            };
+            let sock = coord.as_ref().map(|_| socket.as_path());
+            let o = scenario(name, args, sock, with_flood, secs)?;
+            if o.sent != o.answered {
+                bail!("{}: {} requests, {} answers", o.name, o.sent, o.answered);
             }
-            c.stop()?;
+            outcomes[i].push(o);
+            if let Some(c) = coord {
+                if coordinated == Some(true) && with_flood {
+                    let w = c.status().weights;
+                    weights_note = if w.enabled {
+                        "OS weights: applied (the coordinator has CAP_SYS_NICE)".to_owned()
+                    } else {
+                        format!("OS weights: not applied — {}", w.note)
+                    };
+                }
+                c.stop()?;
+            }
         }
     }
 
     println!();
     println!(
-        "{:<24} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12} {:>10}",
-        "scenario", "resp/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "flood ch/s", "deferrals"
+        "{:<24} {:>10} {:>9} {:>9} {:>15} {:>9} {:>9} {:>12} {:>10}",
+        "scenario",
+        "resp/s",
+        "p50 µs",
+        "p99 µs",
+        "p99 range",
+        "p99.9 µs",
+        "max µs",
+        "flood ch/s",
+        "deferrals"
     );
-    for o in &outcomes {
+    let mut median_p99 = Vec::new();
+    for rows in &mut outcomes {
+        rows.sort_by(|a, b| quantile_us(&a.lat, 0.99).total_cmp(&quantile_us(&b.lat, 0.99)));
+        let (lo, hi) = (
+            quantile_us(&rows[0].lat, 0.99),
+            quantile_us(&rows[rows.len() - 1].lat, 0.99),
+        );
+        let o = &rows[rows.len() / 2];
         let p = |q: f64| quantile_us(&o.lat, q);
+        median_p99.push(p(0.99));
         println!(
-            "{:<24} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>12} {:>10}",
+            "{:<24} {:>10.0} {:>9.1} {:>9.1} {:>15} {:>9.1} {:>9.1} {:>12} {:>10}",
             o.name,
             o.answered as f64 / o.secs,
             p(0.5),
             p(0.99),
+            format!("{lo:.0}–{hi:.0}"),
             p(0.999),
             o.lat.max() as f64 / 1e3,
             o.flood_chunks_per_s
                 .map_or("-".to_owned(), |c| format!("{c:.0}")),
             o.flood_deferrals.map_or("-".to_owned(), |d| d.to_string()),
         );
-        if o.sent != o.answered {
-            bail!("{}: {} requests, {} answers", o.name, o.sent, o.answered);
-        }
     }
-    let alone = quantile_us(&outcomes[0].lat, 0.99);
-    let uncoordinated = quantile_us(&outcomes[1].lat, 0.99);
-    let coordinated = quantile_us(&outcomes[3].lat, 0.99);
+    let (alone, uncoordinated, coordinated) = (median_p99[0], median_p99[1], median_p99[3]);
     println!();
     println!("{weights_note}");
     println!(
-        "target: p99 with coordination ≤ 1.2 × alone: {coordinated:.1} µs vs {:.1} µs ({:.2}×) — {}; without coordination {uncoordinated:.1} µs ({:.2}×)",
+        "target (median rounds): p99 with coordination ≤ 1.2 × alone: {coordinated:.1} µs vs {:.1} µs ({:.2}×) — {}; without coordination {uncoordinated:.1} µs ({:.2}×)",
         1.2 * alone,
         coordinated / alone,
         if coordinated <= 1.2 * alone { "met" } else { "MISSED" },
