@@ -66,6 +66,9 @@ struct Args {
     /// Worker threads of the flood process.
     #[arg(long, default_value_t = 2)]
     flood_workers: usize,
+    /// Idle spin of every ss-runtime in the run, in µs (default: the runtime's, 20).
+    #[arg(long)]
+    idle_spin_us: Option<u64>,
     /// Internal: run as one of the child processes.
     #[arg(long, hide = true)]
     role: Option<String>,
@@ -81,6 +84,14 @@ fn main() -> anyhow::Result<()> {
         Some("server") => serve(&args),
         Some("flood") => flood(&args),
         Some(other) => bail!("unknown role {other}"),
+    }
+}
+
+/// A runtime builder with this run's settings.
+fn builder(args: &Args) -> Builder {
+    match args.idle_spin_us {
+        Some(us) => Builder::new().idle_spin(Duration::from_micros(us)),
+        None => Builder::new(),
     }
 }
 
@@ -157,7 +168,7 @@ async fn recv_msg(s: &TcpStream, mut buf: Vec<u8>) -> (std::io::Result<bool>, Ve
 
 /// Role `server`: a level-0 request/response server.
 fn serve(args: &Args) -> anyhow::Result<()> {
-    let rt = Builder::new()
+    let rt = builder(args)
         .workers(2)
         .coordination(coordination(&args.socket))
         .build()?;
@@ -207,7 +218,7 @@ fn serve(args: &Args) -> anyhow::Result<()> {
 /// Role `flood`: CPU-bound coroutines at level 7, one per worker, each doing
 /// ~10 µs chunks of arithmetic between budget units. Prints chunks done.
 fn flood(args: &Args) -> anyhow::Result<()> {
-    let rt = Builder::new()
+    let rt = builder(args)
         .workers(args.flood_workers)
         .main_priority(prio(7))
         .coordination(coordination(&args.socket))
@@ -267,6 +278,11 @@ impl Role {
             .arg(args.work.to_string())
             .arg("--flood-workers")
             .arg(args.flood_workers.to_string())
+            .args(
+                args.idle_spin_us
+                    .map(|us| vec!["--idle-spin-us".to_owned(), us.to_string()])
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         if let Some(s) = socket {
@@ -338,7 +354,7 @@ fn scenario(
         None
     };
     let flood_started = Instant::now();
-    let rt = Builder::new()
+    let rt = builder(args)
         .workers(1)
         .coordination(match socket {
             Some(p) => Coordination::Connect(p.to_owned()),

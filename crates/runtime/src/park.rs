@@ -79,6 +79,16 @@ const RUN_RING_EVERY: u32 = 8;
 thread_local! {
     /// How many times this thread has slept in `park`.
     static PARKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Whether this worker's next idle period may spin (see [`set_spin_allowed`]).
+    static SPIN_ALLOWED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Lets the calling worker's next idle period spin, or makes it park at once.
+/// A coordinated runtime forbids the spin while other processes have work
+/// ready: a spinning worker holds a CPU the OS could give them, and a thread
+/// woken meanwhile may queue behind the spinner for a scheduler tick.
+pub(crate) fn set_spin_allowed(allowed: bool) {
+    SPIN_ALLOWED.with(|s| s.set(allowed));
 }
 
 /// Gives the CPU to other runnable threads when a worker has run for `after`
@@ -291,7 +301,7 @@ impl Park for WorkerPlatform {
     }
 
     fn spin_idle(&self, idle: &mut dyn FnMut() -> bool) {
-        if self.spin.is_zero() {
+        if self.spin.is_zero() || !SPIN_ALLOWED.with(|s| s.get()) {
             return;
         }
         let start = std::time::Instant::now();
