@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 const MANIFEST: &str = "kernel/Cargo.toml";
 /// The user programs embedded in the kernel image.
-const APPS: [&str; 5] = ["utest", "hostile", "crash", "worker", "shell"];
+const APPS: [&str; 6] = ["utest", "hostile", "crash", "worker", "aio", "shell"];
 /// Hard limit for one test boot of QEMU.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -19,6 +19,7 @@
 //! with an error naming the fix.
 #![no_std]
 
+pub mod completion;
 mod id;
 mod kind;
 pub mod page;

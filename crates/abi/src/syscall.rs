@@ -25,7 +25,10 @@ pub enum Syscall {
     /// important ready process next (paper §2.4).
     Yield = 2,
     /// `read(fd, buf, len, cid)`: synchronous when `cid == ASYNC_ARG_NONE`, else
-    /// asynchronous, completing by waking `cid` (paper §3.2).
+    /// asynchronous (paper §3.2): the call checks its arguments, starts a kernel
+    /// coroutine and returns 0 at once; the result (byte count or `-(SysError)`)
+    /// arrives later as a `(cid, result)` entry in the process's completion
+    /// queue (`crate::completion`).
     Read = 3,
     /// `write(fd, buf, len, cid)`: as [`Syscall::Read`].
     Write = 4,
@@ -44,7 +47,9 @@ pub enum Syscall {
     Wait = 7,
     /// `getpid()`.
     GetPid = 8,
-    /// `sleep(ns)`: block the calling thread for at least `ns` nanoseconds.
+    /// `sleep(ns, cid)`: block the calling thread for at least `ns`
+    /// nanoseconds (`cid == ASYNC_ARG_NONE`), or, asynchronously, complete
+    /// `(cid, 0)` after that long.
     Sleep = 9,
     /// `park()`: block the calling thread until a permit is available (the
     /// process's executor has no ready coroutine), then take it.
@@ -62,6 +67,14 @@ pub enum Syscall {
     /// `sched_info()`: the kernel's current reading of the calling process:
     /// the priority bitmap it last folded into the global bitmap (for tests).
     SchedInfo = 15,
+    /// `upcall_register(handler)`: the user-level interrupt handler (emulated
+    /// N extension, `crate::completion`): the kernel enters it at `handler`
+    /// when completions are waiting; 0 unregisters.
+    UpcallRegister = 16,
+    /// `upcall_return()`: the handler's end (the N extension's `uret`):
+    /// resumes the thread where the upcall interrupted it, every register as
+    /// it was. Outside a handler: `BadArgument`.
+    UpcallReturn = 17,
 }
 
 /// The `fd` argument of [`Syscall::Spawn`] that passes no descriptor.
@@ -97,8 +110,8 @@ pub enum SysError {
     Limit = 8,
     /// Writing to a pipe whose read end is closed.
     BrokenPipe = 9,
-    /// The asynchronous form of a call (a coroutine-id argument other than
-    /// [`ASYNC_ARG_NONE`]): not in this version of the kernel.
+    /// The asynchronous form of a call that has none (no longer returned by
+    /// `read`, `write` or `sleep`).
     Unsupported = 10,
 }
 
@@ -150,7 +163,7 @@ impl fmt::Display for SysError {
             SysError::OutOfMemory => "the kernel is out of memory; free something or ask for less",
             SysError::Limit => "a per-process limit is reached; close or finish something first",
             SysError::BrokenPipe => "the pipe's read end is closed",
-            SysError::Unsupported => "the asynchronous form of this call is not implemented yet; pass ASYNC_ARG_NONE",
+            SysError::Unsupported => "this call has no asynchronous form; pass ASYNC_ARG_NONE",
         })
     }
 }
@@ -159,7 +172,7 @@ impl core::error::Error for SysError {}
 
 impl Syscall {
     /// Every system call, in number order.
-    pub const ALL: [Syscall; 15] = [
+    pub const ALL: [Syscall; 17] = [
         Syscall::Exit,
         Syscall::Yield,
         Syscall::Read,
@@ -175,6 +188,8 @@ impl Syscall {
         Syscall::Close,
         Syscall::GetHart,
         Syscall::SchedInfo,
+        Syscall::UpcallRegister,
+        Syscall::UpcallReturn,
     ];
 
     /// The number passed in the system call register.
@@ -221,7 +236,7 @@ mod tests {
         for s in Syscall::ALL {
             assert_eq!(Syscall::try_from(s.number()), Ok(s));
         }
-        for n in [0, 16, usize::MAX] {
+        for n in [0, 18, usize::MAX] {
             assert_eq!(Syscall::try_from(n), Err(UnknownSyscall(n)));
         }
     }

@@ -9,6 +9,7 @@
 //! ```text
 //! 0x4000_0000  global page (read-only): the global priority bitmap, `page::GlobalPage`
 //! 0x4000_1000  process page (read-write): this process's ready bitmap, `page::ProcessPage`
+//! 0x4000_2000  completion queue (read-write): `completion::CompletionQueue`
 //! 0x4002_0000  the vDSO: shared scheduler code (read+execute, the same frames in
 //!              every process), then its private data (`vdso`)
 //! 0x4010_0000  program image (ELF segments must lie in [IMAGE_BASE, IMAGE_END))
@@ -24,6 +25,9 @@ pub const USER_END: usize = 0x8000_0000;
 pub const GLOBAL_PAGE_VA: usize = USER_BASE;
 /// Where the process's own page is mapped, read-write.
 pub const PROCESS_PAGE_VA: usize = USER_BASE + 0x1000;
+/// Where the process's completion queue (asynchronous system calls) is mapped,
+/// read-write.
+pub const COMPLETION_PAGE_VA: usize = USER_BASE + 0x2000;
 /// Where the shared scheduler code (the vDSO) and its table are linked.
 pub const VDSO_BASE: usize = USER_BASE + 0x2_0000;
 /// One past the highest address of the vDSO (its code and its data).
@@ -40,7 +44,7 @@ pub const STACK_STRIDE: usize = 1024 * 1024;
 pub const MAX_THREADS: usize = 16;
 
 // The two shared pages lie below the vDSO, the vDSO below the image area.
-const _: () = assert!(PROCESS_PAGE_VA + 0x1000 <= VDSO_BASE);
+const _: () = assert!(COMPLETION_PAGE_VA + 0x1000 <= VDSO_BASE);
 const _: () = assert!(IMAGE_END + MAX_THREADS * STACK_STRIDE <= USER_END + STACK_STRIDE);
 
 /// The top of thread `index`'s stack (16-byte aligned), or `None` past

@@ -8,10 +8,10 @@
 //! threads blocked in `read(0, …)`.
 
 use alloc::collections::VecDeque;
-use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::fmt::{self, Write};
 
-use crate::proc::Thread;
+use crate::fd::{wake_all, Waiters};
 use crate::sync::IrqMutex;
 
 const UART: usize = 0x1000_0000;
@@ -26,15 +26,28 @@ static OUT: IrqMutex<()> = IrqMutex::new(());
 pub struct Input {
     /// Received bytes not yet read.
     pub bytes: VecDeque<u8>,
-    /// Threads blocked in `read(0, …)`; woken (to retry) on input.
-    pub readers: VecDeque<Arc<Thread>>,
+    /// Threads blocked in `read(0, …)` (woken to retry) and kernel
+    /// coroutines of asynchronous reads, woken on input.
+    pub readers: Waiters,
 }
 
 /// Console input state.
 pub static INPUT: IrqMutex<Input> = IrqMutex::new(Input {
     bytes: VecDeque::new(),
-    readers: VecDeque::new(),
+    readers: Waiters::new(),
 });
+
+/// Takes up to `max` bytes of input, or `None` after `wait` parked the caller
+/// in the readers (under the input's lock) because there is none.
+pub fn read_input(max: usize, wait: impl FnOnce(&mut Waiters)) -> Option<Vec<u8>> {
+    let mut input = INPUT.lock();
+    if input.bytes.is_empty() {
+        wait(&mut input.readers);
+        return None;
+    }
+    let n = max.min(input.bytes.len());
+    Some(input.bytes.drain(..n).collect())
+}
 
 fn reg(offset: usize) -> *mut u8 {
     (UART + offset) as *mut u8
@@ -118,7 +131,7 @@ pub fn handle_external(hart: usize) {
     // for this context (0: none).
     let irq = unsafe { claim.read_volatile() };
     if irq as usize == UART_IRQ {
-        let mut woken = VecDeque::new();
+        let mut woken = Waiters::new();
         {
             let mut input = INPUT.lock();
             // SAFETY: LSR bit 0 = data ready; reading RBR pops a byte.
@@ -131,9 +144,7 @@ pub fn handle_external(hart: usize) {
             }
             core::mem::swap(&mut woken, &mut input.readers);
         }
-        for t in woken {
-            t.wake();
-        }
+        wake_all(woken);
     }
     if irq != 0 {
         // SAFETY: writing the claimed id back completes it.

@@ -8,6 +8,10 @@
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::task::Waker;
+
+use ss_abi::syscall::SysError;
 
 use crate::proc::Thread;
 use crate::sync::IrqMutex;
@@ -35,10 +39,42 @@ pub struct PipeState {
     pub readers: usize,
     /// Open write ends.
     pub writers: usize,
-    /// Threads waiting for bytes.
-    pub read_wait: VecDeque<Arc<Thread>>,
-    /// Threads waiting for room.
-    pub write_wait: VecDeque<Arc<Thread>>,
+    /// Threads and kernel coroutines waiting for bytes.
+    pub read_wait: Waiters,
+    /// Threads and kernel coroutines waiting for room.
+    pub write_wait: Waiters,
+}
+
+/// Who waits for something: threads blocked in a synchronous call (they
+/// re-issue it when woken) and the kernel coroutines of asynchronous calls.
+#[derive(Default)]
+pub struct Waiters {
+    /// Blocked threads.
+    pub threads: VecDeque<Arc<Thread>>,
+    /// Kernel coroutines' wakers.
+    pub tasks: Vec<Waker>,
+}
+
+impl Waiters {
+    /// No waiters (usable in a `static`).
+    pub const fn new() -> Waiters {
+        Waiters {
+            threads: VecDeque::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Adds (or refreshes) a kernel coroutine's waker.
+    pub fn add_task(&mut self, w: &Waker) {
+        if !self.tasks.iter().any(|k| k.will_wake(w)) {
+            self.tasks.push(w.clone());
+        }
+    }
+
+    /// Forgets a kernel coroutine's waker (its call ended another way).
+    pub fn remove_task(&mut self, w: &Waker) {
+        self.tasks.retain(|k| !k.will_wake(w));
+    }
 }
 
 /// A pipe.
@@ -55,8 +91,8 @@ impl Pipe {
                 buf: VecDeque::new(),
                 readers: 1,
                 writers: 1,
-                read_wait: VecDeque::new(),
-                write_wait: VecDeque::new(),
+                read_wait: Waiters::new(),
+                write_wait: Waiters::new(),
             }),
         });
         (Fd::PipeRead(p.clone()), Fd::PipeWrite(p))
@@ -81,10 +117,65 @@ impl Fd {
     }
 }
 
-/// Wakes every thread in `list` (after the lock that guarded it is released).
-pub fn wake_all(list: VecDeque<Arc<Thread>>) {
-    for t in list {
+/// Wakes every waiter in `list` (after the lock that guarded it is released).
+pub fn wake_all(list: Waiters) {
+    for t in list.threads {
         t.wake();
+    }
+    for w in list.tasks {
+        w.wake();
+    }
+}
+
+impl Pipe {
+    /// Takes up to `max` bytes: `Some(bytes)` (empty at end of file), or
+    /// `None` after `wait` parked the caller in the read waiters (under the
+    /// pipe's lock) because the pipe is empty and a write end is open.
+    pub fn read(&self, max: usize, wait: impl FnOnce(&mut Waiters)) -> Option<Vec<u8>> {
+        let mut s = self.state.lock();
+        if s.buf.is_empty() {
+            if s.writers == 0 {
+                return Some(Vec::new());
+            }
+            wait(&mut s.read_wait);
+            return None;
+        }
+        let n = max.min(s.buf.len());
+        let data = s.buf.drain(..n).collect();
+        let woken = core::mem::take(&mut s.write_wait);
+        drop(s);
+        wake_all(woken);
+        Some(data)
+    }
+
+    /// Appends what fits of `data`: `Ok(Some(count))`, or `Ok(None)` after
+    /// `wait` parked the caller in the write waiters because the pipe is full.
+    ///
+    /// # Errors
+    /// [`SysError::BrokenPipe`] when no read end is open.
+    pub fn write(
+        &self,
+        data: &[u8],
+        wait: impl FnOnce(&mut Waiters),
+    ) -> Result<Option<usize>, SysError> {
+        if data.is_empty() {
+            return Ok(Some(0));
+        }
+        let mut s = self.state.lock();
+        if s.readers == 0 {
+            return Err(SysError::BrokenPipe);
+        }
+        let room = PIPE_CAPACITY - s.buf.len();
+        if room == 0 {
+            wait(&mut s.write_wait);
+            return Ok(None);
+        }
+        let n = room.min(data.len());
+        s.buf.extend(&data[..n]);
+        let woken = core::mem::take(&mut s.read_wait);
+        drop(s);
+        wake_all(woken);
+        Ok(Some(n))
     }
 }
 
@@ -97,7 +188,7 @@ impl Drop for Fd {
                 if s.readers == 0 {
                     core::mem::take(&mut s.write_wait)
                 } else {
-                    VecDeque::new()
+                    Waiters::new()
                 }
             }
             Fd::PipeWrite(p) => {
@@ -106,10 +197,10 @@ impl Drop for Fd {
                 if s.writers == 0 {
                     core::mem::take(&mut s.read_wait)
                 } else {
-                    VecDeque::new()
+                    Waiters::new()
                 }
             }
-            Fd::Stdin | Fd::Stdout => VecDeque::new(),
+            Fd::Stdin | Fd::Stdout => Waiters::new(),
         };
         wake_all(woken);
     }

@@ -293,6 +293,7 @@ pub async fn run(harts: usize) -> usize {
     results.push(("running_suspended", running_suspended().await));
     results.push(("idle_harts_sleep", idle_harts_sleep().await));
     let frames_before = mm::frame_stats().0;
+    let procs_before = proc::ALIVE.load(core::sync::atomic::Ordering::SeqCst);
     let user = match proc::spawn("utest", Priority::MOST_IMPORTANT, harts, None, None) {
         Ok(p) => {
             let code = proc::wait_kernel_child(p.pid).await;
@@ -319,6 +320,26 @@ pub async fn run(harts: usize) -> usize {
         check(
             frames_after == frames_before,
             "as many frames in use after the user suite as before",
+        ),
+    ));
+    // Asynchronous calls left in flight by exiting processes (`aio` mode 2,
+    // the fuzzer) end, and nothing keeps a dead process alive.
+    use core::sync::atomic::Ordering::SeqCst;
+    let end = deadline(10_000);
+    while (crate::aio::LIVE.load(SeqCst) != 0 || proc::ALIVE.load(SeqCst) != procs_before)
+        && arch::time() < end
+    {
+        sched::sleep_kernel(10).await;
+    }
+    println!(
+        "[ktest] upcalls delivered during the user suite: {}",
+        crate::aio::UPCALLS.load(SeqCst)
+    );
+    results.push((
+        "async_calls_leak_nothing",
+        check(
+            crate::aio::LIVE.load(SeqCst) == 0 && proc::ALIVE.load(SeqCst) == procs_before,
+            "no asynchronous call's coroutine and no process left after the user suite",
         ),
     ));
     let mut failed = 0;

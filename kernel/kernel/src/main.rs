@@ -44,6 +44,7 @@
 
 extern crate alloc;
 
+pub mod aio;
 pub mod arch;
 pub mod console;
 pub mod fd;

@@ -28,7 +28,8 @@
 //!
 //! # Process lifetime
 //!
-//! `exit`, a fault or a kill marks the process dying (first exit code wins) and
+//! `exit`, a fault or a kill marks the process dying (first exit code wins),
+//! wakes its in-flight asynchronous calls so they end (`aio::cancel`) and
 //! kills its blocked threads; running and runnable ones stop at their next trap
 //! or pick. The last thread to stop tears the process down: its global-bitmap
 //! source goes, its descriptors close, its frames are freed, and its exit code
@@ -45,7 +46,7 @@ use core::task::Waker;
 
 use ss_abi::page::{ProcessPage, PAGE_VERSION, PROCESS_PAGE_MAGIC};
 use ss_abi::syscall::{SysError, KILLED};
-use ss_abi::uspace::{self, GLOBAL_PAGE_VA, PROCESS_PAGE_VA, STACK_SIZE};
+use ss_abi::uspace::{self, COMPLETION_PAGE_VA, GLOBAL_PAGE_VA, PROCESS_PAGE_VA, STACK_SIZE};
 use ss_abi::Priority;
 use ss_core::global::SourceId;
 use ss_kernel_logic::elf;
@@ -82,6 +83,9 @@ pub struct Thread {
     pub proc: Arc<Process>,
     state: AtomicU8,
     frame: UnsafeCell<TrapFrame>,
+    /// The registers an upcall interrupted, while the thread is in the
+    /// process's upcall handler (`aio`); held like `frame`.
+    upcall: UnsafeCell<Option<alloc::boxed::Box<TrapFrame>>>,
 }
 
 // SAFETY: `frame` is only accessed by the one party holding the thread in the
@@ -102,6 +106,16 @@ impl Thread {
     pub unsafe fn frame(&self) -> &mut TrapFrame {
         // SAFETY: per the contract.
         unsafe { &mut *self.frame.get() }
+    }
+
+    /// The registers saved by an upcall in progress.
+    ///
+    /// # Safety
+    /// As [`Thread::frame`]: the caller holds the thread.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn upcall_saved(&self) -> &mut Option<alloc::boxed::Box<TrapFrame>> {
+        // SAFETY: per the contract.
+        unsafe { &mut *self.upcall.get() }
     }
 
     /// The current state.
@@ -179,6 +193,12 @@ pub struct Process {
     space: IrqMutex<SpaceSlot>,
     /// Physical address of its process page (`ss_abi::page::ProcessPage`).
     pub page_pa: usize,
+    /// Physical address of its completion queue (`ss_abi::completion`).
+    pub cq_pa: usize,
+    /// Its asynchronous calls and their completions.
+    pub aio: IrqMutex<crate::aio::Aio>,
+    /// Bit *h*: a thread of the process is on hart *h* now.
+    on_harts: AtomicU64,
     /// Its source in the global bitmap.
     pub source: SourceId,
     /// Its effective level at the last fold (lower is more important).
@@ -213,6 +233,16 @@ pub struct Inner {
     pub permits: usize,
     /// Threads blocked in `park`.
     pub parked: VecDeque<Arc<Thread>>,
+}
+
+/// `Process` structures in memory (live or not yet dropped), for the
+/// kernel's leak test.
+pub static ALIVE: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        ALIVE.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Every live process, by pid.
@@ -282,6 +312,8 @@ pub fn spawn(
             ..ProcessPage::default()
         })
     };
+    let cq_pa = space.map_new(COMPLETION_PAGE_VA, sv39::R | sv39::W)? * PAGE_SIZE;
+    crate::aio::init_queue(cq_pa);
     let stack_top = map_stack(&mut space, 0)?;
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
     let proc = Arc::new(Process {
@@ -294,6 +326,9 @@ pub fn spawn(
             dead: false,
         }),
         page_pa,
+        cq_pa,
+        aio: IrqMutex::new(crate::aio::Aio::default()),
+        on_harts: AtomicU64::new(0),
         source: sched::add_source(),
         level: AtomicU8::new(priority.level()),
         bits: AtomicU64::new(priority.bit()),
@@ -312,6 +347,7 @@ pub fn spawn(
             parked: VecDeque::new(),
         }),
     });
+    ALIVE.fetch_add(1, Ordering::SeqCst);
     PROCS.lock().insert(pid, proc.clone());
     let frame = TrapFrame::new_user(plan.entry, stack_top, arg, usize::from(priority.level()));
     proc.add_thread(0, frame);
@@ -368,6 +404,21 @@ impl Process {
         drop(freed);
     }
 
+    /// Records that a thread of the process is (or is no longer) on `hart`.
+    pub fn set_on_hart(&self, hart: usize, on: bool) {
+        let bit = 1u64 << (hart % 64);
+        if on {
+            self.on_harts.fetch_or(bit, Ordering::SeqCst);
+        } else {
+            self.on_harts.fetch_and(!bit, Ordering::SeqCst);
+        }
+    }
+
+    /// The harts a thread of the process is on now.
+    pub fn on_harts(&self) -> u64 {
+        self.on_harts.load(Ordering::SeqCst)
+    }
+
     /// Whether the process is being torn down.
     pub fn is_dying(&self) -> bool {
         self.dying.load(Ordering::SeqCst)
@@ -381,6 +432,7 @@ impl Process {
             proc: self.clone(),
             state: AtomicU8::new(ThreadState::Runnable as u8),
             frame: UnsafeCell::new(frame),
+            upcall: UnsafeCell::new(None),
         });
         inner.threads.push(t.clone());
         inner.live += 1;
@@ -415,6 +467,7 @@ impl Process {
             return;
         }
         self.exit_code.store(code, Ordering::SeqCst);
+        crate::aio::cancel(self);
         let threads: Vec<_> = self.inner.lock().threads.clone();
         for t in threads {
             if t.cas(ThreadState::Blocked, ThreadState::Dead) {

@@ -258,6 +258,7 @@ fn run(t: Arc<Thread>) -> Outcome {
     unsafe { arch::set_satp(satp) };
     let mut running = Running::default();
     let hart = arch::hart_id();
+    t.proc.set_on_hart(hart, true);
     let stop = loop {
         if t.proc.is_dying() {
             break Stop::Finish;
@@ -265,6 +266,8 @@ fn run(t: Arc<Thread>) -> Outcome {
         // SAFETY: we popped `t` from the run queue: its frame is ours until we
         // hand it on (requeue, block, finish) below.
         let frame = unsafe { t.frame() };
+        // Completions waiting: into the queue, and maybe the upcall.
+        crate::aio::deliver(&t, frame);
         // SAFETY: the thread's address space is active; its frame holds a user
         // context (built by `TrapFrame::new_user`, saved by the trap entry).
         unsafe { arch::run_user(frame) };
@@ -290,6 +293,7 @@ fn run(t: Arc<Thread>) -> Outcome {
             frame.sepc += 4;
             match syscall::dispatch(&t, frame) {
                 syscall::Outcome::Return(v) => frame.regs[reg::A0] = v as usize,
+                syscall::Outcome::Resume => {}
                 syscall::Outcome::Blocked => break Stop::Blocked,
                 syscall::Outcome::Yield => break Stop::Requeue,
                 syscall::Outcome::Exit => break Stop::Finish,
@@ -308,6 +312,7 @@ fn run(t: Arc<Thread>) -> Outcome {
             break Stop::Finish;
         }
     };
+    t.proc.set_on_hart(hart, false);
     // SAFETY: the kernel table maps the kernel as every address space does.
     unsafe { arch::set_satp(mm::kernel_satp()) };
     t.proc.leave_space();
@@ -326,14 +331,36 @@ fn run(t: Arc<Thread>) -> Outcome {
     }
 }
 
-/// Blocks the running thread `t` until `ns` nanoseconds from now; the system
-/// call returns 0 then.
-pub fn sleep(t: &Arc<Thread>, frame: &mut arch::TrapFrame, ns: u64) {
-    let ticks = ns / (1_000_000_000 / TIME_HZ);
-    let deadline = arch::time().saturating_add(ticks);
+/// The `time` value `ns` nanoseconds from now (saturating).
+pub fn deadline_after(ns: u64) -> u64 {
+    arch::time().saturating_add(ns / (1_000_000_000 / TIME_HZ))
+}
+
+/// Blocks the running thread `t` until `ns` nanoseconds from now (the system
+/// call returns 0 then) and returns true; returns false at once for a sleep
+/// shorter than one `time` tick.
+pub fn sleep(t: &Arc<Thread>, frame: &mut arch::TrapFrame, ns: u64) -> bool {
+    if ns < 1_000_000_000 / TIME_HZ {
+        return false;
+    }
+    let deadline = deadline_after(ns);
     frame.regs[reg::A0] = 0;
     let mut list = SLEEPERS.lock();
     t.block_with(|t| list.push((deadline, t)));
+    true
+}
+
+/// Has `w` woken at the first tick at or after `deadline`.
+pub fn wake_at(deadline: u64, w: &Waker) {
+    let mut list = KERNEL_SLEEPERS.lock();
+    if !list.iter().any(|(_, k)| k.will_wake(w)) {
+        list.push((deadline, w.clone()));
+    }
+}
+
+/// Forgets `w` (registered with [`wake_at`]).
+pub fn forget_wake(w: &Waker) {
+    KERNEL_SLEEPERS.lock().retain(|(_, k)| !k.will_wake(w));
 }
 
 /// Takes the entries of `list` whose deadline is `now` or earlier.

@@ -17,9 +17,9 @@ use ss_abi::{Levels, Priority};
 use ss_kernel_logic::user::UserRange;
 
 use crate::arch::{self, reg, TrapFrame};
-use crate::fd::{wake_all, Fd, Pipe, PIPE_CAPACITY};
-use crate::proc::{self, Thread};
-use crate::{console, sched};
+use crate::fd::{Fd, Pipe, Waiters};
+use crate::proc::{self, Process, Thread};
+use crate::{aio, console, sched};
 
 /// Bytes one `read` or `write` moves at most (a short count beyond).
 pub const MAX_IO: usize = 4096;
@@ -36,6 +36,9 @@ pub enum Outcome {
     Blocked,
     /// The thread gives up the hart.
     Yield,
+    /// Resume the thread with the registers as the call left them (no result
+    /// in `a0`: `upcall_return` restored them all).
+    Resume,
     /// The thread (and its process) ends.
     Exit,
 }
@@ -63,9 +66,15 @@ pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
         }
         Syscall::Read | Syscall::Write => {
             // a0 = fd, a1 = buf, a2 = len, a3 = cid (the asynchronous form).
-            let r = if a3 as u64 != ASYNC_ARG_NONE {
-                Err(SysError::Unsupported)
-            } else if call == Syscall::Read {
+            if a3 as u64 != ASYNC_ARG_NONE {
+                let r = if call == Syscall::Read {
+                    aio::submit_read(t, a3 as u64, a0, a1, a2)
+                } else {
+                    aio::submit_write(t, a3 as u64, a0, a1, a2)
+                };
+                return Outcome::Return(r.map_or_else(|e| e.to_ret(), |v| v as isize));
+            }
+            let r = if call == Syscall::Read {
                 fd_of(t, a0).and_then(|f| read(t, frame, f, a1, a2))
             } else {
                 fd_of(t, a0).and_then(|f| write(t, frame, f, a1, a2))
@@ -86,9 +95,19 @@ pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
         Syscall::Spawn => spawn(t, a0, a1, a2, a3, a(4)),
         Syscall::Wait => return wait(t, frame, a0),
         Syscall::GetPid => Ok(t.proc.pid as usize),
+        Syscall::Sleep if a1 as u64 != ASYNC_ARG_NONE => aio::submit_sleep(t, a1 as u64, a0 as u64),
         Syscall::Sleep => {
-            sched::sleep(t, frame, a0 as u64);
-            return Outcome::Blocked;
+            if sched::sleep(t, frame, a0 as u64) {
+                return Outcome::Blocked;
+            }
+            Ok(0)
+        }
+        Syscall::UpcallRegister => aio::register(t, a0),
+        Syscall::UpcallReturn => {
+            return match aio::upcall_return(t, frame) {
+                Ok(()) => Outcome::Resume,
+                Err(e) => Outcome::Return(e.to_ret()),
+            }
         }
         Syscall::Park => {
             let mut inner = t.proc.inner.lock();
@@ -130,7 +149,7 @@ pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
 }
 
 /// Copies `len` bytes (at most `MAX_IO`) in from user memory.
-fn copy_in(t: &Thread, buf: usize, len: usize) -> Result<alloc::vec::Vec<u8>> {
+pub(crate) fn copy_in(t: &Thread, buf: usize, len: usize) -> Result<alloc::vec::Vec<u8>> {
     let len = len.min(MAX_IO);
     let range = UserRange::new(buf, len)?;
     let mut data = vec![0u8; len];
@@ -140,7 +159,7 @@ fn copy_in(t: &Thread, buf: usize, len: usize) -> Result<alloc::vec::Vec<u8>> {
 
 /// Checks that `buf..buf+len` is writable user memory, before anything is
 /// consumed for it.
-fn check_out(t: &Thread, buf: usize, len: usize) -> Result<UserRange> {
+pub(crate) fn check_out(t: &Thread, buf: usize, len: usize) -> Result<UserRange> {
     let range = UserRange::new(buf, len)?;
     t.proc.with_space(|s| s.check(range, true))?;
     Ok(range)
@@ -150,7 +169,8 @@ fn copy_out(t: &Thread, range: UserRange, data: &[u8]) -> Result<()> {
     t.proc.with_space(|s| s.copy_out(range, data))
 }
 
-fn fd_of(t: &Thread, fd: usize) -> Result<FdRef> {
+/// Looks descriptor `fd` up.
+pub(crate) fn fd_of(t: &Thread, fd: usize) -> Result<FdRef> {
     let inner = t.proc.inner.lock();
     match inner.fds.get(fd).and_then(Option::as_ref) {
         Some(Fd::Stdin) => Ok(FdRef::Stdin),
@@ -162,10 +182,14 @@ fn fd_of(t: &Thread, fd: usize) -> Result<FdRef> {
 }
 
 /// A descriptor looked up (so the table lock is not held while blocking).
-enum FdRef {
+pub(crate) enum FdRef {
+    /// Console input.
     Stdin,
+    /// Console output.
     Stdout,
+    /// A pipe's read end.
     PipeRead(Arc<Pipe>),
+    /// A pipe's write end.
     PipeWrite(Arc<Pipe>),
 }
 
@@ -181,37 +205,23 @@ fn read(
     if range.is_empty() {
         return Ok(Some(0));
     }
-    let data: alloc::vec::Vec<u8> = match f {
-        FdRef::Stdin => {
-            let mut input = console::INPUT.lock();
-            if input.bytes.is_empty() {
-                t.block_in(&mut input.readers, frame);
-                return Ok(None);
-            }
-            let n = range.len().min(input.bytes.len());
-            input.bytes.drain(..n).collect()
-        }
-        FdRef::PipeRead(p) => {
-            let mut s = p.state.lock();
-            if s.buf.is_empty() {
-                if s.writers == 0 {
-                    return Ok(Some(0));
-                }
-                t.block_in(&mut s.read_wait, frame);
-                return Ok(None);
-            }
-            let n = range.len().min(s.buf.len());
-            let data = s.buf.drain(..n).collect();
-            let woken = core::mem::take(&mut s.write_wait);
-            drop(s);
-            wake_all(woken);
-            data
-        }
+    let block = |w: &mut Waiters| t.block_in(&mut w.threads, frame);
+    let data = match f {
+        FdRef::Stdin => console::read_input(range.len(), block),
+        FdRef::PipeRead(p) => p.read(range.len(), block),
         FdRef::Stdout | FdRef::PipeWrite(_) => return Err(SysError::BadFd),
     };
-    let range = UserRange::new(range.start(), data.len())?;
-    copy_out(t, range, &data)?;
+    let Some(data) = data else {
+        return Ok(None);
+    };
+    copy_out_prefix(&t.proc, range, &data)?;
     Ok(Some(data.len()))
+}
+
+/// Copies `data` to the start of `range` (which is at least that long).
+pub(crate) fn copy_out_prefix(p: &Process, range: UserRange, data: &[u8]) -> Result<()> {
+    let range = UserRange::new(range.start(), data.len())?;
+    p.with_space(|s| s.copy_out(range, data))
 }
 
 /// `write` to `f`: `Ok(None)` when the thread blocked.
@@ -228,26 +238,7 @@ fn write(
             console::write_bytes(&data);
             Ok(Some(data.len()))
         }
-        FdRef::PipeWrite(p) => {
-            if data.is_empty() {
-                return Ok(Some(0));
-            }
-            let mut s = p.state.lock();
-            if s.readers == 0 {
-                return Err(SysError::BrokenPipe);
-            }
-            let room = PIPE_CAPACITY - s.buf.len();
-            if room == 0 {
-                t.block_in(&mut s.write_wait, frame);
-                return Ok(None);
-            }
-            let n = room.min(data.len());
-            s.buf.extend(&data[..n]);
-            let woken = core::mem::take(&mut s.read_wait);
-            drop(s);
-            wake_all(woken);
-            Ok(Some(n))
-        }
+        FdRef::PipeWrite(p) => p.write(&data, |w| t.block_in(&mut w.threads, frame)),
         FdRef::Stdin | FdRef::PipeRead(_) => Err(SysError::BadFd),
     }
 }

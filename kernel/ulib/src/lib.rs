@@ -41,6 +41,7 @@
 
 extern crate alloc;
 
+pub mod aio;
 mod rt;
 pub use ss_usys as sys;
 

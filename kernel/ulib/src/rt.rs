@@ -33,7 +33,7 @@ static mut HEAP_SPACE: HeapSpace = HeapSpace([0; HEAP_SIZE]);
 static MAIN_PRIORITY: AtomicU8 = AtomicU8::new(0);
 
 /// The shared scheduler's table (checked at start: magic and version).
-fn vdso() -> &'static VdsoTable {
+pub(crate) fn vdso() -> &'static VdsoTable {
     // SAFETY: the kernel maps the vDSO, table first, at VDSO_BASE in every
     // process before it starts (`_start` checks the magic and version).
     unsafe { &*(VDSO_BASE as *const VdsoTable) }

@@ -3,8 +3,10 @@
 //! The synchronous forms of the kernel's system calls (`ss_abi::syscall` has
 //! the numbers and error codes), with no allocator and no runtime, so that both
 //! the user library and the shared scheduler code (the vDSO) use the same ones.
-//! The asynchronous forms (paper §3.2) come with the kernel's asynchronous
-//! system calls.
+//! The asynchronous forms (paper §3.2) are here as *submissions*: they return
+//! once the kernel has accepted the call; its result arrives later in the
+//! completion queue (`ss_abi::completion`), and the user library
+//! (`ss_ulib::aio`) turns that into an `await`.
 #![no_std]
 
 use core::arch::asm;
@@ -151,7 +153,58 @@ pub fn getpid() -> usize {
 
 /// Blocks this thread for at least `ns` nanoseconds.
 pub fn sleep_ns(ns: u64) {
-    let _ = call(Syscall::Sleep, [ns as usize, 0, 0, 0, 0, 0]);
+    let _ = call(
+        Syscall::Sleep,
+        [ns as usize, ASYNC_ARG_NONE as usize, 0, 0, 0, 0],
+    );
+}
+
+/// Submits the asynchronous `read(fd, buf, len, cid)`: the kernel will write
+/// up to `len` bytes at `buf` and complete `(cid, count or -error)`.
+///
+/// # Errors
+/// The kernel's [`SysError`] for an argument it refused (then nothing started).
+pub fn read_submit(fd: usize, buf: *mut u8, len: usize, cid: u64) -> Result<(), SysError> {
+    call(Syscall::Read, [fd, buf as usize, len, cid as usize, 0, 0]).map(|_| ())
+}
+
+/// Submits the asynchronous `write(fd, buf, len, cid)` (the kernel copies the
+/// bytes in before it returns).
+///
+/// # Errors
+/// As [`read_submit`].
+pub fn write_submit(fd: usize, buf: &[u8], cid: u64) -> Result<(), SysError> {
+    call(
+        Syscall::Write,
+        [fd, buf.as_ptr() as usize, buf.len(), cid as usize, 0, 0],
+    )
+    .map(|_| ())
+}
+
+/// Submits the asynchronous `sleep(ns, cid)`: completes `(cid, 0)` after at
+/// least `ns` nanoseconds.
+///
+/// # Errors
+/// As [`read_submit`].
+pub fn sleep_submit(ns: u64, cid: u64) -> Result<(), SysError> {
+    call(Syscall::Sleep, [ns as usize, cid as usize, 0, 0, 0, 0]).map(|_| ())
+}
+
+/// Registers `handler` as this process's upcall handler (0: none).
+///
+/// # Errors
+/// [`SysError::BadAddress`] for an address outside user memory.
+pub fn upcall_register(handler: usize) -> Result<(), SysError> {
+    call(Syscall::UpcallRegister, [handler, 0, 0, 0, 0, 0]).map(|_| ())
+}
+
+/// Ends the upcall handler: the thread resumes where the upcall interrupted
+/// it. Returns only with an error (not in a handler).
+pub fn upcall_return() -> SysError {
+    match call(Syscall::UpcallReturn, [0; 6]) {
+        Err(e) => e,
+        Ok(_) => SysError::BadArgument,
+    }
 }
 
 /// Blocks this thread until a permit is available, then takes it.

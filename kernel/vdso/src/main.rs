@@ -20,8 +20,11 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::{Context, Poll, Waker};
 
-use ss_abi::uspace::{GLOBAL_PAGE_VA, PROCESS_PAGE_VA};
-use ss_abi::vdso::{RawTask, VdsoTable, VDSO_MAGIC, VDSO_VERSION};
+use alloc::vec::Vec;
+
+use ss_abi::completion::{entry_offset, ready_entries, CQ_HEAD_OFFSET, CQ_TAIL_OFFSET};
+use ss_abi::uspace::{COMPLETION_PAGE_VA, GLOBAL_PAGE_VA, PROCESS_PAGE_VA};
+use ss_abi::vdso::{RawTask, VdsoTable, NO_RESULT, VDSO_MAGIC, VDSO_VERSION};
 use ss_abi::{CoroutineId, CoroutineKind, Levels, Priority};
 use ss_core::global::GlobalView;
 use ss_core::platform::{Clock, Critical, Park, Platform};
@@ -104,6 +107,7 @@ unsafe extern "C" fn init(heap: *mut u8, len: usize) {
     // `heap` for good, once.
     unsafe { HEAP.init(heap as usize, len) };
     let _ = exec();
+    let _ = sys::upcall_register(upcall_entry as *const () as usize);
 }
 
 unsafe extern "C" fn spawn(task: RawTask, priority: u8, kind: u8) -> i64 {
@@ -123,6 +127,8 @@ extern "C" fn run() -> ! {
     let exec = exec();
     let mut poller = exec.poller();
     poller.run_while(|| {
+        // A safe point: no scheduler lock is held here.
+        drain_if_pending();
         publish(exec.ready_bitmap().bits());
         if let Some(next) = exec.most_important_ready() {
             yield_if_elsewhere(next);
@@ -189,12 +195,93 @@ pub static ss_vdso_table: VdsoTable = VdsoTable {
     ready_bitmap,
     publish,
     global_yields,
+    take_result,
+    drain,
 };
 
+/// Most delivered results kept untaken: beyond, the oldest is dropped (a
+/// coroutine that issued a call it no longer awaits cannot fill the heap).
+const MAX_RESULTS: usize = 1024;
+
+/// Delivered results not yet taken: (cid, result, stamp).
+static RESULTS: spin::Mutex<Vec<(u64, i64, u64)>> = spin::Mutex::new(Vec::new());
+/// One drainer at a time (a second one leaves the work to the first).
+static DRAINING: spin::Mutex<()> = spin::Mutex::new(());
+
+unsafe extern "C" fn take_result(cid: u64, stamp: *mut u64) -> i64 {
+    let mut results = RESULTS.lock();
+    let Some(i) = results.iter().position(|r| r.0 == cid) else {
+        return NO_RESULT;
+    };
+    let (_, result, when) = results.swap_remove(i);
+    if !stamp.is_null() {
+        // SAFETY: the caller passes null or a live, aligned `*mut u64`.
+        unsafe { stamp.write(when) };
+    }
+    result
+}
+
+fn drain_if_pending() {
+    let head = page_word(COMPLETION_PAGE_VA, CQ_HEAD_OFFSET).load(Ordering::Acquire);
+    if page_word(COMPLETION_PAGE_VA, CQ_TAIL_OFFSET).load(Ordering::Acquire) != head {
+        drain();
+    }
+}
+
+/// Takes every entry of the completion queue: stores its result and wakes its
+/// coroutine (a result for a coroutine that is gone is dropped). The page is
+/// the process's own memory, so a corrupt `head`/`tail` pair only skips
+/// entries.
+extern "C" fn drain() -> u64 {
+    let Some(_one) = DRAINING.try_lock() else {
+        return 0;
+    };
+    let head_word = page_word(COMPLETION_PAGE_VA, CQ_HEAD_OFFSET);
+    let tail = page_word(COMPLETION_PAGE_VA, CQ_TAIL_OFFSET).load(Ordering::Acquire);
+    let head = head_word.load(Ordering::Acquire);
+    let Some(n) = ready_entries(head, tail) else {
+        head_word.store(tail, Ordering::Release);
+        return 0;
+    };
+    let mut taken = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let at = entry_offset(head.wrapping_add(i));
+        let w = |k: usize| page_word(COMPLETION_PAGE_VA, at + 8 * k).load(Ordering::Acquire);
+        taken.push((w(0), w(1) as i64, w(2)));
+    }
+    head_word.store(tail, Ordering::Release);
+    for (cid, result, stamp) in taken {
+        {
+            let mut results = RESULTS.lock();
+            if results.len() >= MAX_RESULTS {
+                results.remove(0);
+            }
+            results.push((cid, result, stamp));
+        }
+        if exec().wake(CoroutineId::from_raw(cid)).is_err() {
+            let mut results = RESULTS.lock();
+            if let Some(i) = results.iter().position(|r| r.0 == cid && r.2 == stamp) {
+                results.swap_remove(i);
+            }
+        }
+    }
+    n as u64
+}
+
+/// The upcall handler: the kernel enters it (on this thread's stack, below
+/// the interrupted frame) when completions wait; it drains the queue and
+/// returns to the interrupted code through the kernel.
+extern "C" fn upcall_entry() -> ! {
+    drain();
+    let _ = sys::upcall_return();
+    // Only reached if the kernel did not enter us as an upcall.
+    sys::exit(-5)
+}
+
 fn page_word(base: usize, offset: usize) -> &'static AtomicU64 {
-    // SAFETY: the kernel maps the global page (read-only) and the process page
-    // (read-write) at these addresses in every process before it starts; the
-    // words are 8-byte aligned.
+    // SAFETY: the kernel maps the global page (read-only), the process page
+    // and the completion page (read-write) at these addresses in every process
+    // before it starts; callers pass 8-byte aligned offsets inside the page.
     unsafe { &*((base + offset) as *const AtomicU64) }
 }
 

@@ -263,6 +263,22 @@ async fn alloc_cpu(harts: usize) -> Outcome {
     Ok(())
 }
 
+/// Runs mode `mode` of the `aio` program in a child at `priority`; it exits 0
+/// when its checks passed.
+fn aio_mode(mode: usize, priority: u8) -> Outcome {
+    let pid = sys::spawn("aio", priority, mode).map_err(|e| alloc::format!("spawn: {e}"))?;
+    let exits = wait_all(1)?;
+    ensure!(
+        exits == [(pid, 0)],
+        "aio mode {} exited {exits:?}",
+        mode & 0xff
+    );
+    Ok(())
+}
+
+/// Calls in the fuzzer (mode 5 of `aio`).
+const FUZZ_CALLS: usize = 100_000;
+
 async fn main(harts: usize) -> i32 {
     let mut results: Vec<(&str, Outcome)> = Vec::new();
     results.push(("hostile_syscalls", hostile()));
@@ -271,6 +287,17 @@ async fn main(harts: usize) -> i32 {
     results.push(("console_input", console_input()));
     results.push(("pipe_between_processes", pipe_between_processes()));
     results.push(("reprio", reprio().await));
+    results.push(("async_same_results", aio_mode(0, 2)));
+    results.push(("async_many_concurrent", aio_mode(1, 2)));
+    results.push(("async_exit_in_flight", aio_mode(2, 2)));
+    results.push(("async_garbage_queue", aio_mode(3, 2)));
+    results.push(("async_upcall", aio_mode(4, 2)));
+    let t0 = sys::time();
+    results.push(("syscall_fuzzer", aio_mode(5 | FUZZ_CALLS << 8, 2)));
+    println!(
+        "[utest] fuzzer: {FUZZ_CALLS} calls in {} ms",
+        (sys::time() - t0) / (sys::TIME_HZ / 1000)
+    );
     if harts == 1 {
         results.push(("priority_order", priority_order()));
         results.push(("yields_to_more_important", yields_to_more_important()));

@@ -1,0 +1,429 @@
+//! Asynchronous system calls (paper §3.2, Listing 2) and the emulated
+//! user-level interrupt that delivers their results.
+//!
+//! # The call
+//!
+//! `read`, `write` and `sleep` with a coroutine id other than
+//! `ASYNC_ARG_NONE` check every argument exactly as the synchronous form does
+//! (a refused argument is the call's return value, nothing starts), copy a
+//! `write`'s bytes in, reserve one of the process's [`MAX_INFLIGHT`] slots,
+//! spawn an [`OpTask`] — a kernel coroutine in the kernel Executor, one level
+//! more important than the process — and return 0. The calling thread never blocks; only the
+//! user coroutine that awaits the result does.
+//!
+//! The kernel coroutine waits on the pipe, the console or the clock like any
+//! kernel coroutine (a waker in the object's `Waiters`), does the transfer,
+//! and finishes with a [`Completion`] `(cid, result)`: a byte count or
+//! `-(SysError)`, never a bare wake.
+//!
+//! # Buffers
+//!
+//! A `write`'s bytes are copied in when the call is made. A `read`'s buffer
+//! is checked (mapped, user, writable) when the call is made and written when
+//! it completes, through the process's page table. This kernel has no
+//! `munmap`: a process cannot unmap anything while it lives, so a checked
+//! buffer stays mapped for the life of the operation, and the address space
+//! (with the buffer) is freed only at teardown, after which the copy finds no
+//! space and the result is dropped with the process.
+//!
+//! # Completion queue and upcall (the emulated N extension)
+//!
+//! Finished calls wait in the process's [`Aio::done`] (kernel memory, bounded
+//! by the in-flight slots) until one of the process's threads is about to
+//! return to user mode on some hart ([`deliver`], from `sched::run`): then as
+//! many as fit go into the ring of the process's completion page
+//! (`ss_abi::completion`), and if the process registered a handler the
+//! thread is sent into it — its registers are saved in the kernel, `sepc`
+//! becomes the handler, `sp` moves below the interrupted frame — unless it is
+//! already in it, or its `pc` is inside the shared scheduler code (the vDSO),
+//! which counts as "user interrupts disabled": the vDSO drains the queue
+//! itself at its next safe point, between two polls. The handler ends with
+//! `upcall_return`, which restores every register (the N extension's
+//! `uret`). When a call completes, the kernel sends an IPI to every other
+//! hart running a thread of the process (so the upcall happens at once) and
+//! gives the process one wake-up permit (so a parked thread comes back for
+//! it).
+//!
+//! The page is writable by the process, so nothing read from it is trusted:
+//! an impossible `head` resets the ring (counted in `resets`), and the kernel
+//! keeps its own `tail`, writes only whole entries at in-range offsets, and
+//! touches the page only while one of the process's threads runs (so its
+//! frame is mapped).
+//!
+//! # Exit with calls in flight
+//!
+//! `Process::kill` wakes every in-flight call's coroutine ([`cancel`]); it
+//! sees the process dying, drops its waker from whatever it waited on, and
+//! ends. [`LIVE`] counts the coroutines alive, for the kernel's leak test.
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::task::{Context, Poll, Waker};
+
+use ss_abi::completion::{
+    entry_offset, free_slots, Completion, CompletionHeader, CQ_HEAD_OFFSET, CQ_IPIS_OFFSET,
+    CQ_MAGIC, CQ_RESETS_OFFSET, CQ_TAIL_OFFSET, CQ_UPCALLS_OFFSET, CQ_VERSION,
+};
+use ss_abi::syscall::SysError;
+use ss_abi::uspace::{IMAGE_BASE, USER_BASE, USER_END, VDSO_BASE};
+use ss_abi::{Levels, Priority};
+use ss_kernel_logic::user::UserRange;
+
+use crate::arch::{self, reg, TrapFrame};
+use crate::proc::{Process, Thread};
+use crate::syscall::{check_out, copy_in, copy_out_prefix, fd_of, FdRef, MAX_IO};
+use crate::{console, kexec, sbi, sched};
+
+/// Asynchronous calls a process may have started and not yet seen delivered
+/// into its completion queue.
+pub const MAX_INFLIGHT: usize = 256;
+
+/// Kernel coroutines of asynchronous calls now alive (all processes).
+pub static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Upcalls delivered (all processes).
+pub static UPCALLS: AtomicU64 = AtomicU64::new(0);
+
+type Result<T> = core::result::Result<T, SysError>;
+
+/// A process's asynchronous calls.
+#[derive(Default)]
+pub struct Aio {
+    /// Calls started and not yet in the ring.
+    inflight: usize,
+    /// Finished calls not yet in the ring.
+    done: VecDeque<Completion>,
+    /// Entries the kernel has put in the ring (its own copy of `tail`).
+    tail: u64,
+    /// `tail` when the last upcall was delivered.
+    upcalled: u64,
+    /// The registered handler (0: none).
+    handler: usize,
+    /// In-flight calls' wakers, by operation id (woken when the process dies).
+    cancel: BTreeMap<u64, Waker>,
+    next_op: u64,
+    upcalls: u64,
+    ipis: u64,
+    resets: u64,
+}
+
+/// Writes the header of a new process's (zeroed) completion page at `pa`.
+pub fn init_queue(pa: usize) {
+    // SAFETY: the frame was just allocated for the page and is zeroed; no
+    // process maps it yet.
+    unsafe {
+        (pa as *mut CompletionHeader).write(CompletionHeader {
+            magic: CQ_MAGIC,
+            version: CQ_VERSION,
+            ..CompletionHeader::default()
+        })
+    };
+}
+
+/// The word at `off` in `p`'s completion page.
+///
+/// Only while a thread of `p` is on a hart (its address space, which owns the
+/// frame, lives until the last hart leaves it).
+fn word(p: &Process, off: usize) -> &AtomicU64 {
+    // SAFETY: `cq_pa` is the page's frame, alive per the rule above; `off` is
+    // a multiple of 8 inside the page; the process writes the page at the
+    // same time, so every access is atomic.
+    unsafe { &*((p.cq_pa + off) as *const AtomicU64) }
+}
+
+/// What an asynchronous call does.
+enum Op {
+    Read { f: FdRef, range: UserRange },
+    Write { f: FdRef, data: Vec<u8> },
+    Sleep { deadline: u64 },
+}
+
+/// `read(fd, buf, len, cid)`, asynchronous: the synchronous form's checks,
+/// in its order, then a kernel coroutine.
+pub fn submit_read(t: &Arc<Thread>, cid: u64, fd: usize, buf: usize, len: usize) -> Result<usize> {
+    let f = fd_of(t, fd)?;
+    let range = check_out(t, buf, len.min(MAX_IO))?;
+    match f {
+        FdRef::Stdin | FdRef::PipeRead(_) => submit(t, cid, Op::Read { f, range }),
+        FdRef::Stdout | FdRef::PipeWrite(_) => Err(SysError::BadFd),
+    }
+}
+
+/// `write(fd, buf, len, cid)`, asynchronous (the bytes are copied in now).
+pub fn submit_write(t: &Arc<Thread>, cid: u64, fd: usize, buf: usize, len: usize) -> Result<usize> {
+    let f = fd_of(t, fd)?;
+    let data = copy_in(t, buf, len)?;
+    match f {
+        FdRef::Stdout | FdRef::PipeWrite(_) => submit(t, cid, Op::Write { f, data }),
+        FdRef::Stdin | FdRef::PipeRead(_) => Err(SysError::BadFd),
+    }
+}
+
+/// `sleep(ns, cid)`, asynchronous: completes `(cid, 0)` at the first tick
+/// `ns` or more from now.
+pub fn submit_sleep(t: &Arc<Thread>, cid: u64, ns: u64) -> Result<usize> {
+    submit(
+        t,
+        cid,
+        Op::Sleep {
+            deadline: sched::deadline_after(ns),
+        },
+    )
+}
+
+fn submit(t: &Arc<Thread>, cid: u64, op: Op) -> Result<usize> {
+    let p = &t.proc;
+    let id = {
+        let mut a = p.aio.lock();
+        if a.inflight >= MAX_INFLIGHT {
+            return Err(SysError::Limit);
+        }
+        a.inflight += 1;
+        a.next_op += 1;
+        a.next_op
+    };
+    LIVE.fetch_add(1, Ordering::SeqCst);
+    let task = OpTask {
+        p: p.clone(),
+        id,
+        cid,
+        op,
+        waker: None,
+        finished: false,
+    };
+    // One level above the process it works for: on a hart where the process
+    // spins, the tick then lets the call finish (`Tick::YieldToKernel`).
+    let level = p.level.load(Ordering::SeqCst).saturating_sub(1);
+    let prio = Priority::new(level).unwrap_or(Levels::DEFAULT.least_important());
+    // A refused spawn drops the task, which gives its slot back.
+    kexec()
+        .spawn(task, prio)
+        .map(|_| 0)
+        .map_err(|_| SysError::OutOfMemory)
+}
+
+/// The kernel coroutine of one asynchronous call.
+struct OpTask {
+    p: Arc<Process>,
+    id: u64,
+    cid: u64,
+    op: Op,
+    /// The waker it left with the object it waits on.
+    waker: Option<Waker>,
+    finished: bool,
+}
+
+impl OpTask {
+    /// Tries the operation once: `Some(result)`, or `None` after leaving
+    /// `w` where the event will wake it.
+    fn attempt(&self, w: &Waker) -> Option<isize> {
+        let ret = |r: Result<usize>| r.map_or_else(|e| e.to_ret(), |n| n as isize);
+        match &self.op {
+            // An empty read is 0 at once, as in the synchronous form.
+            Op::Read { range, .. } if range.is_empty() => Some(0),
+            Op::Read { f, range } => {
+                let data = match f {
+                    FdRef::Stdin => console::read_input(range.len(), |q| q.add_task(w)),
+                    FdRef::PipeRead(pipe) => pipe.read(range.len(), |q| q.add_task(w)),
+                    FdRef::Stdout | FdRef::PipeWrite(_) => return Some(SysError::BadFd.to_ret()),
+                }?;
+                Some(ret(
+                    copy_out_prefix(&self.p, *range, &data).map(|_| data.len())
+                ))
+            }
+            Op::Write { f, data } => match f {
+                FdRef::Stdout => {
+                    console::write_bytes(data);
+                    Some(data.len() as isize)
+                }
+                FdRef::PipeWrite(pipe) => match pipe.write(data, |q| q.add_task(w)) {
+                    Ok(Some(n)) => Some(n as isize),
+                    Ok(None) => None,
+                    Err(e) => Some(e.to_ret()),
+                },
+                FdRef::Stdin | FdRef::PipeRead(_) => Some(SysError::BadFd.to_ret()),
+            },
+            Op::Sleep { deadline } => {
+                if arch::time() >= *deadline {
+                    Some(0)
+                } else {
+                    sched::wake_at(*deadline, w);
+                    None
+                }
+            }
+        }
+    }
+}
+
+impl Future for OpTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        // Registered before the dying check: a kill after it wakes us.
+        this.p.aio.lock().cancel.insert(this.id, cx.waker().clone());
+        if this.p.is_dying() {
+            return Poll::Ready(());
+        }
+        match this.attempt(cx.waker()) {
+            None => {
+                this.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Some(result) => {
+                this.finished = true;
+                complete(&this.p, this.id, this.cid, result);
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl Drop for OpTask {
+    fn drop(&mut self) {
+        if let Some(w) = self.waker.take() {
+            match &self.op {
+                Op::Read {
+                    f: FdRef::Stdin, ..
+                } => console::INPUT.lock().readers.remove_task(&w),
+                Op::Read {
+                    f: FdRef::PipeRead(pipe),
+                    ..
+                } => pipe.state.lock().read_wait.remove_task(&w),
+                Op::Write {
+                    f: FdRef::PipeWrite(pipe),
+                    ..
+                } => pipe.state.lock().write_wait.remove_task(&w),
+                Op::Sleep { .. } => sched::forget_wake(&w),
+                _ => {}
+            }
+        }
+        let mut a = self.p.aio.lock();
+        a.cancel.remove(&self.id);
+        if !self.finished {
+            a.inflight -= 1;
+        }
+        drop(a);
+        LIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Records `(cid, result)` for `p` and makes sure it is delivered soon: an
+/// IPI to the other harts running `p`, a wake-up permit for a parked thread.
+fn complete(p: &Arc<Process>, id: u64, cid: u64, result: isize) {
+    let others = p.on_harts() & !(1u64 << (arch::hart_id() % 64));
+    {
+        let mut a = p.aio.lock();
+        a.cancel.remove(&id);
+        a.done.push_back(Completion {
+            cid,
+            result: result as i64,
+            stamp: arch::time(),
+            reserved: 0,
+        });
+        a.ipis += u64::from(others.count_ones());
+    }
+    for h in 0..64 {
+        if others & (1 << h) != 0 {
+            sbi::send_ipi(h);
+        }
+    }
+    let parked = {
+        let mut inner = p.inner.lock();
+        inner.permits = inner.permits.saturating_add(1);
+        inner.parked.pop_front()
+    };
+    if let Some(t) = parked {
+        t.wake();
+    }
+}
+
+/// `p` is dying: wakes every in-flight call so it ends.
+pub fn cancel(p: &Process) {
+    let wakers = core::mem::take(&mut p.aio.lock().cancel);
+    for w in wakers.into_values() {
+        w.wake();
+    }
+}
+
+/// `upcall_register(handler)`.
+pub fn register(t: &Thread, handler: usize) -> Result<usize> {
+    if handler != 0 && (!(USER_BASE..USER_END).contains(&handler) || handler % 2 != 0) {
+        return Err(SysError::BadAddress);
+    }
+    t.proc.aio.lock().handler = handler;
+    Ok(0)
+}
+
+/// Before thread `t` (held by this hart, its space active) returns to user
+/// mode: completions into the queue, and the upcall if one is due.
+pub fn deliver(t: &Arc<Thread>, frame: &mut TrapFrame) {
+    let p = &t.proc;
+    let mut a = p.aio.lock();
+    if a.done.is_empty() && (a.handler == 0 || a.tail == a.upcalled) {
+        return;
+    }
+    let head = word(p, CQ_HEAD_OFFSET).load(Ordering::Acquire);
+    let free = free_slots(a.tail, head).unwrap_or_else(|free| {
+        word(p, CQ_HEAD_OFFSET).store(a.tail, Ordering::Release);
+        a.resets += 1;
+        free
+    });
+    for _ in 0..free.min(a.done.len()) {
+        let Some(c) = a.done.pop_front() else { break };
+        let at = entry_offset(a.tail);
+        for (i, v) in [c.cid, c.result as u64, c.stamp, c.reserved]
+            .into_iter()
+            .enumerate()
+        {
+            word(p, at + 8 * i).store(v, Ordering::Relaxed);
+        }
+        a.tail = a.tail.wrapping_add(1);
+        a.inflight -= 1;
+    }
+    word(p, CQ_TAIL_OFFSET).store(a.tail, Ordering::Release);
+    word(p, CQ_IPIS_OFFSET).store(a.ipis, Ordering::Relaxed);
+    word(p, CQ_RESETS_OFFSET).store(a.resets, Ordering::Relaxed);
+    if a.handler == 0 || a.tail == a.upcalled {
+        return;
+    }
+    if word(p, CQ_HEAD_OFFSET).load(Ordering::Acquire) == a.tail {
+        // Consumed already (by the vDSO's own drain).
+        a.upcalled = a.tail;
+        return;
+    }
+    if (VDSO_BASE..IMAGE_BASE).contains(&frame.sepc) {
+        // Inside the scheduler code: user interrupts are off there.
+        return;
+    }
+    // SAFETY: this hart holds `t` (see `sched::run`).
+    let saved = unsafe { t.upcall_saved() };
+    if saved.is_some() {
+        return;
+    }
+    a.upcalled = a.tail;
+    a.upcalls += 1;
+    word(p, CQ_UPCALLS_OFFSET).store(a.upcalls, Ordering::Relaxed);
+    UPCALLS.fetch_add(1, Ordering::Relaxed);
+    *saved = Some(Box::new(frame.clone()));
+    frame.sepc = a.handler;
+    frame.regs[reg::SP] = frame.regs[reg::SP].wrapping_sub(128) & !15;
+    frame.regs[reg::RA] = 0;
+}
+
+/// `upcall_return()`: back to where the upcall interrupted the thread.
+pub fn upcall_return(t: &Thread, frame: &mut TrapFrame) -> Result<()> {
+    // SAFETY: this hart holds `t` (it is making a system call).
+    let saved = unsafe { t.upcall_saved() }
+        .take()
+        .ok_or(SysError::BadArgument)?;
+    frame.regs = saved.regs;
+    frame.fregs = saved.fregs;
+    frame.fcsr = saved.fcsr;
+    frame.sepc = saved.sepc;
+    Ok(())
+}

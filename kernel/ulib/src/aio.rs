@@ -1,0 +1,127 @@
+//! Asynchronous system calls (paper §3.2, Listing 2): the same calls as the
+//! synchronous ones in [`crate::sys`], but only the calling coroutine waits.
+//!
+//! Each call submits the asynchronous form with the coroutine's id and
+//! returns `Pending`; the kernel runs the call as a kernel coroutine and puts
+//! `(cid, result)` in the process's completion queue; the shared scheduler
+//! (the vDSO) takes it — in the upcall handler the kernel enters, or between
+//! two polls — stores the result and wakes the coroutine, which takes it.
+//!
+//! One call per coroutine at a time (the coroutine id names the call).
+//! `read` owns its buffer until the result arrives (the kernel writes it
+//! then); dropping the future earlier leaks the buffer rather than letting
+//! the kernel write into freed memory.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::task::Poll;
+
+use ss_abi::completion::{CQ_IPIS_OFFSET, CQ_RESETS_OFFSET, CQ_UPCALLS_OFFSET};
+use ss_abi::syscall::SysError;
+use ss_abi::uspace::COMPLETION_PAGE_VA;
+use ss_abi::vdso::NO_RESULT;
+
+use crate::rt::{getcid, vdso};
+use crate::sys;
+
+/// Waits for the result of the call this coroutine (`cid`) issued: the raw
+/// result and the kernel's completion time.
+async fn result_of(cid: u64) -> (i64, u64) {
+    core::future::poll_fn(|_| {
+        let mut stamp = 0u64;
+        // SAFETY: `stamp` is a live `u64`.
+        let r = unsafe { (vdso().take_result)(cid, &mut stamp) };
+        if r == NO_RESULT {
+            Poll::Pending
+        } else {
+            Poll::Ready((r, stamp))
+        }
+    })
+    .await
+}
+
+async fn my_cid() -> Result<u64, SysError> {
+    getcid()
+        .await
+        .map(|c| c.into_raw())
+        .ok_or(SysError::BadArgument)
+}
+
+fn decode(raw: i64) -> Result<usize, SysError> {
+    SysError::from_ret(raw as isize)
+}
+
+/// A buffer the kernel may still write: leaked if the call is abandoned.
+struct Held(Option<Vec<u8>>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            core::mem::forget(b);
+        }
+    }
+}
+
+/// `read(fd, buf)` asynchronously: up to `buf.len()` bytes (at most 4096);
+/// returns the count (0 at end of file) and the buffer.
+pub async fn read(fd: usize, mut buf: Vec<u8>) -> (Result<usize, SysError>, Vec<u8>) {
+    let cid = match my_cid().await {
+        Ok(c) => c,
+        Err(e) => return (Err(e), buf),
+    };
+    if let Err(e) = sys::read_submit(fd, buf.as_mut_ptr(), buf.len(), cid) {
+        return (Err(e), buf);
+    }
+    let mut held = Held(Some(buf));
+    let (r, _) = result_of(cid).await;
+    (decode(r), held.0.take().unwrap_or_default())
+}
+
+/// `write(fd, buf)` asynchronously (the kernel copies the bytes when the call
+/// is made); returns how many went (a short count when a pipe is nearly full).
+pub async fn write(fd: usize, buf: &[u8]) -> Result<usize, SysError> {
+    let cid = my_cid().await?;
+    sys::write_submit(fd, buf, cid)?;
+    decode(result_of(cid).await.0)
+}
+
+/// `sleep(ns)` asynchronously: this coroutine resumes after at least `ns`
+/// nanoseconds (at a timer tick); the process's threads go on meanwhile.
+pub async fn sleep(ns: u64) -> Result<(), SysError> {
+    sleep_stamped(ns).await.map(|_| ())
+}
+
+/// As [`sleep`], returning the kernel's `time` when the call completed (to
+/// measure how long the result took to reach this coroutine).
+pub async fn sleep_stamped(ns: u64) -> Result<u64, SysError> {
+    let cid = my_cid().await?;
+    sys::sleep_submit(ns, cid)?;
+    let (r, stamp) = result_of(cid).await;
+    decode(r).map(|_| stamp)
+}
+
+fn cq_word(offset: usize) -> &'static AtomicU64 {
+    // SAFETY: the kernel maps the completion page read-write at
+    // COMPLETION_PAGE_VA in every process; the offsets are aligned words.
+    unsafe { &*((COMPLETION_PAGE_VA + offset) as *const AtomicU64) }
+}
+
+/// Upcalls the kernel delivered to this process.
+pub fn upcalls() -> u64 {
+    cq_word(CQ_UPCALLS_OFFSET).load(Ordering::Relaxed)
+}
+
+/// IPIs the kernel sent to deliver this process's completions at once.
+pub fn ipis() -> u64 {
+    cq_word(CQ_IPIS_OFFSET).load(Ordering::Relaxed)
+}
+
+/// Times the kernel found the queue's `head` corrupt and reset it.
+pub fn resets() -> u64 {
+    cq_word(CQ_RESETS_OFFSET).load(Ordering::Relaxed)
+}
+
+/// Drains the completion queue now (what the upcall handler does).
+pub fn drain() -> u64 {
+    (vdso().drain)()
+}
