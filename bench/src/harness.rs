@@ -140,6 +140,38 @@ pub fn time(f: impl FnOnce()) -> Duration {
     start.elapsed()
 }
 
+/// `Ok(())` if `ok`, else an error saying `what` (a workload's self-check).
+///
+/// # Errors
+/// `what`, when `ok` is false.
+pub fn check(ok: bool, what: &str) -> anyhow::Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        anyhow::bail!("{what}")
+    }
+}
+
+/// Like [`measure`], for repetitions that can fail: the first error wins.
+///
+/// # Errors
+/// The first error a repetition returned.
+pub fn try_measure(
+    plan: Plan,
+    ops: u64,
+    mut rep: impl FnMut() -> anyhow::Result<Duration>,
+) -> anyhow::Result<Sample> {
+    let mut err = None;
+    let s = measure(plan, ops, || match rep() {
+        Ok(d) => d,
+        Err(e) => {
+            err.get_or_insert(e);
+            Duration::ZERO
+        }
+    });
+    err.map_or(Ok(s), Err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Parser;
 use ss_bench::futs::{leak, own_waker, BlockForever, Countdown, Yield};
-use ss_bench::harness::{measure, time, Plan, Sample};
+use ss_bench::harness::{check, time, try_measure, Sample};
 use ss_bench::machine::Machine;
 use ss_bench::report::{median_or, ns, Table};
 use ss_core::{Executor, Priority};
@@ -686,27 +686,6 @@ fn pick_ae(r: usize, timed: u64) -> Result<Duration> {
 }
 
 // ---------------------------------------------------------------- driver
-
-fn check(ok: bool, what: &str) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        bail!("{what}")
-    }
-}
-
-/// Like [`measure`], for repetitions that can fail.
-fn try_measure(plan: Plan, ops: u64, mut rep: impl FnMut() -> Result<Duration>) -> Result<Sample> {
-    let mut err = None;
-    let s = measure(plan, ops, || match rep() {
-        Ok(d) => d,
-        Err(e) => {
-            err.get_or_insert(e);
-            Duration::ZERO
-        }
-    });
-    err.map_or(Ok(s), Err)
-}
 
 /// One line of the summary.
 struct Row {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Parser;
 use ss_bench::futs::{leak, own_waker, Countdown};
-use ss_bench::harness::{measure, Plan, Sample};
+use ss_bench::harness::{check, try_measure, Sample};
 use ss_bench::latency::{us, Latencies, Summary};
 use ss_bench::machine::Machine;
 use ss_bench::report::{ns, Table};
@@ -645,27 +645,6 @@ fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
         }
         std::thread::yield_now();
     }
-}
-
-fn check(ok: bool, what: &str) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        bail!("{what}")
-    }
-}
-
-/// Like [`measure`], for repetitions that can fail.
-fn try_measure(plan: Plan, ops: u64, mut rep: impl FnMut() -> Result<Duration>) -> Result<Sample> {
-    let mut err = None;
-    let s = measure(plan, ops, || match rep() {
-        Ok(d) => d,
-        Err(e) => {
-            err.get_or_insert(e);
-            Duration::ZERO
-        }
-    });
-    err.map_or(Ok(s), Err)
 }
 
 // ---------------------------------------------------------------- report
