@@ -52,6 +52,29 @@ impl Latencies {
         self.hist.is_empty()
     }
 
+    /// The `q` quantile (0.0 ..= 1.0) in microseconds (0 if there are no samples).
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1_000.0
+    }
+
+    /// The mean in microseconds (0 if there are no samples).
+    pub fn mean_us(&self) -> f64 {
+        self.hist.mean() / 1_000.0
+    }
+
+    /// The slowest sample in microseconds (0 if there are none).
+    pub fn max_us(&self) -> f64 {
+        self.hist.max() as f64 / 1_000.0
+    }
+
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: &Latencies) {
+        for v in other.hist.iter_recorded() {
+            self.hist
+                .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
+    }
+
     /// The percentiles of the samples (all zero if there are none).
     pub fn summary(&self) -> Summary {
         let us = |ns: u64| ns as f64 / 1_000.0;
@@ -107,6 +130,24 @@ pub fn us(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_keeps_every_sample() {
+        let (mut a, mut b) = (Latencies::new(), Latencies::new());
+        for i in 1..=50u64 {
+            a.record(i * 1_000);
+            b.record((50 + i) * 1_000);
+        }
+        a.merge(&b);
+        assert_eq!(a.len(), 100);
+        assert!((a.max_us() - 100.0).abs() < 0.1, "{}", a.max_us());
+        assert!(
+            (a.quantile_us(0.5) - 50.0).abs() < 0.1,
+            "{}",
+            a.quantile_us(0.5)
+        );
+        assert!((a.mean_us() - 50.5).abs() < 0.1, "{}", a.mean_us());
+    }
 
     #[test]
     fn percentiles_in_microseconds() {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use hdrhistogram::Histogram;
+use ss_bench::latency::Latencies;
 use ss_bench::machine::Machine;
 use ss_runtime::net::{TcpListener, TcpStream};
 use ss_runtime::{prio, Builder, Coordination, Runtime};
@@ -312,17 +312,6 @@ impl Role {
     }
 }
 
-/// Latency samples in nanoseconds (1 ns ..= 60 s, 3 significant digits).
-type Latencies = Histogram<u64>;
-
-fn latencies() -> Latencies {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
-}
-
-fn quantile_us(l: &Latencies, q: f64) -> f64 {
-    l.value_at_quantile(q) as f64 / 1e3
-}
-
 /// One scenario's result.
 struct Outcome {
     name: &'static str,
@@ -409,7 +398,7 @@ fn drive(
                 async move {
                     let s = TcpStream::connect(addr).await?;
                     s.set_nodelay(true)?;
-                    let mut lat = latencies();
+                    let mut lat = Latencies::new();
                     let (mut sent, mut answered) = (0u64, 0u64);
                     let mut req = vec![0u8; MSG];
                     let mut resp = vec![0u8; MSG];
@@ -441,7 +430,9 @@ fn drive(
                         if intended >= start + warm {
                             sent += 1;
                             answered += 1;
-                            lat.saturating_record((intended.elapsed().as_nanos() as u64).max(1));
+                            lat.record(
+                                u64::try_from(intended.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                            );
                         }
                     }
                     Ok::<_, anyhow::Error>((lat, sent, answered))
@@ -449,14 +440,13 @@ fn drive(
                 prio(0),
             ));
         }
-        let mut all = latencies();
+        let mut all = Latencies::new();
         let (mut sent, mut answered) = (0, 0);
         for h in handles {
             let (l, s, a) = h
                 .await
                 .map_err(|e| anyhow::anyhow!("client coroutine: {e}"))??;
-            all.add(&l)
-                .map_err(|e| anyhow::anyhow!("merging histograms: {e}"))?;
+            all.merge(&l);
             sent += s;
             answered += a;
         }
@@ -536,13 +526,13 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
     );
     let mut median_p99 = Vec::new();
     for rows in &mut outcomes {
-        rows.sort_by(|a, b| quantile_us(&a.lat, 0.99).total_cmp(&quantile_us(&b.lat, 0.99)));
+        rows.sort_by(|a, b| a.lat.quantile_us(0.99).total_cmp(&b.lat.quantile_us(0.99)));
         let (lo, hi) = (
-            quantile_us(&rows[0].lat, 0.99),
-            quantile_us(&rows[rows.len() - 1].lat, 0.99),
+            rows[0].lat.quantile_us(0.99),
+            rows[rows.len() - 1].lat.quantile_us(0.99),
         );
         let o = &rows[rows.len() / 2];
-        let p = |q: f64| quantile_us(&o.lat, q);
+        let p = |q: f64| o.lat.quantile_us(q);
         median_p99.push(p(0.99));
         println!(
             "{:<24} {:>10.0} {:>9.1} {:>9.1} {:>15} {:>9.1} {:>9.1} {:>12} {:>10}",
@@ -552,7 +542,7 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
             p(0.99),
             format!("{lo:.0}–{hi:.0}"),
             p(0.999),
-            o.lat.max() as f64 / 1e3,
+            o.lat.max_us(),
             o.flood_chunks_per_s
                 .map_or("-".to_owned(), |c| format!("{c:.0}")),
             o.flood_deferrals.map_or("-".to_owned(), |d| d.to_string()),

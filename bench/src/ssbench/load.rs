@@ -49,11 +49,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
+
+use crate::latency::Latencies;
 use ss_proto::{encode, matrix, ClientDecoder, ClientFrame, Dim, Parsed};
 
 /// How requests are timed.
@@ -287,45 +288,26 @@ const CDF_QUANTILES: [f64; 24] = [
     0.995, 0.998, 0.999, 0.9995, 0.9999, 0.99999, 1.0,
 ];
 
-/// Latency samples in nanoseconds, 1 ns to 60 s at 3 significant digits (the
-/// bounds of [`crate::latency`]), with the mean and p99.9 the report needs.
-#[derive(Clone, Debug)]
-struct Hist(Histogram<u64>);
-
-impl Hist {
-    fn new() -> Self {
-        Hist(
-            Histogram::new_with_bounds(1, 60_000_000_000, 3)
-                .expect("1 ns ..= 60 s at 3 significant digits is a valid histogram"),
-        )
+/// Summarises `h` as the report needs it (with its CDF if `cdf`).
+fn stats(h: &Latencies, cdf: bool) -> LatencyStats {
+    if h.is_empty() {
+        return LatencyStats::default();
     }
-
-    fn record(&mut self, ns: u64) {
-        self.0.saturating_record(ns.max(1));
-    }
-
-    fn stats(&self, cdf: bool) -> LatencyStats {
-        let h = &self.0;
-        if h.is_empty() {
-            return LatencyStats::default();
-        }
-        let us = |ns: u64| ns as f64 / 1_000.0;
-        LatencyStats {
-            count: h.len(),
-            mean_us: h.mean() / 1_000.0,
-            p50_us: us(h.value_at_quantile(0.5)),
-            p99_us: us(h.value_at_quantile(0.99)),
-            p999_us: us(h.value_at_quantile(0.999)),
-            max_us: us(h.max()),
-            cdf: if cdf {
-                CDF_QUANTILES
-                    .iter()
-                    .map(|&q| (us(h.value_at_quantile(q)), q))
-                    .collect()
-            } else {
-                Vec::new()
-            },
-        }
+    LatencyStats {
+        count: h.len(),
+        mean_us: h.mean_us(),
+        p50_us: h.quantile_us(0.5),
+        p99_us: h.quantile_us(0.99),
+        p999_us: h.quantile_us(0.999),
+        max_us: h.max_us(),
+        cdf: if cdf {
+            CDF_QUANTILES
+                .iter()
+                .map(|&q| (h.quantile_us(q), q))
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -649,10 +631,10 @@ struct Engine {
     counts: Counts,
     /// Group key (granted priority) → index into `hists`.
     groups: BTreeMap<Option<u8>, usize>,
-    hists: Vec<Hist>,
+    hists: Vec<Latencies>,
     group_conns: Vec<u64>,
     group_in_window: Vec<u64>,
-    lag: Hist,
+    lag: Latencies,
     /// The window's origin, and its length in ns.
     origin: Instant,
     window_ns: u64,
@@ -694,7 +676,7 @@ impl Engine {
             hists: Vec::new(),
             group_conns: Vec::new(),
             group_in_window: Vec::new(),
-            lag: Hist::new(),
+            lag: Latencies::new(),
             origin: Instant::now(),
             window_ns: 0,
             timers: BinaryHeap::new(),
@@ -823,7 +805,7 @@ impl Engine {
                 let next = self.hists.len();
                 let g = *self.groups.entry(key).or_insert(next);
                 if g == next {
-                    self.hists.push(Hist::new());
+                    self.hists.push(Latencies::new());
                     self.group_conns.push(0);
                     self.group_in_window.push(0);
                 }
@@ -1261,10 +1243,9 @@ impl Engine {
 
     fn report(&self, args: &LoadArgs, client_cpus: f64) -> LoadReport {
         let secs = args.duration.as_secs_f64().max(1e-9);
-        let mut all = Hist::new();
+        let mut all = Latencies::new();
         for h in &self.hists {
-            // Same bounds, so adding cannot fail.
-            let _ = all.0.add(&h.0);
+            all.merge(h);
         }
         let groups = self
             .groups
@@ -1273,7 +1254,7 @@ impl Engine {
                 priority: key,
                 connections: self.group_conns[g],
                 throughput: self.group_in_window[g] as f64 / secs,
-                latency: self.hists[g].stats(true),
+                latency: stats(&self.hists[g], true),
             })
             .collect();
         LoadReport {
@@ -1285,9 +1266,9 @@ impl Engine {
             dim: args.dim,
             counts: self.counts.clone(),
             throughput: self.counts.in_window as f64 / secs,
-            latency: all.stats(true),
+            latency: stats(&all, true),
             groups,
-            send_lag: self.lag.stats(false),
+            send_lag: stats(&self.lag, false),
             client_cpus,
         }
     }
