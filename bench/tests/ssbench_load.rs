@@ -232,7 +232,10 @@ fn nobody_listening_is_a_connect_error() {
 #[test]
 fn hold_ramps_until_the_cap() {
     let (addr, stop) = tiny_server(Faults::default());
-    let hold = load::hold(addr, 40, 16, Duration::from_secs(5), || true).unwrap();
+    let hold = load::hold(addr, 40, 16, Duration::from_secs(5), Duration::ZERO, || {
+        true
+    })
+    .unwrap();
     stop.store(true, Ordering::Relaxed);
     assert_eq!(hold.held, 40, "{hold:?}");
     assert_eq!(hold.failed_at, None);
@@ -246,7 +249,7 @@ fn hold_stops_at_the_first_failure() {
         close_after: Some(2),
         ..Faults::default()
     });
-    let hold = load::hold(addr, 64, 8, Duration::from_secs(5), || true).unwrap();
+    let hold = load::hold(addr, 64, 8, Duration::from_secs(5), Duration::ZERO, || true).unwrap();
     stop.store(true, Ordering::Relaxed);
     // The first 8 connections answer twice, then close: the second round (16)
     // fails if their close is seen within it, the third (24) in any case.

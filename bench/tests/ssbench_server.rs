@@ -1,6 +1,12 @@
 //! `ssbench server` in every model, as a separate process: correct answers,
 //! Hello priorities, bad input and faults (issue 5, item 7).
 //!
+//! With `SS_GUEST_KERNEL` set to a kernel image (`cargo xtask test-kernel`
+//! does this), the protocol and fault checks run instead against the RISC-V
+//! kernel's servers (`kcuc`, `kcut`, `ktut`, `ktuc`), each in its own QEMU
+//! reached through `hostfwd` (issue 7, item 7); the checks that read a Linux
+//! process's memory or signal it stay with the Linux models.
+//!
 //! Every check runs against every model. Each bad-input check keeps a good
 //! connection (the bystander) open beside the bad one and checks that it is
 //! answered before and after. Every wait is bounded: client sockets have read
@@ -9,31 +15,87 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ss_bench::ssbench::qemu::{BootSpec, Guest, GUEST_CONNECT_PAUSE};
 use ss_proto::{
     encode, matrix, ClientDecoder, ClientFrame, Dim, ErrorStatus, Parsed, ServerDecoder,
 };
 
 /// Every model `ssbench server` has.
 const MODELS: [&str; 7] = ["kcuc", "kcut", "ktut", "ktuc", "tokio", "monoio", "ceiling"];
+/// The kernel's servers, as the guest's shell names them.
+const GUEST_MODELS: [&str; 4] = ["kcuc", "kcut", "ktut", "ktuc"];
 /// The server's default number of priority levels.
 const LEVELS: u8 = 8;
-/// The longest any single wait in these tests may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A server process, killed when dropped.
+/// The kernel image whose servers to check instead of the Linux ones.
+fn guest_kernel() -> Option<PathBuf> {
+    std::env::var_os("SS_GUEST_KERNEL").map(PathBuf::from)
+}
+
+/// The longest any single wait in these tests may take (an emulated guest,
+/// several at once on two cores, gets longer).
+fn timeout() -> Duration {
+    if guest_kernel().is_some() {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(10)
+    }
+}
+
+/// A server, stopped when dropped: a Linux process, or a guest in QEMU.
 struct Server {
-    child: Child,
+    child: Option<Child>,
+    _guest: Option<Guest>,
     addr: SocketAddr,
     model: &'static str,
 }
 
 impl Server {
+    /// A server of `model`: in a guest when `SS_GUEST_KERNEL` is set.
     fn start(model: &'static str) -> Server {
+        match guest_kernel() {
+            Some(kernel) => Server::guest(model, kernel),
+            None => Server::linux(model),
+        }
+    }
+
+    /// `model` served by the kernel image `kernel` in QEMU (2 harts).
+    fn guest(model: &'static str, kernel: PathBuf) -> Server {
+        let spec = BootSpec {
+            qemu: PathBuf::from("qemu-system-riscv64"),
+            kernel,
+            harts: 2,
+            model: model.to_owned(),
+            workers: 2,
+            timeout: Duration::from_secs(60),
+        };
+        let log = std::env::temp_dir().join(format!(
+            "ss-guest-{model}-{}-{:?}.log",
+            std::process::id(),
+            thread::current().id()
+        ));
+        let guest = Guest::boot(&spec, &log).unwrap_or_else(|e| {
+            panic!(
+                "{model}: the guest did not serve: {e:#} (log {})",
+                log.display()
+            )
+        });
+        Server {
+            child: None,
+            addr: guest.addr,
+            _guest: Some(guest),
+            model,
+        }
+    }
+
+    /// `ssbench server --model model` as a child process.
+    fn linux(model: &'static str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ssbench"))
             .args(["server", "--model", model, "--listen", "127.0.0.1:0"])
             .stdin(Stdio::piped())
@@ -49,27 +111,42 @@ impl Server {
             let _ = tx.send(line);
         });
         let line = rx
-            .recv_timeout(TIMEOUT)
-            .unwrap_or_else(|_| panic!("{model}: no `listening` line within {TIMEOUT:?}"));
+            .recv_timeout(timeout())
+            .unwrap_or_else(|_| panic!("{model}: no `listening` line within {:?}", timeout()));
         let addr = line
             .strip_prefix("listening ")
             .and_then(|a| a.trim().parse().ok())
             .unwrap_or_else(|| panic!("{model}: expected `listening <addr>`, got {line:?}"));
-        Server { child, addr, model }
+        Server {
+            child: Some(child),
+            _guest: None,
+            addr,
+            model,
+        }
+    }
+
+    /// The Linux server's process (the checks that need one run on Linux
+    /// models only).
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("a Linux server process")
     }
 
     fn connect(&self) -> TcpStream {
+        if self.child.is_none() {
+            thread::sleep(GUEST_CONNECT_PAUSE);
+        }
         let s = TcpStream::connect(self.addr)
             .unwrap_or_else(|e| panic!("{}: connect: {e}", self.model));
-        s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(TIMEOUT)).unwrap();
+        s.set_read_timeout(Some(timeout())).unwrap();
+        s.set_write_timeout(Some(timeout())).unwrap();
         s.set_nodelay(true).unwrap();
         s
     }
 
     /// The server's resident memory, from `/proc/<pid>/status`, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+    fn rss_kib(&mut self) -> u64 {
+        let pid = self.child().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -79,21 +156,23 @@ impl Server {
 
     /// Waits (bounded) for the process to exit; its exit code.
     fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + timeout();
         while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child().try_wait().unwrap() {
                 return status.code();
             }
             thread::sleep(Duration::from_millis(10));
         }
-        panic!("{}: did not exit within {TIMEOUT:?}", self.model);
+        panic!("{}: did not exit within {:?}", self.model, timeout());
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -243,13 +322,29 @@ fn verdict(stream: &[u8]) -> (Vec<(u64, u16)>, u64, ErrorStatus) {
     }
 }
 
-/// Runs `check` against a fresh server of every model, in parallel.
-fn each_model(check: fn(&Server)) {
-    let runs: Vec<_> = MODELS
+/// Runs `check` against a fresh server of every model, in parallel: the
+/// kernel's models in guests with `SS_GUEST_KERNEL`, else the Linux ones.
+fn each_model(check: fn(&mut Server)) {
+    let models: &[&'static str] = if guest_kernel().is_some() {
+        &GUEST_MODELS
+    } else {
+        &MODELS
+    };
+    run_each(models, Server::start, check);
+}
+
+/// Runs `check` against a fresh Linux server of every model (checks of the
+/// process itself: its memory, its signals).
+fn each_linux_model(check: fn(&mut Server)) {
+    run_each(&MODELS, Server::linux, check);
+}
+
+fn run_each(models: &[&'static str], start: fn(&'static str) -> Server, check: fn(&mut Server)) {
+    let runs: Vec<_> = models
         .iter()
-        .map(|&model| thread::spawn(move || check(&Server::start(model))))
+        .map(|&model| thread::spawn(move || check(&mut start(model))))
         .collect();
-    let failed: Vec<_> = MODELS
+    let failed: Vec<_> = models
         .iter()
         .zip(runs)
         .filter_map(|(m, r)| r.join().is_err().then_some(*m))
@@ -493,8 +588,8 @@ const SOAK_GROWTH_KIB: u64 = 4 * 1024;
 
 #[test]
 fn a_churn_soak_does_not_grow_the_memory() {
-    each_model(|server| {
-        let round = |server: &Server| {
+    each_linux_model(|server| {
+        let round = |server: &mut Server| {
             churn(server, SOAK_ROUND);
             // Served (so the accept queue has drained), and a moment for the
             // last connections' components to end.
@@ -523,10 +618,10 @@ fn a_churn_soak_does_not_grow_the_memory() {
 
 #[test]
 fn the_server_stops_on_stdin_end_of_file_and_on_sigterm() {
-    each_model(|server| {
-        let mut by_stdin = Server::start(server.model);
+    each_linux_model(|server| {
+        let mut by_stdin = Server::linux(server.model);
         Client::new(by_stdin.connect(), false).round_trip(1, 15);
-        drop(by_stdin.child.stdin.take());
+        drop(by_stdin.child().stdin.take());
         assert_eq!(
             by_stdin.wait_exit(),
             Some(0),
@@ -534,9 +629,9 @@ fn the_server_stops_on_stdin_end_of_file_and_on_sigterm() {
             server.model
         );
 
-        let mut by_signal = Server::start(server.model);
+        let mut by_signal = Server::linux(server.model);
         let _open = by_signal.connect();
-        let pid = by_signal.child.id() as libc::pid_t;
+        let pid = by_signal.child().id() as libc::pid_t;
         // SAFETY: kill(2) on the pid of a child we have not reaped (so the pid
         // cannot name another process); no memory is involved.
         let sent = unsafe { libc::kill(pid, libc::SIGTERM) };

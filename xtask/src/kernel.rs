@@ -1,5 +1,5 @@
-//! `cargo xtask qemu` and `cargo xtask test-kernel`: build the RISC-V kernel
-//! workspace (`kernel/`) and boot it in QEMU.
+//! `cargo xtask qemu`, `cargo xtask test-kernel` and `cargo xtask qemu-bench`:
+//! build the RISC-V kernel workspace (`kernel/`) and boot it in QEMU.
 //!
 //! Both install what they need on a fresh machine: the rustup target, and QEMU
 //! through `apt-get` when run as root (otherwise they name the command). Every
@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 const MANIFEST: &str = "kernel/Cargo.toml";
 /// The user programs embedded in the kernel image.
-const APPS: [&str; 6] = ["utest", "hostile", "crash", "worker", "aio", "shell"];
+const APPS: [&str; 10] = [
+    "utest", "hostile", "crash", "worker", "aio", "shell", "kcuc", "kcut", "ktut", "ktuc",
+];
 /// Hard limit for one test boot of QEMU.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -137,11 +139,19 @@ pub fn build(test: bool) -> Result<PathBuf, String> {
     Ok(out.join("ss-kernel"))
 }
 
+/// QEMU for `kernel` on `harts` harts, with a virtio-net device on QEMU's user
+/// network (the test boots' `listen` checks need one; nothing is forwarded).
 fn qemu(kernel: &Path, harts: usize) -> Command {
     let mut c = Command::new("qemu-system-riscv64");
     c.args(["-machine", "virt", "-smp", &harts.to_string(), "-m", "128M"])
         .args(["-bios", "default", "-nographic", "-no-reboot", "-kernel"])
-        .arg(kernel);
+        .arg(kernel)
+        .args([
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-device,netdev=n0",
+        ]);
     c
 }
 
@@ -219,7 +229,8 @@ fn boot_test(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), Strin
 
 /// `cargo xtask test-kernel`: fmt, clippy (kernel target; host for the logic
 /// crate's tests), the logic crate's host tests, docs, then the test build
-/// booted on 4 harts and on 1.
+/// booted on 4 harts and on 1, then the servers' protocol and fault checks
+/// against guests.
 pub fn test_kernel() -> Result<(), String> {
     ensure_tools()?;
     run(Command::new("cargo").args(["fmt", "--manifest-path", MANIFEST, "--all", "--check"]))?;
@@ -262,7 +273,39 @@ pub fn test_kernel() -> Result<(), String> {
     for harts in [4, 1] {
         boot_test(&kernel, harts, TEST_TIMEOUT)?;
     }
-    Ok(())
+    guest_servers()
+}
+
+/// The protocol and fault checks of `bench/tests/ssbench_server.rs` against
+/// the kernel's four servers, each in a QEMU reached through `hostfwd`
+/// (`SS_GUEST_KERNEL`): correct answers in order, Hello, every bad frame,
+/// oversize dims, resets and closes in mid-frame, a slow sender, churn — each
+/// beside a connection that must stay served. The checks of a Linux server's
+/// memory and signals are left out (`--skip`).
+fn guest_servers() -> Result<(), String> {
+    let kernel = build(false)?;
+    let kernel =
+        std::fs::canonicalize(&kernel).map_err(|e| format!("{}: {e}", kernel.display()))?;
+    let mut test = Command::new("cargo");
+    test.args([
+        "test",
+        "--release",
+        "-p",
+        "ss-bench",
+        "--test",
+        "ssbench_server",
+    ])
+    .args([
+        "--",
+        "--test-threads",
+        "1",
+        "--skip",
+        "soak",
+        "--skip",
+        "sigterm",
+    ])
+    .env("SS_GUEST_KERNEL", &kernel);
+    run(&mut test)
 }
 
 /// `cargo xtask qemu`: boots the kernel to its shell on `harts` harts, with the
@@ -297,4 +340,21 @@ pub fn qemu_interactive(harts: usize, timeout: Duration) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `cargo xtask qemu-bench`: builds the kernel with the server programs, then
+/// runs `ssbench qemu --kernel ELF [--quick] EXTRA…` (release build), which
+/// boots it in QEMU once per configuration and writes the emulated figures.
+pub fn qemu_bench(quick: bool, extra: &[String]) -> Result<(), String> {
+    ensure_tools()?;
+    let kernel = build(false)?;
+    let kernel =
+        std::fs::canonicalize(&kernel).map_err(|e| format!("{}: {e}", kernel.display()))?;
+    let kernel = kernel.to_string_lossy();
+    let mut args = vec!["qemu", "--kernel", &kernel];
+    if quick {
+        args.push("--quick");
+    }
+    args.extend(extra.iter().map(String::as_str));
+    crate::bench_bin("ssbench", &args)
 }

@@ -7,7 +7,8 @@
 //! protocol decoder's fuzz target, the RISC-V kernel's checks and QEMU test
 //! suites (`cargo xtask test-kernel`), the docs, and a smoke run of the
 //! benchmarks (micro, rtbench, rtecho, coordbench, ssbench). `cargo xtask qemu`
-//! boots the kernel to its shell.
+//! boots the kernel to its shell; `cargo xtask qemu-bench` runs the paper's
+//! experiments against the kernel's servers in QEMU (`ssbench qemu`).
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -44,8 +45,19 @@ enum Task {
         timeout: u64,
     },
     /// The kernel's checks: fmt and clippy of `kernel/`, host unit tests of its
-    /// logic, and the in-kernel and user test suites under QEMU (4 and 1 harts).
+    /// logic, the in-kernel and user test suites under QEMU (4 and 1 harts),
+    /// and the protocol and fault checks against its four servers in QEMU.
     TestKernel,
+    /// The paper's experiments on the RISC-V kernel under QEMU: builds the kernel,
+    /// then `ssbench qemu --kernel ELF …` (emulated figures; `docs/evaluation.md`).
+    QemuBench {
+        /// Short run (~1–2 minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Further arguments for `ssbench qemu` (`--out DIR`, `--duration 5s`, …).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// The no_std crates that must build for the kernel's target.
@@ -71,6 +83,7 @@ fn main() -> ExitCode {
             std::time::Duration::from_secs(timeout),
         )),
         Task::TestKernel => report(kernel::test_kernel()),
+        Task::QemuBench { quick, args } => report(kernel::qemu_bench(quick, &args)),
         Task::Test { only, no_miri } => {
             let ctx = Ctx {
                 ci: std::env::var_os("CI").is_some(),
@@ -224,30 +237,14 @@ fn steps() -> Vec<Step> {
                    (--quick; they assert completion and verified answers, never timings)",
             run: |_| {
                 for bin in ["micro", "rtbench", "rtecho", "coordbench"] {
-                    let args = [
-                        "run",
-                        "--release",
-                        "-p",
-                        "ss-bench",
-                        "--bin",
-                        bin,
-                        "--",
-                        "--quick",
-                    ];
-                    cargo(&args, &[])?;
+                    bench_bin(bin, &["--quick"])?;
                 }
                 // The paper's evaluation, every experiment on a small scale: fails
                 // unless every run completed, every answer verified, and the
                 // models named here started.
-                cargo(
+                bench_bin(
+                    "ssbench",
                     &[
-                        "run",
-                        "--release",
-                        "-p",
-                        "ss-bench",
-                        "--bin",
-                        "ssbench",
-                        "--",
                         "all",
                         "--quick",
                         "--out",
@@ -255,7 +252,6 @@ fn steps() -> Vec<Step> {
                         "--require",
                         "kcuc,tokio,ceiling",
                     ],
-                    &[],
                 )
             },
         },
@@ -326,6 +322,13 @@ fn fuzz(ctx: &Ctx) -> Result<(), String> {
             "the fuzzer found a failure ({status}); see crates/proto/fuzz/artifacts"
         ))
     }
+}
+
+/// `cargo run --release -p ss-bench --bin BIN -- ARGS…`.
+fn bench_bin(bin: &str, args: &[&str]) -> Result<(), String> {
+    let mut all = vec!["run", "--release", "-p", "ss-bench", "--bin", bin, "--"];
+    all.extend_from_slice(args);
+    cargo(&all, &[])
 }
 
 fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {

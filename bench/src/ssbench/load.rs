@@ -103,6 +103,12 @@ pub struct LoadArgs {
     /// Print the report as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// A pause before each connection after the first. QEMU's user networking
+    /// listens on a forwarded port with a backlog of one, so a connection
+    /// made before it accepted the last waits out a 1 s SYN retransmission;
+    /// `ssbench qemu` sets 2 ms.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub connect_pause: Duration,
 }
 
 impl LoadArgs {
@@ -120,6 +126,7 @@ impl LoadArgs {
             levels: None,
             timeout: Duration::from_secs(5),
             json: false,
+            connect_pause: Duration::ZERO,
         }
     }
 }
@@ -433,7 +440,13 @@ pub fn run_with(args: &LoadArgs, started: impl FnOnce()) -> Result<LoadReport> {
         bail!("--rate must be a positive number of requests per second");
     }
     let mut engine = Engine::new(dim)?;
-    engine.connect(args.addr, args.connections, args.levels, args.timeout);
+    engine.connect(
+        args.addr,
+        args.connections,
+        args.levels,
+        args.timeout,
+        args.connect_pause,
+    );
     engine.greet(args.timeout)?;
     // CPU time from here: the run, not the connecting.
     started();
@@ -480,6 +493,7 @@ pub fn hold(
     cap: u64,
     min_step: u64,
     timeout: Duration,
+    connect_pause: Duration,
     mut alive: impl FnMut() -> bool,
 ) -> Result<HoldReport> {
     raise_nofile(cap + 64)?;
@@ -492,7 +506,7 @@ pub fn hold(
             break;
         }
         let want = (have + (have / 8).max(min_step)).min(cap);
-        engine.connect(addr, (want - have) as usize, None, timeout);
+        engine.connect(addr, (want - have) as usize, None, timeout, connect_pause);
         let failure = if engine.counts.connect_errors > 0 {
             Some("a connection could not be established".to_owned())
         } else {
@@ -725,9 +739,19 @@ impl Engine {
 
     /// Opens `n` more connections, one after another (a burst of connects
     /// overflows a server's accept backlog and costs 1 s SYN retransmissions).
-    fn connect(&mut self, addr: SocketAddr, n: usize, levels: Option<u8>, timeout: Duration) {
+    fn connect(
+        &mut self,
+        addr: SocketAddr,
+        n: usize,
+        levels: Option<u8>,
+        timeout: Duration,
+        pause: Duration,
+    ) {
         for _ in 0..n {
             let i = self.conns.len();
+            if i > 0 && !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
             let stream = match StdTcpStream::connect_timeout(&addr, timeout)
                 .and_then(|s| s.set_nodelay(true).map(|()| s))
                 .and_then(|s| s.set_nonblocking(true).map(|()| s))

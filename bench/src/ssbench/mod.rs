@@ -9,11 +9,13 @@
 //! | [`suite`] | the experiments `fig5`, `fig6`, `fig7`, `memory`, `saturation`, `all` |
 //! | [`report`] | the markdown report, the JSON of every data point, the targets |
 //! | [`plot`] | the SVG figures |
+//! | [`qemu`] | `ssbench qemu`: the experiments on the RISC-V kernel, booted in QEMU |
 //!
 //! How to run it and read its report: `docs/evaluation.md`.
 
 pub mod load;
 pub mod plot;
+pub mod qemu;
 pub mod report;
 pub mod server;
 pub mod spawn;
@@ -54,6 +56,8 @@ enum Command {
     Saturation(suite::SuiteArgs),
     /// Every experiment, one report (the default).
     All(suite::SuiteArgs),
+    /// The experiments on the RISC-V kernel's servers, each booted in QEMU (emulated figures).
+    Qemu(qemu::QemuArgs),
 }
 
 /// Runs `ssbench` with parsed arguments; the exit code says whether every run
@@ -70,6 +74,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::Memory(a)) => suite::run(&a, &[E::Memory]),
         Some(Command::Saturation(a)) => suite::run(&a, &[E::Saturation]),
         Some(Command::All(a)) => suite::run(&a, &E::ALL),
+        Some(Command::Qemu(a)) => qemu::run(&a),
         None => suite::run(&suite::SuiteArgs::default(), &E::ALL),
     };
     match result {

@@ -27,7 +27,8 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    fn word(self) -> &'static str {
+    /// The word the report prints.
+    pub(super) fn word(self) -> &'static str {
         match self {
             Verdict::Met => "met",
             Verdict::Missed => "MISSED",
@@ -35,7 +36,8 @@ impl Verdict {
         }
     }
 
-    fn of(ok: bool) -> Verdict {
+    /// `Met` if `ok`, else `Missed`.
+    pub(super) fn of(ok: bool) -> Verdict {
         if ok {
             Verdict::Met
         } else {
@@ -57,14 +59,15 @@ pub struct Target {
     pub detail: String,
 }
 
-fn fig5_at<'a>(r: &'a Results, model: &str, c: usize) -> Option<&'a Point> {
+/// `model`'s fig5 point at `c` connections.
+pub(super) fn fig5_at<'a>(r: &'a Results, model: &str, c: usize) -> Option<&'a Point> {
     r.fig5
         .iter()
         .find(|p| p.model == model && p.load.connections == c)
 }
 
 /// The last connection count at which `model` ran in fig5, and whether it failed there.
-fn fig5_last<'a>(r: &'a Results, model: &str) -> Option<&'a Point> {
+pub(super) fn fig5_last<'a>(r: &'a Results, model: &str) -> Option<&'a Point> {
     r.fig5.iter().rev().find(|p| p.model == model)
 }
 
@@ -79,7 +82,8 @@ pub fn judge(r: &Results) -> Vec<Target> {
     ]
 }
 
-fn not_judged(name: &'static str, rule: &'static str, why: String) -> Target {
+/// A target that could not be judged, and why.
+pub(super) fn not_judged(name: &'static str, rule: &'static str, why: String) -> Target {
     Target {
         name,
         rule,
@@ -89,12 +93,27 @@ fn not_judged(name: &'static str, rule: &'static str, why: String) -> Target {
 }
 
 fn ratio_at_1024(r: &Results) -> Target {
-    let (name, rule) = (
+    ratio_at(
+        r,
+        1024,
+        4.0,
         "KCUC/KTUT at 1024",
         "fig5: KCUC's throughput ≥ 4 × KTUT's at 1024 connections (the paper's best: 3.93×)",
-    );
-    let Some(k) = fig5_at(r, "kcuc", 1024) else {
-        return not_judged(name, rule, "KCUC has no point at 1024 connections".into());
+    )
+}
+
+/// Whether KCUC's fig5 throughput is at least `need` × KTUT's at `c`
+/// connections. A KTUT that failed before `c` ran no such point: met if KCUC
+/// answered everything at `c`, and the detail says so.
+pub(super) fn ratio_at(
+    r: &Results,
+    c: usize,
+    need: f64,
+    name: &'static str,
+    rule: &'static str,
+) -> Target {
+    let Some(k) = fig5_at(r, "kcuc", c) else {
+        return not_judged(name, rule, format!("KCUC has no point at {c} connections"));
     };
     if k.failed.is_some() {
         return Target {
@@ -102,18 +121,18 @@ fn ratio_at_1024(r: &Results) -> Target {
             rule,
             verdict: Verdict::Missed,
             detail: format!(
-                "KCUC failed at 1024: {}",
+                "KCUC failed at {c}: {}",
                 k.failed.as_deref().unwrap_or_default()
             ),
         };
     }
-    match fig5_at(r, "ktut", 1024) {
+    match fig5_at(r, "ktut", c) {
         Some(t) => {
             let ratio = k.load.throughput / t.load.throughput.max(1e-9);
             Target {
                 name,
                 rule,
-                verdict: Verdict::of(ratio >= 4.0),
+                verdict: Verdict::of(ratio >= need),
                 detail: format!(
                     "{:.2}× ({:.0} vs {:.0} responses/s{})",
                     ratio,
@@ -129,11 +148,11 @@ fn ratio_at_1024(r: &Results) -> Target {
                 rule,
                 verdict: Verdict::Met,
                 detail: format!(
-                    "KTUT failed at {} connections and could not run 1024; KCUC answered every request at 1024 ({:.0} responses/s)",
+                    "KTUT failed at {} connections and could not run {c}; KCUC answered every request at {c} ({:.0} responses/s)",
                     t.load.connections, k.load.throughput
                 ),
             },
-            _ => not_judged(name, rule, "KTUT has no point at 1024 connections".into()),
+            _ => not_judged(name, rule, format!("KTUT has no point at {c} connections")),
         },
     }
 }
@@ -238,11 +257,17 @@ fn ceiling(r: &Results) -> Target {
 }
 
 fn ordered(r: &Results) -> Target {
-    let (name, rule) = (
+    ordered_in(
+        &r.fig6,
         "fig6 ordered",
         "fig6: KCUC's mean latency strictly increases from priority 0 to 7, with 1 and with 2 workers",
-    );
-    let ks: Vec<&Point> = r.fig6.iter().filter(|p| p.model == "kcuc").collect();
+    )
+}
+
+/// Whether KCUC's mean latency strictly increases with the priority number in
+/// every one of its points in `pts` (each a fig6 run), judged as `name`.
+pub(super) fn ordered_in(pts: &[Point], name: &'static str, rule: &'static str) -> Target {
+    let ks: Vec<&Point> = pts.iter().filter(|p| p.model == "kcuc").collect();
     if ks.is_empty() {
         return not_judged(name, rule, "KCUC did not run fig6".into());
     }
@@ -365,7 +390,7 @@ fn prio(g: &super::load::GroupReport) -> f64 {
 }
 
 /// Draws every figure; returns (file name, caption) of each.
-fn figures(dir: &Path, r: &Results) -> Result<Vec<(String, String)>> {
+pub(super) fn figures(dir: &Path, r: &Results) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut add = |file: String, caption: String, charts: Vec<Chart>| -> Result<()> {
         plot::svg(&dir.join(&file), &charts)?;
@@ -556,20 +581,7 @@ fn markdown(r: &Results, figures: &[(String, String)]) -> String {
         "Every answer is checked element by element; latency runs from each request's intended send time. \
          `✗` marks a point with errors (its numbers are shown as measured). How to read all of this: `docs/evaluation.md`.\n"
     );
-    let _ = writeln!(
-        s,
-        "## Targets\n\n| target | rule | verdict | from |\n|---|---|---|---|"
-    );
-    for t in &r.targets {
-        let _ = writeln!(
-            s,
-            "| {} | {} | **{}** | {} |",
-            t.name,
-            t.rule,
-            t.verdict.word(),
-            t.detail
-        );
-    }
+    targets_md(&mut s, "Targets", &r.targets);
     let _ = writeln!(s, "\n## Models\n");
     for m in &s_.models {
         match r.unavailable.get(m) {
@@ -602,22 +614,48 @@ fn markdown(r: &Results, figures: &[(String, String)]) -> String {
     );
     memory_md(&mut s, r);
     saturation_md(&mut s, r);
+    figures_and_errors_md(&mut s, r, figures, false);
+    s
+}
+
+/// The figures, then every point with errors. `emulated` (`ssbench qemu`)
+/// marks both as emulated and names each point's harts.
+pub(super) fn figures_and_errors_md(
+    s: &mut String,
+    r: &Results,
+    figures: &[(String, String)],
+    emulated: bool,
+) {
+    let (title, suffix, logs) = if emulated {
+        (
+            "Figures (emulated)",
+            " — emulated, QEMU TCG",
+            "QEMU's console",
+        )
+    } else {
+        ("Figures", "", "servers' stderr")
+    };
     if !figures.is_empty() {
-        let _ = writeln!(s, "\n## Figures\n");
+        let _ = writeln!(s, "\n## {title}\n");
         for (file, caption) in figures {
-            let _ = writeln!(s, "![{caption}]({file})\n");
+            let _ = writeln!(s, "![{caption}{suffix}]({file})\n");
         }
     }
     let _ = writeln!(
         s,
-        "\n## Errors\n\nPoints with errors, with what failed (servers' stderr: `logs/`):\n"
+        "\n## Errors\n\nPoints with errors, with what failed ({logs}: `logs/`):\n"
     );
     let mut any = false;
     for p in r.points().filter(|p| p.failed.is_some()) {
         any = true;
+        let harts = if emulated {
+            format!(" ({} harts)", p.workers.unwrap_or(0))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "- {} at {} connections: {}",
+            "- {}{harts} at {} connections: {}",
             p.model,
             p.load.connections,
             p.failed.as_deref().unwrap_or_default()
@@ -626,7 +664,24 @@ fn markdown(r: &Results, figures: &[(String, String)]) -> String {
     if !any {
         let _ = writeln!(s, "None.");
     }
-    s
+}
+
+/// The targets' table under the heading `title`.
+pub(super) fn targets_md(s: &mut String, title: &str, targets: &[Target]) {
+    let _ = writeln!(
+        s,
+        "## {title}\n\n| target | rule | verdict | from |\n|---|---|---|---|"
+    );
+    for t in targets {
+        let _ = writeln!(
+            s,
+            "| {} | {} | **{}** | {} |",
+            t.name,
+            t.rule,
+            t.verdict.word(),
+            t.detail
+        );
+    }
 }
 
 /// A table's header: `first`, then one column per model.
@@ -646,43 +701,62 @@ fn fig5_md(s: &mut String, r: &Results) {
     if r.fig5.is_empty() {
         return;
     }
-    let ms = models_in(r, &r.fig5);
-    let mut counts: Vec<usize> = r.fig5.iter().map(|p| p.load.connections).collect();
-    counts.sort_unstable();
-    counts.dedup();
     let _ = writeln!(
         s,
         "\n## Figure 5: throughput and latency against connections\n\n\
          Closed loop, one 15 × 15 request per connection every 100 ms: the offered load is C × 10 \
          requests/s. One table per quantity; `✗` marks a point with errors."
     );
-    type Cell = fn(&Point) -> String;
-    let tables: [(&str, Cell); 5] = [
+    let mut tables = fig5_columns(false);
+    tables.push((
+        "CPUs busy, server / client, and the client's send lag p99 in µs (its own lateness)",
+        |p| {
+            format!(
+                "{:.2} / {:.2}, {}",
+                p.server_cpus,
+                p.load.client_cpus,
+                us(p.load.send_lag.p99_us)
+            )
+        },
+    ));
+    fig5_tables(s, r, &tables);
+}
+
+/// fig5's throughput and latency tables (the median's too with `p50`).
+pub(super) fn fig5_columns(p50: bool) -> Vec<(&'static str, Cell)> {
+    let mut t: Vec<(&'static str, Cell)> = vec![
         ("Throughput, verified responses/s", |p| {
             format!("{:.0}", p.load.throughput)
         }),
         ("Mean latency, ms", |p| {
             format!("{:.2}", p.load.latency.mean_us / 1e3)
         }),
-        ("p99 latency, ms", |p| {
-            format!("{:.2}", p.load.latency.p99_us / 1e3)
-        }),
-        ("p99.9 latency, ms", |p| {
-            format!("{:.2}", p.load.latency.p999_us / 1e3)
-        }),
-        (
-            "CPUs busy, server / client, and the client's send lag p99 in µs (its own lateness)",
-            |p| {
-                format!(
-                    "{:.2} / {:.2}, {}",
-                    p.server_cpus,
-                    p.load.client_cpus,
-                    us(p.load.send_lag.p99_us)
-                )
-            },
-        ),
     ];
-    for (title, f) in tables {
+    if p50 {
+        t.push(("p50 latency, ms", |p| {
+            format!("{:.2}", p.load.latency.p50_us / 1e3)
+        }));
+    }
+    t.push(("p99 latency, ms", |p| {
+        format!("{:.2}", p.load.latency.p99_us / 1e3)
+    }));
+    t.push(("p99.9 latency, ms", |p| {
+        format!("{:.2}", p.load.latency.p999_us / 1e3)
+    }));
+    t
+}
+
+/// How one table cell shows a point.
+pub(super) type Cell = fn(&Point) -> String;
+
+/// One table per `(title, cell)` of `tables`: a row per connection count of
+/// `r.fig5`, a column per model.
+pub(super) fn fig5_tables(s: &mut String, r: &Results, tables: &[(&str, Cell)]) {
+    let ms = models_in(r, &r.fig5);
+    let mut counts: Vec<usize> = r.fig5.iter().map(|p| p.load.connections).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    for &(title, f) in tables {
         let _ = write!(s, "\n**{title}**\n\n");
         header(s, "C", &ms);
         for &c in &counts {
@@ -695,7 +769,8 @@ fn fig5_md(s: &mut String, r: &Results) {
     }
 }
 
-fn prio_md(s: &mut String, pts: &[Point], title: &str, dist: bool) {
+/// The tables of a priority experiment (fig6, or fig7 with `dist`).
+pub(super) fn prio_md(s: &mut String, pts: &[Point], title: &str, dist: bool) {
     if pts.is_empty() {
         return;
     }

@@ -237,6 +237,25 @@ pub struct Results {
 }
 
 impl Results {
+    /// A run about to begin on `machine`: this process's command line, the
+    /// load average now, no points yet.
+    pub fn new(machine: String, settings: Settings) -> Results {
+        Results {
+            machine,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            load_average: (load_average(), String::new()),
+            settings,
+            unavailable: BTreeMap::new(),
+            incomplete: Vec::new(),
+            fig5: Vec::new(),
+            fig6: Vec::new(),
+            fig7: Vec::new(),
+            memory: Vec::new(),
+            saturation: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+
     /// Every load point of every experiment.
     pub fn points(&self) -> impl Iterator<Item = &Point> {
         self.fig5
@@ -389,20 +408,7 @@ pub fn run(args: &SuiteArgs, experiments: &[Experiment]) -> Result<bool> {
         args.models.clone()
     };
     let mut ctx = Ctx {
-        r: Results {
-            machine,
-            command: std::env::args().collect::<Vec<_>>().join(" "),
-            load_average: (load_average(), String::new()),
-            settings: s.clone(),
-            unavailable: BTreeMap::new(),
-            incomplete: Vec::new(),
-            fig5: Vec::new(),
-            fig6: Vec::new(),
-            fig7: Vec::new(),
-            memory: Vec::new(),
-            saturation: Vec::new(),
-            targets: Vec::new(),
-        },
+        r: Results::new(machine, s.clone()),
         s,
         logs,
         models,
@@ -459,7 +465,7 @@ pub fn run(args: &SuiteArgs, experiments: &[Experiment]) -> Result<bool> {
 }
 
 /// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them.
-fn load_average() -> String {
+pub(super) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".to_owned())
@@ -610,6 +616,7 @@ fn memory(ctx: &mut Ctx) -> Result<()> {
             ctx.s.memory_cap,
             min_step,
             Duration::from_secs(3),
+            Duration::ZERO,
             || server.alive(),
         );
         let server_end = server.stop();

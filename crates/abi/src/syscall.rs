@@ -75,6 +75,62 @@ pub enum Syscall {
     /// resumes the thread where the upcall interrupted it, every register as
     /// it was. Outside a handler: `BadArgument`.
     UpcallReturn = 17,
+    /// `listen(port)`: a TCP listener on `port` (1..=65535) of the guest's
+    /// address; returns its descriptor. Connections that arrive are held in
+    /// a bounded backlog ([`LISTEN_BACKLOG`]) until accepted.
+    Listen = 18,
+    /// `accept(fd, cid)`: the next connection of listener `fd`, as a new
+    /// descriptor (readable and writable). Synchronous when
+    /// `cid == ASYNC_ARG_NONE` (blocks the thread), else asynchronous: the
+    /// result is `(cid, descriptor or -(SysError))` in the completion queue.
+    Accept = 19,
+    /// `thread_exit()`: end the calling thread (the process ends with code 0
+    /// when its last thread does). Its stack slot is reused by a later
+    /// `alloc_cpu`.
+    ThreadExit = 20,
+    /// `io_mode(mode)`: who carries out this process's I/O from now on (the
+    /// paper's four server models, chosen at run time); see [`IoMode`].
+    SetIoMode = 21,
+}
+
+/// Connections a listener holds that the program has not accepted yet; more
+/// are refused (reset) until it accepts.
+pub const LISTEN_BACKLOG: usize = 128;
+
+/// Who carries out a process's system calls (paper §4's models; set with
+/// [`Syscall::SetIoMode`]). The user program chooses how it runs its
+/// components (coroutines or threads); this chooses what the kernel does with
+/// its calls.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(usize)]
+pub enum IoMode {
+    /// The default. A synchronous call is carried out by the calling thread in
+    /// the kernel, which blocks and retries until the transfer is done (KTUT);
+    /// an asynchronous call by a kernel coroutine that completes `(cid,
+    /// result)` (KCUC).
+    Direct = 0,
+    /// A synchronous call is carried out by a kernel coroutine while the
+    /// calling thread blocks; the coroutine wakes it with the result (KCUT).
+    /// Asynchronous calls as in `Direct`.
+    KernelCoroutine = 1,
+    /// An asynchronous call is handed to the kernel's polling thread, which
+    /// keeps trying every operation handed to it and completes `(cid,
+    /// result)` (KTUC). Synchronous calls as in `Direct`.
+    KernelThread = 2,
+}
+
+impl IoMode {
+    /// Every mode, in number order.
+    pub const ALL: [IoMode; 3] = [
+        IoMode::Direct,
+        IoMode::KernelCoroutine,
+        IoMode::KernelThread,
+    ];
+
+    /// The mode numbered `n` (an untrusted system call argument).
+    pub fn from_raw(n: usize) -> Option<IoMode> {
+        IoMode::ALL.into_iter().find(|m| *m as usize == n)
+    }
 }
 
 /// The `fd` argument of [`Syscall::Spawn`] that passes no descriptor.
@@ -113,11 +169,18 @@ pub enum SysError {
     /// The asynchronous form of a call that has none (no longer returned by
     /// `read`, `write` or `sleep`).
     Unsupported = 10,
+    /// The peer reset the connection, or it was refused or timed out.
+    ConnectionReset = 11,
+    /// The port is taken by another listener.
+    AddrInUse = 12,
+    /// The kernel has no network device (QEMU started without
+    /// `-device virtio-net-device`).
+    NoDevice = 13,
 }
 
 impl SysError {
     /// Every error, in code order.
-    pub const ALL: [SysError; 10] = [
+    pub const ALL: [SysError; 13] = [
         SysError::BadAddress,
         SysError::BadArgument,
         SysError::NoSuchSyscall,
@@ -128,6 +191,9 @@ impl SysError {
         SysError::Limit,
         SysError::BrokenPipe,
         SysError::Unsupported,
+        SysError::ConnectionReset,
+        SysError::AddrInUse,
+        SysError::NoDevice,
     ];
 
     /// The value returned in `a0`: `-(code)`.
@@ -164,6 +230,9 @@ impl fmt::Display for SysError {
             SysError::Limit => "a per-process limit is reached; close or finish something first",
             SysError::BrokenPipe => "the pipe's read end is closed",
             SysError::Unsupported => "this call has no asynchronous form; pass ASYNC_ARG_NONE",
+            SysError::ConnectionReset => "the connection was reset, refused or timed out",
+            SysError::AddrInUse => "another listener has this port",
+            SysError::NoDevice => "no network device: start QEMU with -device virtio-net-device",
         })
     }
 }
@@ -172,7 +241,7 @@ impl core::error::Error for SysError {}
 
 impl Syscall {
     /// Every system call, in number order.
-    pub const ALL: [Syscall; 17] = [
+    pub const ALL: [Syscall; 21] = [
         Syscall::Exit,
         Syscall::Yield,
         Syscall::Read,
@@ -190,6 +259,10 @@ impl Syscall {
         Syscall::SchedInfo,
         Syscall::UpcallRegister,
         Syscall::UpcallReturn,
+        Syscall::Listen,
+        Syscall::Accept,
+        Syscall::ThreadExit,
+        Syscall::SetIoMode,
     ];
 
     /// The number passed in the system call register.
@@ -236,7 +309,7 @@ mod tests {
         for s in Syscall::ALL {
             assert_eq!(Syscall::try_from(s.number()), Ok(s));
         }
-        for n in [0, 18, usize::MAX] {
+        for n in [0, 22, usize::MAX] {
             assert_eq!(Syscall::try_from(n), Err(UnknownSyscall(n)));
         }
     }
@@ -250,5 +323,14 @@ mod tests {
         assert_eq!(SysError::from_ret(42), Ok(42));
         assert_eq!(SysError::from_ret(-999), Err(SysError::BadArgument));
         assert_eq!(SysError::from_ret(isize::MIN), Err(SysError::BadArgument));
+    }
+
+    #[test]
+    fn io_modes_round_trip_and_others_are_refused() {
+        for m in IoMode::ALL {
+            assert_eq!(IoMode::from_raw(m as usize), Some(m));
+        }
+        assert_eq!(IoMode::from_raw(3), None);
+        assert_eq!(IoMode::from_raw(usize::MAX), None);
     }
 }

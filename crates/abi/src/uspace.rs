@@ -36,12 +36,14 @@ pub const VDSO_END: usize = IMAGE_BASE;
 pub const IMAGE_BASE: usize = 0x4010_0000;
 /// One past the highest address an ELF segment may occupy.
 pub const IMAGE_END: usize = 0x7000_0000;
-/// Bytes of stack mapped for each thread.
-pub const STACK_SIZE: usize = 64 * 1024;
+/// Bytes of stack mapped for each thread (the paper's thread models run three
+/// threads per connection, so a thread's stack is what a connection costs).
+pub const STACK_SIZE: usize = 32 * 1024;
 /// Distance between the tops of two threads' stacks; the unmapped rest is a guard.
-pub const STACK_STRIDE: usize = 1024 * 1024;
-/// Most threads a process may have (its stacks fill `[IMAGE_END, USER_END)`).
-pub const MAX_THREADS: usize = 16;
+pub const STACK_STRIDE: usize = 64 * 1024;
+/// Most threads a process may have at once (their stacks fill
+/// `[IMAGE_END, USER_END)`; an ended thread's slot is reused).
+pub const MAX_THREADS: usize = 4096;
 
 // The two shared pages lie below the vDSO, the vDSO below the image area.
 const _: () = assert!(COMPLETION_PAGE_VA + 0x1000 <= VDSO_BASE);

@@ -75,13 +75,18 @@ use ss_abi::{Levels, Priority};
 use ss_kernel_logic::user::UserRange;
 
 use crate::arch::{self, reg, TrapFrame};
+use crate::fd::Fd;
 use crate::proc::{Process, Thread};
-use crate::syscall::{check_out, copy_in, copy_out_prefix, fd_of, FdRef, MAX_IO};
-use crate::{console, kexec, sbi, sched};
+use crate::sync::IrqMutex;
+use crate::syscall::{
+    check_out, copy_in, copy_out_prefix, fd_of, install_in, io_mode, FdRef, MAX_IO,
+};
+use crate::{console, kexec, net, sbi, sched};
+use ss_abi::syscall::IoMode;
 
 /// Asynchronous calls a process may have started and not yet seen delivered
 /// into its completion queue.
-pub const MAX_INFLIGHT: usize = 256;
+pub const MAX_INFLIGHT: usize = 4096;
 
 /// Kernel coroutines of asynchronous calls now alive (all processes).
 pub static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -140,27 +145,102 @@ enum Op {
     Read { f: FdRef, range: UserRange },
     Write { f: FdRef, data: Vec<u8> },
     Sleep { deadline: u64 },
+    Accept { l: Arc<net::Listener> },
+}
+
+/// Where an operation's result goes.
+enum Target {
+    /// `(cid, result)` into the process's completion queue (an asynchronous
+    /// call).
+    Queue { cid: u64 },
+    /// Into the blocked thread's `a0`, then the thread is woken (a
+    /// synchronous call carried by a kernel coroutine, `IoMode::KernelCoroutine`).
+    Thread(Option<Arc<Thread>>),
 }
 
 /// `read(fd, buf, len, cid)`, asynchronous: the synchronous form's checks,
 /// in its order, then a kernel coroutine.
 pub fn submit_read(t: &Arc<Thread>, cid: u64, fd: usize, buf: usize, len: usize) -> Result<usize> {
+    let op = read_op(t, fd, buf, len)?;
+    submit(t, cid, op)
+}
+
+/// `accept(fd, cid)`, asynchronous: completes with the new descriptor.
+pub fn submit_accept(t: &Arc<Thread>, cid: u64, fd: usize) -> Result<usize> {
+    match fd_of(t, fd)? {
+        FdRef::Listener(l) => submit(t, cid, Op::Accept { l }),
+        _ => Err(SysError::BadFd),
+    }
+}
+
+/// The checks of a read; the operation.
+fn read_op(t: &Arc<Thread>, fd: usize, buf: usize, len: usize) -> Result<Op> {
     let f = fd_of(t, fd)?;
     let range = check_out(t, buf, len.min(MAX_IO))?;
     match f {
-        FdRef::Stdin | FdRef::PipeRead(_) => submit(t, cid, Op::Read { f, range }),
-        FdRef::Stdout | FdRef::PipeWrite(_) => Err(SysError::BadFd),
+        FdRef::Stdin | FdRef::PipeRead(_) | FdRef::Tcp(_) => Ok(Op::Read { f, range }),
+        FdRef::Stdout | FdRef::PipeWrite(_) | FdRef::Listener(_) => Err(SysError::BadFd),
     }
+}
+
+/// The checks of a write (its bytes copied in); the operation.
+fn write_op(t: &Arc<Thread>, fd: usize, buf: usize, len: usize) -> Result<Op> {
+    let f = fd_of(t, fd)?;
+    let data = copy_in(t, buf, len)?;
+    match f {
+        FdRef::Stdout | FdRef::PipeWrite(_) | FdRef::Tcp(_) => Ok(Op::Write { f, data }),
+        FdRef::Stdin | FdRef::PipeRead(_) | FdRef::Listener(_) => Err(SysError::BadFd),
+    }
+}
+
+/// A synchronous `read` (`write`: a `write`) carried out by a kernel
+/// coroutine (`IoMode::KernelCoroutine`, the paper's KCUT): `Ok` when the
+/// thread is blocked until the coroutine wakes it with the result.
+pub fn carry_io(
+    t: &Arc<Thread>,
+    frame: &mut TrapFrame,
+    write: bool,
+    [fd, buf, len]: [usize; 3],
+) -> Result<()> {
+    let op = if write {
+        write_op(t, fd, buf, len)?
+    } else {
+        read_op(t, fd, buf, len)?
+    };
+    carry(t, frame, op)
+}
+
+/// A synchronous `accept` carried out by a kernel coroutine (see [`carry_io`]).
+pub fn carry_accept(t: &Arc<Thread>, frame: &mut TrapFrame, fd: usize) -> Result<()> {
+    match fd_of(t, fd)? {
+        FdRef::Listener(l) => carry(t, frame, Op::Accept { l }),
+        _ => Err(SysError::BadFd),
+    }
+}
+
+fn carry(t: &Arc<Thread>, frame: &mut TrapFrame, op: Op) -> Result<()> {
+    let p = &t.proc;
+    let id = reserve(p)?;
+    // The result if the coroutine never delivers one (it could not start).
+    frame.regs[reg::A0] = SysError::OutOfMemory.to_ret() as usize;
+    let mut task = OpTask {
+        p: p.clone(),
+        id,
+        target: Target::Thread(None),
+        op,
+        waker: None,
+        finished: false,
+    };
+    t.block_with(|th| task.target = Target::Thread(Some(th)));
+    // A refused spawn drops the task, which wakes the thread.
+    let _ = kexec().spawn(task, op_priority(p));
+    Ok(())
 }
 
 /// `write(fd, buf, len, cid)`, asynchronous (the bytes are copied in now).
 pub fn submit_write(t: &Arc<Thread>, cid: u64, fd: usize, buf: usize, len: usize) -> Result<usize> {
-    let f = fd_of(t, fd)?;
-    let data = copy_in(t, buf, len)?;
-    match f {
-        FdRef::Stdout | FdRef::PipeWrite(_) => submit(t, cid, Op::Write { f, data }),
-        FdRef::Stdin | FdRef::PipeRead(_) => Err(SysError::BadFd),
-    }
+    let op = write_op(t, fd, buf, len)?;
+    submit(t, cid, op)
 }
 
 /// `sleep(ns, cid)`, asynchronous: completes `(cid, 0)` at the first tick
@@ -175,42 +255,135 @@ pub fn submit_sleep(t: &Arc<Thread>, cid: u64, ns: u64) -> Result<usize> {
     )
 }
 
+/// Takes one of `p`'s in-flight slots; an operation id.
+fn reserve(p: &Process) -> Result<u64> {
+    let mut a = p.aio.lock();
+    if a.inflight >= MAX_INFLIGHT {
+        return Err(SysError::Limit);
+    }
+    a.inflight += 1;
+    a.next_op += 1;
+    LIVE.fetch_add(1, Ordering::SeqCst);
+    Ok(a.next_op)
+}
+
+/// One level above the process an operation works for: on a hart where the
+/// process spins, the tick then lets the call finish (`Tick::YieldToKernel`).
+fn op_priority(p: &Process) -> Priority {
+    let level = p.level.load(Ordering::SeqCst).saturating_sub(1);
+    Priority::new(level).unwrap_or(Levels::DEFAULT.least_important())
+}
+
 fn submit(t: &Arc<Thread>, cid: u64, op: Op) -> Result<usize> {
     let p = &t.proc;
-    let id = {
-        let mut a = p.aio.lock();
-        if a.inflight >= MAX_INFLIGHT {
-            return Err(SysError::Limit);
-        }
-        a.inflight += 1;
-        a.next_op += 1;
-        a.next_op
-    };
-    LIVE.fetch_add(1, Ordering::SeqCst);
+    let id = reserve(p)?;
     let task = OpTask {
         p: p.clone(),
         id,
-        cid,
+        target: Target::Queue { cid },
         op,
         waker: None,
         finished: false,
     };
-    // One level above the process it works for: on a hart where the process
-    // spins, the tick then lets the call finish (`Tick::YieldToKernel`).
-    let level = p.level.load(Ordering::SeqCst).saturating_sub(1);
-    let prio = Priority::new(level).unwrap_or(Levels::DEFAULT.least_important());
+    if io_mode(t) == IoMode::KernelThread {
+        poller_add(task, op_priority(p));
+        return Ok(0);
+    }
     // A refused spawn drops the task, which gives its slot back.
     kexec()
-        .spawn(task, prio)
+        .spawn(task, op_priority(p))
         .map(|_| 0)
         .map_err(|_| SysError::OutOfMemory)
+}
+
+/// The kernel's polling thread (`IoMode::KernelThread`, the paper's KTUC):
+/// the operations handed to it, and its waker.
+struct PollerState {
+    ops: Vec<OpTask>,
+    waker: Option<Waker>,
+    /// Operations were added since the last scan began.
+    added: bool,
+    started: bool,
+}
+
+static POLLER: IrqMutex<PollerState> = IrqMutex::new(PollerState {
+    ops: Vec::new(),
+    waker: None,
+    added: false,
+    started: false,
+});
+
+/// Operations the polling thread holds now (all processes).
+pub fn poller_len() -> usize {
+    POLLER.lock().ops.len()
+}
+
+fn poller_add(task: OpTask, prio: Priority) {
+    let start = {
+        let mut st = POLLER.lock();
+        st.ops.push(task);
+        st.added = true;
+        let start = !st.started;
+        st.started = true;
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+        start
+    };
+    if start && kexec().spawn(poller(), prio).is_err() {
+        POLLER.lock().started = false;
+    }
+}
+
+/// The polling thread: each round tries every operation it holds, in order
+/// (the cost the paper measures: a round grows with the operations
+/// outstanding); after a round that finished something it goes round again
+/// (behind other ready work at its level); after one that did not, it sleeps
+/// until an event on any of its operations' objects or a new operation. It
+/// ends when it holds none, so no idle kernel thread outlives its work.
+async fn poller() {
+    core::future::poll_fn(|cx| {
+        let mut ops = {
+            let mut st = POLLER.lock();
+            st.added = false;
+            core::mem::take(&mut st.ops)
+        };
+        let before = ops.len();
+        ops.retain_mut(|op| match Pin::new(&mut *op).poll(cx) {
+            Poll::Ready(()) => {
+                // Its waker is this thread's, which other operations still
+                // need where they wait: leave it there.
+                op.waker = None;
+                false
+            }
+            Poll::Pending => true,
+        });
+        let progressed = ops.len() != before;
+        let mut st = POLLER.lock();
+        ops.append(&mut st.ops);
+        st.ops = ops;
+        if st.ops.is_empty() {
+            // Nothing held: the thread ends (the next operation starts one,
+            // at its process's level).
+            st.started = false;
+            st.waker = None;
+            return Poll::Ready(());
+        }
+        if progressed || st.added {
+            cx.waker().wake_by_ref();
+        } else {
+            st.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The kernel coroutine of one asynchronous call.
 struct OpTask {
     p: Arc<Process>,
     id: u64,
-    cid: u64,
+    target: Target,
     op: Op,
     /// The waker it left with the object it waits on.
     waker: Option<Waker>,
@@ -229,7 +402,13 @@ impl OpTask {
                 let data = match f {
                     FdRef::Stdin => console::read_input(range.len(), |q| q.add_task(w)),
                     FdRef::PipeRead(pipe) => pipe.read(range.len(), |q| q.add_task(w)),
-                    FdRef::Stdout | FdRef::PipeWrite(_) => return Some(SysError::BadFd.to_ret()),
+                    FdRef::Tcp(c) => match net::recv(c, range.len(), |q| q.add_task(w))? {
+                        Ok(d) => Some(d),
+                        Err(e) => return Some(e.to_ret()),
+                    },
+                    FdRef::Stdout | FdRef::PipeWrite(_) | FdRef::Listener(_) => {
+                        return Some(SysError::BadFd.to_ret())
+                    }
                 }?;
                 Some(ret(
                     copy_out_prefix(&self.p, *range, &data).map(|_| data.len())
@@ -245,8 +424,13 @@ impl OpTask {
                     Ok(None) => None,
                     Err(e) => Some(e.to_ret()),
                 },
-                FdRef::Stdin | FdRef::PipeRead(_) => Some(SysError::BadFd.to_ret()),
+                FdRef::Tcp(c) => Some(ret(net::send(c, data, |q| q.add_task(w))?)),
+                FdRef::Stdin | FdRef::PipeRead(_) | FdRef::Listener(_) => {
+                    Some(SysError::BadFd.to_ret())
+                }
             },
+            Op::Accept { l } => Some(ret(net::accept(l, |q| q.add_task(w))?
+                .and_then(|c| install_in(&self.p, Fd::Tcp(Arc::new(c)))))),
             Op::Sleep { deadline } => {
                 if arch::time() >= *deadline {
                     Some(0)
@@ -276,7 +460,18 @@ impl Future for OpTask {
             }
             Some(result) => {
                 this.finished = true;
-                complete(&this.p, this.id, this.cid, result);
+                match &mut this.target {
+                    Target::Queue { cid } => complete(&this.p, this.id, *cid, result),
+                    Target::Thread(th) => {
+                        this.p.aio.lock().cancel.remove(&this.id);
+                        if let Some(th) = th.take() {
+                            // SAFETY: the thread is blocked and parked in
+                            // this task, so the task holds it (proc's rules).
+                            unsafe { th.frame() }.regs[reg::A0] = result as usize;
+                            th.wake();
+                        }
+                    }
+                }
                 Poll::Ready(())
             }
         }
@@ -299,15 +494,30 @@ impl Drop for OpTask {
                     ..
                 } => pipe.state.lock().write_wait.remove_task(&w),
                 Op::Sleep { .. } => sched::forget_wake(&w),
+                Op::Read {
+                    f: FdRef::Tcp(c), ..
+                }
+                | Op::Write {
+                    f: FdRef::Tcp(c), ..
+                } => c.forget(&w),
+                Op::Accept { l } => l.forget(&w),
                 _ => {}
             }
         }
         let mut a = self.p.aio.lock();
         a.cancel.remove(&self.id);
-        if !self.finished {
+        // A synchronous call's slot is not held until delivery.
+        let thread = matches!(self.target, Target::Thread(_));
+        if !self.finished || thread {
             a.inflight -= 1;
         }
         drop(a);
+        if let Target::Thread(Some(th)) = &mut self.target {
+            // Never finished (the process dies, or the task never started):
+            // the thread resumes with the error its frame already holds, or
+            // is reaped as dying.
+            th.wake();
+        }
         LIVE.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -254,13 +254,29 @@ pub unsafe fn run_user(frame: &mut TrapFrame) {
 }
 
 // Boot: each hart gets `MAX_HARTS`-indexed stack; the boot hart also zeroes .bss.
+// Only the first hart to arrive at `_start` boots: one that comes later (seen
+// once in a few hundred loaded boots: a second hart entering at the kernel's
+// entry, which then booted the kernel again over the first) goes the
+// secondary way instead. The claim lives in .data, which no one zeroes.
 global_asm!(
     r#"
+    .section .data
+    .balign 4
+__boot_claimed:
+    .word 0
+
     .section .text.entry
     .globl _start
 _start:
     li t0, {max_harts}
     bgeu a0, t0, 3f
+    la t0, __boot_claimed
+    li t1, 1
+    .option push
+    .option arch, +a
+    amoswap.w.aqrl t1, t1, (t0)
+    .option pop
+    bnez t1, _start_secondary
     mv tp, a0
     la sp, __boot_stacks_top
     slli t0, a0, {stack_shift}

@@ -106,9 +106,33 @@ macro_rules! println {
     ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
+/// The hart whose supervisor context takes the PLIC's interrupts.
+static IRQ_HART: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Enables PLIC source `irq` (priority 1) for the interrupt hart's
+/// supervisor context.
+pub fn enable_irq(irq: usize) {
+    let ctx = 2 * IRQ_HART.load(core::sync::atomic::Ordering::SeqCst) + 1;
+    // SAFETY: PLIC registers are identity-mapped device memory; these writes
+    // set the source's priority and enable it for the context.
+    unsafe {
+        ((PLIC + 4 * irq) as *mut u32).write_volatile(1);
+        let enable = (PLIC + 0x2000 + 0x80 * ctx + 4 * (irq / 32)) as *mut u32;
+        enable.write_volatile(enable.read_volatile() | (1 << (irq % 32)));
+    }
+}
+
+/// Completes PLIC source `irq`, claimed earlier by context `ctx`.
+pub fn complete_irq(ctx: usize, irq: usize) {
+    // SAFETY: writing a claimed source's id to the context's claim/complete
+    // register completes it (identity-mapped device memory).
+    unsafe { ((PLIC + 0x20_0004 + 0x1000 * ctx) as *mut u32).write_volatile(irq as u32) };
+}
+
 /// Enables UART receive interrupts through the PLIC to `hart`'s supervisor
 /// context.
 pub fn init_input(hart: usize) {
+    IRQ_HART.store(hart, core::sync::atomic::Ordering::SeqCst);
     let ctx = 2 * hart + 1;
     // SAFETY: PLIC and UART registers are identity-mapped device memory; these
     // writes set source 10's priority, enable it for the context, open the
@@ -145,6 +169,10 @@ pub fn handle_external(hart: usize) {
             core::mem::swap(&mut woken, &mut input.readers);
         }
         wake_all(woken);
+    } else if irq != 0 && crate::net::irq() == Some(irq as usize) {
+        // Completed by the net coroutine once it has acknowledged the device.
+        crate::net::interrupt(ctx);
+        return;
     }
     if irq != 0 {
         // SAFETY: writing the claimed id back completes it.

@@ -1,4 +1,5 @@
-//! Descriptors: the console and pipes.
+//! Descriptors: the console, pipes, and TCP listeners and connections
+//! (`crate::net`).
 //!
 //! A pipe is a bounded byte queue with counts of open read and write ends.
 //! Reading an empty pipe blocks while a write end is open (then reads 0: end of
@@ -29,6 +30,10 @@ pub enum Fd {
     PipeRead(Arc<Pipe>),
     /// A pipe's write end.
     PipeWrite(Arc<Pipe>),
+    /// A TCP listener.
+    Listener(Arc<crate::net::Listener>),
+    /// A TCP connection (read and write).
+    Tcp(Arc<crate::net::Conn>),
 }
 
 /// A pipe's state.
@@ -113,6 +118,8 @@ impl Fd {
                 p.state.lock().writers += 1;
                 Fd::PipeWrite(p.clone())
             }
+            Fd::Listener(l) => Fd::Listener(l.clone()),
+            Fd::Tcp(c) => Fd::Tcp(c.clone()),
         }
     }
 }
@@ -200,7 +207,7 @@ impl Drop for Fd {
                     Waiters::new()
                 }
             }
-            Fd::Stdin | Fd::Stdout => Waiters::new(),
+            Fd::Stdin | Fd::Stdout | Fd::Listener(_) | Fd::Tcp(_) => Waiters::new(),
         };
         wake_all(woken);
     }

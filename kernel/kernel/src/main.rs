@@ -39,6 +39,7 @@
 //! | [`syscall`] | the system calls and their argument checks |
 //! | [`fd`] | console and pipe descriptors |
 //! | [`console`] | UART output, PLIC-driven input |
+//! | [`net`] | virtio-net, smoltcp TCP, listeners and connections |
 #![no_std]
 #![no_main]
 
@@ -52,6 +53,7 @@ pub mod fd;
 mod ktest;
 pub mod loader;
 pub mod mm;
+pub mod net;
 pub mod platform;
 pub mod proc;
 pub mod sbi;
@@ -118,10 +120,14 @@ pub extern "C" fn boot_main(hart: usize, _dtb: usize) -> ! {
             )
             .expect("spawning a switching coroutine");
     }
+    // The devices before the first program runs (so their lines come before
+    // the shell's prompt).
+    console::init_input(hart);
+    net::init();
     kexec()
         .spawn(init(harts), Priority::MOST_IMPORTANT)
         .expect("spawning the init coroutine");
-    console::init_input(hart);
+    net::spawn_task();
     hart_loop(hart)
 }
 

@@ -207,8 +207,10 @@ pub struct Process {
     pub bits: AtomicU64,
     /// Threads Runnable or Running (a process with none claims no priority).
     pub active: AtomicUsize,
-    /// The next thread's stack slot (slot 0 is the first thread's).
+    /// The next never-used stack slot (slot 0 is the first thread's).
     next_slot: AtomicUsize,
+    /// Who carries out its I/O (`ss_abi::syscall::IoMode` as a number).
+    pub io_mode: AtomicUsize,
     dying: AtomicBool,
     exit_code: AtomicI32,
     /// Everything else, under one lock.
@@ -233,6 +235,10 @@ pub struct Inner {
     pub permits: usize,
     /// Threads blocked in `park`.
     pub parked: VecDeque<Arc<Thread>>,
+    /// Stack slots of ended threads (still mapped), for the next threads.
+    pub free_slots: Vec<usize>,
+    /// Threads between `thread_exit` and their end.
+    pub leaving: usize,
 }
 
 /// `Process` structures in memory (live or not yet dropped), for the
@@ -334,6 +340,7 @@ pub fn spawn(
         bits: AtomicU64::new(priority.bit()),
         active: AtomicUsize::new(0),
         next_slot: AtomicUsize::new(1),
+        io_mode: AtomicUsize::new(0),
         dying: AtomicBool::new(false),
         exit_code: AtomicI32::new(0),
         inner: IrqMutex::new(Inner {
@@ -345,6 +352,8 @@ pub fn spawn(
             fds: alloc::vec![Some(Fd::Stdin), Some(Fd::Stdout), Some(Fd::Stdout), fd3],
             permits: 0,
             parked: VecDeque::new(),
+            free_slots: Vec::new(),
+            leaving: 0,
         }),
     });
     ALIVE.fetch_add(1, Ordering::SeqCst);
@@ -447,17 +456,54 @@ impl Process {
     /// [`SysError::Limit`] past `MAX_THREADS`, [`SysError::OutOfMemory`].
     pub fn new_thread(self: &Arc<Self>, entry: usize, arg: usize) -> Result<usize, SysError> {
         // Each thread's stack slot is its own, even when threads of the
-        // process call this at once.
-        let tid = self.next_slot.fetch_add(1, Ordering::SeqCst);
-        let top = {
-            let mut slot = self.space.lock();
-            map_stack(slot.space.as_mut().ok_or(SysError::Limit)?, tid)?
+        // process call this at once. An ended thread's slot is still mapped.
+        let reused = self.inner.lock().free_slots.pop();
+        let top = match reused {
+            Some(tid) => uspace::stack_top(tid).ok_or(SysError::Limit)?,
+            None => {
+                let tid = self.next_slot.fetch_add(1, Ordering::SeqCst);
+                let mut slot = self.space.lock();
+                let mapped = map_stack(slot.space.as_mut().ok_or(SysError::Limit)?, tid);
+                mapped?
+            }
         };
+        let tid = (uspace::USER_END - top) / uspace::STACK_STRIDE;
         if self.is_dying() {
             return Err(SysError::Limit);
         }
         let frame = TrapFrame::new_user(entry, top, arg, 0);
         Ok(self.add_thread(tid, frame))
+    }
+
+    /// `thread_exit` from thread `t`: `false` when it is the process's last
+    /// thread (the caller ends the process instead); else `t` leaves the
+    /// thread list, its stack slot is free for the next thread, and the caller
+    /// must end it with [`Process::thread_left`].
+    pub fn thread_leaving(self: &Arc<Self>, t: &Thread) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.live <= inner.leaving + 1 {
+            return false;
+        }
+        inner.leaving += 1;
+        inner.threads.retain(|x| x.tid != t.tid);
+        inner.free_slots.push(t.tid);
+        true
+    }
+
+    /// Thread `t`, which [`Process::thread_leaving`] let go, has stopped (the
+    /// caller no longer uses the process's page table).
+    pub fn thread_left(self: &Arc<Self>, t: &Thread) {
+        t.set_state(ThreadState::Dead);
+        sched::thread_stopped(self);
+        let last = {
+            let mut inner = self.inner.lock();
+            inner.leaving -= 1;
+            inner.live -= 1;
+            inner.live == 0
+        };
+        if last {
+            self.teardown();
+        }
     }
 
     /// Marks the process dying with `code` (the first code wins) and kills its

@@ -244,6 +244,7 @@ enum Stop {
     Requeue,
     YieldToKernel,
     Blocked,
+    ThreadExit,
 }
 
 /// Runs thread `t` on this hart until it stops (see `Stop`).
@@ -297,6 +298,7 @@ fn run(t: Arc<Thread>) -> Outcome {
                 syscall::Outcome::Blocked => break Stop::Blocked,
                 syscall::Outcome::Yield => break Stop::Requeue,
                 syscall::Outcome::Exit => break Stop::Finish,
+                syscall::Outcome::ThreadExit => break Stop::ThreadExit,
             }
         } else {
             crate::println!(
@@ -318,6 +320,7 @@ fn run(t: Arc<Thread>) -> Outcome {
     t.proc.leave_space();
     match stop {
         Stop::Finish => t.proc.thread_exited(&t),
+        Stop::ThreadExit => t.proc.thread_left(&t),
         Stop::Requeue | Stop::YieldToKernel => {
             t.set_state(ThreadState::Runnable);
             enqueue(t, false);

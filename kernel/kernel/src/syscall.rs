@@ -11,7 +11,7 @@
 use alloc::sync::Arc;
 use alloc::vec;
 
-use ss_abi::syscall::{SysError, Syscall, ASYNC_ARG_NONE, NO_FD};
+use ss_abi::syscall::{IoMode, SysError, Syscall, ASYNC_ARG_NONE, NO_FD};
 use ss_abi::uspace::{USER_BASE, USER_END};
 use ss_abi::{Levels, Priority};
 use ss_kernel_logic::user::UserRange;
@@ -19,14 +19,15 @@ use ss_kernel_logic::user::UserRange;
 use crate::arch::{self, reg, TrapFrame};
 use crate::fd::{Fd, Pipe, Waiters};
 use crate::proc::{self, Process, Thread};
-use crate::{aio, console, sched};
+use crate::{aio, console, net, sched};
 
 /// Bytes one `read` or `write` moves at most (a short count beyond).
 pub const MAX_IO: usize = 4096;
 /// Longest program name `spawn` accepts.
 pub const MAX_NAME: usize = 64;
-/// Descriptors a process may hold.
-pub const MAX_FDS: usize = 64;
+/// Descriptors a process may hold (the thread models hold a connection and
+/// two pipes' ends per connection).
+pub const MAX_FDS: usize = 8192;
 
 /// What the trap loop does after a system call.
 pub enum Outcome {
@@ -41,6 +42,8 @@ pub enum Outcome {
     Resume,
     /// The thread (and its process) ends.
     Exit,
+    /// The thread ends (`thread_exit`; the process goes on).
+    ThreadExit,
 }
 
 type Result<T> = core::result::Result<T, SysError>;
@@ -73,6 +76,14 @@ pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
                     aio::submit_write(t, a3 as u64, a0, a1, a2)
                 };
                 return Outcome::Return(r.map_or_else(|e| e.to_ret(), |v| v as isize));
+            }
+            if io_mode(t) == IoMode::KernelCoroutine {
+                return carried(aio::carry_io(
+                    t,
+                    frame,
+                    call == Syscall::Write,
+                    [a0, a1, a2],
+                ));
             }
             let r = if call == Syscall::Read {
                 fd_of(t, a0).and_then(|f| read(t, frame, f, a1, a2))
@@ -136,6 +147,28 @@ pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
             // Dropped outside the lock: closing may wake other threads.
             fd.map(|_| 0).ok_or(SysError::BadFd)
         }
+        Syscall::Listen => net::listen(a0).and_then(|l| install_fd(t, Fd::Listener(Arc::new(l)))),
+        Syscall::Accept if a1 as u64 != ASYNC_ARG_NONE => aio::submit_accept(t, a1 as u64, a0),
+        Syscall::Accept if io_mode(t) == IoMode::KernelCoroutine => {
+            return carried(aio::carry_accept(t, frame, a0))
+        }
+        Syscall::Accept => return accept(t, frame, a0),
+        Syscall::ThreadExit => {
+            if t.proc.thread_leaving(t) {
+                return Outcome::ThreadExit;
+            }
+            // The last thread: the process ends with 0.
+            t.proc.kill(0);
+            return Outcome::Exit;
+        }
+        Syscall::SetIoMode => IoMode::from_raw(a0)
+            .map(|m| {
+                t.proc
+                    .io_mode
+                    .store(m as usize, core::sync::atomic::Ordering::SeqCst)
+            })
+            .map(|()| 0)
+            .ok_or(SysError::BadArgument),
         Syscall::GetHart => Ok(arch::hart_id()),
         Syscall::SchedInfo => {
             Ok(t.proc.bits.load(core::sync::atomic::Ordering::SeqCst) as usize & 0xff)
@@ -146,6 +179,55 @@ pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
         Ok(v) => v as isize,
         Err(e) => e.to_ret(),
     })
+}
+
+/// The process's I/O mode.
+pub(crate) fn io_mode(t: &Thread) -> IoMode {
+    IoMode::from_raw(t.proc.io_mode.load(core::sync::atomic::Ordering::SeqCst))
+        .unwrap_or(IoMode::Direct)
+}
+
+/// A call handed to a kernel coroutine (`IoMode::KernelCoroutine`): blocked
+/// until it wakes the thread with the result, or refused at once.
+fn carried(r: Result<()>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Blocked,
+        Err(e) => Outcome::Return(e.to_ret()),
+    }
+}
+
+/// Puts `f` in the lowest free slot of the process's table.
+pub(crate) fn install_fd(t: &Thread, f: Fd) -> Result<usize> {
+    install_in(&t.proc, f)
+}
+
+/// Puts `f` in the lowest free slot of `p`'s table (`Limit` past `MAX_FDS`,
+/// and `f` is dropped).
+pub(crate) fn install_in(p: &Process, f: Fd) -> Result<usize> {
+    let mut inner = p.inner.lock();
+    let free = (0..MAX_FDS).find(|&i| inner.fds.get(i).is_none_or(Option::is_none));
+    let i = free.ok_or(SysError::Limit)?;
+    if inner.fds.len() <= i {
+        inner.fds.resize_with(i + 1, || None);
+    }
+    inner.fds[i] = Some(f);
+    Ok(i)
+}
+
+/// `accept(fd)`, synchronous, carried out by the calling thread.
+fn accept(t: &Arc<Thread>, frame: &mut TrapFrame, fd: usize) -> Outcome {
+    let l = match fd_of(t, fd) {
+        Ok(FdRef::Listener(l)) => l,
+        Ok(_) => return Outcome::Return(SysError::BadFd.to_ret()),
+        Err(e) => return Outcome::Return(e.to_ret()),
+    };
+    match net::accept(&l, |w| t.block_in(&mut w.threads, frame)) {
+        None => Outcome::Blocked,
+        Some(r) => Outcome::Return(
+            r.and_then(|c| install_fd(t, Fd::Tcp(Arc::new(c))))
+                .map_or_else(|e| e.to_ret(), |v| v as isize),
+        ),
+    }
 }
 
 /// Copies `len` bytes (at most `MAX_IO`) in from user memory.
@@ -177,6 +259,8 @@ pub(crate) fn fd_of(t: &Thread, fd: usize) -> Result<FdRef> {
         Some(Fd::Stdout) => Ok(FdRef::Stdout),
         Some(Fd::PipeRead(p)) => Ok(FdRef::PipeRead(p.clone())),
         Some(Fd::PipeWrite(p)) => Ok(FdRef::PipeWrite(p.clone())),
+        Some(Fd::Listener(l)) => Ok(FdRef::Listener(l.clone())),
+        Some(Fd::Tcp(c)) => Ok(FdRef::Tcp(c.clone())),
         None => Err(SysError::BadFd),
     }
 }
@@ -191,6 +275,10 @@ pub(crate) enum FdRef {
     PipeRead(Arc<Pipe>),
     /// A pipe's write end.
     PipeWrite(Arc<Pipe>),
+    /// A TCP listener.
+    Listener(Arc<net::Listener>),
+    /// A TCP connection.
+    Tcp(Arc<net::Conn>),
 }
 
 /// `read` from `f`: `Ok(None)` when the thread blocked.
@@ -209,7 +297,8 @@ fn read(
     let data = match f {
         FdRef::Stdin => console::read_input(range.len(), block),
         FdRef::PipeRead(p) => p.read(range.len(), block),
-        FdRef::Stdout | FdRef::PipeWrite(_) => return Err(SysError::BadFd),
+        FdRef::Tcp(c) => net::recv(&c, range.len(), block).transpose()?,
+        FdRef::Stdout | FdRef::PipeWrite(_) | FdRef::Listener(_) => return Err(SysError::BadFd),
     };
     let Some(data) = data else {
         return Ok(None);
@@ -239,7 +328,8 @@ fn write(
             Ok(Some(data.len()))
         }
         FdRef::PipeWrite(p) => p.write(&data, |w| t.block_in(&mut w.threads, frame)),
-        FdRef::Stdin | FdRef::PipeRead(_) => Err(SysError::BadFd),
+        FdRef::Tcp(c) => net::send(&c, &data, |w| t.block_in(&mut w.threads, frame)).transpose(),
+        FdRef::Stdin | FdRef::PipeRead(_) | FdRef::Listener(_) => Err(SysError::BadFd),
     }
 }
 

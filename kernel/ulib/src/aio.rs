@@ -85,6 +85,14 @@ pub async fn write(fd: usize, buf: &[u8]) -> Result<usize, SysError> {
     decode(result_of(cid).await.0)
 }
 
+/// `accept(fd)` asynchronously: the next connection of listener `fd`, as a
+/// new descriptor (only this coroutine waits for it).
+pub async fn accept(fd: usize) -> Result<usize, SysError> {
+    let cid = my_cid().await?;
+    sys::accept_submit(fd, cid)?;
+    decode(result_of(cid).await.0)
+}
+
 /// `sleep(ns)` asynchronously: this coroutine resumes after at least `ns`
 /// nanoseconds (at a timer tick); the process's threads go on meanwhile.
 pub async fn sleep(ns: u64) -> Result<(), SysError> {

@@ -35,6 +35,9 @@
 //! ss_ulib::main!(main);
 //! ```
 //!
+//! `ss_ulib::main!(main, heap = 16 * 1024 * 1024);` gives the program a
+//! larger heap than the default (see [`main!`]).
+//!
 //! When the main coroutine returns, the process exits with its value (other
 //! coroutines and threads end with it).
 #![no_std]
@@ -47,13 +50,14 @@ pub use ss_usys as sys;
 
 pub use rt::{
     alloc_cpu, cooperate, getcid, global_yields, main_priority, publish, ready_bitmap, reprio,
-    spawn, wake, yield_now, Done, Error,
+    spawn, wake, yield_now, Done, Error, DEFAULT_HEAP_SIZE, EXECUTOR_HEAP_MAX, MIN_HEAP_SIZE,
 };
 pub use ss_abi::syscall::SysError;
 pub use ss_abi::{CoroutineId, Priority};
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::rt::HeapSpace;
     pub use alloc::boxed::Box;
 }
 
@@ -63,15 +67,34 @@ pub mod __rt {
 }
 
 /// Declares `async fn main(arg: usize) -> i32` as the program's main coroutine.
+///
+/// `main!(main)` gives the program a heap of [`DEFAULT_HEAP_SIZE`] bytes;
+/// `main!(main, heap = BYTES)` one of `BYTES` (at least [`MIN_HEAP_SIZE`]).
+/// The heap is in the image's `.bss`, so the kernel backs all of it with
+/// frames when it loads the program. Half of it, but no more than
+/// [`EXECUTOR_HEAP_MAX`], goes to the vDSO for the process's Executor; the
+/// rest is the program's (`alloc`).
 #[macro_export]
 macro_rules! main {
     ($main:path) => {
+        $crate::main!($main, heap = $crate::DEFAULT_HEAP_SIZE);
+    };
+    ($main:path, heap = $size:expr) => {
         /// The program's main, boxed for the user library's start code.
         #[no_mangle]
         pub fn __ss_main(
             arg: usize,
         ) -> core::pin::Pin<$crate::__private::Box<dyn core::future::Future<Output = i32> + Send>> {
             $crate::__private::Box::pin($main(arg))
+        }
+
+        /// The program's heap memory, for the user library's start code.
+        #[no_mangle]
+        pub fn __ss_heap() -> (*mut u8, usize) {
+            const SIZE: usize = $size;
+            const _: () = assert!(SIZE >= $crate::MIN_HEAP_SIZE, "the heap is too small");
+            static SPACE: $crate::__private::HeapSpace<SIZE> = $crate::__private::HeapSpace::new();
+            SPACE.region()
         }
     };
 }

@@ -3,6 +3,7 @@
 
 use alloc::boxed::Box;
 use alloc::string::String;
+use core::cell::UnsafeCell;
 use core::fmt::Write as _;
 use core::future::Future;
 use core::pin::Pin;
@@ -17,18 +18,55 @@ use ss_kernel_logic::heap::BuddyHeap;
 
 use crate::sys;
 
-/// Bytes of heap in the program's image: half for the program, half handed to
-/// the vDSO for the process's Executor.
-const HEAP_SIZE: usize = 512 * 1024;
+/// Bytes of heap a program gets from [`main!`](crate::main) without a size.
+pub const DEFAULT_HEAP_SIZE: usize = 512 * 1024;
+
+/// The most of the program's heap handed to the vDSO for the process's
+/// Executor (its tasks' records and delivered results): half the heap, but
+/// no more than this.
+pub const EXECUTOR_HEAP_MAX: usize = 4 * 1024 * 1024;
+
+/// The smallest heap [`main!`](crate::main) accepts.
+pub const MIN_HEAP_SIZE: usize = 64 * 1024;
 
 #[global_allocator]
 static HEAP: BuddyHeap = BuddyHeap::empty();
 
-// Only its address is used (the heaps' memory).
-#[allow(dead_code)]
-#[repr(align(4096))]
-struct HeapSpace([u8; HEAP_SIZE]);
-static mut HEAP_SPACE: HeapSpace = HeapSpace([0; HEAP_SIZE]);
+/// The memory of a program's heap: `N` bytes in the image's `.bss` (the
+/// kernel backs it with frames at load), page-aligned. [`main!`](crate::main)
+/// makes the one static of this type a program has.
+#[doc(hidden)]
+#[repr(C, align(4096))]
+pub struct HeapSpace<const N: usize>(UnsafeCell<[u8; N]>);
+
+// SAFETY: the bytes are never read or written through this type: `_start`
+// takes the address once and hands the memory to the two heaps, whose locks
+// order every later access.
+unsafe impl<const N: usize> Sync for HeapSpace<N> {}
+
+impl<const N: usize> HeapSpace<N> {
+    /// Zeroed space (so the static lives in `.bss`).
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        HeapSpace(UnsafeCell::new([0; N]))
+    }
+
+    /// Where the space is and how long it is.
+    pub fn region(&'static self) -> (*mut u8, usize) {
+        (self.0.get().cast(), N)
+    }
+}
+
+/// How `_start` splits a heap of `size` bytes: `(program, executor)`.
+const fn split_heap(size: usize) -> (usize, usize) {
+    let half = size / 2;
+    let executor = if half < EXECUTOR_HEAP_MAX {
+        half
+    } else {
+        EXECUTOR_HEAP_MAX
+    };
+    (size - executor, executor)
+}
 
 static MAIN_PRIORITY: AtomicU8 = AtomicU8::new(0);
 
@@ -63,6 +101,7 @@ pub fn publish(ready: u64) {
 
 extern "Rust" {
     fn __ss_main(arg: usize) -> Pin<Box<dyn Future<Output = i32> + Send>>;
+    fn __ss_heap() -> (*mut u8, usize);
 }
 
 /// The program's entry: the kernel starts the first thread here with the
@@ -77,13 +116,15 @@ extern "C" fn _start(arg: usize, priority: usize) -> ! {
         );
         sys::exit(-4);
     }
-    let base = core::ptr::addr_of_mut!(HEAP_SPACE).cast::<u8>();
-    let half = HEAP_SIZE / 2;
+    // SAFETY: `__ss_heap` is defined by the program through `main!`, with
+    // this exact signature.
+    let (base, size) = unsafe { __ss_heap() };
+    let (program, executor) = split_heap(size);
     // SAFETY: the heap space is used for nothing else; only this first thread
-    // runs now, once. The upper half goes to the vDSO for good.
+    // runs now, once. The upper part goes to the vDSO for good.
     unsafe {
-        HEAP.init(base as usize, half);
-        (t.init)(base.add(half), half);
+        HEAP.init(base as usize, program);
+        (t.init)(base.add(program), executor);
     }
     let prio = Priority::new(priority as u8).unwrap_or(Priority::MOST_IMPORTANT);
     MAIN_PRIORITY.store(prio.level(), Ordering::Relaxed);

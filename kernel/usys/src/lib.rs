@@ -255,3 +255,44 @@ pub fn time() -> u64 {
 
 /// Ticks of [`time`] per second.
 pub const TIME_HZ: u64 = 10_000_000;
+
+/// A TCP listener on `port`; returns its descriptor.
+///
+/// # Errors
+/// [`SysError::NoDevice`] without a network device, [`SysError::AddrInUse`],
+/// [`SysError::BadArgument`] for port 0, [`SysError::Limit`].
+pub fn listen(port: u16) -> Result<usize, SysError> {
+    call(Syscall::Listen, [usize::from(port), 0, 0, 0, 0, 0])
+}
+
+/// Blocks this thread until listener `fd` has a connection; returns the
+/// connection's descriptor.
+///
+/// # Errors
+/// The kernel's [`SysError`] (`BadFd` when `fd` is not a listener).
+pub fn accept(fd: usize) -> Result<usize, SysError> {
+    call(Syscall::Accept, [fd, ASYNC_ARG_NONE as usize, 0, 0, 0, 0])
+}
+
+/// Submits the asynchronous `accept(fd, cid)`: completes `(cid, descriptor
+/// or -error)`.
+///
+/// # Errors
+/// As [`read_submit`].
+pub fn accept_submit(fd: usize, cid: u64) -> Result<(), SysError> {
+    call(Syscall::Accept, [fd, cid as usize, 0, 0, 0, 0]).map(|_| ())
+}
+
+/// Ends the calling thread (the process, when it is the last one).
+pub fn thread_exit() -> ! {
+    raw(Syscall::ThreadExit.number(), [0; 6]);
+    unreachable!("thread_exit returned")
+}
+
+/// Chooses who carries out this process's I/O (`ss_abi::syscall::IoMode`).
+///
+/// # Errors
+/// [`SysError::BadArgument`] for an unknown mode.
+pub fn set_io_mode(mode: ss_abi::syscall::IoMode) -> Result<(), SysError> {
+    call(Syscall::SetIoMode, [mode as usize, 0, 0, 0, 0, 0]).map(|_| ())
+}

@@ -379,11 +379,15 @@ impl Rng {
 /// Random numbers (known and unknown) with arguments drawn from hostile and
 /// valid values, asynchronous forms with random cids. Left out, because they
 /// end or stall the fuzzer by design: `exit`, `spawn`, `wait`, `alloc_cpu`,
-/// `park`, `upcall_register` with a user address, and synchronous `read`,
-/// `write` or `sleep` that could block (a synchronous one gets a descriptor
+/// `park`, `thread_exit`, `upcall_register` with a user address, and
+/// synchronous `read`, `write`, `sleep` or `accept` that could block (a synchronous one gets a descriptor
 /// that is not open or a bad pointer, which the kernel refuses before
 /// blocking). Descriptors 0..3 are closed first, so nothing it writes
 /// reaches the console and no read waits for typing.
+/// Descriptors from here on are never open (the kernel's table holds 8192),
+/// so a synchronous call on one is refused rather than left waiting.
+const NEVER_OPEN: usize = 1 << 20;
+
 async fn fuzz(calls: usize) -> Outcome {
     static mut SCRATCH: [u8; 8192] = [0; 8192];
     let scratch = core::ptr::addr_of_mut!(SCRATCH) as usize;
@@ -415,11 +419,11 @@ async fn fuzz(calls: usize) -> Outcome {
     for fd in [0, 3] {
         let _ = sys::close(fd);
     }
-    let mut spent = [0u64; 16];
+    let mut spent = [0u64; 19];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut done = 0;
     for _ in 0..calls {
-        let roll = rng.next() % 16;
+        let roll = rng.next() % 19;
         let cid = match rng.next() % 4 {
             0 => ASYNC_ARG_NONE,
             1 => 0,
@@ -488,8 +492,33 @@ async fn fuzz(calls: usize) -> Outcome {
                 ]),
                 [rng.next() as usize; 6],
             ),
+            13 => (
+                Syscall::SetIoMode.number(),
+                [rng.pick(&[0, 1, 2, 3, 1 << 40, usize::MAX]), 0, 0, 0, 0, 0],
+            ),
+            14 => (
+                Syscall::Listen.number(),
+                [
+                    rng.pick(&[0, 1, 5555, 7001, 65_535, 65_536, usize::MAX]),
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            ),
+            // A synchronous accept on a listener would wait for a peer:
+            // asynchronous only (a random cid), or a descriptor never open.
+            15 => (
+                Syscall::Accept.number(),
+                if cid == ASYNC_ARG_NONE as usize {
+                    [NEVER_OPEN + (rng.next() % 1000) as usize, cid, 0, 0, 0, 0]
+                } else {
+                    [fd, cid, 0, 0, 0, 0]
+                },
+            ),
             _ => (
-                18 + (rng.next() % 1_000_000) as usize * rng.pick(&[1, 1 << 20, 1 << 40]),
+                22 + (rng.next() % 1_000_000) as usize * rng.pick(&[1, 1 << 20, 1 << 40]),
                 [rng.next() as usize; 6],
             ),
         };
@@ -497,7 +526,7 @@ async fn fuzz(calls: usize) -> Outcome {
         if roll <= 3 && args[3] == ASYNC_ARG_NONE as usize {
             // A synchronous read or write must not block: refused before it.
             if rng.next() % 2 == 0 {
-                args[0] = 64 + (rng.next() % 1000) as usize;
+                args[0] = NEVER_OPEN + (rng.next() % 1000) as usize;
             } else {
                 args[1] = rng.pick(&bad_ptrs);
                 args[2] = 16;

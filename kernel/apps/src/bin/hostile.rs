@@ -7,7 +7,9 @@
 
 extern crate alloc;
 
-use ss_abi::syscall::{SysError, Syscall, ASYNC_ARG_NONE};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use ss_abi::syscall::{IoMode, SysError, Syscall, ASYNC_ARG_NONE};
 use ss_abi::uspace::{GLOBAL_PAGE_VA, USER_BASE, USER_END};
 use ss_ulib::sys;
 
@@ -57,7 +59,7 @@ async fn main(_arg: usize) -> i32 {
     let mut status = 0i32;
     let st = &mut status as *mut i32 as usize;
 
-    for n in [0, 18, 999, usize::MAX] {
+    for n in [0, 22, 999, usize::MAX] {
         c.expect(
             "unknown number",
             SysError::from_ret(sys::raw(n, [0; 6])),
@@ -279,23 +281,123 @@ async fn main(_arg: usize) -> i32 {
     c.expect("close write end", sys::close(w).map(|_| 0), Ok(0));
     c.expect("end of file", sys::read(r, &mut got), Ok(0));
     c.expect("close read end", sys::close(r).map(|_| 0), Ok(0));
-    // Threads: 15 more fit beside the first (16 stack slots), then `Limit`.
-    // They poll the Executor, find nothing, and park until the process exits
-    // (last, so that their parking cannot take the permits checked above).
-    for _ in 1..ss_abi::uspace::MAX_THREADS {
+    network(&mut c);
+    // I/O modes: only the three there are.
+    for m in [3, 4, 1000, usize::MAX] {
         c.expect(
-            "alloc_cpu within the limit",
-            ss_ulib::alloc_cpu().map(|_| 0),
-            Ok(0),
+            "set_io_mode out of range",
+            call(Syscall::SetIoMode, [m, 0, 0, 0, 0, 0]),
+            e(SysError::BadArgument),
         );
     }
+    for m in IoMode::ALL {
+        c.expect("set_io_mode", sys::set_io_mode(m).map(|_| 0), Ok(0));
+    }
     c.expect(
-        "alloc_cpu past the limit",
-        ss_ulib::alloc_cpu(),
-        e(SysError::Limit),
+        "set_io_mode back",
+        sys::set_io_mode(IoMode::Direct).map(|_| 0),
+        Ok(0),
+    );
+    // Threads that end give their stack slots back: five rounds of 32
+    // threads that end at once stay within the first rounds' slots.
+    let mut highest = 0;
+    for round in 1..=5 {
+        for _ in 0..32 {
+            match sys::alloc_cpu_raw(ending_thread as *const () as usize, 0) {
+                Ok(tid) => highest = highest.max(tid),
+                Err(err) => c.expect("alloc_cpu of an ending thread", Err(err), Ok(0)),
+            }
+        }
+        while ENDED.load(Ordering::SeqCst) < round * 32 {
+            sys::yield_now();
+        }
+    }
+    c.expect(
+        "ended threads' slots reused",
+        Ok(usize::from(highest <= 64)),
+        Ok(1),
+    );
+    // Threads until the kernel says no: `Limit` (4096 stack slots) or
+    // `OutOfMemory` (32 KiB each), never a crash. They poll the Executor,
+    // find nothing, and park until the process exits (last, so that their
+    // parking cannot take the permits checked above).
+    let mut made = 0;
+    let refused = loop {
+        match ss_ulib::alloc_cpu() {
+            Ok(_) => made += 1,
+            Err(err) => break err,
+        }
+        if made >= ss_abi::uspace::MAX_THREADS {
+            break SysError::BadArgument;
+        }
+    };
+    c.expect(
+        "alloc_cpu until refused",
+        Ok(usize::from(matches!(
+            refused,
+            SysError::Limit | SysError::OutOfMemory
+        ))),
+        Ok(1),
     );
     ss_ulib::println!("[hostile] {} checks, first failure: {:?}", c.n, c.failed);
     c.failed.unwrap_or(0)
+}
+
+static ENDED: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread that ends at once.
+extern "C" fn ending_thread(_arg: usize) -> ! {
+    ENDED.fetch_add(1, Ordering::SeqCst);
+    sys::thread_exit()
+}
+
+/// `listen`, `accept` and socket descriptors (the test boots have a network
+/// device).
+fn network(c: &mut Checks) {
+    let e = |e: SysError| Err::<usize, _>(e);
+    for port in [0, 65_536, 1 << 40, usize::MAX] {
+        c.expect(
+            "listen on a port out of range",
+            call(Syscall::Listen, [port, 0, 0, 0, 0, 0]),
+            e(SysError::BadArgument),
+        );
+    }
+    let l = sys::listen(7000);
+    c.expect("listen", l.map(|_| 0), Ok(0));
+    let l = l.unwrap_or(usize::MAX);
+    c.expect(
+        "listen on a port taken",
+        sys::listen(7000),
+        e(SysError::AddrInUse),
+    );
+    for fd in [0, 1, 999, 9000, usize::MAX] {
+        c.expect(
+            "accept on a non-listener",
+            sys::accept(fd),
+            e(SysError::BadFd),
+        );
+        c.expect(
+            "asynchronous accept on a non-listener",
+            sys::accept_submit(fd, 5).map(|_| 0),
+            e(SysError::BadFd),
+        );
+    }
+    let mut b = [0u8; 8];
+    c.expect("read a listener", sys::read(l, &mut b), e(SysError::BadFd));
+    c.expect("write a listener", sys::write(l, b"x"), e(SysError::BadFd));
+    for p in BAD {
+        c.expect(
+            "asynchronous read of a listener into a bad pointer",
+            call(Syscall::Read, [l, p, 16, 9, 0, 0]),
+            e(SysError::BadAddress),
+        );
+    }
+    c.expect("close the listener", sys::close(l).map(|_| 0), Ok(0));
+    let again = sys::listen(7000);
+    c.expect("listen again once closed", again.map(|_| 0), Ok(0));
+    if let Ok(fd) = again {
+        c.expect("close it", sys::close(fd).map(|_| 0), Ok(0));
+    }
 }
 
 ss_ulib::main!(main);

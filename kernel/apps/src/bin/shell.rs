@@ -35,7 +35,7 @@ fn read_line(line: &mut Vec<u8>) -> bool {
 }
 
 async fn main(_arg: usize) -> i32 {
-    println!("SharedScheduler shell. Commands: run NAME [PRIO] [ARG], exit. Programs: utest, worker, hostile, crash.");
+    println!("SharedScheduler shell. Commands: run NAME [PRIO] [ARG], exit. Programs: utest, worker, hostile, crash, aio, and the servers kcuc, kcut, ktut, ktuc (run kcuc 3 HARTS).");
     let mut line = Vec::new();
     loop {
         print!("$ ");
