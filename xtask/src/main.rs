@@ -233,7 +233,7 @@ fn steps() -> Vec<Step> {
         },
         Step {
             name: "bench",
-            what: "benchmark smoke runs: micro, rtbench, rtecho, coordbench, ssbench all \
+            what: "benchmark smoke runs: micro, rtbench, rtecho, coordbench, ssbench all, ssbench qemu \
                    (--quick; they assert completion and verified answers, never timings)",
             run: |_| {
                 for bin in ["micro", "rtbench", "rtecho", "coordbench"] {
@@ -252,6 +252,12 @@ fn steps() -> Vec<Step> {
                         "--require",
                         "kcuc,tokio,ceiling",
                     ],
+                )?;
+                // The same experiments against the kernel's servers in QEMU:
+                // fails unless every guest served and every answer verified.
+                kernel::qemu_bench(
+                    true,
+                    &["--out".to_owned(), "target/ssbench/qemu-ci".to_owned()],
                 )
             },
         },
