@@ -80,6 +80,11 @@ impl Waiters {
     pub fn remove_task(&mut self, w: &Waker) {
         self.tasks.retain(|k| !k.will_wake(w));
     }
+
+    /// Whether nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.threads.is_empty() && self.tasks.is_empty()
+    }
 }
 
 /// A pipe.

@@ -413,11 +413,10 @@ impl Net {
     /// Moves established connections to their listener's ready queue and keeps
     /// `LISTEN_SPARES` sockets listening while the queue has room.
     fn tend_listeners(&mut self) {
-        let ports: Vec<u16> = self.listeners.keys().copied().collect();
-        for port in ports {
-            let Some(mut l) = self.listeners.remove(&port) else {
-                continue;
-            };
+        let mut listeners = core::mem::take(&mut self.listeners);
+        for (&port, l) in &mut listeners {
+            // Sockets that listen anew have no waker yet.
+            let mut fresh = false;
             let mut i = 0;
             while i < l.spares.len() {
                 let h = l.spares[i];
@@ -429,6 +428,7 @@ impl Net {
                             l.spares.swap_remove(i);
                             self.remove(h);
                         } else {
+                            fresh = true;
                             i += 1;
                         }
                     }
@@ -451,16 +451,18 @@ impl Net {
                     break;
                 }
                 l.spares.push(h);
+                fresh = true;
             }
-            let w = Waker::from(l.wait.clone());
-            for &h in &l.spares {
-                self.tcp(h).register_recv_waker(&w);
+            // A socket whose waker fired woke the waiters, who re-arm all in
+            // `accept`; only new ones need it here, while somebody waits.
+            if fresh && !l.wait.waiters.lock().is_empty() {
+                arm(&mut self.sockets, l);
             }
             if !l.ready.is_empty() {
                 l.wait.wake_by_ref();
             }
-            self.listeners.insert(port, l);
         }
+        self.listeners = listeners;
     }
 
     /// Removes closed sockets; resets the ones closing for too long.
@@ -603,7 +605,23 @@ pub fn accept(l: &Listener, wait: impl FnOnce(&mut Waiters)) -> Option<Result<Co
         }));
     }
     wait(&mut l.wait.waiters.lock());
+    let Net {
+        sockets, listeners, ..
+    } = &mut *n;
+    if let Some(state) = listeners.get(&l.port) {
+        arm(sockets, state);
+    }
     None
+}
+
+/// Makes every listening socket of `l` wake its waiters when its connection
+/// arrives. smoltcp keeps one waker per socket and drops it once woken (and
+/// the woken waiter comes back through `accept`, which arms them again).
+fn arm(sockets: &mut SocketSet<'static>, l: &Listen) {
+    let w = Waker::from(l.wait.clone());
+    for &h in &l.spares {
+        sockets.get_mut::<tcp::Socket>(h).register_recv_waker(&w);
+    }
 }
 
 fn refused(state: tcp::State) -> SysError {
