@@ -81,7 +81,7 @@ use crate::sync::IrqMutex;
 use crate::syscall::{
     check_out, copy_in, copy_out_prefix, fd_of, install_in, io_mode, FdRef, MAX_IO,
 };
-use crate::{console, kexec, net, sbi, sched};
+use crate::{kexec, net, sbi, sched};
 use ss_abi::syscall::IoMode;
 
 /// Asynchronous calls a process may have started and not yet seen delivered
@@ -398,37 +398,10 @@ impl OpTask {
         match &self.op {
             // An empty read is 0 at once, as in the synchronous form.
             Op::Read { range, .. } if range.is_empty() => Some(0),
-            Op::Read { f, range } => {
-                let data = match f {
-                    FdRef::Stdin => console::read_input(range.len(), |q| q.add_task(w)),
-                    FdRef::PipeRead(pipe) => pipe.read(range.len(), |q| q.add_task(w)),
-                    FdRef::Tcp(c) => match net::recv(c, range.len(), |q| q.add_task(w))? {
-                        Ok(d) => Some(d),
-                        Err(e) => return Some(e.to_ret()),
-                    },
-                    FdRef::Stdout | FdRef::PipeWrite(_) | FdRef::Listener(_) => {
-                        return Some(SysError::BadFd.to_ret())
-                    }
-                }?;
-                Some(ret(
-                    copy_out_prefix(&self.p, *range, &data).map(|_| data.len())
-                ))
-            }
-            Op::Write { f, data } => match f {
-                FdRef::Stdout => {
-                    console::write_bytes(data);
-                    Some(data.len() as isize)
-                }
-                FdRef::PipeWrite(pipe) => match pipe.write(data, |q| q.add_task(w)) {
-                    Ok(Some(n)) => Some(n as isize),
-                    Ok(None) => None,
-                    Err(e) => Some(e.to_ret()),
-                },
-                FdRef::Tcp(c) => Some(ret(net::send(c, data, |q| q.add_task(w))?)),
-                FdRef::Stdin | FdRef::PipeRead(_) | FdRef::Listener(_) => {
-                    Some(SysError::BadFd.to_ret())
-                }
-            },
+            Op::Read { f, range } => Some(ret(f
+                .read(range.len(), |q| q.add_task(w))?
+                .and_then(|data| copy_out_prefix(&self.p, *range, &data).map(|_| data.len())))),
+            Op::Write { f, data } => Some(ret(f.write(data, |q| q.add_task(w))?)),
             Op::Accept { l } => Some(ret(net::accept(l, |q| q.add_task(w))?
                 .and_then(|c| install_in(&self.p, Fd::Tcp(Arc::new(c)))))),
             Op::Sleep { deadline } => {
@@ -482,26 +455,10 @@ impl Drop for OpTask {
     fn drop(&mut self) {
         if let Some(w) = self.waker.take() {
             match &self.op {
-                Op::Read {
-                    f: FdRef::Stdin, ..
-                } => console::INPUT.lock().readers.remove_task(&w),
-                Op::Read {
-                    f: FdRef::PipeRead(pipe),
-                    ..
-                } => pipe.state.lock().read_wait.remove_task(&w),
-                Op::Write {
-                    f: FdRef::PipeWrite(pipe),
-                    ..
-                } => pipe.state.lock().write_wait.remove_task(&w),
+                Op::Read { f, .. } => f.forget(&w, false),
+                Op::Write { f, .. } => f.forget(&w, true),
                 Op::Sleep { .. } => sched::forget_wake(&w),
-                Op::Read {
-                    f: FdRef::Tcp(c), ..
-                }
-                | Op::Write {
-                    f: FdRef::Tcp(c), ..
-                } => c.forget(&w),
                 Op::Accept { l } => l.forget(&w),
-                _ => {}
             }
         }
         let mut a = self.p.aio.lock();

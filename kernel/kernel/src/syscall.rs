@@ -147,7 +147,9 @@ pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
             // Dropped outside the lock: closing may wake other threads.
             fd.map(|_| 0).ok_or(SysError::BadFd)
         }
-        Syscall::Listen => net::listen(a0).and_then(|l| install_fd(t, Fd::Listener(Arc::new(l)))),
+        Syscall::Listen => {
+            net::listen(a0).and_then(|l| install_in(&t.proc, Fd::Listener(Arc::new(l))))
+        }
         Syscall::Accept if a1 as u64 != ASYNC_ARG_NONE => aio::submit_accept(t, a1 as u64, a0),
         Syscall::Accept if io_mode(t) == IoMode::KernelCoroutine => {
             return carried(aio::carry_accept(t, frame, a0))
@@ -196,11 +198,6 @@ fn carried(r: Result<()>) -> Outcome {
     }
 }
 
-/// Puts `f` in the lowest free slot of the process's table.
-pub(crate) fn install_fd(t: &Thread, f: Fd) -> Result<usize> {
-    install_in(&t.proc, f)
-}
-
 /// Puts `f` in the lowest free slot of `p`'s table (`Limit` past `MAX_FDS`,
 /// and `f` is dropped).
 pub(crate) fn install_in(p: &Process, f: Fd) -> Result<usize> {
@@ -224,7 +221,7 @@ fn accept(t: &Arc<Thread>, frame: &mut TrapFrame, fd: usize) -> Outcome {
     match net::accept(&l, |w| t.block_in(&mut w.threads, frame)) {
         None => Outcome::Blocked,
         Some(r) => Outcome::Return(
-            r.and_then(|c| install_fd(t, Fd::Tcp(Arc::new(c))))
+            r.and_then(|c| install_in(&t.proc, Fd::Tcp(Arc::new(c))))
                 .map_or_else(|e| e.to_ret(), |v| v as isize),
         ),
     }
@@ -281,6 +278,56 @@ pub(crate) enum FdRef {
     Tcp(Arc<net::Conn>),
 }
 
+impl FdRef {
+    /// Takes up to `max` bytes (`max` > 0): `Some(Ok(bytes))` (empty at end
+    /// of file), `Some(Err)` for a descriptor not open for reading or a
+    /// failed connection, or `None` after `wait` parked the caller with the
+    /// object. The one read of both forms of the call.
+    pub(crate) fn read(
+        &self,
+        max: usize,
+        wait: impl FnOnce(&mut Waiters),
+    ) -> Option<Result<alloc::vec::Vec<u8>>> {
+        match self {
+            FdRef::Stdin => console::read_input(max, wait).map(Ok),
+            FdRef::PipeRead(p) => p.read(max, wait).map(Ok),
+            FdRef::Tcp(c) => net::recv(c, max, wait),
+            FdRef::Stdout | FdRef::PipeWrite(_) | FdRef::Listener(_) => Some(Err(SysError::BadFd)),
+        }
+    }
+
+    /// Writes what fits of `data`: `Some(Ok(count))`, `Some(Err)`, or `None`
+    /// after `wait` parked the caller. The one write of both forms.
+    pub(crate) fn write(
+        &self,
+        data: &[u8],
+        wait: impl FnOnce(&mut Waiters),
+    ) -> Option<Result<usize>> {
+        match self {
+            FdRef::Stdout => {
+                console::write_bytes(data);
+                Some(Ok(data.len()))
+            }
+            FdRef::PipeWrite(p) => p.write(data, wait).transpose(),
+            FdRef::Tcp(c) => net::send(c, data, wait),
+            FdRef::Stdin | FdRef::PipeRead(_) | FdRef::Listener(_) => Some(Err(SysError::BadFd)),
+        }
+    }
+
+    /// Forgets a kernel coroutine's waker that a read (`writing`: a write)
+    /// left with the object, when its call ended another way.
+    pub(crate) fn forget(&self, w: &core::task::Waker, writing: bool) {
+        match self {
+            FdRef::Stdin => console::INPUT.lock().readers.remove_task(w),
+            FdRef::PipeRead(p) if !writing => p.state.lock().read_wait.remove_task(w),
+            FdRef::PipeWrite(p) if writing => p.state.lock().write_wait.remove_task(w),
+            FdRef::Tcp(c) => c.forget(w),
+            FdRef::Listener(l) => l.forget(w),
+            _ => {}
+        }
+    }
+}
+
 /// `read` from `f`: `Ok(None)` when the thread blocked.
 fn read(
     t: &Arc<Thread>,
@@ -294,13 +341,7 @@ fn read(
         return Ok(Some(0));
     }
     let block = |w: &mut Waiters| t.block_in(&mut w.threads, frame);
-    let data = match f {
-        FdRef::Stdin => console::read_input(range.len(), block),
-        FdRef::PipeRead(p) => p.read(range.len(), block),
-        FdRef::Tcp(c) => net::recv(&c, range.len(), block).transpose()?,
-        FdRef::Stdout | FdRef::PipeWrite(_) | FdRef::Listener(_) => return Err(SysError::BadFd),
-    };
-    let Some(data) = data else {
+    let Some(data) = f.read(range.len(), block).transpose()? else {
         return Ok(None);
     };
     copy_out_prefix(&t.proc, range, &data)?;
@@ -322,15 +363,8 @@ fn write(
     len: usize,
 ) -> Result<Option<usize>> {
     let data = copy_in(t, buf, len)?;
-    match f {
-        FdRef::Stdout => {
-            console::write_bytes(&data);
-            Ok(Some(data.len()))
-        }
-        FdRef::PipeWrite(p) => p.write(&data, |w| t.block_in(&mut w.threads, frame)),
-        FdRef::Tcp(c) => net::send(&c, &data, |w| t.block_in(&mut w.threads, frame)).transpose(),
-        FdRef::Stdin | FdRef::PipeRead(_) | FdRef::Listener(_) => Err(SysError::BadFd),
-    }
+    f.write(&data, |w| t.block_in(&mut w.threads, frame))
+        .transpose()
 }
 
 fn spawn(
@@ -406,26 +440,16 @@ fn pipe(t: &Thread, fds: usize) -> Result<usize> {
         return Err(SysError::BadAddress);
     }
     let (r, w) = Pipe::open();
-    let (rfd, wfd) = {
-        let mut inner = t.proc.inner.lock();
-        let free: alloc::vec::Vec<usize> = (0..MAX_FDS)
-            .filter(|&i| inner.fds.get(i).is_none_or(Option::is_none))
-            .take(2)
-            .collect();
-        if free.len() < 2 {
-            return Err(SysError::Limit);
-        }
-        for (&i, f) in free.iter().zip([r, w]) {
-            if inner.fds.len() <= i {
-                inner.fds.resize_with(i + 1, || None);
-            }
-            inner.fds[i] = Some(f);
-        }
-        (free[0] as u32, free[1] as u32)
-    };
+    let rfd = install_in(&t.proc, r)?;
+    let wfd = install_in(&t.proc, w).inspect_err(|_| {
+        // No room for the write end: the read end goes too (closed outside
+        // the lock, as closing may wake other threads).
+        let r = t.proc.inner.lock().fds.get_mut(rfd).and_then(Option::take);
+        drop(r);
+    })?;
     let mut bytes = [0u8; 8];
-    bytes[..4].copy_from_slice(&rfd.to_le_bytes());
-    bytes[4..].copy_from_slice(&wfd.to_le_bytes());
+    bytes[..4].copy_from_slice(&(rfd as u32).to_le_bytes());
+    bytes[4..].copy_from_slice(&(wfd as u32).to_le_bytes());
     copy_out(t, range, &bytes)?;
     Ok(0)
 }
