@@ -198,8 +198,9 @@ impl Builder {
     /// I/O operation then fails with an error that says why.
     ///
     /// # Errors
-    /// An invalid configuration (no workers, a main priority beyond the levels),
-    /// or a worker thread that could not be started.
+    /// An invalid configuration (no workers, a main priority beyond the levels,
+    /// a receive pool of a shape io_uring cannot have), or a worker thread that
+    /// could not be started.
     pub fn build(self) -> io::Result<Runtime> {
         if self.workers == 0 {
             return Err(io::Error::new(
@@ -210,6 +211,9 @@ impl Builder {
         self.levels
             .check(self.main_priority)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        if let (count @ 1.., size) = self.io.recv_buffers {
+            crate::io::pool::validate(count, size)?;
+        }
         let global = self
             .coordination
             .join()?

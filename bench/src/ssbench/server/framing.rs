@@ -7,8 +7,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use ss_proto::{
-    decode::parse_request, encode, matrix, Dim, Parsed, ProtoError, Request, ServerDecoder,
-    ServerFrame,
+    decode::parse_request, encode, matrix, Parsed, ProtoError, Request, ServerDecoder, ServerFrame,
 };
 
 /// The least room a receive is given: a few requests of the paper's 15 × 15
@@ -75,6 +74,27 @@ impl Framer {
     pub(crate) fn take(&mut self) -> Vec<u8> {
         self.make_room();
         std::mem::take(&mut self.buf)
+    }
+
+    /// Appends received bytes (from a receive into a buffer not the framer's:
+    /// a pooled receive).
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.buf.capacity() - self.buf.len() < bytes.len() {
+            let pending = self.buf.len() - self.start;
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(pending);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Frees the buffer if it holds nothing undecoded: a connection waiting
+    /// between frames then keeps no receive memory (with pooled receives).
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
     }
 
     /// Returns the buffer [`Framer::take`] gave, with the received bytes
@@ -180,9 +200,17 @@ impl Framer {
 }
 
 /// The handle component's step: a job in, the bytes of its answer out.
-pub(crate) struct Handler {
-    /// C, reused for every request.
-    product: Vec<u32>,
+///
+/// It holds nothing per connection: the product C is computed in a scratch
+/// buffer of the calling thread ([`PRODUCT`]), which the step never holds
+/// across an `await`. A 64 × 64 product is 16 KiB; kept per connection (as it
+/// was) it was most of what a coroutine model's idle connection cost.
+pub(crate) struct Handler(());
+
+thread_local! {
+    /// C, reused for every request answered on this thread; grows to the
+    /// largest dimension seen (at most `Dim::MAX`).
+    static PRODUCT: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Why an answer could not be made; not the peer's fault (the job was checked
@@ -198,9 +226,7 @@ impl std::fmt::Display for Internal {
 
 impl Handler {
     pub(crate) fn new() -> Handler {
-        Handler {
-            product: vec![0; Dim::MAX.elements()],
-        }
+        Handler(())
     }
 
     /// Appends the answer to `job` to `out`.
@@ -224,13 +250,18 @@ impl Handler {
         out: &mut Vec<u8>,
     ) -> Result<(), Internal> {
         let dim = request.dim();
-        let c = &mut self.product[..dim.elements()];
-        matrix::square_into(dim, &request.matrix, c).map_err(|e| Internal(format!("{e:?}")))?;
-        let at = out.len();
-        out.resize(at + encode::response_ok_len(dim), 0);
-        encode::encode_response_ok(request.id, dim, &*c, &mut out[at..])
-            .map_err(|e| Internal(e.to_string()))?;
-        Ok(())
+        PRODUCT.with_borrow_mut(|product| {
+            if product.len() < dim.elements() {
+                product.resize(dim.elements(), 0);
+            }
+            let c = &mut product[..dim.elements()];
+            matrix::square_into(dim, &request.matrix, c).map_err(|e| Internal(format!("{e:?}")))?;
+            let at = out.len();
+            out.resize(at + encode::response_ok_len(dim), 0);
+            encode::encode_response_ok(request.id, dim, &*c, &mut out[at..])
+                .map(drop)
+                .map_err(|e| Internal(e.to_string()))
+        })
     }
 }
 
@@ -254,6 +285,7 @@ pub(crate) fn answer_bad(bad: &ProtoError, out: &mut Vec<u8>) -> Result<(), Inte
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ss_proto::Dim;
 
     fn request(id: u64, m: &[u32], n: u16) -> Vec<u8> {
         let dim = Dim::new(n).unwrap();
@@ -294,6 +326,34 @@ mod tests {
             assert!(matches!(got[0], Job::Hello { priority: 3 }));
             assert!(matches!(&got[1], Job::Request(bytes) if *bytes == a));
             assert!(matches!(&got[2], Job::Request(bytes) if *bytes == b));
+        }
+    }
+
+    #[test]
+    fn extending_and_releasing_keep_every_undecoded_byte() {
+        // The pooled receive's path: bytes copied in, the buffer released only
+        // when nothing undecoded is left.
+        let mut wire = request(1, &[1, 2, 3, 4], 2);
+        let b = request(2, &[5; 9], 3);
+        wire.extend_from_slice(&b);
+        for step in [1, 5, 17, 10_000] {
+            let mut framer = Framer::new();
+            let mut got = Vec::new();
+            for piece in wire.chunks(step) {
+                framer.release_if_empty();
+                framer.extend(piece);
+                while let Some(job) = framer.next_job(Vec::new) {
+                    got.push(job);
+                }
+            }
+            assert_eq!(got.len(), 2, "step {step}");
+            assert!(matches!(&got[1], Job::Request(bytes) if *bytes == b));
+            framer.release_if_empty();
+            assert_eq!(
+                framer.buf.capacity(),
+                0,
+                "step {step}: an idle framer keeps memory"
+            );
         }
     }
 

@@ -21,10 +21,15 @@ use super::{probe_io_uring, Policy, Running, Setup};
 struct Uring(Arc<TcpStream>);
 
 impl RecvIo for Uring {
+    /// A pooled receive: a connection waiting for its next request holds no
+    /// receive buffer (the kernel picks one of the worker's when bytes come);
+    /// the bytes are copied into the framer, which keeps memory only for a
+    /// frame still incomplete.
     async fn recv(&mut self, framer: &mut Framer) -> io::Result<usize> {
-        let (r, buf) = self.0.recv(framer.take()).await;
-        framer.give(buf);
-        r
+        framer.release_if_empty();
+        let buf = self.0.recv_pooled().await?;
+        framer.extend(&buf);
+        Ok(buf.len())
     }
 }
 

@@ -65,7 +65,8 @@ impl<T, W: Wakeup> Queue<T, W> {
     pub(crate) fn new() -> Queue<T, W> {
         Queue {
             state: Mutex::new(State {
-                items: VecDeque::with_capacity(QUEUE_CAP),
+                // Grows on first use (an idle connection holds no room).
+                items: VecDeque::new(),
                 closed: false,
                 free: Vec::new(),
                 consumer: None,

@@ -81,6 +81,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use ss_core::{CoroutineId, Executor};
 
+use super::pool::{self, BufPool};
 use super::Config;
 use crate::park::Parker;
 use crate::WorkerPlatform;
@@ -149,7 +150,8 @@ pub(crate) type Keep = Box<dyn Any + Send>;
 enum SlotState {
     Free,
     InFlight(Waiter),
-    Done(i32),
+    /// The completion's result and flags (a provided buffer's id is in them).
+    Done(i32, u32),
     Abandoned(Keep),
 }
 
@@ -294,6 +296,9 @@ pub(crate) struct Ring {
     closed: AtomicBool,
     batch: u64,
     stats: Arc<Stats>,
+    /// The receive buffers the kernel picks from (buffer group
+    /// [`pool::GROUP`](super::pool::GROUP)), if the ring has them.
+    pool: Option<Arc<BufPool>>,
 }
 
 impl fmt::Debug for Ring {
@@ -354,9 +359,14 @@ impl Ring {
         seq >= self.flushed.load(Ordering::Acquire)
     }
 
-    /// The result of operation `key`, if it completed; otherwise records whom to
-    /// wake. A taken result frees the slot.
-    pub(crate) fn poll_result(&self, key: u64, waker: &Waker) -> Option<i32> {
+    /// The ring's pool of receive buffers, if it has one.
+    pub(crate) fn pool(&self) -> Option<&Arc<BufPool>> {
+        self.pool.as_ref()
+    }
+
+    /// The result and flags of operation `key`, if it completed; otherwise
+    /// records whom to wake. A taken result frees the slot.
+    pub(crate) fn poll_result(&self, key: u64, waker: &Waker) -> Option<(i32, u32)> {
         let mut slots = lock(&self.slots);
         let slot = slots
             .get(key)
@@ -366,10 +376,10 @@ impl Ring {
                 waiter.update(waker, &self.exec);
                 None
             }
-            SlotState::Done(res) => {
-                let res = *res;
+            SlotState::Done(res, flags) => {
+                let done = (*res, *flags);
                 slots.remove(key);
-                Some(res)
+                Some(done)
             }
             SlotState::Free | SlotState::Abandoned(_) => {
                 unreachable!("an operation polled after it was abandoned")
@@ -402,9 +412,13 @@ impl Ring {
                 None => self.cancel_remote(key),
             }
         } else {
-            slots.remove(key);
+            let state = slots.remove(key);
             drop(slots);
             drop(keep);
+            if let (SlotState::Done(_, flags), Some(pool)) = (state, &self.pool) {
+                // Completed, never taken: a buffer it was handed goes back.
+                pool.give_back_selected(flags);
+            }
         }
     }
 
@@ -421,16 +435,24 @@ impl Ring {
 
     /// Handles one completion (called with the slot lock held).
     fn complete(
+        &self,
         slots: &mut Slots,
-        key: u64,
-        res: i32,
+        (key, res, flags): (u64, i32, u32),
         wake: &mut Vec<Waiter>,
         free: &mut Vec<Keep>,
     ) {
+        if let Some(pool) = &self.pool {
+            pool.note_selected(flags);
+        }
         let Some(slot) = slots.get(key) else {
+            // Not ours to keep (never happens: every op's key is live until
+            // its completion); a buffer it names goes back.
+            if let Some(pool) = &self.pool {
+                pool.give_back_selected(flags);
+            }
             return;
         };
-        match std::mem::replace(&mut slot.state, SlotState::Done(res)) {
+        match std::mem::replace(&mut slot.state, SlotState::Done(res, flags)) {
             SlotState::InFlight(waiter) => {
                 slots.in_kernel -= 1;
                 wake.push(waiter);
@@ -439,9 +461,13 @@ impl Ring {
                 slots.remove(key);
                 slots.in_kernel -= 1;
                 free.push(keep);
+                if let Some(pool) = &self.pool {
+                    // Nobody waits for the bytes: the buffer goes back.
+                    pool.give_back_selected(flags);
+                }
             }
             // A second completion for one key cannot happen (no multishot ops).
-            other @ (SlotState::Done(_) | SlotState::Free) => slot.state = other,
+            other @ (SlotState::Done(..) | SlotState::Free) => slot.state = other,
         }
     }
 }
@@ -522,6 +548,33 @@ pub(crate) fn current_local() -> io::Result<Rc<Local>> {
             },
         ),
     }
+}
+
+/// A receive pool of `count` buffers of `size` bytes, registered with `uring`
+/// as buffer group [`pool::GROUP`]; `None` if none is configured, or the kernel
+/// refuses (before Linux 5.19): pooled receives then use buffers of their own.
+fn register_pool(uring: &IoUring, (count, size): (u16, u32)) -> Option<Arc<BufPool>> {
+    if count == 0 {
+        return None;
+    }
+    let pool = BufPool::new(count, size).ok()?;
+    let (addr, entries) = pool.ring_addr();
+    // SAFETY: the ring memory is page aligned, `entries` long, initialised (every
+    // buffer in it), and outlives the registration: the pool is held by the
+    // ring's `Ring` (and so by every operation on it) and the teardown
+    // unregisters the group before the last `Arc` can go.
+    unsafe {
+        uring
+            .submitter()
+            .register_buf_ring_with_flags(addr, entries, pool::GROUP, 0)
+    }
+    .ok()?;
+    Some(pool)
+}
+
+/// The buffer size of the calling worker's receive pool, if it has one.
+pub(crate) fn current_pool_size() -> Option<usize> {
+    local().and_then(|l| l.ring.pool.as_ref().map(|p| p.size() as usize))
 }
 
 /// Records why the calling worker has no ring (its operations fail with it).
@@ -818,7 +871,12 @@ impl Local {
                         EVENTFD_TOKEN => self.efd_armed.set(false),
                         FUTEX_TOKEN => self.futex_armed.set(false),
                         CANCEL_TOKEN => {}
-                        key => Ring::complete(&mut slots, key, cqe.result(), &mut wake, &mut free),
+                        key => self.ring.complete(
+                            &mut slots,
+                            (key, cqe.result(), cqe.flags()),
+                            &mut wake,
+                            &mut free,
+                        ),
                     }
                 }
             }
@@ -866,6 +924,10 @@ impl Local {
                 let slots = lock(&self.ring.slots);
                 if slots.in_kernel == 0 && !self.efd_armed.get() && !self.futex_armed.get() {
                     self.ring.closed.store(true, Ordering::Release);
+                    if self.ring.pool.is_some() {
+                        // Nothing in the kernel can pick a buffer any more.
+                        let _ = self.uring.submitter().unregister_buf_ring(pool::GROUP);
+                    }
                     break;
                 }
             }
@@ -897,6 +959,10 @@ impl Local {
         }
         let stuck = slots.in_kernel;
         drop(slots);
+        if let Some(pool) = &self.ring.pool {
+            // A stuck receive may still be handed one of its buffers.
+            std::mem::forget(pool.clone());
+        }
         // The doorbell buffer (`efd_buf`) is leaked too if its read is stuck.
         eprintln!(
             "ss-runtime io: {stuck} operation(s) did not complete within {SHUTDOWN_GRACE:?} \
@@ -915,6 +981,8 @@ pub(crate) struct Shared {
     /// The kernel has `IORING_OP_FUTEX_WAIT` (deferring workers wait on the
     /// global page through their rings).
     futex_ok: bool,
+    /// Each ring's receive pool: buffers and their size (0 buffers: none).
+    recv_buffers: (u16, u32),
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -1028,6 +1096,7 @@ impl Driver {
                 batch: u64::from(config.submit_batch.max(1)),
                 mode,
                 futex_ok: probe.is_supported(opcode::FutexWait::CODE),
+                recv_buffers: config.recv_buffers,
                 stats: Arc::new(Stats::default()),
             }),
             done: AtomicBool::new(false),
@@ -1053,6 +1122,7 @@ impl Driver {
             Ok(u) => u,
             Err(e) => return set_local_error(explain_setup_error(&e).to_string()),
         };
+        let pool = register_pool(&uring, shared.recv_buffers);
         let ring = Arc::new(Ring {
             exec,
             slots: Mutex::new(Slots {
@@ -1066,6 +1136,7 @@ impl Driver {
             closed: AtomicBool::new(false),
             batch: shared.batch,
             stats: shared.stats.clone(),
+            pool,
         });
         lock(&shared.rings).push(ring.clone());
         let local = Rc::new(Local {

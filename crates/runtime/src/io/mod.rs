@@ -144,6 +144,7 @@ mod addr;
 pub(crate) mod driver;
 mod op;
 mod ops;
+pub mod pool;
 mod remote;
 
 pub(crate) use driver::Driver;
@@ -152,6 +153,7 @@ pub use op::Submitted;
 pub(crate) use op::{Op, Operation};
 pub use ops::{accept, close, connect, read, recv, send, submit_read, submit_write, write};
 pub(crate) use ops::{ReadInto, Timeout, WriteFrom};
+pub use pool::{recv_pooled, RecvBuf};
 
 /// The io_uring driver's configuration ([`Builder::io`](crate::Builder::io)).
 #[derive(Clone, Debug)]
@@ -164,6 +166,11 @@ pub struct Config {
     /// Submit as soon as this many SQEs wait, even if other coroutines are ready
     /// (see the module docs on batching). 1 submits every operation at once.
     pub submit_batch: u32,
+    /// Each worker's pool for [`recv_pooled`]: how many buffers (a power of two
+    /// up to [`pool::MAX_BUFFERS`]; 0: no pool) of how many bytes. The memory
+    /// is reserved per worker as the worker starts and touched as the kernel
+    /// fills buffers. See [`pool`].
+    pub recv_buffers: (u16, u32),
 }
 
 impl Default for Config {
@@ -171,6 +178,7 @@ impl Default for Config {
         Config {
             entries: 1024,
             submit_batch: 32,
+            recv_buffers: (256, 4096),
         }
     }
 }
@@ -190,6 +198,16 @@ impl Config {
     /// Sets [`submit_batch`](Config::submit_batch).
     pub fn submit_batch(mut self, n: u32) -> Self {
         self.submit_batch = n;
+        self
+    }
+
+    /// Sets [`recv_buffers`](Config::recv_buffers): `count` buffers of `size`
+    /// bytes per worker; 0 buffers: no pool (pooled receives then allocate a
+    /// buffer each). The runtime's build fails with `InvalidInput` for a count
+    /// that is not a power of two up to [`pool::MAX_BUFFERS`] or a size outside
+    /// 1 ..= [`pool::MAX_BUFFER_SIZE`].
+    pub fn recv_buffers(mut self, count: u16, size: u32) -> Self {
+        self.recv_buffers = (count, size);
         self
     }
 }

@@ -42,8 +42,25 @@ pub(crate) trait Operation: Send + Unpin + 'static {
     /// The SQE has been queued: from now on the kernel will act on it.
     fn submitted(&mut self) {}
 
+    /// The ring the operation is about to go to (before [`Operation::sqe`]):
+    /// an operation that needs something of the ring (its receive pool) takes
+    /// it here; `false` means it cannot go to this ring, and it is failed with
+    /// `ENOBUFS` instead (never submitted).
+    fn attach(&mut self, _ring: &Ring) -> bool {
+        true
+    }
+
     /// The kernel's result: a value ≥ 0, or `-errno`.
     fn complete(self, result: i32) -> Self::Output;
+
+    /// The kernel's result and the completion's flags (a provided buffer's id);
+    /// by default, [`Operation::complete`].
+    fn complete_with(self, result: i32, _flags: u32) -> Self::Output
+    where
+        Self: Sized,
+    {
+        self.complete(result)
+    }
 
     /// The operation could not be submitted at all.
     fn fail(self, error: io::Error) -> Self::Output;
@@ -74,6 +91,9 @@ fn submit<T: Operation>(
     waiter: Waiter,
 ) -> Result<State<T>, (io::Result<()>, T)> {
     let ring = local.ring();
+    if !data.attach(ring) {
+        return Err((Err(io::Error::from_raw_os_error(libc::ENOBUFS)), data));
+    }
     let key = match ring.register(waiter) {
         Ok(key) => key,
         Err(e) => return Err((Err(e), data)),
@@ -175,12 +195,12 @@ impl<T: Operation> Future for Op<T> {
         }
         match ring.poll_result(*key, cx.waker()) {
             None => Poll::Pending,
-            Some(res) => {
+            Some((res, flags)) => {
                 let State::Submitted { data, .. } = std::mem::replace(&mut this.state, State::Done)
                 else {
                     unreachable!()
                 };
-                Poll::Ready(data.complete(res))
+                Poll::Ready(data.complete_with(res, flags))
             }
         }
     }

@@ -572,3 +572,220 @@ fn shutdown_with_operations_in_flight_on_every_worker_frees_everything() {
     assert_eq!(driver.in_kernel(), 0);
     assert_eq!(live.load(Ordering::SeqCst), 0, "buffers outlived shutdown");
 }
+
+// ---- pooled receives (`pool`) ----
+
+fn rt_pool(workers: usize, count: u16, size: u32) -> Runtime {
+    Runtime::builder()
+        .workers(workers)
+        .io(Config::new().recv_buffers(count, size))
+        .build()
+        .unwrap()
+}
+
+/// Buffers out of the kernel's hands, over every worker's pool.
+fn pool_out(rt: &Runtime) -> usize {
+    let driver = rt.inner().io().unwrap();
+    driver
+        .shared()
+        .rings()
+        .iter()
+        .map(|r| r.pool().expect("this ring has a pool").out())
+        .sum()
+}
+
+/// Waits (≤ 2 s) until `f` holds.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..2000 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    f()
+}
+
+#[test]
+fn a_pooled_recv_lends_a_pool_buffer_until_it_is_dropped() {
+    let rt = rt_pool(1, 4, 256);
+    let (a, mut b) = tcp_pair();
+    let a = Arc::new(a);
+    b.write_all(b"hello").unwrap();
+    let a2 = a.clone();
+    let buf = rt.block_on(async move { recv_pooled(&*a2).await.unwrap() });
+    assert!(buf.is_pooled());
+    assert_eq!(&buf[..], b"hello");
+    assert_eq!(pool_out(&rt), 1);
+    drop(buf);
+    assert_eq!(pool_out(&rt), 0);
+    // A receive waits holding no buffer, and more bytes than a buffer holds come
+    // in buffer-sized pieces.
+    let waiting = rt
+        .spawn(
+            async move {
+                let mut got = Vec::new();
+                while got.len() < 600 {
+                    let buf = recv_pooled(&*a).await.unwrap();
+                    assert!(buf.len() <= 256 && !buf.is_empty());
+                    got.extend_from_slice(&buf);
+                }
+                got
+            },
+            prio(1),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(pool_out(&rt), 0, "a waiting receive holds a buffer");
+    let sent: Vec<u8> = (0..600u32).map(|i| i as u8).collect();
+    b.write_all(&sent).unwrap();
+    assert_eq!(rt.block_on(waiting).unwrap(), sent);
+    assert_eq!(pool_out(&rt), 0);
+}
+
+#[test]
+fn an_exhausted_pool_falls_back_to_buffers_of_their_own() {
+    let rt = rt_pool(1, 2, 64);
+    let pairs: Arc<Vec<_>> = Arc::new((0..4).map(|_| tcp_pair()).collect());
+    for (i, (_, b)) in pairs.iter().enumerate() {
+        let mut b = b;
+        b.write_all(format!("msg{i}").as_bytes()).unwrap();
+    }
+    let p2 = pairs.clone();
+    let held = rt.block_on(async move {
+        let mut held = Vec::new();
+        for (a, _) in p2.iter() {
+            held.push(recv_pooled(a).await.unwrap());
+        }
+        held
+    });
+    let texts: Vec<&[u8]> = held.iter().map(|b| &b[..]).collect();
+    assert_eq!(texts, [&b"msg0"[..], b"msg1", b"msg2", b"msg3"]);
+    let pooled: Vec<bool> = held.iter().map(|b| b.is_pooled()).collect();
+    assert_eq!(pooled, [true, true, false, false]);
+    assert_eq!(pool_out(&rt), 2);
+    drop(held);
+    assert_eq!(pool_out(&rt), 0);
+    // The buffers came back: the pool lends again.
+    (&pairs[0].1).write_all(b"again").unwrap();
+    let buf = rt.block_on(async move { recv_pooled(&pairs[0].0).await.unwrap() });
+    assert!(buf.is_pooled());
+    assert_eq!(&buf[..], b"again");
+}
+
+#[test]
+fn buffers_given_back_on_other_threads_are_lent_again() {
+    let rt = rt_pool(2, 4, 64);
+    let (a, mut b) = tcp_pair();
+    let a = Arc::new(a);
+    for round in 0..40u32 {
+        let msg = format!("round {round}");
+        b.write_all(msg.as_bytes()).unwrap();
+        let a2 = a.clone();
+        let buf = rt.block_on(async move { recv_pooled(&*a2).await.unwrap() });
+        assert!(buf.is_pooled(), "round {round}: the pool ran dry");
+        assert_eq!(&buf[..], msg.as_bytes());
+        // Dropped on a thread that is not a worker.
+        std::thread::spawn(move || drop(buf)).join().unwrap();
+    }
+    assert_eq!(pool_out(&rt), 0);
+}
+
+#[test]
+fn cancelled_pooled_recvs_lose_no_buffer_and_no_bytes_after_them() {
+    let rt = rt_pool(1, 4, 64);
+    let (a, mut b) = tcp_pair();
+    let a = Arc::new(a);
+    // Cancelled while waiting: it held no buffer, and the socket stays usable.
+    let a2 = a.clone();
+    let waiter = rt
+        .spawn(async move { drop(recv_pooled(&*a2).await) }, prio(3))
+        .unwrap();
+    assert!(eventually(|| rt
+        .executor()
+        .blocked()
+        .contains(&waiter.cid())));
+    rt.executor().cancel(waiter.cid()).unwrap();
+    assert!(eventually(|| rt.inner().io().unwrap().in_kernel() == 0));
+    assert_eq!(pool_out(&rt), 0);
+    // Completed (a buffer handed out) but dropped before anyone took it: the
+    // buffer goes back.
+    let a3 = a.clone();
+    rt.block_on(async move {
+        let mut op = Op::new(pool::RecvPooled::new(a3.as_raw_fd()));
+        start(&mut op).await;
+        b.write_all(b"lost").unwrap();
+        let ring = driver::current_local().unwrap().ring().clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while ring.in_kernel() != 0 {
+            assert!(std::time::Instant::now() < deadline, "no completion");
+            driver::run_local();
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            ring.pool().unwrap().out(),
+            1,
+            "the completion took a buffer"
+        );
+        drop(op);
+        assert_eq!(
+            ring.pool().unwrap().out(),
+            0,
+            "the dropped result kept its buffer"
+        );
+        b.write_all(b"kept").unwrap();
+        let buf = recv_pooled(&*a3).await.unwrap();
+        assert_eq!(&buf[..], b"kept");
+    });
+    assert_eq!(pool_out(&rt), 0);
+}
+
+#[test]
+fn pooled_recv_sees_the_end_of_file_and_errors() {
+    let rt = rt_pool(1, 4, 64);
+    let (a, b) = tcp_pair();
+    drop(b);
+    let buf = rt.block_on(async move { recv_pooled(&a).await.unwrap() });
+    assert!(buf.is_empty());
+    assert_eq!(pool_out(&rt), 0);
+    let (rx, _tx) = pipe();
+    // A pipe is no socket: ENOTSOCK, no buffer taken.
+    let e = rt.block_on(async move { recv_pooled(&rx).await.unwrap_err() });
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTSOCK));
+    assert_eq!(pool_out(&rt), 0);
+}
+
+#[test]
+fn without_a_pool_pooled_recvs_use_buffers_of_their_own() {
+    let rt = Runtime::builder()
+        .workers(1)
+        .io(Config::new().recv_buffers(0, 0))
+        .build()
+        .unwrap();
+    let (a, mut b) = tcp_pair();
+    b.write_all(b"plain").unwrap();
+    let buf = rt.block_on(async move { recv_pooled(&a).await.unwrap() });
+    assert!(!buf.is_pooled());
+    assert_eq!(&buf[..], b"plain");
+}
+
+#[test]
+fn a_bad_pool_shape_is_a_clear_build_error() {
+    for (count, size) in [
+        (3, 4096),
+        (1 << 15 | 1, 4096),
+        (4, 0),
+        (4, pool::MAX_BUFFER_SIZE + 1),
+    ] {
+        let e = Runtime::builder()
+            .workers(1)
+            .io(Config::new().recv_buffers(count, size))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{count} × {size}"
+        );
+        assert!(e.to_string().contains("recv_buffers"), "{e}");
+    }
+}

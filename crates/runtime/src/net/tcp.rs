@@ -180,6 +180,20 @@ impl TcpStream {
         crate::io::recv(&self.inner, buf).await
     }
 
+    /// Receives into a buffer the kernel picks from the worker's pool when data
+    /// arrives (see [`crate::io::pool`]): waiting, it holds no buffer, so many
+    /// idle connections cost no receive buffers. An empty [`RecvBuf`]: the
+    /// peer closed its side. Drop the `RecvBuf` soon (copy out what must be
+    /// kept): it lends a pool buffer until then.
+    ///
+    /// # Errors
+    /// The errno of the receive (`ECONNRESET`, …).
+    ///
+    /// [`RecvBuf`]: crate::io::RecvBuf
+    pub async fn recv_pooled(&self) -> io::Result<crate::io::RecvBuf> {
+        crate::io::recv_pooled(&self.inner).await
+    }
+
     /// Sends `buf` once; returns the count sent (maybe fewer than `buf.len()`).
     ///
     /// # Errors
