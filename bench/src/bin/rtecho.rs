@@ -110,6 +110,18 @@ struct Args {
     /// 20 is the value the runtime's docs measure.
     #[arg(long, value_name = "US")]
     os_yield_us: Option<u64>,
+    /// The ss-runtime server's `Builder::nudge_after` in µs (default: the
+    /// runtime's, 100 µs; 0 turns nudging off).
+    #[arg(long, value_name = "US")]
+    nudge_us: Option<u64>,
+}
+
+/// The ss-runtime server's settings that differ from the runtime's defaults.
+#[derive(Clone, Copy, Debug, Default)]
+struct SsTuning {
+    idle_spin: Option<Duration>,
+    os_yield: Option<Duration>,
+    nudge: Option<Duration>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -182,8 +194,11 @@ fn main() -> Result<()> {
             bench(
                 &args.connections,
                 plan,
-                args.idle_spin_us.map(Duration::from_micros),
-                args.os_yield_us.map(Duration::from_micros),
+                SsTuning {
+                    idle_spin: args.idle_spin_us.map(Duration::from_micros),
+                    os_yield: args.os_yield_us.map(Duration::from_micros),
+                    nudge: args.nudge_us.map(Duration::from_micros),
+                },
             )
         }
     }
@@ -333,19 +348,18 @@ fn listener() -> Result<std::net::TcpListener> {
     Ok(l)
 }
 
-fn start_ss(
-    max_accepts: u64,
-    idle_spin: Option<Duration>,
-    os_yield: Option<Duration>,
-) -> Result<Server> {
+fn start_ss(max_accepts: u64, tuning: SsTuning) -> Result<Server> {
     let std_listener = listener()?;
     let addr = std_listener.local_addr()?;
     let mut builder = ss_runtime::Runtime::builder();
-    if let Some(after) = os_yield {
+    if let Some(after) = tuning.os_yield {
         builder = builder.os_yield_after(after);
     }
-    if let Some(spin) = idle_spin {
+    if let Some(spin) = tuning.idle_spin {
         builder = builder.idle_spin(spin);
+    }
+    if let Some(after) = tuning.nudge {
+        builder = builder.nudge_after(after);
     }
     let rt = builder
         .workers(WORKERS)
@@ -699,16 +713,14 @@ impl Agg {
     }
 }
 
-fn bench(
-    connections: &[usize],
-    plan: Plan,
-    idle_spin: Option<Duration>,
-    os_yield: Option<Duration>,
-) -> Result<()> {
+fn bench(connections: &[usize], plan: Plan, tuning: SsTuning) -> Result<()> {
     // First line: the machine.
     println!("{}", Machine::detect());
-    if let Some(after) = os_yield {
+    if let Some(after) = tuning.os_yield {
         println!("ss-runtime: os_yield_after({after:?}) (a sched_yield after that long without sleeping)");
+    }
+    if let Some(after) = tuning.nudge {
+        println!("ss-runtime: nudge_after({after:?}) (zero: off)");
     }
     println!(
         "servers: ss-runtime (io_uring, owned-buffer recv/send_all, one coroutine per \
@@ -741,10 +753,7 @@ fn bench(
     let nofile = raise_nofile(need as u64).context("reading RLIMIT_NOFILE")?;
     let max_accepts: u64 =
         connections.iter().map(|&c| c as u64).sum::<u64>() * u64::from(plan.rounds);
-    let servers = [
-        start_ss(max_accepts, idle_spin, os_yield)?,
-        start_tokio(max_accepts)?,
-    ];
+    let servers = [start_ss(max_accepts, tuning)?, start_tokio(max_accepts)?];
 
     println!();
     let table = Table::new(&[

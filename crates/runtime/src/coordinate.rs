@@ -380,6 +380,7 @@ impl Global {
             self.deferrals.fetch_add(1, Ordering::Relaxed);
             self.client.add_yields(1);
         }
+        exec.platform().beats.parking();
         // SAFETY: the futex word lives in the client's mapping, which lives in
         // the runtime's shared state; every worker holds that state until after
         // its ring (with any armed wait) is torn down.
@@ -389,6 +390,7 @@ impl Global {
         if !on_ring {
             self.client.wait_for_change(seen, Some(self.recheck));
         }
+        crate::nudge::beat();
         if self.client.seq() == seen && !self.client.coordinator_alive() {
             self.gone.store(true, Ordering::Relaxed);
         }

@@ -36,6 +36,7 @@ pub mod coordinate;
 pub mod io;
 mod join;
 pub mod net;
+mod nudge;
 mod park;
 mod runtime;
 pub mod time;

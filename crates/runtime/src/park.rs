@@ -56,6 +56,13 @@
 //! 0.43–0.74 × tokio's at 64 connections, two runs) but made the coordbench
 //! server's p50 beside the equal-weight flood 280 ms.
 //!
+//! # A worker left waiting for a CPU (on by default)
+//!
+//! A worker about to park moves another worker that has not polled for
+//! [`Builder::nudge_after`](crate::Builder::nudge_after) (100 µs) onto its own
+//! CPU: that one is nearly always runnable but waiting behind another thread,
+//! and the completions of its ring wait with it. See [`crate::nudge`].
+//!
 //! # Without io_uring
 //!
 //! If the runtime has no io_uring at all, parking is
@@ -218,6 +225,9 @@ pub struct WorkerPlatform {
     origin: std::time::Instant,
     /// How long an idle worker spins before it sleeps.
     spin: Duration,
+    /// The workers' beats, for nudging one the OS left waiting (see
+    /// [`crate::nudge`]).
+    pub(crate) beats: crate::nudge::Beats,
 }
 
 impl WorkerPlatform {
@@ -233,7 +243,20 @@ impl WorkerPlatform {
             sleepers: Mutex::new(Sleepers::default()),
             origin: std::time::Instant::now(),
             spin,
+            beats: crate::nudge::Beats::new(Self::DEFAULT_NUDGE),
         }
+    }
+
+    /// How long a running worker may go without a beat before a worker that
+    /// parks moves it to its own CPU, by default (see
+    /// [`Builder::nudge_after`](crate::Builder::nudge_after)).
+    pub const DEFAULT_NUDGE: Duration = Duration::from_micros(100);
+
+    /// Nudges a worker silent for `after` (zero: never; see [`crate::nudge`]);
+    /// set before any worker starts.
+    pub(crate) fn with_nudge(mut self, after: Duration) -> Self {
+        self.beats = crate::nudge::Beats::new(after);
+        self
     }
 
     /// Makes workers park on their io_uring rings (set before any worker starts).
@@ -275,11 +298,13 @@ impl WorkerPlatform {
 
 impl Park for WorkerPlatform {
     fn park(&self) {
+        self.beats.parking();
         if self.rings {
             self.park_on_ring();
         } else {
             self.threads.park();
         }
+        crate::nudge::beat();
         PARKS.with(|p| p.set(p.get().wrapping_add(1)));
     }
 
@@ -349,6 +374,7 @@ impl Worker {
     /// and ring.
     pub(crate) fn start() -> Worker {
         crate::context::try_with_current(|inner| {
+            inner.exec.platform().beats.join();
             if !inner.exec.platform().rings {
                 return;
             }
@@ -369,6 +395,7 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        crate::context::try_with_current(|inner| inner.exec.platform().beats.leave());
         crate::io::driver::stop_local();
         PARKER.with(|p| p.borrow_mut().take());
     }

@@ -96,6 +96,7 @@ pub struct Builder {
     coordination: Coordination,
     defer_recheck: Duration,
     os_yield_after: Duration,
+    nudge_after: Duration,
 }
 
 impl Default for Builder {
@@ -110,6 +111,7 @@ impl Default for Builder {
             coordination: Coordination::FromEnv,
             defer_recheck: crate::coordinate::DEFAULT_RECHECK,
             os_yield_after: Duration::ZERO,
+            nudge_after: WorkerPlatform::DEFAULT_NUDGE,
         }
     }
 }
@@ -185,6 +187,19 @@ impl Builder {
         self
     }
 
+    /// How long a worker may go without running a coroutine poll, while not
+    /// sleeping, before a worker that is about to sleep moves it onto its own
+    /// CPU (default 100 µs; `Duration::ZERO`: never). Such a worker is nearly
+    /// always runnable and waiting for a CPU the OS gave another thread, and the
+    /// completions of its io_uring ring wait with it. The move changes its CPU
+    /// affinity to the sleeping worker's CPU; it restores the affinity it
+    /// started with as it runs again. `docs/runtime.md` has the design and
+    /// the measurements.
+    pub fn nudge_after(mut self, after: Duration) -> Self {
+        self.nudge_after = after;
+        self
+    }
+
     /// The name prefix of the worker threads: they are `{name}-{index}`
     /// (default `ss-worker`).
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
@@ -221,7 +236,9 @@ impl Builder {
         let io = Driver::new(&self.io).map_err(|e| e.to_string());
         let exec = Arc::new(Executor::with_platform(
             self.levels,
-            WorkerPlatform::with_spin(self.idle_spin).with_rings(io.is_ok()),
+            WorkerPlatform::with_spin(self.idle_spin)
+                .with_rings(io.is_ok())
+                .with_nudge(self.nudge_after),
         ));
         let inner = Arc::new(Inner {
             exec,
@@ -460,6 +477,12 @@ impl Runtime {
     /// another process (0 when not coordinated).
     pub fn deferrals(&self) -> u64 {
         self.inner.global.as_ref().map_or(0, |g| g.deferrals())
+    }
+
+    /// How many times a worker about to sleep moved another worker, silent for
+    /// [`Builder::nudge_after`], onto its own CPU.
+    pub fn nudges(&self) -> u64 {
+        self.inner.exec.platform().beats.nudges()
     }
 
     /// The coordinator client, when coordinated: its view of the global

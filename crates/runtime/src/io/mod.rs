@@ -286,6 +286,9 @@ pub(crate) fn reap_now_and_then() {
         p.set(n);
         n
     });
+    if n % BEAT_EVERY_POLLS == 0 {
+        crate::nudge::beat();
+    }
     if n % RUN_RING_EVERY_POLLS == 0 {
         driver::run_local();
     } else if n % REAP_EVERY_POLLS == 0 {
@@ -299,3 +302,7 @@ const REAP_EVERY_POLLS: u32 = 4;
 
 /// See [`reap_now_and_then`].
 const RUN_RING_EVERY_POLLS: u32 = 32;
+
+/// Every this many polls a worker records that it runs (a clock read; see
+/// [`crate::nudge`]).
+const BEAT_EVERY_POLLS: u32 = 16;
