@@ -5,16 +5,38 @@
 //! # Shape
 //!
 //! One [`Net`] under one lock: the device, the interface (10.0.2.15/24,
-//! gateway 10.0.2.2 — QEMU's user networking) and the socket set. Three
-//! parties poll the interface:
+//! gateway 10.0.2.2 — QEMU's user networking) and the TCP sockets, **each
+//! alone in a socket set of its own**. smoltcp's `poll_egress` and `poll_at`
+//! visit every socket of the set they are given and its ingress scans the
+//! set for the segment's socket, so with one shared set every reply, every
+//! frame and every timer cost work in proportion to the sockets open
+//! (connections, spares, closing ones). Here [`Net::poll`] reads each frame's
+//! addresses itself and hands it to the one socket smoltcp would pick (a
+//! table by peer and port, else one listening on the port, else none: smoltcp
+//! resets), and a socket's egress and timer are polled on its own set: the
+//! work per request no longer grows with the connections.
+//!
+//! Who sends what a socket owes:
 //!
 //! - the **net coroutine** ([`net_task`], a kernel coroutine at the most
-//!   important level), woken by the device's interrupt and by smoltcp's own
-//!   timers (retransmission, `poll_delay`), on a tick;
-//! - a **system call that queued bytes** (`send`), at once, so a reply leaves
-//!   without waiting for a hop to another coroutine;
+//!   important level), woken by the device's interrupt and at the earliest
+//!   socket timer (retransmission, linger), on a tick, sends what the frames
+//!   it took in call for (ACKs, handshakes) and what the due timers do;
+//! - a **system call that queued bytes** (`send`), at once and for that one
+//!   socket, so a reply leaves without waiting for a hop to another coroutine;
 //! - a **read that reopened a receive window at least half full**, so the
 //!   peer goes on at once instead of waiting for its persist timer.
+//!
+//! A system call that arms a timer earlier than the net coroutine's wake-up
+//! moves that wake-up forward (a timer, not an immediate switch).
+//!
+//! # Transmitting
+//!
+//! A frame is queued on the device and the device notified; nobody waits for
+//! the device to take it (QEMU takes it on another thread, and waiting for
+//! that held the lock for most of a reply's cost). Buffers come back once
+//! used. With the queue full, a socket that still owes frames waits for the
+//! device's interrupt (at most a tick) instead of being polled in a loop.
 //!
 //! # Interrupts
 //!
@@ -34,11 +56,13 @@
 //!
 //! # Listening and accepting
 //!
-//! smoltcp accepts one connection per listening socket, so a listener keeps
-//! [`LISTEN_SPARES`] sockets listening on its port; after every poll an
-//! established one moves to the listener's ready queue (at most
-//! `LISTEN_BACKLOG`) and a fresh one takes its place. With the queue full no
-//! spare is added, and further connection attempts are reset.
+//! smoltcp accepts one connection per listening socket. A listener keeps
+//! [`LISTEN_SPARES`] sockets listening on its port; after every frame that a
+//! spare took, before the next frame, an established one moves to the
+//! listener's ready queue (at most `LISTEN_BACKLOG`) and fresh ones top the
+//! listening ones up, so a burst of SYNs is taken up to the backlog however
+//! few listen. With the queue full no spare is added, and further connection
+//! attempts are reset.
 //!
 //! # Closing
 //!
@@ -66,9 +90,12 @@ use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpAddress, IpCidr,
+    IpEndpoint, IpProtocol, Ipv4Address, Ipv4Packet, TcpPacket,
+};
 use ss_abi::syscall::{SysError, LISTEN_BACKLOG};
-use virtio_drivers::device::net::{RxBuffer, VirtIONet};
+use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
@@ -91,14 +118,13 @@ const RX_BUF: usize = 2048;
 /// Bytes of each socket's receive and of its send buffer (a paper request,
 /// 15×15, is 916 bytes; a 64×64 one passes in several windows).
 pub const SOCKET_BUFFER: usize = 4096;
-/// Sockets a listener keeps listening: a burst of this many connection
-/// attempts between two polls is taken (one full receive queue of SYNs);
-/// an attempt with no socket listening is reset.
-pub const LISTEN_SPARES: usize = QUEUE;
+/// Sockets a listener keeps listening. A frame that takes one (a SYN) is
+/// followed, before the next frame, by a fresh one while the listener's queue
+/// has room, so a burst of SYNs up to `LISTEN_BACKLOG` is taken however few
+/// listen; an attempt with no socket listening is reset.
+pub const LISTEN_SPARES: usize = 4;
 /// Seconds a closed connection may take to finish before it is reset.
 pub const LINGER_S: u64 = 10;
-
-type Nic = VirtIONet<KernelHal, MmioTransport<'static>, QUEUE>;
 
 /// Packets received and sent, interrupts taken, polls made (for tests and
 /// the shell's view).
@@ -150,8 +176,151 @@ unsafe impl Hal for KernelHal {
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
 }
 
-/// The device as smoltcp sees it.
-struct Device(RefCell<Nic>);
+/// The virtio-net device, with its receive buffers (one per receive
+/// descriptor, always queued but while smoltcp reads one) and its transmit
+/// buffers in flight. A frame to send is queued and the device notified; the
+/// sender does not wait for the device to take it (QEMU takes it on its own
+/// thread): a buffer comes back, for reuse, once the device has used it.
+struct Nic {
+    raw: VirtIONetRaw<KernelHal, MmioTransport<'static>, QUEUE>,
+    /// Receive buffers queued, by descriptor token.
+    rx: Vec<Option<Vec<u8>>>,
+    /// Transmit buffers the device has not used yet, by descriptor token.
+    tx: Vec<Option<Vec<u8>>>,
+    /// Used transmit buffers, for reuse.
+    spare_tx: Vec<Vec<u8>>,
+    /// Bytes of the virtio-net header before each frame.
+    hdr: usize,
+}
+
+/// A received frame: its buffer and where the frame lies in it.
+struct RxBuffer {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl RxBuffer {
+    fn packet(&self) -> &[u8] {
+        self.buf
+            .get(self.start..self.start + self.len)
+            .unwrap_or_default()
+    }
+}
+
+impl Nic {
+    fn new(transport: MmioTransport<'static>, rx_buf: usize) -> virtio_drivers::Result<Nic> {
+        let raw = VirtIONetRaw::new(transport)?;
+        let hdr = raw.fill_buffer_header(&mut [0; 64])?;
+        let mut nic = Nic {
+            raw,
+            rx: (0..QUEUE).map(|_| None).collect(),
+            tx: (0..QUEUE).map(|_| None).collect(),
+            spare_tx: Vec::new(),
+            hdr,
+        };
+        for _ in 0..QUEUE {
+            nic.queue_rx(vec![0; rx_buf])?;
+        }
+        Ok(nic)
+    }
+
+    /// Gives `buf` to the device to receive into.
+    fn queue_rx(&mut self, mut buf: Vec<u8>) -> virtio_drivers::Result {
+        // SAFETY: `buf` is kept, untouched, in `rx[token]` until the device
+        // has used it (`receive`), and its heap block does not move.
+        let token = unsafe { self.raw.receive_begin(&mut buf)? };
+        let place = self
+            .rx
+            .get_mut(usize::from(token))
+            .ok_or(virtio_drivers::Error::WrongToken)?;
+        *place = Some(buf);
+        Ok(())
+    }
+
+    fn mac_address(&self) -> [u8; 6] {
+        self.raw.mac_address()
+    }
+
+    fn ack_interrupt(&mut self) {
+        let _ = self.raw.ack_interrupt();
+    }
+
+    fn can_recv(&self) -> bool {
+        self.raw.poll_receive().is_some()
+    }
+
+    /// The next received frame.
+    fn receive(&mut self) -> virtio_drivers::Result<RxBuffer> {
+        let token = self
+            .raw
+            .poll_receive()
+            .ok_or(virtio_drivers::Error::NotReady)?;
+        let mut buf = self
+            .rx
+            .get_mut(usize::from(token))
+            .and_then(Option::take)
+            .ok_or(virtio_drivers::Error::WrongToken)?;
+        // SAFETY: `buf` is the buffer queued under `token`.
+        let (start, len) = unsafe { self.raw.receive_complete(token, &mut buf)? };
+        Ok(RxBuffer { buf, start, len })
+    }
+
+    /// Queues a used receive buffer again.
+    fn recycle_rx_buffer(&mut self, b: RxBuffer) -> virtio_drivers::Result {
+        self.queue_rx(b.buf)
+    }
+
+    /// Takes back the transmit buffers the device has used.
+    fn reclaim(&mut self) {
+        while let Some(token) = self.raw.poll_transmit() {
+            let Some(buf) = self.tx.get_mut(usize::from(token)).and_then(Option::take) else {
+                break;
+            };
+            // SAFETY: `buf` is the buffer queued under `token`.
+            let _ = unsafe { self.raw.transmit_complete(token, &buf) };
+            self.spare_tx.push(buf);
+        }
+    }
+
+    fn can_send(&mut self) -> bool {
+        self.reclaim();
+        self.raw.can_send()
+    }
+
+    /// Builds a frame of `len` bytes with `f` and queues it.
+    fn transmit<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.reclaim();
+        let mut buf = self.spare_tx.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(self.hdr + len, 0);
+        let _ = self.raw.fill_buffer_header(&mut buf);
+        let r = f(&mut buf[self.hdr..]);
+        // SAFETY: `buf` is kept, untouched, in `tx[token]` until the device
+        // has used it (`reclaim`), and its heap block does not move.
+        if let Ok(token) = unsafe { self.raw.transmit_begin(&buf) } {
+            if let Some(place) = self.tx.get_mut(usize::from(token)) {
+                *place = Some(buf);
+                TX_PACKETS.fetch_add(1, Ordering::Relaxed);
+            } else {
+                // Cannot happen (tokens are below QUEUE); never free a buffer
+                // the device may still read.
+                core::mem::forget(buf);
+            }
+        } else {
+            self.spare_tx.push(buf);
+        }
+        r
+    }
+}
+
+/// The device as smoltcp sees it. [`Net::poll`] takes each received frame
+/// from the device itself, to see which socket it is for, and leaves it in
+/// `next` for smoltcp's one `receive` that follows.
+struct Device {
+    nic: RefCell<Nic>,
+    next: Option<RxBuffer>,
+}
 
 struct Rx<'a> {
     nic: &'a RefCell<Nic>,
@@ -182,13 +351,7 @@ impl Drop for Rx<'_> {
 
 impl phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut nic = self.0.borrow_mut();
-        let mut tx = nic.new_tx_buffer(len);
-        let r = f(tx.packet_mut());
-        if nic.send(tx).is_ok() {
-            TX_PACKETS.fetch_add(1, Ordering::Relaxed);
-        }
-        r
+        self.0.borrow_mut().transmit(len, f)
     }
 }
 
@@ -197,25 +360,18 @@ impl phy::Device for Device {
     type TxToken<'a> = Tx<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
-        let buf = {
-            let mut nic = self.0.borrow_mut();
-            if !nic.can_recv() {
-                return None;
-            }
-            nic.receive().ok()?
-        };
-        RX_PACKETS.fetch_add(1, Ordering::Relaxed);
+        let buf = self.next.take()?;
         Some((
             Rx {
-                nic: &self.0,
+                nic: &self.nic,
                 buf: Some(buf),
             },
-            Tx(&self.0),
+            Tx(&self.nic),
         ))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
-        self.0.borrow().can_send().then_some(Tx(&self.0))
+        self.nic.borrow_mut().can_send().then_some(Tx(&self.nic))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -250,10 +406,47 @@ impl Wake for SockWait {
     }
 }
 
+/// A socket's place in [`Net::slots`].
+type Id = usize;
+
+/// The connection a segment belongs to: the peer's endpoint and the local
+/// port (the guest has one address).
+type Tuple = (IpEndpoint, u16);
+
+/// One TCP socket, alone in a socket set of its own: smoltcp's `poll_egress`
+/// and `poll_at` visit every socket of the set they are given, so with one set
+/// per socket a reply or a timer costs one socket's work, however many
+/// connections are open.
+struct Slot {
+    set: SocketSet<'static>,
+    handle: SocketHandle,
+    /// Its key in [`Net::by_tuple`] once it has a peer.
+    tuple: Option<Tuple>,
+    /// When smoltcp wants it polled again (`time` CSR; `None`: on an event).
+    due: Option<u64>,
+    /// While it is a listener's spare: the listener's port.
+    spare_of: Option<u16>,
+    /// Waiting in [`Net::dirty`] for the poll's egress.
+    dirty: bool,
+    /// Waiting in [`Net::blocked`] for room in the transmit queue.
+    blocked: bool,
+}
+
+/// Where a received frame goes.
+enum Route {
+    /// To this socket's set.
+    Sock(Id),
+    /// To no socket (smoltcp answers a TCP segment with a reset).
+    Nobody,
+    /// An ARP frame: a neighbour may have been found, so every socket's
+    /// egress may proceed.
+    Arp,
+}
+
 /// A listener's state in [`Net`].
 struct Listen {
-    spares: Vec<SocketHandle>,
-    ready: VecDeque<SocketHandle>,
+    spares: Vec<Id>,
+    ready: VecDeque<Id>,
     wait: Arc<SockWait>,
 }
 
@@ -261,10 +454,21 @@ struct Listen {
 struct Net {
     dev: Device,
     iface: Interface,
-    sockets: SocketSet<'static>,
+    /// Every TCP socket (`None`: a free place, listed in `free`).
+    slots: Vec<Option<Slot>>,
+    free: Vec<Id>,
+    /// The sockets with a peer (handshake begun, established, closing).
+    by_tuple: BTreeMap<Tuple, Id>,
+    /// An empty set, for the frames no socket takes.
+    nobody: SocketSet<'static>,
+    /// Sockets whose egress the current poll owes.
+    dirty: Vec<Id>,
+    /// Sockets that found the transmit queue full: their egress resumes once
+    /// the device has used a buffer (its interrupt wakes the net coroutine).
+    blocked: Vec<Id>,
     listeners: BTreeMap<u16, Listen>,
     /// Closed connections finishing, with the `time` they were closed.
-    closing: Vec<(SocketHandle, u64)>,
+    closing: Vec<(Id, u64)>,
 }
 
 // SAFETY: the device's MMIO pointers and the RefCell are only used under the
@@ -278,10 +482,19 @@ static IRQ: AtomicUsize = AtomicUsize::new(0);
 /// (`usize::MAX`: none outstanding).
 static CLAIMED: AtomicUsize = AtomicUsize::new(usize::MAX);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// A socket's timer became due before the net coroutine's wake-up.
+static KICKED: AtomicBool = AtomicBool::new(false);
+/// When the sleeping net coroutine wakes (`time` CSR; `u64::MAX`: only on an
+/// event; 0: it is running and will look at every socket's timer). Written
+/// and compared under the `NET` lock.
+static NEXT_DUE: AtomicU64 = AtomicU64::new(u64::MAX);
 static TASK_WAKER: IrqMutex<Option<Waker>> = IrqMutex::new(None);
 
+/// `time` CSR ticks per microsecond (smoltcp's clock unit).
+const TICKS_PER_US: u64 = arch::TIME_HZ / 1_000_000;
+
 fn now() -> Instant {
-    Instant::from_micros((arch::time() / (arch::TIME_HZ / 1_000_000)) as i64)
+    Instant::from_micros((arch::time() / TICKS_PER_US) as i64)
 }
 
 fn net() -> Result<&'static IrqMutex<Net>, SysError> {
@@ -316,7 +529,10 @@ pub fn init() -> bool {
             continue;
         };
         let mac = nic.mac_address();
-        let mut dev = Device(RefCell::new(nic));
+        let mut dev = Device {
+            nic: RefCell::new(nic),
+            next: None,
+        };
         let mut iface = Interface::new(
             Config::new(HardwareAddress::Ethernet(EthernetAddress(mac))),
             &mut dev,
@@ -334,7 +550,12 @@ pub fn init() -> bool {
             IrqMutex::new(Net {
                 dev,
                 iface,
-                sockets: SocketSet::new(Vec::new()),
+                slots: Vec::new(),
+                free: Vec::new(),
+                by_tuple: BTreeMap::new(),
+                nobody: SocketSet::new(Vec::new()),
+                dirty: Vec::new(),
+                blocked: Vec::new(),
                 listeners: BTreeMap::new(),
                 closing: Vec::new(),
             })
@@ -373,22 +594,225 @@ pub fn interrupt(ctx: usize) {
     }
 }
 
+/// A socket wants polling at `due`: if the net coroutine would sleep past
+/// it, bring its wake-up forward (a timer, not a wake now: the coroutine has
+/// nothing to do before `due`). Under the `NET` lock.
+fn kick(due: u64) {
+    if due >= NEXT_DUE.load(Ordering::Relaxed) {
+        return;
+    }
+    let waker = TASK_WAKER.lock();
+    NEXT_DUE.store(due, Ordering::Relaxed);
+    match waker.as_ref() {
+        Some(w) if due > arch::time() => {
+            crate::sched::forget_wake(w);
+            crate::sched::wake_at(due, w);
+        }
+        // Due now, or the coroutine is between its poll and its sleep (it
+        // looks at `KICKED` before sleeping).
+        _ => {
+            KICKED.store(true, Ordering::SeqCst);
+            drop(waker);
+            if let Some(w) = TASK_WAKER.lock().take() {
+                w.wake();
+            }
+        }
+    }
+}
+
 impl Net {
-    /// One poll of the interface, then the listeners' and closing sockets'
-    /// bookkeeping.
+    /// Takes every frame the device holds to the one socket it is for, then
+    /// sends what those sockets, and the ones whose timer is due, owe; then
+    /// the closing sockets' bookkeeping.
     fn poll(&mut self) {
         POLLS.fetch_add(1, Ordering::Relaxed);
+        self.dev.nic.borrow_mut().reclaim();
         let t = now();
-        let changed = self.iface.poll(t, &mut self.dev, &mut self.sockets);
-        if changed == PollResult::SocketStateChanged {
-            self.tend_listeners();
+        let mut arp = false;
+        let mut spares = false;
+        loop {
+            let buf = {
+                let mut nic = self.dev.nic.borrow_mut();
+                if !nic.can_recv() {
+                    break;
+                }
+                match nic.receive() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                }
+            };
+            RX_PACKETS.fetch_add(1, Ordering::Relaxed);
+            let route = self.route(buf.packet());
+            self.dev.next = Some(buf);
+            let Net {
+                dev,
+                iface,
+                slots,
+                nobody,
+                ..
+            } = self;
+            match route {
+                Route::Sock(id) => {
+                    if let Some(s) = slots.get_mut(id).and_then(Option::as_mut) {
+                        let _ = iface.poll_ingress_single(t, dev, &mut s.set);
+                        if let Some(port) = s.spare_of {
+                            // A connection begun, established or failed:
+                            // top the spares up before the next frame.
+                            self.tend(port);
+                        }
+                    }
+                    self.mark(id);
+                }
+                Route::Nobody | Route::Arp => {
+                    let _ = iface.poll_ingress_single(t, dev, nobody);
+                    arp |= matches!(route, Route::Arp);
+                }
+            }
+            if let Some(b) = self.dev.next.take() {
+                let _ = self.dev.nic.borrow_mut().recycle_rx_buffer(b);
+            }
+        }
+        if !self.blocked.is_empty() && self.dev.nic.borrow_mut().can_send() {
+            for id in core::mem::take(&mut self.blocked) {
+                if let Some(s) = self.slots.get_mut(id).and_then(Option::as_mut) {
+                    s.blocked = false;
+                }
+                self.mark(id);
+            }
+        }
+        let ticks = arch::time();
+        for id in 0..self.slots.len() {
+            if let Some(s) = &self.slots[id] {
+                if arp || s.due.is_some_and(|d| d <= ticks) {
+                    self.mark(id);
+                }
+            }
+        }
+        while let Some(id) = self.dirty.pop() {
+            self.egress(id, t);
+            spares |= self.slots[id]
+                .as_ref()
+                .is_some_and(|s| s.spare_of.is_some());
+        }
+        if spares {
+            // A handshake may have timed out.
+            let ports: Vec<u16> = self.listeners.keys().copied().collect();
+            for port in ports {
+                self.tend(port);
+            }
         }
         if !self.closing.is_empty() {
             self.reap();
         }
     }
 
-    fn new_socket(&mut self) -> SocketHandle {
+    /// Which socket smoltcp would hand `frame` to: the one whose peer sent
+    /// it, else one listening on its port. smoltcp's own checks follow on that
+    /// socket (a segment it does not accept is answered with a reset, as it
+    /// would be with no socket).
+    fn route(&self, frame: &[u8]) -> Route {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return Route::Nobody;
+        };
+        match eth.ethertype() {
+            EthernetProtocol::Ipv4 => {}
+            EthernetProtocol::Arp => return Route::Arp,
+            _ => return Route::Nobody,
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return Route::Nobody;
+        };
+        let [a, b, c, d] = GUEST_IP;
+        if ip.next_header() != IpProtocol::Tcp || ip.dst_addr() != Ipv4Address::new(a, b, c, d) {
+            return Route::Nobody;
+        }
+        let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+            return Route::Nobody;
+        };
+        let remote = IpEndpoint::new(IpAddress::Ipv4(ip.src_addr()), tcp.src_port());
+        let port = tcp.dst_port();
+        if let Some(&id) = self.by_tuple.get(&(remote, port)) {
+            if let Some(s) = self.tcp_ref(id) {
+                let live = !matches!(s.state(), tcp::State::Closed | tcp::State::Listen);
+                let same = s.remote_endpoint() == Some(remote)
+                    && s.local_endpoint().map(|e| e.port) == Some(port);
+                if live && same {
+                    return Route::Sock(id);
+                }
+            }
+        }
+        if let Some(l) = self.listeners.get(&port) {
+            for &id in &l.spares {
+                if self
+                    .tcp_ref(id)
+                    .is_some_and(|s| s.state() == tcp::State::Listen)
+                {
+                    return Route::Sock(id);
+                }
+            }
+        }
+        Route::Nobody
+    }
+
+    /// Queues `id`'s egress for the end of the poll.
+    fn mark(&mut self, id: Id) {
+        if let Some(s) = self.slots.get_mut(id).and_then(Option::as_mut) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Sends what socket `id` owes, and notes when it wants polling next.
+    fn egress(&mut self, id: Id, t: Instant) {
+        let Net {
+            dev,
+            iface,
+            slots,
+            blocked,
+            ..
+        } = self;
+        let Some(s) = slots.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        s.dirty = false;
+        while iface.poll_egress(t, dev, &mut s.set) == PollResult::SocketStateChanged {}
+        s.due = iface
+            .poll_at(t, &s.set)
+            .map(|at| (at.total_micros().max(0) as u64).saturating_mul(TICKS_PER_US));
+        if !dev.nic.borrow_mut().can_send() {
+            // It may owe more than the queue took: not a timer to spin on,
+            // but a wait for the device to use a buffer.
+            if s.due.is_some_and(|d| d <= arch::time()) {
+                s.due = None;
+                if !s.blocked {
+                    s.blocked = true;
+                    blocked.push(id);
+                }
+                return;
+            }
+        }
+        if let Some(d) = s.due {
+            kick(d);
+        }
+    }
+
+    /// When the net coroutine must next look: the earliest socket timer, or
+    /// the earliest closing socket's end of linger.
+    fn next_due(&self) -> Option<u64> {
+        let timers = self.slots.iter().flatten().filter_map(|s| s.due);
+        let linger = self
+            .closing
+            .iter()
+            .map(|&(_, since)| since.saturating_add(LINGER_S * arch::TIME_HZ));
+        // The device's interrupt ends a wait for transmit room; a tick bounds
+        // it in case none comes.
+        let room = (!self.blocked.is_empty()).then(|| arch::time() + crate::sched::TICK);
+        timers.chain(linger).chain(room).min()
+    }
+
+    fn new_socket(&mut self) -> Id {
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
@@ -398,106 +822,209 @@ impl Net {
         s.set_nagle_enabled(false);
         s.set_ack_delay(None);
         SOCKETS.fetch_add(1, Ordering::Relaxed);
-        self.sockets.add(s)
-    }
-
-    fn remove(&mut self, h: SocketHandle) {
-        SOCKETS.fetch_sub(1, Ordering::Relaxed);
-        self.sockets.remove(h);
-    }
-
-    fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
-        self.sockets.get_mut::<tcp::Socket>(h)
-    }
-
-    /// Moves established connections to their listener's ready queue and keeps
-    /// `LISTEN_SPARES` sockets listening while the queue has room.
-    fn tend_listeners(&mut self) {
-        let mut listeners = core::mem::take(&mut self.listeners);
-        for (&port, l) in &mut listeners {
-            // Sockets that listen anew have no waker yet.
-            let mut fresh = false;
-            let mut i = 0;
-            while i < l.spares.len() {
-                let h = l.spares[i];
-                match self.tcp(h).state() {
-                    tcp::State::Listen | tcp::State::SynReceived => i += 1,
-                    tcp::State::Closed => {
-                        // A handshake that failed: listen again.
-                        if self.tcp(h).listen(port).is_err() {
-                            l.spares.swap_remove(i);
-                            self.remove(h);
-                        } else {
-                            fresh = true;
-                            i += 1;
-                        }
-                    }
-                    _ => {
-                        l.spares.swap_remove(i);
-                        if l.ready.len() < LISTEN_BACKLOG {
-                            l.ready.push_back(h);
-                        } else {
-                            self.tcp(h).abort();
-                            self.closing.push((h, arch::time()));
-                        }
-                    }
-                }
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(s);
+        let slot = Slot {
+            set,
+            handle,
+            tuple: None,
+            due: None,
+            spare_of: None,
+            dirty: false,
+            blocked: false,
+        };
+        match self.free.pop() {
+            Some(id) => {
+                self.slots[id] = Some(slot);
+                id
             }
-            while l.spares.len() < LISTEN_SPARES && l.ready.len() + l.spares.len() < LISTEN_BACKLOG
-            {
-                let h = self.new_socket();
-                if self.tcp(h).listen(port).is_err() {
-                    self.remove(h);
-                    break;
-                }
-                l.spares.push(h);
-                fresh = true;
-            }
-            // A socket whose waker fired woke the waiters, who re-arm all in
-            // `accept`; only new ones need it here, while somebody waits.
-            if fresh && !l.wait.waiters.lock().is_empty() {
-                arm(&mut self.sockets, l);
-            }
-            if !l.ready.is_empty() {
-                l.wait.wake_by_ref();
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
             }
         }
-        self.listeners = listeners;
+    }
+
+    fn remove(&mut self, id: Id) {
+        self.unregister(id);
+        if self.slots.get_mut(id).and_then(Option::take).is_some() {
+            SOCKETS.fetch_sub(1, Ordering::Relaxed);
+            self.free.push(id);
+        }
+    }
+
+    /// Files socket `id` under its peer, once it has one.
+    fn register(&mut self, id: Id) {
+        let Some(s) = self.slots.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        if s.tuple.is_some() {
+            return;
+        }
+        let sock = s.set.get::<tcp::Socket>(s.handle);
+        if let (Some(remote), Some(local)) = (sock.remote_endpoint(), sock.local_endpoint()) {
+            let key = (remote, local.port);
+            s.tuple = Some(key);
+            self.by_tuple.insert(key, id);
+        }
+    }
+
+    /// Takes socket `id` out of [`Net::by_tuple`].
+    fn unregister(&mut self, id: Id) {
+        let Some(key) = self
+            .slots
+            .get_mut(id)
+            .and_then(Option::as_mut)
+            .and_then(|s| s.tuple.take())
+        else {
+            return;
+        };
+        if self.by_tuple.get(&key) == Some(&id) {
+            self.by_tuple.remove(&key);
+        }
+    }
+
+    fn tcp(&mut self, id: Id) -> &mut tcp::Socket<'static> {
+        let s = self.slots[id].as_mut().expect("net: a live socket");
+        s.set.get_mut::<tcp::Socket>(s.handle)
+    }
+
+    fn tcp_ref(&self, id: Id) -> Option<&tcp::Socket<'static>> {
+        let s = self.slots.get(id)?.as_ref()?;
+        Some(s.set.get::<tcp::Socket>(s.handle))
+    }
+
+    /// Moves the listener's established connections to its ready queue and
+    /// keeps `LISTEN_SPARES` sockets listening while the queue has room.
+    fn tend(&mut self, port: u16) {
+        let Some(mut l) = self.listeners.remove(&port) else {
+            return;
+        };
+        // Sockets that listen anew have no waker yet.
+        let mut fresh = false;
+        let mut listening = 0;
+        let mut i = 0;
+        while i < l.spares.len() {
+            let id = l.spares[i];
+            match self.tcp(id).state() {
+                tcp::State::Listen => {
+                    // Back from SynReceived after a reset: no peer now.
+                    self.unregister(id);
+                    listening += 1;
+                    i += 1;
+                }
+                tcp::State::SynReceived => {
+                    self.register(id);
+                    i += 1;
+                }
+                tcp::State::Closed => {
+                    // A handshake that failed: listen again.
+                    self.unregister(id);
+                    if self.tcp(id).listen(port).is_err() {
+                        l.spares.swap_remove(i);
+                        self.remove(id);
+                    } else {
+                        fresh = true;
+                        listening += 1;
+                        i += 1;
+                    }
+                }
+                _ => {
+                    l.spares.swap_remove(i);
+                    self.register(id);
+                    if let Some(s) = self.slots[id].as_mut() {
+                        s.spare_of = None;
+                    }
+                    if l.ready.len() < LISTEN_BACKLOG {
+                        l.ready.push_back(id);
+                    } else {
+                        self.tcp(id).abort();
+                        self.closing.push((id, arch::time()));
+                        self.egress(id, now());
+                    }
+                }
+            }
+        }
+        while listening < LISTEN_SPARES && l.ready.len() + l.spares.len() < LISTEN_BACKLOG {
+            let id = self.new_socket();
+            if self.tcp(id).listen(port).is_err() {
+                self.remove(id);
+                break;
+            }
+            if let Some(s) = self.slots[id].as_mut() {
+                s.spare_of = Some(port);
+            }
+            l.spares.push(id);
+            listening += 1;
+            fresh = true;
+        }
+        // A socket whose waker fired woke the waiters, who re-arm all in
+        // `accept`; only new ones need it here, while somebody waits.
+        if fresh && !l.wait.waiters.lock().is_empty() {
+            self.arm(&l);
+        }
+        if !l.ready.is_empty() {
+            l.wait.wake_by_ref();
+        }
+        self.listeners.insert(port, l);
+    }
+
+    /// Makes every listening socket of `l` wake its waiters when its
+    /// connection arrives. smoltcp keeps one waker per socket and drops it
+    /// once woken (and the woken waiter comes back through `accept`, which
+    /// arms them again).
+    fn arm(&mut self, l: &Listen) {
+        let w = Waker::from(l.wait.clone());
+        for &id in &l.spares {
+            self.tcp(id).register_recv_waker(&w);
+        }
     }
 
     /// Removes closed sockets; resets the ones closing for too long.
     fn reap(&mut self) {
-        let now = arch::time();
+        let ticks = arch::time();
         let mut i = 0;
         while i < self.closing.len() {
-            let (h, since) = self.closing[i];
-            let state = self.tcp(h).state();
-            if matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
-                self.closing.swap_remove(i);
-                self.remove(h);
-                continue;
+            let (id, since) = self.closing[i];
+            if ticks.saturating_sub(since) > LINGER_S * arch::TIME_HZ
+                && !matches!(
+                    self.tcp(id).state(),
+                    tcp::State::Closed | tcp::State::TimeWait
+                )
+            {
+                // Reset now: the RST leaves at once.
+                self.tcp(id).abort();
+                self.egress(id, now());
             }
-            if now.saturating_sub(since) > LINGER_S * arch::TIME_HZ {
-                // Reset now; removed at the next reap, after the RST went out.
-                self.tcp(h).abort();
+            if matches!(
+                self.tcp(id).state(),
+                tcp::State::Closed | tcp::State::TimeWait
+            ) {
+                self.closing.swap_remove(i);
+                self.remove(id);
+                continue;
             }
             i += 1;
         }
     }
 
-    fn release(&mut self, h: SocketHandle) {
-        let s = self.tcp(h);
+    /// Closes socket `id` (its descriptor's last reference went).
+    fn release(&mut self, id: Id) {
+        let s = self.tcp(id);
         match s.state() {
             tcp::State::Closed => {
-                self.remove(h);
+                self.remove(id);
                 return;
             }
             // The peer reset or never finished opening: nothing to say.
             tcp::State::SynReceived | tcp::State::SynSent | tcp::State::Listen => s.abort(),
             _ => s.close(),
         }
-        self.closing.push((h, arch::time()));
-        self.poll();
+        let since = arch::time();
+        self.closing.push((id, since));
+        self.egress(id, now());
+        kick(since.saturating_add(LINGER_S * arch::TIME_HZ));
+        self.reap();
     }
 }
 
@@ -509,7 +1036,7 @@ pub struct Listener {
 
 /// A connection descriptor's object.
 pub struct Conn {
-    handle: SocketHandle,
+    id: Id,
     wait: Arc<SockWait>,
     /// Bytes taken from the socket that the program has not read yet (taken
     /// whole so that the socket's window reopens whole; see [`recv`]).
@@ -535,11 +1062,16 @@ impl Drop for Listener {
         let Ok(net) = net() else { return };
         let mut n = net.lock();
         if let Some(l) = n.listeners.remove(&self.port) {
-            for h in l.spares.into_iter().chain(l.ready) {
-                n.tcp(h).abort();
-                n.closing.push((h, arch::time()));
+            let since = arch::time();
+            for id in l.spares.into_iter().chain(l.ready) {
+                if let Some(s) = n.slots[id].as_mut() {
+                    s.spare_of = None;
+                }
+                n.tcp(id).abort();
+                n.closing.push((id, since));
+                n.egress(id, now());
             }
-            n.poll();
+            n.reap();
         }
         drop(n);
         self.wait.wake_by_ref();
@@ -549,7 +1081,7 @@ impl Drop for Listener {
 impl Drop for Conn {
     fn drop(&mut self) {
         if let Ok(net) = net() {
-            net.lock().release(self.handle);
+            net.lock().release(self.id);
         }
         self.wait.wake_by_ref();
     }
@@ -578,7 +1110,7 @@ pub fn listen(port: usize) -> Result<Listener, SysError> {
             wait: wait.clone(),
         },
     );
-    n.tend_listeners();
+    n.tend(port);
     Ok(Listener { port, wait })
 }
 
@@ -590,38 +1122,26 @@ pub fn accept(l: &Listener, wait: impl FnOnce(&mut Waiters)) -> Option<Result<Co
         Err(e) => return Some(Err(e)),
     };
     let mut n = net.lock();
-    // Connections established since the last poll that changed a state.
-    n.tend_listeners();
+    // Connections established by a state change the poll did not see.
+    n.tend(l.port);
     let Some(state) = n.listeners.get_mut(&l.port) else {
         return Some(Err(SysError::BadFd));
     };
-    if let Some(h) = state.ready.pop_front() {
+    if let Some(id) = state.ready.pop_front() {
         // A spare may now be added for the slot that freed.
-        n.tend_listeners();
+        n.tend(l.port);
         return Some(Ok(Conn {
-            handle: h,
+            id,
             wait: Arc::new(SockWait::default()),
             stash: IrqMutex::new(Vec::new()),
         }));
     }
     wait(&mut l.wait.waiters.lock());
-    let Net {
-        sockets, listeners, ..
-    } = &mut *n;
-    if let Some(state) = listeners.get(&l.port) {
-        arm(sockets, state);
+    if let Some(state) = n.listeners.remove(&l.port) {
+        n.arm(&state);
+        n.listeners.insert(l.port, state);
     }
     None
-}
-
-/// Makes every listening socket of `l` wake its waiters when its connection
-/// arrives. smoltcp keeps one waker per socket and drops it once woken (and
-/// the woken waiter comes back through `accept`, which arms them again).
-fn arm(sockets: &mut SocketSet<'static>, l: &Listen) {
-    let w = Waker::from(l.wait.clone());
-    for &h in &l.spares {
-        sockets.get_mut::<tcp::Socket>(h).register_recv_waker(&w);
-    }
 }
 
 fn refused(state: tcp::State) -> SysError {
@@ -646,7 +1166,7 @@ pub fn recv(
     };
     let mut n = net.lock();
     let mut stash = c.stash.lock();
-    let s = n.tcp(c.handle);
+    let s = n.tcp(c.id);
     if stash.is_empty() && s.can_recv() {
         // Take everything the socket holds, whatever the caller asked for:
         // smoltcp then sees its whole window open again and says so (it
@@ -657,7 +1177,7 @@ pub fn recv(
         let got = s.recv_slice(&mut stash).unwrap_or(0);
         stash.truncate(got);
         if reopens {
-            n.poll();
+            n.egress(c.id, now());
         }
     }
     if !stash.is_empty() {
@@ -666,7 +1186,7 @@ pub fn recv(
         return Some(Ok(core::mem::replace(&mut *stash, rest)));
     }
     drop(stash);
-    let s = n.tcp(c.handle);
+    let s = n.tcp(c.id);
     if !s.may_recv() {
         return Some(match s.state() {
             // An open descriptor's socket is Closed only by a reset or a
@@ -693,7 +1213,7 @@ pub fn send(
         Err(e) => return Some(Err(e)),
     };
     let mut n = net.lock();
-    let s = n.tcp(c.handle);
+    let s = n.tcp(c.id);
     if !s.may_send() {
         return Some(Err(refused(s.state())));
     }
@@ -702,7 +1222,9 @@ pub fn send(
     }
     if s.can_send() {
         let sent = s.send_slice(data).unwrap_or(0);
-        n.poll();
+        // Only this socket's egress: the reply leaves now, and no other
+        // socket is visited.
+        n.egress(c.id, now());
         return Some(Ok(sent));
     }
     let w = Waker::from(c.wait.clone());
@@ -723,14 +1245,18 @@ pub fn spawn_task() {
 }
 
 /// The net coroutine: acknowledge the device, poll, sleep until the next
-/// interrupt or smoltcp's next timer.
+/// interrupt, the earliest socket timer, or a kick from a system call that
+/// armed an earlier one.
 async fn net_task() {
     let Ok(net) = net() else { return };
     loop {
-        let delay = {
+        {
             let mut n = net.lock();
+            // Running: a kick now is moot, the poll below sees every timer.
+            NEXT_DUE.store(0, Ordering::Relaxed);
+            KICKED.store(false, Ordering::SeqCst);
             if INTERRUPTED.swap(false, Ordering::SeqCst) {
-                let _ = n.dev.0.borrow_mut().ack_interrupt();
+                n.dev.nic.borrow_mut().ack_interrupt();
                 let ctx = CLAIMED.swap(usize::MAX, Ordering::SeqCst);
                 if ctx != usize::MAX {
                     if let Some(irq) = irq() {
@@ -739,25 +1265,28 @@ async fn net_task() {
                 }
             }
             n.poll();
-            let t = now();
-            let Net { iface, sockets, .. } = &mut *n;
-            iface.poll_delay(t, sockets)
-        };
-        let deadline = delay
-            .map(|d| arch::time().saturating_add(d.total_micros() * (arch::TIME_HZ / 1_000_000)));
+            NEXT_DUE.store(n.next_due().unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
         core::future::poll_fn(|cx| {
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            if INTERRUPTED.load(Ordering::SeqCst) || KICKED.load(Ordering::SeqCst) {
                 return Poll::Ready(());
             }
-            if let Some(d) = deadline {
-                if arch::time() >= d {
+            // Under the waker's lock: a kick moves `NEXT_DUE` and the timer
+            // together.
+            let mut waker = TASK_WAKER.lock();
+            let due = NEXT_DUE.load(Ordering::Relaxed);
+            if due != u64::MAX {
+                if arch::time() >= due {
                     return Poll::Ready(());
                 }
-                crate::sched::wake_at(d, cx.waker());
+                crate::sched::forget_wake(cx.waker());
+                crate::sched::wake_at(due, cx.waker());
             }
-            *TASK_WAKER.lock() = Some(cx.waker().clone());
-            // An interrupt between the check and the store found no waker.
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            *waker = Some(cx.waker().clone());
+            drop(waker);
+            // An interrupt or a kick between the check and the store found no
+            // waker.
+            if INTERRUPTED.load(Ordering::SeqCst) || KICKED.load(Ordering::SeqCst) {
                 return Poll::Ready(());
             }
             Poll::Pending
