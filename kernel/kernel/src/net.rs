@@ -37,6 +37,9 @@
 //! that held the lock for most of a reply's cost). Buffers come back once
 //! used. With the queue full, a socket that still owes frames waits for the
 //! device's interrupt (at most a tick) instead of being polled in a loop.
+//! The device is told of new frames (a register write: an exit to QEMU,
+//! under QEMU's global lock) once the `NET` lock is released, not while
+//! holding it.
 //!
 //! # Interrupts
 //!
@@ -52,7 +55,9 @@
 //! asynchronous calls. It is registered as smoltcp's receive and send waker of
 //! its sockets whenever somebody waits, so smoltcp's own state changes (data,
 //! window, FIN, RST, a connection established) wake exactly the waiters of
-//! that socket — no scan of every socket after a poll.
+//! that socket — no scan of every socket after a poll. Waiters found while
+//! the `NET` lock is held are woken as it is released ([`NetGuard`]), so the
+//! other harts do not spin on the lock while threads are made runnable.
 //!
 //! # Listening and accepting
 //!
@@ -97,12 +102,13 @@ use smoltcp::wire::{
 use ss_abi::syscall::{SysError, LISTEN_BACKLOG};
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
-use virtio_drivers::transport::{DeviceType, Transport};
+use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::arch;
 use crate::fd::{wake_all, Waiters};
-use crate::sync::IrqMutex;
+use crate::sync::{IrqGuard, IrqMutex};
 
 /// The guest's address (QEMU user networking's default for the guest).
 pub const GUEST_IP: [u8; 4] = [10, 0, 2, 15];
@@ -176,13 +182,114 @@ unsafe impl Hal for KernelHal {
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
 }
 
+/// The device's MMIO transport, but for the transmit queue's notification,
+/// which is deferred: a frame queued under the `NET` lock is announced once
+/// the lock is released ([`NetGuard`]), so that the lock is not held through
+/// the exit to QEMU that a device register write costs (QEMU's device side
+/// runs under its own global lock, which its network thread holds often).
+struct Mmio(MmioTransport<'static>);
+
+/// virtio-net's transmit queue, and the offset of the MMIO `QueueNotify`
+/// register (virtio 1.2, 4.2.2; the same in the legacy layout).
+const TX_QUEUE: u16 = 1;
+const QUEUE_NOTIFY: usize = 0x50;
+/// The transmit queue has frames the device has not been told of.
+static TX_NOTIFY: AtomicBool = AtomicBool::new(false);
+/// The device's `QueueNotify` register (0: no device yet).
+static NOTIFY_REG: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells the device of queued frames, if any: after the `NET` lock's release.
+fn notify_tx() {
+    if TX_NOTIFY.swap(false, Ordering::SeqCst) {
+        let reg = NOTIFY_REG.load(Ordering::SeqCst);
+        if reg != 0 {
+            // The ring's updates reach memory before the device looks.
+            core::sync::atomic::fence(Ordering::SeqCst);
+            // SAFETY: `reg` is the identity-mapped `QueueNotify` register of
+            // the device found at boot; writing a queue's index only asks the
+            // device to look at that queue's available ring.
+            unsafe { (reg as *mut u32).write_volatile(u32::from(TX_QUEUE)) };
+        }
+    }
+}
+
+impl Transport for Mmio {
+    fn device_type(&self) -> DeviceType {
+        self.0.device_type()
+    }
+    fn read_device_features(&mut self) -> u64 {
+        self.0.read_device_features()
+    }
+    fn write_driver_features(&mut self, driver_features: u64) {
+        self.0.write_driver_features(driver_features)
+    }
+    fn max_queue_size(&mut self, queue: u16) -> u32 {
+        self.0.max_queue_size(queue)
+    }
+    fn notify(&mut self, queue: u16) {
+        if queue == TX_QUEUE && NOTIFY_REG.load(Ordering::SeqCst) != 0 {
+            TX_NOTIFY.store(true, Ordering::SeqCst);
+        } else {
+            self.0.notify(queue)
+        }
+    }
+    fn get_status(&self) -> DeviceStatus {
+        self.0.get_status()
+    }
+    fn set_status(&mut self, status: DeviceStatus) {
+        self.0.set_status(status)
+    }
+    fn set_guest_page_size(&mut self, guest_page_size: u32) {
+        self.0.set_guest_page_size(guest_page_size)
+    }
+    fn requires_legacy_layout(&self) -> bool {
+        self.0.requires_legacy_layout()
+    }
+    fn queue_set(
+        &mut self,
+        queue: u16,
+        size: u32,
+        descriptors: PhysAddr,
+        driver_area: PhysAddr,
+        device_area: PhysAddr,
+    ) {
+        self.0
+            .queue_set(queue, size, descriptors, driver_area, device_area)
+    }
+    fn queue_unset(&mut self, queue: u16) {
+        self.0.queue_unset(queue)
+    }
+    fn queue_used(&mut self, queue: u16) -> bool {
+        self.0.queue_used(queue)
+    }
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        self.0.ack_interrupt()
+    }
+    fn read_config_generation(&self) -> u32 {
+        self.0.read_config_generation()
+    }
+    fn read_config_space<T: FromBytes + IntoBytes>(
+        &self,
+        offset: usize,
+    ) -> virtio_drivers::Result<T> {
+        self.0.read_config_space(offset)
+    }
+    fn write_config_space<T: IntoBytes + Immutable>(
+        &mut self,
+        offset: usize,
+        value: T,
+    ) -> virtio_drivers::Result<()> {
+        self.0.write_config_space(offset, value)
+    }
+}
+
 /// The virtio-net device, with its receive buffers (one per receive
 /// descriptor, always queued but while smoltcp reads one) and its transmit
 /// buffers in flight. A frame to send is queued and the device notified; the
 /// sender does not wait for the device to take it (QEMU takes it on its own
 /// thread): a buffer comes back, for reuse, once the device has used it.
 struct Nic {
-    raw: VirtIONetRaw<KernelHal, MmioTransport<'static>, QUEUE>,
+    raw: VirtIONetRaw<KernelHal, Mmio, QUEUE>,
     /// Receive buffers queued, by descriptor token.
     rx: Vec<Option<Vec<u8>>>,
     /// Transmit buffers the device has not used yet, by descriptor token.
@@ -210,7 +317,7 @@ impl RxBuffer {
 
 impl Nic {
     fn new(transport: MmioTransport<'static>, rx_buf: usize) -> virtio_drivers::Result<Nic> {
-        let raw = VirtIONetRaw::new(transport)?;
+        let raw = VirtIONetRaw::new(Mmio(transport))?;
         let hdr = raw.fill_buffer_header(&mut [0; 64])?;
         let mut nic = Nic {
             raw,
@@ -402,7 +509,57 @@ impl Wake for SockWait {
 
     fn wake_by_ref(self: &Arc<Self>) {
         let list = core::mem::take(&mut *self.waiters.lock());
-        wake_all(list);
+        if list.is_empty() {
+            return;
+        }
+        if NET_HOLDER.load(Ordering::Relaxed) == arch::hart_id() {
+            // Found under the `NET` lock (smoltcp processing a frame, a
+            // listener tended): woken as the lock is released, so the other
+            // harts do not wait on it while threads are made runnable.
+            DEFERRED.lock().push(list);
+        } else {
+            wake_all(list);
+        }
+    }
+}
+
+/// The hart holding the `NET` lock (`usize::MAX`: none).
+static NET_HOLDER: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Waiters woken while the `NET` lock was held, woken on its release.
+static DEFERRED: IrqMutex<Vec<Waiters>> = IrqMutex::new(Vec::new());
+
+/// The `NET` lock, held: its release wakes the waiters found meanwhile.
+struct NetGuard(Option<IrqGuard<'static, Net>>);
+
+fn lock(net: &'static IrqMutex<Net>) -> NetGuard {
+    let guard = net.lock();
+    NET_HOLDER.store(arch::hart_id(), Ordering::Relaxed);
+    NetGuard(Some(guard))
+}
+
+impl core::ops::Deref for NetGuard {
+    type Target = Net;
+    fn deref(&self) -> &Net {
+        self.0.as_ref().expect("held until drop")
+    }
+}
+
+impl core::ops::DerefMut for NetGuard {
+    fn deref_mut(&mut self) -> &mut Net {
+        self.0.as_mut().expect("held until drop")
+    }
+}
+
+impl Drop for NetGuard {
+    fn drop(&mut self) {
+        // Still held: no other hart is between its lock and its store.
+        NET_HOLDER.store(usize::MAX, Ordering::Relaxed);
+        drop(self.0.take());
+        notify_tx();
+        let woken = core::mem::take(&mut *DEFERRED.lock());
+        for list in woken {
+            wake_all(list);
+        }
     }
 }
 
@@ -561,6 +718,7 @@ pub fn init() -> bool {
             })
         });
         IRQ.store(1 + slot, Ordering::SeqCst);
+        NOTIFY_REG.store(base + QUEUE_NOTIFY, Ordering::SeqCst);
         crate::println!(
             "[kernel] virtio-net in slot {slot}, irq {}, mac {}, address {a}.{b}.{c}.{d}",
             1 + slot,
@@ -1060,7 +1218,7 @@ impl Conn {
 impl Drop for Listener {
     fn drop(&mut self) {
         let Ok(net) = net() else { return };
-        let mut n = net.lock();
+        let mut n = lock(net);
         if let Some(l) = n.listeners.remove(&self.port) {
             let since = arch::time();
             for id in l.spares.into_iter().chain(l.ready) {
@@ -1081,7 +1239,7 @@ impl Drop for Listener {
 impl Drop for Conn {
     fn drop(&mut self) {
         if let Ok(net) = net() {
-            net.lock().release(self.id);
+            lock(net).release(self.id);
         }
         self.wait.wake_by_ref();
     }
@@ -1097,7 +1255,7 @@ pub fn listen(port: usize) -> Result<Listener, SysError> {
         .ok()
         .filter(|&p| p != 0)
         .ok_or(SysError::BadArgument)?;
-    let mut n = net.lock();
+    let mut n = lock(net);
     if n.listeners.contains_key(&port) {
         return Err(SysError::AddrInUse);
     }
@@ -1121,7 +1279,7 @@ pub fn accept(l: &Listener, wait: impl FnOnce(&mut Waiters)) -> Option<Result<Co
         Ok(n) => n,
         Err(e) => return Some(Err(e)),
     };
-    let mut n = net.lock();
+    let mut n = lock(net);
     // Connections established by a state change the poll did not see.
     n.tend(l.port);
     let Some(state) = n.listeners.get_mut(&l.port) else {
@@ -1164,7 +1322,7 @@ pub fn recv(
         Ok(n) => n,
         Err(e) => return Some(Err(e)),
     };
-    let mut n = net.lock();
+    let mut n = lock(net);
     let mut stash = c.stash.lock();
     let s = n.tcp(c.id);
     if stash.is_empty() && s.can_recv() {
@@ -1212,7 +1370,7 @@ pub fn send(
         Ok(n) => n,
         Err(e) => return Some(Err(e)),
     };
-    let mut n = net.lock();
+    let mut n = lock(net);
     let s = n.tcp(c.id);
     if !s.may_send() {
         return Some(Err(refused(s.state())));
@@ -1251,7 +1409,7 @@ async fn net_task() {
     let Ok(net) = net() else { return };
     loop {
         {
-            let mut n = net.lock();
+            let mut n = lock(net);
             // Running: a kick now is moot, the poll below sees every timer.
             NEXT_DUE.store(0, Ordering::Relaxed);
             KICKED.store(false, Ordering::SeqCst);
