@@ -61,6 +61,12 @@ unsafe impl GlobalAlloc for KernelHeap {
 #[global_allocator]
 static HEAP: KernelHeap = KernelHeap(BuddyHeap::empty());
 
+/// Bytes of the kernel heap not handed out.
+pub fn heap_free() -> usize {
+    let _irq = NoIrq::now();
+    HEAP.0.free_bytes()
+}
+
 static FRAMES: IrqMutex<Option<FrameAllocator>> = IrqMutex::new(None);
 static KERNEL_ROOT: IrqMutex<usize> = IrqMutex::new(0);
 

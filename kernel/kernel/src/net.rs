@@ -124,6 +124,12 @@ const RX_BUF: usize = 2048;
 /// Bytes of each socket's receive and of its send buffer (a paper request,
 /// 15×15, is 916 bytes; a 64×64 one passes in several windows).
 pub const SOCKET_BUFFER: usize = 4096;
+
+/// A listener takes no new connection while less of the kernel heap than this
+/// is free (a connection's socket costs ~10 KiB of it; the rest of the kernel
+/// — processes, threads, operations in flight — keeps this much headroom
+/// whatever the network peers do).
+pub const HEAP_RESERVE: usize = 2 << 20;
 /// Sockets a listener keeps listening. A frame that takes one (a SYN) is
 /// followed, before the next frame, by a fresh one while the listener's queue
 /// has room, so a burst of SYNs up to `LISTEN_BACKLOG` is taken however few
@@ -1104,6 +1110,12 @@ impl Net {
             }
         }
         while listening < LISTEN_SPARES && l.ready.len() + l.spares.len() < LISTEN_BACKLOG {
+            if crate::mm::heap_free() < HEAP_RESERVE {
+                // Out of room for more connections: a SYN finds no listening
+                // socket and smoltcp resets it. It costs that connection only,
+                // never a kernel allocation that fails.
+                break;
+            }
             let id = self.new_socket();
             if self.tcp(id).listen(port).is_err() {
                 self.remove(id);

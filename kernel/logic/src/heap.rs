@@ -22,6 +22,13 @@ impl BuddyHeap {
         // SAFETY: per the contract.
         unsafe { self.0.lock().init(start, len) }
     }
+
+    /// Bytes not handed out (some of them may be too fragmented for a large
+    /// block).
+    pub fn free_bytes(&self) -> usize {
+        let h = self.0.lock();
+        h.stats_total_bytes().saturating_sub(h.stats_alloc_actual())
+    }
 }
 
 // SAFETY: every block goes through the buddy heap under its lock, so each is
