@@ -7,7 +7,7 @@
 //!   ──────────────────────────                          ──────
 //!   op future polled on W ──register──► W.slots
 //!                         ──push SQE──► W's SQ ──io_uring_enter(GETEVENTS)──► (runs deferred
-//!   W runs its ring: park / spin / every 16 polls / batch full                task work)
+//!   W runs its ring: park / spin / every 32 polls / batch full                task work)
 //!                         ◄──────────── W's CQ ◄─────────────────────────────── CQEs
 //!   reap: store result in W.slots, then exec.wake(cid) ──► the coroutine runs on any worker
 //!

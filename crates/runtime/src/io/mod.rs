@@ -82,7 +82,7 @@
 //! nothing as important is ready (the scheduler re-polls it without a queue
 //! round trip). If another worker polls it, that worker cannot submit to the
 //! owner's ring; the owner submits at the latest when it next runs its ring
-//! (every 16 coroutine polls, while it spins idle, or when it parks). A dropped
+//! (every 32 coroutine polls, while it spins idle, or when it parks). A dropped
 //! operation's cancellation is submitted at once by the owner, or through the
 //! owner's remote queue from another thread.
 //!
@@ -105,12 +105,15 @@
 //!   [`WorkerPlatform`](crate::WorkerPlatform));
 //! - **spinning idle**: it runs its ring every 8 spin rounds, without waiting;
 //! - **busy**: it takes its ring's completions every 4 coroutine polls and runs
-//!   its ring (submitting too) every 16 (one `io_uring_enter` when the kernel
+//!   its ring (submitting too) every 32 (one `io_uring_enter` when the kernel
 //!   flags completion work or SQEs wait; two loads otherwise). The priority demo
 //!   under a flood: p99 lateness ~90 µs with the 4-poll reap, ~470 µs without.
-//!   Measured with `rtecho` at 1 024 connections: every 16 polls ≈ 203–209 k
-//!   msgs/s, every 32 ≈ 136 k (completions wait too long), every poll gives up
-//!   the batching.
+//!   `rtecho --connections 64,1024 --rounds 3` with the run every 16 polls and
+//!   every 32 (two runs each, 2026-11-27): the same within the noise (1 024
+//!   connections: 1.07 × and 1.07 × tokio's throughput against 1.08 × and
+//!   1.05 ×); an earlier note that 32 was worse (136 k against 203–209 k
+//!   msgs/s) predates the per-worker rings and did not reproduce. Every poll
+//!   gives up the batching.
 //!
 //! The cost: a busy worker's completions wait for its next ring run — a
 //! coroutine that computes for long without yielding delays the completions of
