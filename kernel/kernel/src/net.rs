@@ -129,7 +129,7 @@ pub const SOCKET_BUFFER: usize = 4096;
 /// is free (a connection's socket costs ~10 KiB of it; the rest of the kernel
 /// — processes, threads, operations in flight — keeps this much headroom
 /// whatever the network peers do).
-pub const HEAP_RESERVE: usize = 2 << 20;
+pub const HEAP_RESERVE: usize = 4 << 20;
 /// Sockets a listener keeps listening. A frame that takes one (a SYN) is
 /// followed, before the next frame, by a fresh one while the listener's queue
 /// has room, so a burst of SYNs up to `LISTEN_BACKLOG` is taken however few
@@ -632,6 +632,10 @@ struct Net {
     listeners: BTreeMap<u16, Listen>,
     /// Closed connections finishing, with the `time` they were closed.
     closing: Vec<(Id, u64)>,
+    /// A listener has fewer sockets listening than it wants because the heap
+    /// was short ([`HEAP_RESERVE`]): every poll (at least one a tick) tries
+    /// again, since no frame will reach a listener without listening sockets.
+    starved: bool,
 }
 
 // SAFETY: the device's MMIO pointers and the RefCell are only used under the
@@ -721,6 +725,7 @@ pub fn init() -> bool {
                 blocked: Vec::new(),
                 listeners: BTreeMap::new(),
                 closing: Vec::new(),
+                starved: false,
             })
         });
         IRQ.store(1 + slot, Ordering::SeqCst);
@@ -858,8 +863,8 @@ impl Net {
                 .as_ref()
                 .is_some_and(|s| s.spare_of.is_some());
         }
-        if spares {
-            // A handshake may have timed out.
+        if spares || core::mem::take(&mut self.starved) {
+            // A handshake may have timed out, or the heap has room again.
             let ports: Vec<u16> = self.listeners.keys().copied().collect();
             for port in ports {
                 self.tend(port);
@@ -973,10 +978,16 @@ impl Net {
         // The device's interrupt ends a wait for transmit room; a tick bounds
         // it in case none comes.
         let room = (!self.blocked.is_empty()).then(|| arch::time() + crate::sched::TICK);
-        timers.chain(linger).chain(room).min()
+        // A starved listener is tended again at the next tick.
+        let starved = self.starved.then(|| arch::time() + crate::sched::TICK);
+        timers.chain(linger).chain(room).chain(starved).min()
     }
 
-    fn new_socket(&mut self) -> Id {
+    /// A fresh socket, or `None` if the table cannot grow (a full heap).
+    fn new_socket(&mut self) -> Option<Id> {
+        if self.free.is_empty() && self.slots.try_reserve(1).is_err() {
+            return None;
+        }
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
@@ -1000,11 +1011,11 @@ impl Net {
         match self.free.pop() {
             Some(id) => {
                 self.slots[id] = Some(slot);
-                id
+                Some(id)
             }
             None => {
                 self.slots.push(Some(slot));
-                self.slots.len() - 1
+                Some(self.slots.len() - 1)
             }
         }
     }
@@ -1113,10 +1124,14 @@ impl Net {
             if crate::mm::heap_free() < HEAP_RESERVE {
                 // Out of room for more connections: a SYN finds no listening
                 // socket and smoltcp resets it. It costs that connection only,
-                // never a kernel allocation that fails.
+                // never a kernel allocation that fails. Retried every poll.
+                self.starved = true;
                 break;
             }
-            let id = self.new_socket();
+            let Some(id) = self.new_socket() else {
+                self.starved = true;
+                break;
+            };
             if self.tcp(id).listen(port).is_err() {
                 self.remove(id);
                 break;

@@ -205,6 +205,13 @@ pub(crate) fn install_in(p: &Process, f: Fd) -> Result<usize> {
     let free = (0..MAX_FDS).find(|&i| inner.fds.get(i).is_none_or(Option::is_none));
     let i = free.ok_or(SysError::Limit)?;
     if inner.fds.len() <= i {
+        // Growing the table may fail on a full kernel heap: an error for this
+        // call, not a panic.
+        let more = i + 1 - inner.fds.len();
+        inner
+            .fds
+            .try_reserve(more)
+            .map_err(|_| SysError::OutOfMemory)?;
         inner.fds.resize_with(i + 1, || None);
     }
     inner.fds[i] = Some(f);
