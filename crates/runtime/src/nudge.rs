@@ -69,10 +69,10 @@ pub(crate) struct Beat {
 }
 
 /// The beats of one runtime's workers.
-#[derive(Default)]
 pub(crate) struct Beats {
-    /// How old a running worker's beat must be to nudge it (zero: never).
-    after: Duration,
+    /// How old a running worker's beat must be to nudge it, in nanoseconds
+    /// (zero: never).
+    after: u64,
     workers: Mutex<Vec<Arc<Beat>>>,
     /// Nudges done.
     nudges: AtomicU64,
@@ -81,7 +81,7 @@ pub(crate) struct Beats {
 impl std::fmt::Debug for Beats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Beats")
-            .field("after", &self.after)
+            .field("after_ns", &self.after)
             .field("workers", &lock(&self.workers).len())
             .finish()
     }
@@ -113,16 +113,21 @@ impl Beats {
     /// Beats that nudge a running worker silent for `after` (zero: never).
     pub(crate) fn new(after: Duration) -> Beats {
         Beats {
-            after,
+            after: u64::try_from(after.as_nanos()).unwrap_or(u64::MAX),
             workers: Mutex::new(Vec::new()),
             nudges: AtomicU64::new(0),
         }
     }
 
+    /// Nudges so far.
+    pub(crate) fn nudges(&self) -> u64 {
+        self.nudges.load(Ordering::Relaxed)
+    }
+
     /// The calling worker thread takes part (called as it starts). A thread
     /// whose affinity cannot be read does not (it could not be restored).
     pub(crate) fn join(&self) {
-        if self.after.is_zero() {
+        if self.after == 0 {
             return;
         }
         // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
@@ -161,14 +166,13 @@ impl Beats {
         mine.at.store(now, Ordering::Relaxed);
         mine.parked.store(true, Ordering::Relaxed);
         restore_if_nudged(&mine);
-        let after = u64::try_from(self.after.as_nanos()).unwrap_or(u64::MAX);
         let workers = lock(&self.workers);
         let mut cpu = None;
         for other in workers.iter() {
             if Arc::ptr_eq(other, &mine)
                 || other.parked.load(Ordering::Relaxed)
                 || other.nudged.load(Ordering::Relaxed)
-                || now.saturating_sub(other.at.load(Ordering::Relaxed)) < after
+                || now.saturating_sub(other.at.load(Ordering::Relaxed)) < self.after
             {
                 continue;
             }
@@ -227,12 +231,5 @@ fn restore_if_nudged(mine: &Beat) {
         // calling thread. On failure the thread stays on the CPU it was moved
         // to, which is still a CPU it may use.
         unsafe { libc::sched_setaffinity(0, MASK_SIZE, &mine.mask) };
-    }
-}
-
-impl Beats {
-    /// Nudges so far.
-    pub(crate) fn nudges(&self) -> u64 {
-        self.nudges.load(Ordering::Relaxed)
     }
 }

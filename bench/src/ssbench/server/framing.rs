@@ -60,12 +60,19 @@ impl Framer {
     fn make_room(&mut self) {
         let pending = self.buf.len() - self.start;
         let want = RECV_CHUNK.max(self.needed.saturating_sub(pending));
-        if self.buf.capacity() - self.buf.len() < want && self.start > 0 {
+        self.compact_for(want);
+        self.buf.reserve(want);
+    }
+
+    /// Moves the undecoded bytes to the front if the spare room is short of
+    /// `want` and that frees some.
+    fn compact_for(&mut self, want: usize) {
+        if self.start > 0 && self.buf.capacity() - self.buf.len() < want {
+            let pending = self.buf.len() - self.start;
             self.buf.copy_within(self.start.., 0);
             self.buf.truncate(pending);
             self.start = 0;
         }
-        self.buf.reserve(want);
     }
 
     /// The buffer, for an operation that appends into its spare capacity and
@@ -79,12 +86,7 @@ impl Framer {
     /// Appends received bytes (from a receive into a buffer not the framer's:
     /// a pooled receive).
     pub(crate) fn extend(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.buf.capacity() - self.buf.len() < bytes.len() {
-            let pending = self.buf.len() - self.start;
-            self.buf.copy_within(self.start.., 0);
-            self.buf.truncate(pending);
-            self.start = 0;
-        }
+        self.compact_for(bytes.len());
         self.buf.extend_from_slice(bytes);
     }
 
