@@ -418,7 +418,17 @@ impl Guest {
                     }
                 }
             }
-            if let Some(status) = self.child.try_wait()? {
+            // A console closed before the prompt is nearly always QEMU on its
+            // way out: give it a second to exit, so that the error says why.
+            let mut exited = self.child.try_wait()?;
+            if exited.is_none() && closed && typed.is_none() {
+                let until = Instant::now() + Duration::from_secs(1);
+                while exited.is_none() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(20));
+                    exited = self.child.try_wait()?;
+                }
+            }
+            if let Some(status) = exited {
                 // The log has QEMU's stderr too (where its own errors go).
                 std::thread::sleep(Duration::from_millis(100));
                 let all = std::fs::read(log).unwrap_or_default();
