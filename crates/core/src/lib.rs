@@ -77,6 +77,7 @@
 //! | [`Executor`], [`Poller`] | the Executor (§2.1.2) and the CPUs it runs on (§2.2) |
 //! | [`PrioBitmap`] | the priority bitmap (§2.1.2) |
 //! | [`global`] | the global bitmap (§2.4) |
+//! | [`drain`] | one drainer at a time for a queue several threads empty, no request lost |
 //! | [`platform`] | park/unpark, critical sections, clock, tracing |
 #![no_std]
 
@@ -86,6 +87,7 @@ extern crate alloc;
 extern crate std;
 
 mod bitmap;
+pub mod drain;
 mod executor;
 pub mod global;
 mod lock;
@@ -97,6 +99,7 @@ mod sync;
 mod task;
 
 pub use bitmap::PrioBitmap;
+pub use drain::DrainGate;
 pub use executor::{Cancel, Error, Executor, Poller, Wake};
 pub use ss_abi::{CoroutineId, CoroutineKind, Levels, Priority};
 pub use state::CoroutineState;

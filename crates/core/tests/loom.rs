@@ -369,3 +369,52 @@ fn cancel_races_a_yield() {
         assert_eq!(s.exec.ready_len(), 0);
     });
 }
+
+/// A queue the "kernel" appends to (`tail`) and a drainer empties (`head`,
+/// which only the drainer may touch: loom reports two drainers at once).
+struct Ring {
+    tail: loom::sync::atomic::AtomicU64,
+    head: loom::cell::UnsafeCell<u64>,
+    gate: ss_core::DrainGate,
+}
+
+impl Ring {
+    /// One pass of a drainer: takes every entry it sees.
+    fn pass(&self) -> u64 {
+        // Relaxed: what orders the entry before its drain is the gate.
+        let tail = self.tail.load(std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the gate lets one drainer in at a time; loom checks it.
+        self.head.with_mut(|h| unsafe {
+            let n = tail - *h;
+            *h = tail;
+            n
+        })
+    }
+}
+
+#[test]
+fn a_drain_asked_for_while_another_runs_is_never_lost() {
+    // Each thread posts an entry, then asks for a drain (an upcall that finds
+    // another thread draining). Once both are done, every entry is taken,
+    // whichever thread took it.
+    model(|| {
+        let ring = Arc::new(Ring {
+            tail: loom::sync::atomic::AtomicU64::new(0),
+            head: loom::cell::UnsafeCell::new(0),
+            gate: ss_core::DrainGate::new(),
+        });
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let r = ring.clone();
+                thread::spawn(move || {
+                    r.tail.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    r.gate.drain(|| r.pass())
+                })
+            })
+            .collect();
+        let taken: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(taken, 2, "an entry was left in the queue");
+        // SAFETY: both threads have been joined.
+        ring.head.with(|h| assert_eq!(unsafe { *h }, 2));
+    });
+}

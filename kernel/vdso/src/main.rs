@@ -28,7 +28,7 @@ use ss_abi::vdso::{RawTask, VdsoTable, NO_RESULT, VDSO_MAGIC, VDSO_VERSION};
 use ss_abi::{CoroutineId, CoroutineKind, Levels, Priority};
 use ss_core::global::GlobalView;
 use ss_core::platform::{Clock, Critical, Park, Platform};
-use ss_core::{Executor, PrioBitmap};
+use ss_core::{DrainGate, Executor, PrioBitmap};
 use ss_kernel_logic::heap::BuddyHeap;
 use ss_usys as sys;
 
@@ -205,8 +205,11 @@ const MAX_RESULTS: usize = 1024;
 
 /// Delivered results not yet taken: (cid, result, stamp).
 static RESULTS: spin::Mutex<Vec<(u64, i64, u64)>> = spin::Mutex::new(Vec::new());
-/// One drainer at a time (a second one leaves the work to the first).
-static DRAINING: spin::Mutex<()> = spin::Mutex::new(());
+/// One drainer at a time: a thread that finds another draining (an upcall
+/// while a poller drains) leaves its entries to that one, which looks again
+/// before it leaves ([`DrainGate`]; a bare `try_lock` here lost completions
+/// that arrived during a drain, once every thread then parked).
+static DRAIN: DrainGate = DrainGate::new();
 
 unsafe extern "C" fn take_result(cid: u64, stamp: *mut u64) -> i64 {
     let mut results = RESULTS.lock();
@@ -228,14 +231,17 @@ fn drain_if_pending() {
     }
 }
 
-/// Takes every entry of the completion queue: stores its result and wakes its
-/// coroutine (a result for a coroutine that is gone is dropped). The page is
-/// the process's own memory, so a corrupt `head`/`tail` pair only skips
-/// entries.
+/// Takes every entry of the completion queue, here or in the thread already
+/// draining: stores its result and wakes its coroutine (a result for a
+/// coroutine that is gone is dropped). The page is the process's own memory,
+/// so a corrupt `head`/`tail` pair only skips entries. Returns the entries
+/// taken here.
 extern "C" fn drain() -> u64 {
-    let Some(_one) = DRAINING.try_lock() else {
-        return 0;
-    };
+    DRAIN.drain(drain_pass)
+}
+
+/// One pass of [`drain`] (the gate lets one thread at a time in).
+fn drain_pass() -> u64 {
     let head_word = page_word(COMPLETION_PAGE_VA, CQ_HEAD_OFFSET);
     let tail = page_word(COMPLETION_PAGE_VA, CQ_TAIL_OFFSET).load(Ordering::Acquire);
     let head = head_word.load(Ordering::Acquire);

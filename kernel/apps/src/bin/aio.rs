@@ -11,6 +11,7 @@
 //! | 3 | a garbage completion page: the kernel resets it, calls still complete |
 //! | 4 | the upcall interrupts a spinning coroutine; delivery latency |
 //! | 5 | a system call fuzzer, asynchronous forms included |
+//! | 6 | completions that arrive while another thread drains are never lost |
 #![no_std]
 #![no_main]
 
@@ -559,6 +560,95 @@ async fn fuzz(calls: usize) -> Outcome {
     Ok(())
 }
 
+/// Mode 6's readers, one pipe each.
+const BURST_READERS: usize = 16;
+/// The pipes' write ends, for the writer thread.
+static BURST_PIPES: [AtomicUsize; BURST_READERS] = [const { AtomicUsize::new(0) }; BURST_READERS];
+static BURST_ROUNDS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes the readers have read (right or not).
+static BURST_READ: AtomicUsize = AtomicUsize::new(0);
+
+/// Mode 6's writer: a thread of its own that polls no coroutine. Each round
+/// it writes a byte into every pipe at once, then waits until every reader
+/// has read it; it fails the test when no byte is read for 5 s.
+extern "C" fn burst_writer(_arg: usize) -> ! {
+    for round in 0..BURST_ROUNDS.load(Ordering::SeqCst) {
+        for (i, w) in BURST_PIPES.iter().enumerate() {
+            if sys::write(w.load(Ordering::SeqCst), &[round as u8]) != Ok(1) {
+                println!("[aio] mode 6: round {round}: the write to pipe {i} failed");
+                sys::exit(1);
+            }
+        }
+        let want = (round + 1) * BURST_READERS;
+        let (mut seen, mut since) = (BURST_READ.load(Ordering::SeqCst), sys::time());
+        while seen < want {
+            sys::yield_now();
+            let now = BURST_READ.load(Ordering::SeqCst);
+            if now != seen {
+                (seen, since) = (now, sys::time());
+            } else if sys::time() - since > 5 * sys::TIME_HZ {
+                println!(
+                    "[aio] mode 6: round {round}: {seen} of {want} bytes read and none for 5 s: \
+                     a completion was lost"
+                );
+                sys::exit(1);
+            }
+        }
+    }
+    sys::thread_exit()
+}
+
+/// Mode 6: completions that arrive while another thread drains are never
+/// lost. Three threads poll 16 coroutines, each reading its own pipe
+/// (asynchronous `read`) `rounds` times; a writer thread fills all 16 pipes
+/// at once each round and waits for every byte to be read before the next
+/// round. The completions of a round arrive while threads drain the earlier
+/// ones, and after a round's last one nothing else is in flight: lost there,
+/// it would leave every poller parked for good (the writer then fails the
+/// test).
+async fn burst(rounds: usize) -> Outcome {
+    static RIGHT: AtomicUsize = AtomicUsize::new(0);
+    static DONE: Done = Done::new(BURST_READERS);
+    for _ in 0..2 {
+        ss_ulib::alloc_cpu().map_err(|e| format!("alloc_cpu: {e}"))?;
+    }
+    for (i, slot) in BURST_PIPES.iter().enumerate() {
+        let (r, w) = pipe()?;
+        slot.store(w, Ordering::SeqCst);
+        ss_ulib::spawn(
+            async move {
+                let mut buf = vec![0u8; 1];
+                let mut right = true;
+                for round in 0..rounds {
+                    let (n, b) = aio::read(r, buf).await;
+                    buf = b;
+                    if n != Ok(1) || buf[0] != round as u8 {
+                        println!("[aio] mode 6: reader {i}, round {round}: {n:?} {}", buf[0]);
+                        right = false;
+                    }
+                    BURST_READ.fetch_add(1, Ordering::SeqCst);
+                }
+                if right {
+                    RIGHT.fetch_add(1, Ordering::SeqCst);
+                }
+                DONE.arrive();
+            },
+            1 + (i % 7) as u8,
+        )
+        .map_err(|e| format!("{e}"))?;
+    }
+    BURST_ROUNDS.store(rounds, Ordering::SeqCst);
+    sys::alloc_cpu_raw(burst_writer as *const () as usize, 0)
+        .map_err(|e| format!("writer thread: {e}"))?;
+    DONE.wait().await;
+    let right = RIGHT.load(Ordering::SeqCst);
+    ensure!(
+        right == BURST_READERS,
+        "{right} of {BURST_READERS} readers read every byte right"
+    );
+    Ok(())
+}
+
 async fn main(arg: usize) -> i32 {
     let mode = arg & 0xff;
     let r = match mode {
@@ -568,6 +658,7 @@ async fn main(arg: usize) -> i32 {
         3 => garbage_queue().await,
         4 => upcall().await,
         5 => fuzz(arg >> 8).await,
+        6 => burst(arg >> 8).await,
         _ => Err(format!("no mode {mode}")),
     };
     match r {

@@ -276,6 +276,9 @@ fn aio_mode(mode: usize, priority: u8) -> Outcome {
     Ok(())
 }
 
+/// Rounds of mode 6 of `aio` (16 completions each).
+const BURST_ROUNDS: usize = 300;
+
 /// Calls in the fuzzer (mode 5 of `aio`).
 const FUZZ_CALLS: usize = 100_000;
 
@@ -292,6 +295,10 @@ async fn main(harts: usize) -> i32 {
     results.push(("async_exit_in_flight", aio_mode(2, 2)));
     results.push(("async_garbage_queue", aio_mode(3, 2)));
     results.push(("async_upcall", aio_mode(4, 2)));
+    results.push((
+        "async_burst_loses_no_completion",
+        aio_mode(6 | BURST_ROUNDS << 8, 2),
+    ));
     let t0 = sys::time();
     results.push(("syscall_fuzzer", aio_mode(5 | FUZZ_CALLS << 8, 2)));
     println!(
