@@ -135,12 +135,18 @@ fn with_two_workers_nothing_more_important_waits_when_a_worker_picks() {
             h.await.unwrap();
         }
     });
+    // A start is recorded a moment after its pick: when a worker picks the
+    // first low coroutine, every high one has been picked, but the other
+    // worker may not yet have recorded the one it just picked (a CI run saw
+    // exactly that). So at most one high start (workers - 1) may follow the
+    // first low one; a worker that picked low while highs waited puts many
+    // after it.
     let starts = starts.lock().unwrap();
-    let last_high = starts.iter().rposition(|&t| t == 1).unwrap();
     let first_low = starts.iter().position(|&t| t == 7).unwrap();
+    let late_highs = starts[first_low..].iter().filter(|&&t| t == 1).count();
     assert!(
-        last_high < first_low,
-        "a less important coroutine started while a more important one waited: {starts:?}"
+        late_highs <= 1,
+        "a less important coroutine started while more important ones waited: {starts:?}"
     );
 }
 
