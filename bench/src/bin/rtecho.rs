@@ -114,6 +114,10 @@ struct Args {
     /// runtime's, 100 µs; 0 turns nudging off).
     #[arg(long, value_name = "US")]
     nudge_us: Option<u64>,
+    /// The ss-runtime server spins every time a worker idles
+    /// (`Builder::adaptive_spin(false)`; default: only while spins pay).
+    #[arg(long)]
+    spin_always: bool,
 }
 
 /// The ss-runtime server's settings that differ from the runtime's defaults.
@@ -122,6 +126,7 @@ struct SsTuning {
     idle_spin: Option<Duration>,
     os_yield: Option<Duration>,
     nudge: Option<Duration>,
+    spin_always: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,6 +203,7 @@ fn main() -> Result<()> {
                     idle_spin: args.idle_spin_us.map(Duration::from_micros),
                     os_yield: args.os_yield_us.map(Duration::from_micros),
                     nudge: args.nudge_us.map(Duration::from_micros),
+                    spin_always: args.spin_always,
                 },
             )
         }
@@ -360,6 +366,9 @@ fn start_ss(max_accepts: u64, tuning: SsTuning) -> Result<Server> {
     }
     if let Some(after) = tuning.nudge {
         builder = builder.nudge_after(after);
+    }
+    if tuning.spin_always {
+        builder = builder.adaptive_spin(false);
     }
     let rt = builder
         .workers(WORKERS)

@@ -220,7 +220,12 @@ impl<P: Platform> Shared<P> {
             }
             r.queues.push(task);
             self.publish_bitmap(r);
-            (None, claim_sleeper(r))
+            // A push from inside a poll on a CPU that will look at the queues
+            // as soon as the poll ends may leave the sleeper to that poller
+            // (`Park::defer_unpark`; settled in `push_and_pop`/`settle`). It
+            // claims nobody now, so the sleeper stays registered.
+            let unpark = r.sleepers > 0 && !self.platform.defer_unpark() && claim_sleeper(r);
+            (None, unpark)
         });
         drop(g);
         if unpark {
@@ -353,15 +358,27 @@ impl<P: Platform> Shared<P> {
     /// it again. The bitmap read is the decision point; work queued after it is
     /// seen at the next step, exactly as if it had been queued a moment later.
     #[inline]
-    fn next(&self, carry: Option<Arc<DynTask<P>>>) -> Option<Arc<DynTask<P>>> {
+    fn next(&self, carry: Option<Arc<DynTask<P>>>, owed: bool) -> Option<Arc<DynTask<P>>> {
         if let Some(t) = &carry {
             let p = t.priority();
             let bits = self.ready_line.bitmap.load(Ordering::Acquire);
-            if bits & (p.bit() | p.more_important_mask()) == 0 {
+            if bits & (p.bit() | p.more_important_mask()) == 0 && !(owed && bits != 0) {
                 return carry;
             }
         }
-        self.push_and_pop(carry)
+        self.push_and_pop_owed(carry, owed)
+    }
+
+    /// Settles an unpark a push deferred to the end of a poll
+    /// (`Park::defer_unpark`), for a poller that will not pop next: wakes a
+    /// parked CPU if work is waiting.
+    fn settle(&self) {
+        let mut g = self.lock_ready();
+        let unpark = g.with(|r| r.queues.len() > 0 && claim_sleeper(r));
+        drop(g);
+        if unpark {
+            self.platform.unpark_one();
+        }
     }
 
     /// One poller step: push back `carry` (a coroutine that yielded, or was woken
@@ -369,6 +386,17 @@ impl<P: Platform> Shared<P> {
     /// section.
     #[inline]
     fn push_and_pop(&self, carry: Option<Arc<DynTask<P>>>) -> Option<Arc<DynTask<P>>> {
+        self.push_and_pop_owed(carry, false)
+    }
+
+    /// [`push_and_pop`](Self::push_and_pop), also settling an unpark deferred
+    /// during the poll that just ended (`owed`).
+    #[inline]
+    fn push_and_pop_owed(
+        &self,
+        carry: Option<Arc<DynTask<P>>>,
+        owed: bool,
+    ) -> Option<Arc<DynTask<P>>> {
         let mut g = self.lock_ready();
         let (next, refused, unpark) = g.with(|r| {
             let mut refused = None;
@@ -384,7 +412,7 @@ impl<P: Platform> Shared<P> {
             let next = r.queues.pop();
             self.publish_bitmap(r);
             // A sleeping CPU is only worth waking if work is left after our pop.
-            let unpark = pushed && r.queues.len() > 0 && claim_sleeper(r);
+            let unpark = (pushed || owed) && r.queues.len() > 0 && claim_sleeper(r);
             (next, refused, unpark)
         });
         drop(g);
@@ -767,6 +795,7 @@ impl<P: Platform> Executor<P> {
         Poller {
             shared: self.shared.clone(),
             current: None,
+            owed: false,
         }
     }
 
@@ -876,6 +905,9 @@ impl<P: Platform> Drop for Executor<P> {
 pub struct Poller<P: Platform = SpinPlatform> {
     shared: Arc<Shared<P>>,
     current: Option<CoroutineId>,
+    /// A push during the last poll deferred its unpark to this poller's next
+    /// step (`Park::defer_unpark`).
+    owed: bool,
 }
 
 impl<P: Platform> fmt::Debug for Poller<P> {
@@ -899,12 +931,44 @@ impl<P: Platform> Drop for ExitOnUnwind<'_, P> {
     }
 }
 
+/// Ends the platform's `polling` note if a poll unwinds, settling an unpark a
+/// push deferred during it (nobody else would).
+struct Polling<'a, P: Platform> {
+    shared: &'a Shared<P>,
+}
+
+impl<P: Platform> Drop for Polling<'_, P> {
+    fn drop(&mut self) {
+        self.shared.platform.polling(false);
+        if self.shared.platform.take_deferred_unpark() {
+            self.shared.settle();
+        }
+    }
+}
+
 impl<P: Platform> Poller<P> {
     /// The coroutine this poller is polling right now (paper: `getcid()`), for a
     /// platform that keeps it per CPU. Inside a coroutine,
     /// [`cid_of`](crate::cid_of)`(cx.waker())` gives the same without a platform.
     pub fn current(&self) -> Option<CoroutineId> {
         self.current
+    }
+
+    /// The next coroutine to poll, after `carry`; settles an unpark deferred
+    /// during the last poll.
+    #[inline]
+    fn next(&mut self, carry: Option<Arc<DynTask<P>>>) -> Option<Arc<DynTask<P>>> {
+        let owed = core::mem::take(&mut self.owed);
+        self.shared.next(carry, owed)
+    }
+
+    /// Settles an unpark deferred during the last poll, for a poller that
+    /// stops without popping again.
+    #[inline]
+    fn settle(&mut self) {
+        if core::mem::take(&mut self.owed) {
+            self.shared.settle();
+        }
     }
 
     /// Polls the most important ready coroutine, if any. Returns whether it did.
@@ -915,6 +979,7 @@ impl<P: Platform> Poller<P> {
                 if let Some(t) = carry {
                     self.shared.enqueue(t);
                 }
+                self.settle();
                 true
             }
             None => false,
@@ -925,7 +990,7 @@ impl<P: Platform> Poller<P> {
     pub fn run_until_idle(&mut self) -> usize {
         let mut carry = None;
         let mut polls = 0;
-        while let Some(task) = self.shared.next(carry.take()) {
+        while let Some(task) = self.next(carry.take()) {
             carry = self.poll(task);
             polls += 1;
         }
@@ -951,9 +1016,10 @@ impl<P: Platform> Poller<P> {
                 if let Some(t) = carry.take() {
                     self.shared.enqueue(t);
                 }
+                self.settle();
                 return polls;
             }
-            match self.shared.next(carry.take()) {
+            match self.next(carry.take()) {
                 Some(task) => {
                     carry = self.poll(task);
                     polls += 1;
@@ -994,9 +1060,10 @@ impl<P: Platform> Poller<P> {
                 if let Some(t) = carry.take() {
                     self.shared.enqueue(t);
                 }
+                self.settle();
                 return polls;
             }
-            if let Some(task) = self.shared.next(carry.take()) {
+            if let Some(task) = self.next(carry.take()) {
                 carry = self.poll(task);
                 polls += 1;
                 continue;
@@ -1014,7 +1081,11 @@ impl<P: Platform> Poller<P> {
                 }
                 !stop && shared.ready_line.bitmap.load(Ordering::Acquire) == 0
             });
+            // Completions the platform delivered while spinning may have left
+            // their unparks to this poller, which looks at the queues next.
+            self.owed |= shared.platform.take_deferred_unpark();
             if stop {
+                self.settle();
                 return polls;
             }
             if shared.ready_line.bitmap.load(Ordering::Acquire) != 0 {
@@ -1034,7 +1105,10 @@ impl<P: Platform> Poller<P> {
                 }
             });
             match registered {
-                None => return polls,
+                None => {
+                    self.settle();
+                    return polls;
+                }
                 Some(false) => continue,
                 Some(true) => {
                     if !keep_going(None) {
@@ -1046,6 +1120,9 @@ impl<P: Platform> Poller<P> {
                         return polls;
                     }
                     self.shared.platform.park();
+                    // As after the spin: wakes from completions delivered on
+                    // the way out of `park`.
+                    self.owed |= self.shared.platform.take_deferred_unpark();
                 }
             }
         }
@@ -1098,9 +1175,14 @@ impl<P: Platform> Poller<P> {
         let waker = scope.waker();
         let mut cx = Context::from_waker(&waker);
         let unwind = ExitOnUnwind { task: &task };
+        shared.platform.polling(true);
+        let polling = Polling { shared };
         // SAFETY: we hold RUNNING (set above, or carried with the queue entry of a
         // yielded coroutine), so we own the live future until we give it up.
         let result = unsafe { task.poll_future(&mut cx) };
+        core::mem::forget(polling);
+        shared.platform.polling(false);
+        self.owed |= shared.platform.take_deferred_unpark();
         core::mem::forget(unwind);
         self.current = None;
         if result == Poll::Ready(()) {

@@ -48,6 +48,36 @@ pub trait Park: Send + Sync + 'static {
     fn spin_idle(&self, idle: &mut dyn FnMut() -> bool) {
         let _ = idle;
     }
+
+    /// A poller of this executor on the calling CPU starts (`true`) or ends
+    /// (`false`) polling a coroutine. With [`Park::defer_unpark`], lets the
+    /// platform tell a wake issued by the coroutine being polled here from any
+    /// other. The default does nothing.
+    #[inline(always)]
+    fn polling(&self, on: bool) {
+        let _ = on;
+    }
+
+    /// Asked by a push that found a parked CPU to wake: may the unpark wait for
+    /// the end of the poll running on the calling CPU? Return `true` only if the
+    /// calling CPU is inside a poll of *this* executor (between
+    /// `polling(true)` and `polling(false)`), and then remember one owed unpark
+    /// for [`Park::take_deferred_unpark`]. The poller settles it as the poll
+    /// ends: it wakes a parked CPU if, after it has taken its own next
+    /// coroutine, work is still waiting — so a coroutine woken by the one it
+    /// polls, which it runs next itself, costs no parked CPU a wake-up (tokio's
+    /// "LIFO slot"). The default (`false`) unparks at once.
+    #[inline(always)]
+    fn defer_unpark(&self) -> bool {
+        false
+    }
+
+    /// Whether a push during the poll that just ended on this CPU deferred its
+    /// unpark ([`Park::defer_unpark`]); clears the note. The default: never.
+    #[inline(always)]
+    fn take_deferred_unpark(&self) -> bool {
+        false
+    }
 }
 
 /// Keeping interrupts (or anything else that could re-enter the executor on this

@@ -418,3 +418,112 @@ fn a_drain_asked_for_while_another_runs_is_never_lost() {
         ring.head.with(|h| assert_eq!(unsafe { *h }, 2));
     });
 }
+
+/// A platform that lets a push from inside a poll on this CPU leave its unpark
+/// to the poller (`Park::defer_unpark`), as the Linux runtime's does.
+struct DeferPlatform {
+    inner: ThreadPlatform,
+}
+
+loom::thread_local! {
+    static IN_POLL: std::cell::Cell<bool> = std::cell::Cell::new(false);
+    static OWED: std::cell::Cell<bool> = std::cell::Cell::new(false);
+}
+
+impl ss_core::platform::Park for DeferPlatform {
+    fn park(&self) {
+        self.inner.park();
+    }
+    fn unpark_one(&self) {
+        self.inner.unpark_one();
+    }
+    fn polling(&self, on: bool) {
+        IN_POLL.with(|c| c.set(on));
+    }
+    fn defer_unpark(&self) -> bool {
+        let inside = IN_POLL.with(|c| c.get());
+        if inside {
+            OWED.with(|o| o.set(true));
+        }
+        inside
+    }
+    fn take_deferred_unpark(&self) -> bool {
+        OWED.with(|o| o.replace(false))
+    }
+}
+
+impl ss_core::platform::Critical for DeferPlatform {
+    type Guard = ();
+    fn enter(&self) {}
+}
+
+impl ss_core::platform::Platform for DeferPlatform {}
+
+/// Stops its CPU's run (`stop`), wakes coroutine `other` by id (after setting
+/// its event), then finishes.
+struct StopAndWake {
+    exec: Arc<Executor<DeferPlatform>>,
+    other: ss_core::CoroutineId,
+    event: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Future for StopAndWake {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        self.stop.store(true, SeqCst);
+        self.event.store(true, SeqCst);
+        let _ = self.exec.wake(self.other);
+        Poll::Ready(())
+    }
+}
+
+#[test]
+fn a_wake_deferred_to_the_end_of_the_poll_is_never_lost() {
+    // Two parking CPUs. Y blocks. X, polled on either CPU, wakes Y from inside
+    // its poll, which leaves the unpark to that CPU's poller, and makes CPU A
+    // stop. If A polled X it stops right after, so it must hand the deferred
+    // unpark on (to B, maybe asleep) rather than drop it; if B polled X, B runs
+    // Y itself. Either way Y runs and both CPUs get out (loom reports a CPU
+    // asleep for good as a deadlock).
+    model(|| {
+        let s = setup(
+            DeferPlatform {
+                inner: ThreadPlatform::default(),
+            },
+            1,
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        // Y is polled (and blocks) before X exists.
+        s.exec.poller().run_once();
+        let x = StopAndWake {
+            exec: s.exec.clone(),
+            other: s.cid,
+            event: s.event.clone(),
+            stop: stop.clone(),
+        };
+        s.exec.spawn(x, p(2)).unwrap();
+        let mut a = s.exec.poller();
+        let (exec_a, stop_a) = (s.exec.clone(), stop.clone());
+        let cpu_a = thread::spawn(move || {
+            a.run_while(|| !stop_a.load(SeqCst));
+            // A tells the others only if it may have ended their runs (it ran
+            // Y): a CPU that stops with work left (a runtime worker deferring
+            // to another process) tells nobody, so then the deferred unpark
+            // is all B has.
+            if exec_a.is_empty() {
+                exec_a.unpark_all();
+            }
+        });
+        let mut b = s.exec.poller();
+        let exec_b = s.exec.clone();
+        let cpu_b = thread::spawn(move || {
+            b.run_while(|| !exec_b.is_empty());
+            exec_b.unpark_all();
+        });
+        cpu_a.join().unwrap();
+        cpu_b.join().unwrap();
+        assert!(s.exec.is_empty(), "the deferred wake-up was lost");
+        assert_eq!(s.drops.load(SeqCst), 1);
+    });
+}

@@ -35,6 +35,13 @@
 //! ss ÷ tokio throughput in the same run): both workers free to spin 0.79 –
 //! 0.82 ×, one spinner at a time 0.91 – 0.98 ×.
 //!
+//! **A worker spins only while its spins pay** ([`SpinOdds`]; opt out with
+//! [`Builder::adaptive_spin`](crate::Builder::adaptive_spin)): with events
+//! further apart than the spin, every spin times out, burns its CPU, and makes
+//! the next wake-up of another thread on that CPU a reschedule IPI. Measured
+//! with `ssbench server --model kcuc` at 1 024 connections every 100 ms: server
+//! CPU 0.46 → 0.17, p99 0.6–0.8 ms → 0.22–0.28 ms (`docs/runtime.md`).
+//!
 //! While a worker spins idle (`spin_idle`) it runs its ring every
 //! [`RUN_RING_EVERY`] spin rounds (no wait), so completions are delivered without
 //! sleeping; busy workers run it every few coroutine polls
@@ -93,10 +100,67 @@ use ss_core::platform::{Clock, Critical, Park, Platform, ThreadPlatform};
 const RUN_RING_EVERY: u32 = 8;
 
 thread_local! {
+    /// The platform whose executor this thread is polling a coroutine of, if
+    /// any (for `defer_unpark`).
+    static POLLING: std::cell::Cell<*const WorkerPlatform> = const { std::cell::Cell::new(std::ptr::null()) };
+    /// A push during the current poll left its unpark to this poller.
+    static OWED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// How many times this thread has slept in `park`.
     static PARKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Whether this worker's next idle period may spin (see [`set_spin_allowed`]).
     static SPIN_ALLOWED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    /// How this worker's recent idle spins ended (see [`SpinOdds`]).
+    static SPIN_ODDS: std::cell::Cell<SpinOdds> = const { std::cell::Cell::new(SpinOdds::new()) };
+}
+
+/// Whether an idle spin is likely to pay, from how this worker's recent spins
+/// ended (an adaptive spin, as adaptive mutexes do). A spin that found work
+/// saved a ~40 µs wake-up; one that timed out burnt its CPU for nothing — and
+/// on a VM it also costs the thread woken next to the spinner's CPU a
+/// reschedule IPI, which an idle (polling) CPU would not have needed. A
+/// success adds 2 to a score (at most 16), a time-out takes 1 away: the worker
+/// spins while the score is above 0, i.e. while at least about one spin in
+/// three finds work; at 0 it parks at once, and spins once every 8 idle
+/// periods to notice the gaps shortening again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpinOdds {
+    score: u8,
+    skipped: u8,
+}
+
+impl SpinOdds {
+    const MAX: u8 = 16;
+    const PROBE_EVERY: u8 = 8;
+
+    /// Hopeful: a new worker spins.
+    pub(crate) const fn new() -> Self {
+        SpinOdds {
+            score: Self::MAX,
+            skipped: 0,
+        }
+    }
+
+    /// Whether this idle period should spin.
+    pub(crate) fn should_spin(&mut self) -> bool {
+        if self.score > 0 {
+            return true;
+        }
+        self.skipped += 1;
+        if self.skipped >= Self::PROBE_EVERY {
+            self.skipped = 0;
+            return true;
+        }
+        false
+    }
+
+    /// How a spin ended: it found work, or it timed out.
+    pub(crate) fn record(&mut self, found_work: bool) {
+        self.score = if found_work {
+            (self.score + 2).min(Self::MAX)
+        } else {
+            self.score.saturating_sub(1)
+        };
+    }
 }
 
 /// Lets the calling worker's next idle period spin, or makes it park at once.
@@ -241,6 +305,8 @@ pub struct WorkerPlatform {
     spinners: AtomicUsize,
     /// Workers started (for the spinners' bound).
     workers: AtomicUsize,
+    /// Whether idle workers spin only while spinning pays ([`SpinOdds`]).
+    adaptive: bool,
 }
 
 impl WorkerPlatform {
@@ -259,7 +325,15 @@ impl WorkerPlatform {
             beats: crate::nudge::Beats::new(Self::DEFAULT_NUDGE),
             spinners: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
+            adaptive: true,
         }
+    }
+
+    /// Makes idle workers spin every time (`false`) or only while recent spins
+    /// found work (`true`, the default; see [`SpinOdds`]).
+    pub(crate) fn with_adaptive_spin(mut self, adaptive: bool) -> Self {
+        self.adaptive = adaptive;
+        self
     }
 
     /// How long a running worker may go without a beat before a worker that
@@ -303,7 +377,13 @@ impl WorkerPlatform {
             }
             s.parked.push(me.clone());
         }
+        // The completions reaped on the way out wake coroutines that this
+        // worker, awake now, runs itself: their unparks wait for its next
+        // look at the queues (`defer_unpark`), which wakes a parked worker
+        // only for work left over.
+        self.polling(true);
         let on_ring = crate::io::driver::park_local(|| self.leave(&me));
+        self.polling(false);
         if !on_ring {
             me.wait_blocking();
             self.leave(&me);
@@ -340,8 +420,34 @@ impl Park for WorkerPlatform {
         target.notify();
     }
 
+    fn polling(&self, on: bool) {
+        let me = if on {
+            self as *const WorkerPlatform
+        } else {
+            std::ptr::null()
+        };
+        POLLING.with(|p| p.set(me));
+    }
+
+    fn defer_unpark(&self) -> bool {
+        let mine = POLLING.with(|p| std::ptr::eq(p.get(), self));
+        if mine {
+            OWED.with(|o| o.set(true));
+        }
+        mine
+    }
+
+    fn take_deferred_unpark(&self) -> bool {
+        OWED.with(|o| o.replace(false))
+    }
+
     fn spin_idle(&self, idle: &mut dyn FnMut() -> bool) {
         if self.spin.is_zero() || !SPIN_ALLOWED.with(|s| s.get()) {
+            return;
+        }
+        let mut odds = SPIN_ODDS.with(|o| o.get());
+        if self.adaptive && !odds.should_spin() {
+            SPIN_ODDS.with(|o| o.set(odds));
             return;
         }
         // At most half the workers (at least one) spin at a time; the others
@@ -366,15 +472,22 @@ impl Park for WorkerPlatform {
             for _ in 0..64 {
                 round = round.wrapping_add(1);
                 if self.rings && round % RUN_RING_EVERY == 0 {
-                    // Wakes coroutines, so `idle()` below turns false.
+                    // Wakes coroutines, so `idle()` below turns false; their
+                    // unparks are left to this worker, as in `park`.
+                    self.polling(true);
                     crate::io::driver::run_local();
+                    self.polling(false);
                 }
                 if !idle() {
+                    odds.record(true);
+                    SPIN_ODDS.with(|o| o.set(odds));
                     return;
                 }
                 std::hint::spin_loop();
             }
             if start.elapsed() >= self.spin {
+                odds.record(false);
+                SPIN_ODDS.with(|o| o.set(odds));
                 return;
             }
         }
@@ -502,5 +615,56 @@ mod tests {
         });
         p.park();
         t.join().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod spin_odds_tests {
+    use super::SpinOdds;
+
+    #[test]
+    fn spins_that_time_out_stop_the_spinning_but_for_probes() {
+        let mut o = SpinOdds::new();
+        // Hopeful at first: 16 time-outs in a row before it gives up.
+        for _ in 0..16 {
+            assert!(o.should_spin());
+            o.record(false);
+        }
+        // Then one spin in 8 idle periods.
+        let spins = (0..64).filter(|_| o.should_spin()).count();
+        assert_eq!(spins, 8);
+    }
+
+    #[test]
+    fn a_probe_that_finds_work_brings_the_spinning_back() {
+        let mut o = SpinOdds::new();
+        for _ in 0..16 {
+            o.should_spin();
+            o.record(false);
+        }
+        while !o.should_spin() {}
+        o.record(true);
+        assert!(o.should_spin() && o.should_spin(), "spins again");
+    }
+
+    #[test]
+    fn one_success_in_three_keeps_it_spinning() {
+        let mut o = SpinOdds::new();
+        for i in 0..300 {
+            assert!(o.should_spin(), "period {i}");
+            o.record(i % 3 == 0);
+        }
+        // One in four does not.
+        let mut o = SpinOdds::new();
+        let spun = (0..400)
+            .filter(|i| {
+                let spin = o.should_spin();
+                if spin {
+                    o.record(i % 4 == 0);
+                }
+                spin
+            })
+            .count();
+        assert!(spun < 400, "{spun}");
     }
 }

@@ -90,6 +90,7 @@ pub struct Builder {
     workers: usize,
     levels: Levels,
     idle_spin: Duration,
+    adaptive_spin: bool,
     main_priority: Priority,
     io: IoConfig,
     thread_name: String,
@@ -105,6 +106,7 @@ impl Default for Builder {
             workers: thread::available_parallelism().map_or(1, |n| n.get()),
             levels: Levels::DEFAULT,
             idle_spin: WorkerPlatform::DEFAULT_SPIN,
+            adaptive_spin: true,
             main_priority: Priority::MOST_IMPORTANT,
             io: IoConfig::default(),
             thread_name: "ss-worker".to_owned(),
@@ -141,6 +143,19 @@ impl Builder {
     /// `Duration::ZERO` sleeps at once.
     pub fn idle_spin(mut self, spin: Duration) -> Self {
         self.idle_spin = spin;
+        self
+    }
+
+    /// Whether an idle worker spins only while its recent spins found work
+    /// (`true`, the default) or every time it goes idle (`false`). With the
+    /// adaptive spin a worker whose spins keep timing out (gaps between
+    /// events longer than [`idle_spin`](Self::idle_spin)) parks at once and
+    /// spins once in 8 idle periods, to notice the gaps shortening: at
+    /// moderate load it saves most of the spin's CPU, which on a small
+    /// machine the process's clients need (`docs/runtime.md` has the
+    /// measurements).
+    pub fn adaptive_spin(mut self, adaptive: bool) -> Self {
+        self.adaptive_spin = adaptive;
         self
     }
 
@@ -238,7 +253,8 @@ impl Builder {
             self.levels,
             WorkerPlatform::with_spin(self.idle_spin)
                 .with_rings(io.is_ok())
-                .with_nudge(self.nudge_after),
+                .with_nudge(self.nudge_after)
+                .with_adaptive_spin(self.adaptive_spin),
         ));
         let inner = Arc::new(Inner {
             exec,

@@ -106,6 +106,10 @@ pub struct ServerArgs {
     /// a CPU the load generator may need.
     #[arg(long, value_name = "US")]
     pub idle_spin_us: Option<u64>,
+    /// kcuc, ktuc: spin every time a worker idles, not only while recent
+    /// spins found work (ss-runtime's `Builder::adaptive_spin(false)`).
+    #[arg(long)]
+    pub spin_always: bool,
 }
 
 /// The most priority levels (ss-runtime's executor has 64).
@@ -140,6 +144,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         workers,
         policy: Policy::new(args.levels),
         idle_spin: args.idle_spin_us.map(Duration::from_micros),
+        spin_always: args.spin_always,
     };
     // Kept until the process exits: the model's runtime and threads.
     let _server = match args.model {
@@ -172,6 +177,8 @@ pub(crate) struct Setup {
     policy: Policy,
     /// `--idle-spin-us`, for the ss-runtime models.
     idle_spin: Option<Duration>,
+    /// `--spin-always`, for the ss-runtime models.
+    spin_always: bool,
 }
 
 /// What a started model keeps alive until the process exits.

@@ -61,7 +61,8 @@ pub(crate) fn runtime(name: &str, setup: &Setup) -> anyhow::Result<Runtime> {
     let mut builder = Runtime::builder()
         .workers(setup.workers)
         .levels(levels)
-        .thread_name(name);
+        .thread_name(name)
+        .adaptive_spin(!setup.spin_always);
     if let Some(spin) = setup.idle_spin {
         builder = builder.idle_spin(spin);
     }

@@ -590,11 +590,16 @@ pub(crate) fn run_local() {
     }
 }
 
-/// Takes the completions the calling worker's ring has, without submitting;
-/// enters the kernel only if it flags completion work.
-pub(crate) fn reap_local() {
+/// Submits the calling worker's queued SQEs (a batch deferred by `Op`) if it
+/// has any, and takes the completions its ring has; without queued SQEs it
+/// enters the kernel only if the kernel flags completion work.
+pub(crate) fn flush_or_reap_local() {
     if let Some(l) = local() {
-        l.reap_only();
+        if l.pending() > 0 {
+            l.flush();
+        } else {
+            l.reap_only();
+        }
     }
 }
 

@@ -295,12 +295,13 @@ pub(crate) fn reap_now_and_then() {
     if n % RUN_RING_EVERY_POLLS == 0 {
         driver::run_local();
     } else if n % REAP_EVERY_POLLS == 0 {
-        driver::reap_local();
+        driver::flush_or_reap_local();
     }
 }
 
-/// Every this many polls, a busy worker takes the completions its ring has
-/// (without submitting: that would break up the batch); see [`reap_now_and_then`].
+/// Every this many polls, a busy worker submits the operations whose flush
+/// was deferred for batching (`Op`'s first poll), if any, and takes the
+/// completions its ring has; see [`reap_now_and_then`].
 const REAP_EVERY_POLLS: u32 = 4;
 
 /// See [`reap_now_and_then`].

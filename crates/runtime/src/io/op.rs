@@ -221,15 +221,18 @@ impl<T: Operation> Op<T> {
                     unreachable!()
                 };
                 // Batching: if another coroutine is ready, let it run first (it may
-                // add its own SQE) and flush when we are polled again (or when this
-                // worker next runs its ring); if nobody is, this CPU would go idle:
-                // flush now.
+                // add its own SQE): this worker submits the batch within a few
+                // polls (`reap_now_and_then`) or as it idles, whichever comes
+                // first, and the completion wakes us. If nobody is ready, this
+                // CPU would go idle: flush now. (An earlier version woke itself
+                // to flush when polled again: a ready coroutine that only its
+                // own worker could serve, for which another worker was unparked
+                // in vain — one eventfd write per request in the kcuc server.)
                 if ring.unsubmitted(*seq) {
                     if ring.exec().ready_bitmap().is_empty() {
                         local.flush();
                     } else {
                         ring.stats().deferred.fetch_add(1, Ordering::Relaxed);
-                        cx.waker().wake_by_ref();
                     }
                 }
                 Poll::Pending
