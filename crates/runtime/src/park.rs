@@ -377,13 +377,8 @@ impl WorkerPlatform {
             }
             s.parked.push(me.clone());
         }
-        // The completions reaped on the way out wake coroutines that this
-        // worker, awake now, runs itself: their unparks wait for its next
-        // look at the queues (`defer_unpark`), which wakes a parked worker
-        // only for work left over.
-        self.polling(true);
-        let on_ring = crate::io::driver::park_local(|| self.leave(&me));
-        self.polling(false);
+        // It reaps on the way out.
+        let on_ring = self.reaping(|| crate::io::driver::park_local(|| self.leave(&me)));
         if !on_ring {
             me.wait_blocking();
             self.leave(&me);
@@ -465,6 +460,15 @@ impl Park for WorkerPlatform {
             }
         }
         let _spinning = Spinning(&self.spinners);
+        odds.record(self.spin_until_busy(idle));
+        SPIN_ODDS.with(|o| o.set(odds));
+    }
+}
+
+impl WorkerPlatform {
+    /// Spins for at most `spin` while `idle()` holds, running the ring every
+    /// [`RUN_RING_EVERY`] rounds; returns whether work came (`idle()` false).
+    fn spin_until_busy(&self, idle: &mut dyn FnMut() -> bool) -> bool {
         let start = std::time::Instant::now();
         let mut round = 0u32;
         loop {
@@ -472,25 +476,29 @@ impl Park for WorkerPlatform {
             for _ in 0..64 {
                 round = round.wrapping_add(1);
                 if self.rings && round % RUN_RING_EVERY == 0 {
-                    // Wakes coroutines, so `idle()` below turns false; their
-                    // unparks are left to this worker, as in `park`.
-                    self.polling(true);
-                    crate::io::driver::run_local();
-                    self.polling(false);
+                    // Wakes coroutines, so `idle()` below turns false.
+                    self.reaping(crate::io::driver::run_local);
                 }
                 if !idle() {
-                    odds.record(true);
-                    SPIN_ODDS.with(|o| o.set(odds));
-                    return;
+                    return true;
                 }
                 std::hint::spin_loop();
             }
             if start.elapsed() >= self.spin {
-                odds.record(false);
-                SPIN_ODDS.with(|o| o.set(odds));
-                return;
+                return false;
             }
         }
+    }
+
+    /// Runs `reap`, which delivers this worker's completions: the coroutines
+    /// they wake are ones this worker, awake, runs itself, so their unparks
+    /// wait for its next look at the queues (`defer_unpark`), which wakes a
+    /// parked worker only for work left over.
+    fn reaping<R>(&self, reap: impl FnOnce() -> R) -> R {
+        self.polling(true);
+        let r = reap();
+        self.polling(false);
+        r
     }
 }
 
@@ -616,11 +624,6 @@ mod tests {
         p.park();
         t.join().unwrap();
     }
-}
-
-#[cfg(test)]
-mod spin_odds_tests {
-    use super::SpinOdds;
 
     #[test]
     fn spins_that_time_out_stop_the_spinning_but_for_probes() {
