@@ -23,7 +23,9 @@
 //! parking worker sets that worker's CPU affinity to its own CPU, which Linux
 //! honours at once by migrating it there — where it runs, since this CPU is
 //! about to go idle. The nudged worker restores its own affinity (the mask it
-//! had when it started) at its next beat.
+//! had when it started) at its next beat, or as it parks — checked then under
+//! the lock the nudger holds from the move to raising the flag, so a worker
+//! that ran on before the flag went up and then parks for good is restored too.
 //!
 //! ```text
 //!   W1 runnable behind another thread on CPU 0      W2 on CPU 1, about to park
@@ -62,7 +64,8 @@ pub(crate) struct Beat {
     at: AtomicU64,
     /// Parked (sleeping on purpose): its beat may be as old as it likes.
     parked: AtomicBool,
-    /// Another worker changed its affinity; it restores it at its next beat.
+    /// Another worker changed its affinity; it restores it at its next beat or
+    /// as it parks.
     nudged: AtomicBool,
     /// The affinity it had when it started.
     mask: libc::cpu_set_t,
@@ -165,8 +168,13 @@ impl Beats {
         let now = now_ns();
         mine.at.store(now, Ordering::Relaxed);
         mine.parked.store(true, Ordering::Relaxed);
-        restore_if_nudged(&mine);
         let workers = lock(&self.workers);
+        // Under the registry's lock, which a nudger holds from its
+        // `sched_setaffinity` to raising the flag: a nudge that moved this
+        // worker is seen here even if the worker ran (on the nudger's CPU)
+        // before the nudger raised the flag. Checked at a beat only, it could
+        // be missed, and a worker that then parks for good stays narrowed.
+        restore_if_nudged(&mine);
         let mut cpu = None;
         for other in workers.iter() {
             if Arc::ptr_eq(other, &mine)
@@ -199,7 +207,7 @@ impl Beats {
             if unsafe { libc::sched_setaffinity(tid, MASK_SIZE, &only_here) } == 0 {
                 // Raised after the move, so the restore (which looks at the flag)
                 // cannot come before it. The registry's lock keeps other parkers
-                // out meanwhile.
+                // out meanwhile, and makes the target's check as it parks exact.
                 other.nudged.store(true, Ordering::Release);
                 self.nudges.fetch_add(1, Ordering::Relaxed);
             }
