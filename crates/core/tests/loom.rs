@@ -527,3 +527,108 @@ fn a_wake_deferred_to_the_end_of_the_poll_is_never_lost() {
         assert_eq!(s.drops.load(SeqCst), 1);
     });
 }
+
+/// A platform whose `park` delivers the completions posted to a ring on its
+/// way out, inside a `polling` bracket, so that the wakes they cause leave
+/// their unparks to this CPU's poller — as the Linux runtime's workers reap
+/// their io_uring rings when they leave `park` (and while they spin).
+struct RingPlatform {
+    defer: DeferPlatform,
+    /// Coroutines whose completions wait to be delivered.
+    ring: loom::sync::Mutex<Vec<ss_core::CoroutineId>>,
+    /// The executor the completions wake coroutines of (set once, before the
+    /// CPUs start).
+    exec: std::sync::OnceLock<std::sync::Weak<Executor<RingPlatform>>>,
+}
+
+impl RingPlatform {
+    /// Posts a completion for `cid` and rings the doorbell: one permit that
+    /// ends a park (or the next), as a completion ends an `io_uring_enter`
+    /// wait. It claims no sleeper of the executor's.
+    fn post(&self, cid: ss_core::CoroutineId) {
+        self.ring.lock().unwrap().push(cid);
+        ss_core::platform::Park::unpark_one(&self.defer.inner);
+    }
+}
+
+impl ss_core::platform::Park for RingPlatform {
+    fn park(&self) {
+        self.defer.park();
+        self.polling(true);
+        let due = std::mem::take(&mut *self.ring.lock().unwrap());
+        if let Some(exec) = self.exec.get().and_then(std::sync::Weak::upgrade) {
+            for cid in due {
+                let _ = exec.wake(cid);
+            }
+        }
+        self.polling(false);
+    }
+    fn unpark_one(&self) {
+        self.defer.unpark_one();
+    }
+    fn polling(&self, on: bool) {
+        self.defer.polling(on);
+    }
+    fn defer_unpark(&self) -> bool {
+        self.defer.defer_unpark()
+    }
+    fn take_deferred_unpark(&self) -> bool {
+        self.defer.take_deferred_unpark()
+    }
+}
+
+impl ss_core::platform::Critical for RingPlatform {
+    type Guard = ();
+    fn enter(&self) {}
+}
+
+impl ss_core::platform::Platform for RingPlatform {}
+
+#[test]
+fn a_wake_deferred_while_leaving_park_is_never_lost() {
+    // Two parking CPUs; Y blocks. A device completes Y's call: it publishes
+    // the event, posts the completion and rings the doorbell, after telling
+    // CPU A to stop. Whichever CPU leaves `park` delivers the completion, and
+    // the wake leaves its unpark to that CPU's poller. If A delivered it and
+    // then stops, it must hand the unpark on (to B, maybe asleep) rather than
+    // drop it. Either way Y runs and both CPUs get out (loom reports a CPU
+    // asleep for good as a deadlock).
+    model(|| {
+        let s = setup(
+            RingPlatform {
+                defer: DeferPlatform {
+                    inner: ThreadPlatform::default(),
+                },
+                ring: loom::sync::Mutex::new(Vec::new()),
+                exec: std::sync::OnceLock::new(),
+            },
+            1,
+        );
+        let _ = s.exec.platform().exec.set(Arc::downgrade(&s.exec));
+        // Y is polled (and blocks) before the CPUs start.
+        s.exec.poller().run_once();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut a = s.exec.poller();
+        let (exec_a, stop_a) = (s.exec.clone(), stop.clone());
+        let cpu_a = thread::spawn(move || {
+            a.run_while(|| !stop_a.load(SeqCst));
+            // As in the model above: A tells the others only if it ran Y.
+            if exec_a.is_empty() {
+                exec_a.unpark_all();
+            }
+        });
+        let mut b = s.exec.poller();
+        let exec_b = s.exec.clone();
+        let cpu_b = thread::spawn(move || {
+            b.run_while(|| !exec_b.is_empty());
+            exec_b.unpark_all();
+        });
+        stop.store(true, SeqCst);
+        s.event.store(true, SeqCst);
+        s.exec.platform().post(s.cid);
+        cpu_a.join().unwrap();
+        cpu_b.join().unwrap();
+        assert!(s.exec.is_empty(), "the deferred wake-up was lost");
+        assert_eq!(s.drops.load(SeqCst), 1);
+    });
+}
