@@ -19,6 +19,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`machine`] | the machine description printed first |
+//! | [`stalls`] | how much time the machine took from busy threads, printed beside it |
 //! | [`harness`] | warm-up, repetitions, median and min per operation |
 //! | [`futs`] | the small futures every executor under test runs, identically |
 //! | [`latency`] | latency distributions (HDR histogram) and their percentiles |
@@ -30,3 +31,4 @@ pub mod latency;
 pub mod machine;
 pub mod report;
 pub mod ssbench;
+pub mod stalls;

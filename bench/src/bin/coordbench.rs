@@ -31,6 +31,7 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use ss_bench::latency::Latencies;
 use ss_bench::machine::Machine;
+use ss_bench::stalls::HostStalls;
 use ss_runtime::net::{TcpListener, TcpStream};
 use ss_runtime::{prio, Builder, Coordination, Runtime};
 
@@ -458,6 +459,7 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
     let secs = if args.quick { 0.5 } else { args.seconds };
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     println!("{}", Machine::detect());
+    println!("{}", HostStalls::probe(HostStalls::span(args.quick)));
     println!(
         "coordbench: {} connections × {}/s open loop, {} s per scenario × {rounds} round(s), server work {} × 15x15 squaring; flood {} workers at level 7",
         args.conns, args.rate, secs, args.work, args.flood_workers

@@ -29,6 +29,7 @@ use ss_bench::harness::{check, try_measure, Sample};
 use ss_bench::latency::{us, Latencies, Summary};
 use ss_bench::machine::Machine;
 use ss_bench::report::{ns, Table};
+use ss_bench::stalls::HostStalls;
 use ss_runtime::{prio, CoroutineId, Runtime};
 
 /// The tokio version linked, from `Cargo.lock` (see `build.rs`).
@@ -694,8 +695,9 @@ fn main() -> Result<()> {
     let run = |name: &str| selected.contains(&name);
     let sizes = if args.opts.quick { QUICK } else { FULL };
 
-    // First line: the machine.
+    // First lines: the machine, and how much time it takes from busy threads.
     println!("{}", Machine::detect());
+    println!("{}", HostStalls::probe(HostStalls::span(args.opts.quick)));
     println!(
         "runtimes: ss-runtime ({WORKERS} workers, 8 levels, idle spin {:?} unless said) vs \
          tokio {TOKIO} multi_thread ({WORKERS} workers, no I/O or time driver)",

@@ -31,6 +31,7 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use ss_bench::machine::Machine;
 use ss_bench::report::Table;
+use ss_bench::stalls::HostStalls;
 use ss_runtime::prio;
 
 /// The tokio version linked, from `Cargo.lock` (see `build.rs`).
@@ -723,8 +724,9 @@ impl Agg {
 }
 
 fn bench(connections: &[usize], plan: Plan, tuning: SsTuning) -> Result<()> {
-    // First line: the machine.
+    // First lines: the machine, and how much time it takes from busy threads.
     println!("{}", Machine::detect());
+    println!("{}", HostStalls::probe(HostStalls::span(plan.quick)));
     if let Some(after) = tuning.os_yield {
         println!("ss-runtime: os_yield_after({after:?}) (a sched_yield after that long without sleeping)");
     }

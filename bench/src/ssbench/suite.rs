@@ -399,7 +399,11 @@ pub fn run(args: &SuiteArgs, experiments: &[Experiment]) -> Result<bool> {
     if let Err(e) = load::raise_nofile(need) {
         eprintln!("ssbench: {e:#}; large connection counts will fail to connect");
     }
-    let machine = crate::machine::Machine::detect().to_string();
+    let machine = format!(
+        "{}\n\n{}",
+        crate::machine::Machine::detect(),
+        crate::stalls::HostStalls::probe(crate::stalls::HostStalls::span(s.quick))
+    );
     eprintln!("{machine}");
     eprintln!("ssbench: writing to {}", out.display());
     let models = if args.models.is_empty() {
