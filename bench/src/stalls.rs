@@ -7,7 +7,7 @@
 //! descheduling the vCPU, or the guest kernel's own work (interrupts, kernel
 //! threads). The probe runs once with one busy thread and once with one busy
 //! thread per CPU: on the 2-vCPU VMs this project is measured on, the second
-//! can lose a hundred times more (2026-11-27, 21:58 UTC: two spinners lost
+//! can lose a hundred times more (2026-11-27, 21:00–21:15 UTC: two spinners lost
 //! 1.8–3.2 % of their time in gaps of up to 27 ms, one spinner 0.03 % in gaps
 //! under 1 ms), so a benchmark that keeps both CPUs busy (a CPU flood beside a
 //! server) meets stalls that one that leaves a CPU idle does not.
