@@ -190,12 +190,16 @@ type Guard<'a, T, P> = SpinGuard<'a, T, <P as Critical>::Guard>;
 impl<P: Platform> Shared<P> {
     #[inline]
     fn lock_ready(&self) -> Guard<'_, Ready<P>, P> {
-        self.ready_line.lock.lock(self.platform.enter())
+        self.ready_line.lock.lock(self.platform.enter(), |spins| {
+            self.platform.lock_wait(spins)
+        })
     }
 
     #[inline]
     fn lock_registry(&self) -> Guard<'_, Registry<P>, P> {
-        self.registry.lock(self.platform.enter())
+        self.registry.lock(self.platform.enter(), |spins| {
+            self.platform.lock_wait(spins)
+        })
     }
 
     #[inline]

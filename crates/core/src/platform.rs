@@ -90,6 +90,20 @@ pub trait Critical: Send + Sync + 'static {
     type Guard;
     /// Enters a critical section on the calling CPU.
     fn enter(&self) -> Self::Guard;
+
+    /// Called by a CPU spinning on one of the executor's locks, every so many
+    /// spins (`spins` so far; tens of µs apart). A critical section is a few
+    /// pointer writes, so a wait this long means the holder is not running:
+    /// in user space the OS preempted it (a thread of the same machine took its
+    /// CPU) and the waiter would spin until it runs again, a scheduler tick or
+    /// more. A platform may help the holder run — e.g. yield the CPU. Called
+    /// inside the waiter's critical section ([`Critical::enter`]). The default
+    /// keeps spinning (right for a kernel, whose lock holders cannot be
+    /// preempted).
+    #[inline(always)]
+    fn lock_wait(&self, spins: u32) {
+        let _ = spins;
+    }
 }
 
 /// A monotonic clock.
@@ -238,6 +252,13 @@ mod thread {
         type Guard = ();
         #[inline]
         fn enter(&self) {}
+
+        /// The holder is not running: sleep briefly (20 µs) rather than hold
+        /// this CPU until it runs again; the holder itself may be queued here.
+        #[cfg(not(loom))]
+        fn lock_wait(&self, _spins: u32) {
+            std::thread::sleep(core::time::Duration::from_micros(20));
+        }
     }
 
     #[cfg(not(loom))]
