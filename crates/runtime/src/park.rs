@@ -520,7 +520,7 @@ impl Critical for WorkerPlatform {
 
     /// One holder has kept an executor lock for tens of µs: the OS preempted
     /// it. Sleeps briefly rather than spin until the holder runs again (see
-    /// [`LOCK_WAIT_SLEEP`]).
+    /// `LOCK_WAIT_SLEEP` in this module).
     fn lock_wait(&self, _spins: u32) {
         std::thread::sleep(LOCK_WAIT_SLEEP);
     }
