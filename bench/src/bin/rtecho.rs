@@ -119,6 +119,11 @@ struct Args {
     /// (`Builder::adaptive_spin(false)`; default: only while spins pay).
     #[arg(long)]
     spin_always: bool,
+    /// Worker threads of the ss-runtime server only (default: 2, as tokio's).
+    /// An experiment knob: with 1 the summary no longer compares like with
+    /// like, and the header says so.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    ss_workers: Option<u16>,
 }
 
 /// The ss-runtime server's settings that differ from the runtime's defaults.
@@ -128,6 +133,7 @@ struct SsTuning {
     os_yield: Option<Duration>,
     nudge: Option<Duration>,
     spin_always: bool,
+    workers: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,6 +211,7 @@ fn main() -> Result<()> {
                     os_yield: args.os_yield_us.map(Duration::from_micros),
                     nudge: args.nudge_us.map(Duration::from_micros),
                     spin_always: args.spin_always,
+                    workers: args.ss_workers.map(usize::from),
                 },
             )
         }
@@ -372,7 +379,7 @@ fn start_ss(max_accepts: u64, tuning: SsTuning) -> Result<Server> {
         builder = builder.adaptive_spin(false);
     }
     let rt = builder
-        .workers(WORKERS)
+        .workers(tuning.workers.unwrap_or(WORKERS))
         .thread_name("echo-ss")
         .build()
         .context("building the ss-runtime server runtime")?;
@@ -733,10 +740,20 @@ fn bench(connections: &[usize], plan: Plan, tuning: SsTuning) -> Result<()> {
     if let Some(after) = tuning.nudge {
         println!("ss-runtime: nudge_after({after:?}) (zero: off)");
     }
+    if let Some(n) = tuning.workers.filter(|&n| n != WORKERS) {
+        println!(
+            "ss-runtime: {n} worker(s), tokio {WORKERS}: an experiment, not the like-for-like \
+             comparison the targets below are meant for"
+        );
+    }
+    let workers = match tuning.workers.filter(|&n| n != WORKERS) {
+        Some(n) => format!("{n} worker(s) for ss-runtime, {WORKERS} for tokio"),
+        None => format!("{WORKERS} workers each"),
+    };
     println!(
         "servers: ss-runtime (io_uring, owned-buffer recv/send_all, one coroutine per \
          connection at level {SERVER_LEVEL}) and tokio {TOKIO} multi_thread (epoll, \
-         read/write_all, one task per connection); {WORKERS} workers each, defaults otherwise; \
+         read/write_all, one task per connection); {workers}, defaults otherwise; \
          {BUF}-byte buffers; 127.0.0.1, backlog {BACKLOG}"
     );
     println!(
