@@ -96,7 +96,7 @@ pub trait Critical: Send + Sync + 'static {
     /// pointer writes, so a wait this long means the holder is not running:
     /// in user space the OS preempted it (a thread of the same machine took its
     /// CPU) and the waiter would spin until it runs again, a scheduler tick or
-    /// more. A platform may help the holder run — e.g. yield the CPU. Called
+    /// more. A platform may leave its CPU to others — e.g. sleep briefly. Called
     /// inside the waiter's critical section ([`Critical::enter`]). The default
     /// keeps spinning (right for a kernel, whose lock holders cannot be
     /// preempted).
