@@ -7,10 +7,11 @@
 //! descheduling the vCPU, or the guest kernel's own work (interrupts, kernel
 //! threads). The probe runs once with one busy thread and once with one busy
 //! thread per CPU: on the 2-vCPU VMs this project is measured on, the second
-//! can lose a hundred times more (2026-11-27, 21:00–21:15 UTC: two spinners lost
-//! 1.8–3.2 % of their time in gaps of up to 27 ms, one spinner 0.03 % in gaps
-//! under 1 ms), so a benchmark that keeps both CPUs busy (a CPU flood beside a
-//! server) meets stalls that one that leaves a CPU idle does not.
+//! usually loses far more (2026-11-27, 21:13–21:40 UTC, the probe lines of
+//! seven `coordbench --quick` and `rtecho` runs: one busy thread 0–2.3 %, one
+//! per vCPU 0.13–6.8 %, in 5 of the 7 runs at least ten times the first; gaps
+//! up to 16.7 ms), so a benchmark that keeps both CPUs busy (a CPU flood beside
+//! a server) meets stalls that one that leaves a CPU idle mostly does not.
 
 use std::fmt;
 use std::time::{Duration, Instant};
