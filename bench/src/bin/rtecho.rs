@@ -740,14 +740,14 @@ fn bench(connections: &[usize], plan: Plan, tuning: SsTuning) -> Result<()> {
     if let Some(after) = tuning.nudge {
         println!("ss-runtime: nudge_after({after:?}) (zero: off)");
     }
-    if let Some(n) = tuning.workers.filter(|&n| n != WORKERS) {
-        println!(
-            "ss-runtime: {n} worker(s), tokio {WORKERS}: an experiment, not the like-for-like \
-             comparison the targets below are meant for"
-        );
-    }
     let workers = match tuning.workers.filter(|&n| n != WORKERS) {
-        Some(n) => format!("{n} worker(s) for ss-runtime, {WORKERS} for tokio"),
+        Some(n) => {
+            println!(
+                "ss-runtime: {n} worker(s), tokio {WORKERS}: an experiment, not the \
+                 like-for-like comparison the targets below are meant for"
+            );
+            format!("{n} worker(s) for ss-runtime, {WORKERS} for tokio")
+        }
         None => format!("{WORKERS} workers each"),
     };
     println!(

@@ -191,6 +191,10 @@ mod thread {
         /// How long an idle poller spins before it sleeps, by default.
         pub const DEFAULT_SPIN: core::time::Duration = core::time::Duration::from_micros(20);
 
+        /// How long a thread waiting for one of the executor's locks sleeps once
+        /// it has seen one holder keep it for [`Critical::lock_wait`]'s spins.
+        pub const LOCK_WAIT_SLEEP: core::time::Duration = core::time::Duration::from_micros(20);
+
         /// A platform whose idle pollers spin for `spin` before sleeping
         /// (`Duration::ZERO`: sleep at once).
         pub fn with_spin(spin: core::time::Duration) -> Self {
@@ -253,11 +257,12 @@ mod thread {
         #[inline]
         fn enter(&self) {}
 
-        /// The holder is not running: sleep briefly (20 µs) rather than hold
-        /// this CPU until it runs again; the holder itself may be queued here.
+        /// The holder is not running: sleep briefly
+        /// ([`ThreadPlatform::LOCK_WAIT_SLEEP`]) rather than hold this CPU until
+        /// it runs again; the holder itself may be queued here.
         #[cfg(not(loom))]
         fn lock_wait(&self, _spins: u32) {
-            std::thread::sleep(core::time::Duration::from_micros(20));
+            std::thread::sleep(Self::LOCK_WAIT_SLEEP);
         }
     }
 

@@ -478,6 +478,32 @@ impl Future for StopAndWake {
     }
 }
 
+/// Two parking CPUs of `exec`: A runs until `stop`, B until the executor is
+/// empty. A tells the others only if it may have ended their runs (the
+/// executor is empty): a CPU that stops with work left (a runtime worker
+/// deferring to another process) tells nobody, so then an unpark deferred on
+/// A is all B has.
+fn stoppable_and_steady<P: ss_core::platform::Platform>(
+    exec: &Arc<Executor<P>>,
+    stop: &Arc<AtomicBool>,
+) -> [thread::JoinHandle<()>; 2] {
+    let mut a = exec.poller();
+    let (exec_a, stop_a) = (exec.clone(), stop.clone());
+    let cpu_a = thread::spawn(move || {
+        a.run_while(|| !stop_a.load(SeqCst));
+        if exec_a.is_empty() {
+            exec_a.unpark_all();
+        }
+    });
+    let mut b = exec.poller();
+    let exec_b = exec.clone();
+    let cpu_b = thread::spawn(move || {
+        b.run_while(|| !exec_b.is_empty());
+        exec_b.unpark_all();
+    });
+    [cpu_a, cpu_b]
+}
+
 #[test]
 fn a_wake_deferred_to_the_end_of_the_poll_is_never_lost() {
     // Two parking CPUs. Y blocks. X, polled on either CPU, wakes Y from inside
@@ -503,26 +529,8 @@ fn a_wake_deferred_to_the_end_of_the_poll_is_never_lost() {
             stop: stop.clone(),
         };
         s.exec.spawn(x, p(2)).unwrap();
-        let mut a = s.exec.poller();
-        let (exec_a, stop_a) = (s.exec.clone(), stop.clone());
-        let cpu_a = thread::spawn(move || {
-            a.run_while(|| !stop_a.load(SeqCst));
-            // A tells the others only if it may have ended their runs (it ran
-            // Y): a CPU that stops with work left (a runtime worker deferring
-            // to another process) tells nobody, so then the deferred unpark
-            // is all B has.
-            if exec_a.is_empty() {
-                exec_a.unpark_all();
-            }
-        });
-        let mut b = s.exec.poller();
-        let exec_b = s.exec.clone();
-        let cpu_b = thread::spawn(move || {
-            b.run_while(|| !exec_b.is_empty());
-            exec_b.unpark_all();
-        });
-        cpu_a.join().unwrap();
-        cpu_b.join().unwrap();
+        let cpus = stoppable_and_steady(&s.exec, &stop);
+        cpus.map(|c| c.join().unwrap());
         assert!(s.exec.is_empty(), "the deferred wake-up was lost");
         assert_eq!(s.drops.load(SeqCst), 1);
     });
@@ -608,26 +616,11 @@ fn a_wake_deferred_while_leaving_park_is_never_lost() {
         // Y is polled (and blocks) before the CPUs start.
         s.exec.poller().run_once();
         let stop = Arc::new(AtomicBool::new(false));
-        let mut a = s.exec.poller();
-        let (exec_a, stop_a) = (s.exec.clone(), stop.clone());
-        let cpu_a = thread::spawn(move || {
-            a.run_while(|| !stop_a.load(SeqCst));
-            // As in the model above: A tells the others only if it ran Y.
-            if exec_a.is_empty() {
-                exec_a.unpark_all();
-            }
-        });
-        let mut b = s.exec.poller();
-        let exec_b = s.exec.clone();
-        let cpu_b = thread::spawn(move || {
-            b.run_while(|| !exec_b.is_empty());
-            exec_b.unpark_all();
-        });
+        let cpus = stoppable_and_steady(&s.exec, &stop);
         stop.store(true, SeqCst);
         s.event.store(true, SeqCst);
         s.exec.platform().post(s.cid);
-        cpu_a.join().unwrap();
-        cpu_b.join().unwrap();
+        cpus.map(|c| c.join().unwrap());
         assert!(s.exec.is_empty(), "the deferred wake-up was lost");
         assert_eq!(s.drops.load(SeqCst), 1);
     });

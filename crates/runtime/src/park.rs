@@ -105,7 +105,7 @@ use ss_core::platform::{Clock, Critical, Park, Platform, ThreadPlatform};
 /// spinning (2026-11-27, four runs each); alone no different (228–295 ns
 /// either way); `ssbench` `kcuc` at 1 024 saturating connections and `rtecho
 /// --connections 64` no different either.
-const LOCK_WAIT_SLEEP: Duration = Duration::from_micros(20);
+const LOCK_WAIT_SLEEP: Duration = ThreadPlatform::LOCK_WAIT_SLEEP;
 
 /// How many idle spin rounds pass between two runs of the worker's ring (a run
 /// with nothing to do is two loads; with work, one `io_uring_enter`).
