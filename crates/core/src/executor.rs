@@ -578,7 +578,13 @@ impl<P: Platform> Executor<P> {
     /// [`Error::NoSuchCoroutine`] for an id that is not live here.
     pub fn wake(&self, cid: CoroutineId) -> Result<Wake, Error> {
         let task = self.shared.task(cid)?;
-        Ok(Shared::wake_task(task))
+        let outcome = Shared::wake_transition(&task);
+        if outcome == Wake::Queued {
+            // `self` keeps the executor alive: no clone of its `Arc` (whose
+            // count every CPU's wake-ups would otherwise write).
+            self.shared.enqueue(task);
+        }
+        Ok(outcome)
     }
 
     /// Changes a coroutine's priority (paper Table 1: `reprio(cid, prio)`).
