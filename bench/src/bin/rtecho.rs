@@ -115,6 +115,10 @@ struct Args {
     /// runtime's, 100 µs; 0 turns nudging off).
     #[arg(long, value_name = "US")]
     nudge_us: Option<u64>,
+    /// The ss-runtime server's `Builder::reserve_after` in µs (default: off,
+    /// as the runtime's); 10 000 is the value the runtime's docs measure.
+    #[arg(long, value_name = "US")]
+    reserve_us: Option<u64>,
     /// The ss-runtime server spins every time a worker idles
     /// (`Builder::adaptive_spin(false)`; default: only while spins pay).
     #[arg(long)]
@@ -132,6 +136,7 @@ struct SsTuning {
     idle_spin: Option<Duration>,
     os_yield: Option<Duration>,
     nudge: Option<Duration>,
+    reserve: Option<Duration>,
     spin_always: bool,
     workers: Option<usize>,
 }
@@ -210,6 +215,7 @@ fn main() -> Result<()> {
                     idle_spin: args.idle_spin_us.map(Duration::from_micros),
                     os_yield: args.os_yield_us.map(Duration::from_micros),
                     nudge: args.nudge_us.map(Duration::from_micros),
+                    reserve: args.reserve_us.map(Duration::from_micros),
                     spin_always: args.spin_always,
                     workers: args.ss_workers.map(usize::from),
                 },
@@ -374,6 +380,9 @@ fn start_ss(max_accepts: u64, tuning: SsTuning) -> Result<Server> {
     }
     if let Some(after) = tuning.nudge {
         builder = builder.nudge_after(after);
+    }
+    if let Some(after) = tuning.reserve {
+        builder = builder.reserve_after(after);
     }
     if tuning.spin_always {
         builder = builder.adaptive_spin(false);
@@ -739,6 +748,9 @@ fn bench(connections: &[usize], plan: Plan, tuning: SsTuning) -> Result<()> {
     }
     if let Some(after) = tuning.nudge {
         println!("ss-runtime: nudge_after({after:?}) (zero: off)");
+    }
+    if let Some(after) = tuning.reserve {
+        println!("ss-runtime: reserve_after({after:?}) (zero: no worker held in reserve)");
     }
     let workers = match tuning.workers.filter(|&n| n != WORKERS) {
         Some(n) => {

@@ -44,6 +44,15 @@
 //! has permit semantics, a wake-up can never slip between "nothing to do" and
 //! "asleep".
 //!
+//! A platform may instead hold an idle poller **in reserve**
+//! ([`Park::enter_reserve`](crate::platform::Park::enter_reserve)): it parks
+//! without registering, so pushes wake only the registered sleepers, and it
+//! polls again once the platform calls it out or it sees ready work stalled
+//! (waiting at two timed looks with no pop in between). What its own events
+//! wake on its way out of the park is pushed like any wake-up from a poll, and
+//! the unpark such a push leaves to it goes to a registered sleeper: the
+//! reserve never sits on work that a sleeper should have been woken for.
+//!
 //! # Shutdown order
 //!
 //! [`Executor::shutdown`] (also run when the `Executor` is dropped):
@@ -158,6 +167,8 @@ pub(crate) struct Ready<P: Platform> {
     queues: ReadyQueues<P>,
     /// Pollers registered as parked and not yet claimed by a push.
     sleepers: usize,
+    /// Coroutines popped so far (wrapping).
+    pops: u64,
     closed: bool,
 }
 
@@ -414,6 +425,9 @@ impl<P: Platform> Shared<P> {
                 }
             }
             let next = r.queues.pop();
+            if next.is_some() {
+                r.pops = r.pops.wrapping_add(1);
+            }
             self.publish_bitmap(r);
             // A sleeping CPU is only worth waking if work is left after our pop.
             let unpark = (pushed || owed) && r.queues.len() > 0 && claim_sleeper(r);
@@ -483,6 +497,7 @@ impl<P: Platform> Executor<P> {
                     lock: SpinLock::new(Ready {
                         queues: ReadyQueues::new(levels),
                         sleepers: 0,
+                        pops: 0,
                         closed: false,
                     }),
                 }),
@@ -1101,6 +1116,7 @@ impl<P: Platform> Poller<P> {
             if shared.ready_line.bitmap.load(Ordering::Acquire) != 0 {
                 continue;
             }
+            let reserve = shared.platform.enter_reserve();
             let registered = self.shared.lock_ready().with(|r| {
                 if r.closed {
                     None
@@ -1108,18 +1124,59 @@ impl<P: Platform> Poller<P> {
                     Some(false)
                 } else {
                     let max = self.shared.pollers.load(Ordering::Relaxed);
-                    if r.sleepers < max {
+                    if !reserve && r.sleepers < max {
                         r.sleepers += 1;
                     }
                     Some(true)
                 }
             });
+            if reserve && registered != Some(true) {
+                shared.platform.leave_reserve();
+            }
             match registered {
                 None => {
                     self.settle();
                     return polls;
                 }
                 Some(false) => continue,
+                Some(true) if reserve => {
+                    // In reserve: not a sleeper, so no push wakes this CPU;
+                    // it polls again once called out or the work stalls.
+                    let mut seen: Option<u64> = None;
+                    let mut nothing_waited = false;
+                    loop {
+                        if !keep_going(None) {
+                            shared.platform.leave_reserve();
+                            self.settle();
+                            return polls;
+                        }
+                        let looked = shared.platform.park_reserved(nothing_waited);
+                        // What its own events woke is left to the others: a
+                        // registered sleeper gets the unpark those pushes
+                        // deferred to this poller.
+                        if core::mem::take(&mut self.owed) | shared.platform.take_deferred_unpark()
+                        {
+                            shared.settle();
+                        }
+                        if !shared.platform.in_reserve() {
+                            break;
+                        }
+                        if !looked {
+                            continue;
+                        }
+                        let (closed, stalled) = shared.lock_ready().with(|r| {
+                            let waiting = r.queues.len() > 0;
+                            let stalled = waiting && seen == Some(r.pops);
+                            seen = Some(r.pops);
+                            nothing_waited = !waiting;
+                            (r.closed, stalled)
+                        });
+                        if closed || stalled {
+                            shared.platform.leave_reserve();
+                            break;
+                        }
+                    }
+                }
                 Some(true) => {
                     if !keep_going(None) {
                         // Give the registration back (a claim meanwhile only

@@ -72,6 +72,45 @@ pub trait Park: Send + Sync + 'static {
         false
     }
 
+    /// Asked by a poller that found nothing to do, before it registers as a
+    /// sleeper: whether the platform holds this CPU **in reserve** instead.
+    /// A CPU in reserve parks without registering, so no push wakes it; it
+    /// parks through [`park_reserved`](Park::park_reserved), delivers its own
+    /// events on the way out (their wake-ups go to the registered sleepers, as
+    /// any push's would), and polls again only once the platform calls it out
+    /// ([`in_reserve`](Park::in_reserve) turns false) or it finds the ready
+    /// work stalled: waiting at two looks a platform-chosen while apart with no
+    /// coroutine popped in between. So a platform can keep a lightly loaded
+    /// executor on fewer CPUs than it has pollers. Return `true` only from a
+    /// platform that implements the other three. Default: never.
+    #[inline(always)]
+    fn enter_reserve(&self) -> bool {
+        false
+    }
+
+    /// Whether the calling CPU is still held in reserve.
+    #[inline(always)]
+    fn in_reserve(&self) -> bool {
+        false
+    }
+
+    /// The calling CPU leaves the reserve (it found work, or stalled work, or
+    /// its poller stops).
+    #[inline(always)]
+    fn leave_reserve(&self) {}
+
+    /// Parks a CPU held in reserve until its own events arrive, the platform
+    /// calls it out, or a while of the platform's choosing passes; returns
+    /// whether that while ran out. `nothing_waited`: the last look found no
+    /// ready work (a platform may then look less often). Default:
+    /// [`park`](Park::park), as if the while ran out.
+    #[inline(always)]
+    fn park_reserved(&self, nothing_waited: bool) -> bool {
+        let _ = nothing_waited;
+        self.park();
+        true
+    }
+
     /// Whether a push during the poll that just ended on this CPU deferred its
     /// unpark ([`Park::defer_unpark`]); clears the note. The default: never.
     #[inline(always)]

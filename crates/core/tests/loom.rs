@@ -530,7 +530,9 @@ fn a_wake_deferred_to_the_end_of_the_poll_is_never_lost() {
         };
         s.exec.spawn(x, p(2)).unwrap();
         let cpus = stoppable_and_steady(&s.exec, &stop);
-        cpus.map(|c| c.join().unwrap());
+        for c in cpus {
+            c.join().unwrap();
+        }
         assert!(s.exec.is_empty(), "the deferred wake-up was lost");
         assert_eq!(s.drops.load(SeqCst), 1);
     });
@@ -547,6 +549,11 @@ struct RingPlatform {
     /// The executor the completions wake coroutines of (set once, before the
     /// CPUs start).
     exec: std::sync::OnceLock<std::sync::Weak<Executor<RingPlatform>>>,
+    /// With a doorbell of its own, the platform holds the CPU marked
+    /// `RESERVE_CPU` in reserve (as the Linux runtime holds workers beyond the
+    /// first while the first keeps up): it parks on this doorbell, never as a
+    /// sleeper, and delivers the ring's completions on the way out.
+    own: Option<ThreadPlatform>,
 }
 
 impl RingPlatform {
@@ -559,17 +566,41 @@ impl RingPlatform {
     }
 }
 
-impl ss_core::platform::Park for RingPlatform {
-    fn park(&self) {
-        self.defer.park();
-        self.polling(true);
+impl RingPlatform {
+    /// Delivers the completions posted so far, inside a `polling` bracket.
+    fn deliver(&self) {
+        ss_core::platform::Park::polling(self, true);
         let due = std::mem::take(&mut *self.ring.lock().unwrap());
         if let Some(exec) = self.exec.get().and_then(std::sync::Weak::upgrade) {
             for cid in due {
                 let _ = exec.wake(cid);
             }
         }
-        self.polling(false);
+        ss_core::platform::Park::polling(self, false);
+    }
+
+    fn reserve_cpu(&self) -> bool {
+        self.own.is_some() && RESERVE_CPU.with(|c| c.get())
+    }
+}
+
+impl ss_core::platform::Park for RingPlatform {
+    fn park(&self) {
+        self.defer.park();
+        self.deliver();
+    }
+    fn enter_reserve(&self) -> bool {
+        self.reserve_cpu()
+    }
+    fn in_reserve(&self) -> bool {
+        self.reserve_cpu()
+    }
+    fn park_reserved(&self, _nothing_waited: bool) -> bool {
+        if let Some(own) = &self.own {
+            ss_core::platform::Park::park(own);
+        }
+        self.deliver();
+        false
     }
     fn unpark_one(&self) {
         self.defer.unpark_one();
@@ -592,6 +623,24 @@ impl ss_core::platform::Critical for RingPlatform {
 
 impl ss_core::platform::Platform for RingPlatform {}
 
+/// [`setup`] on a [`RingPlatform`] (with a reserve doorbell if `reserve`),
+/// the platform knowing its executor.
+fn ring_setup(reserve: bool) -> Setup<RingPlatform> {
+    let s = setup(
+        RingPlatform {
+            defer: DeferPlatform {
+                inner: ThreadPlatform::default(),
+            },
+            ring: loom::sync::Mutex::new(Vec::new()),
+            exec: std::sync::OnceLock::new(),
+            own: reserve.then(ThreadPlatform::default),
+        },
+        1,
+    );
+    let _ = s.exec.platform().exec.set(Arc::downgrade(&s.exec));
+    s
+}
+
 #[test]
 fn a_wake_deferred_while_leaving_park_is_never_lost() {
     // Two parking CPUs; Y blocks. A device completes Y's call: it publishes
@@ -602,17 +651,7 @@ fn a_wake_deferred_while_leaving_park_is_never_lost() {
     // drop it. Either way Y runs and both CPUs get out (loom reports a CPU
     // asleep for good as a deadlock).
     model(|| {
-        let s = setup(
-            RingPlatform {
-                defer: DeferPlatform {
-                    inner: ThreadPlatform::default(),
-                },
-                ring: loom::sync::Mutex::new(Vec::new()),
-                exec: std::sync::OnceLock::new(),
-            },
-            1,
-        );
-        let _ = s.exec.platform().exec.set(Arc::downgrade(&s.exec));
+        let s = ring_setup(false);
         // Y is polled (and blocks) before the CPUs start.
         s.exec.poller().run_once();
         let stop = Arc::new(AtomicBool::new(false));
@@ -620,8 +659,50 @@ fn a_wake_deferred_while_leaving_park_is_never_lost() {
         stop.store(true, SeqCst);
         s.event.store(true, SeqCst);
         s.exec.platform().post(s.cid);
-        cpus.map(|c| c.join().unwrap());
+        for c in cpus {
+            c.join().unwrap();
+        }
         assert!(s.exec.is_empty(), "the deferred wake-up was lost");
+        assert_eq!(s.drops.load(SeqCst), 1);
+    });
+}
+
+loom::thread_local! {
+    /// The CPU a [`RingPlatform`] with a doorbell of its own holds in reserve.
+    static RESERVE_CPU: std::cell::Cell<bool> = std::cell::Cell::new(false);
+}
+
+#[test]
+fn what_a_cpu_in_reserve_delivers_reaches_a_sleeper() {
+    // Y blocks on a call whose completion goes to the ring of the CPU held in
+    // reserve (R). R is no sleeper, so the wake its delivery causes must reach
+    // the other CPU (A) — parked as a sleeper, or about to look at the queues —
+    // through the unpark the push left to R's poller. Else A sleeps with Y
+    // ready, and R, in reserve, never polls it: loom reports the deadlock.
+    model(|| {
+        let s = ring_setup(true);
+        s.exec.poller().run_once();
+        let (mut a, mut r) = (s.exec.poller(), s.exec.poller());
+        let (exec_a, exec_r) = (s.exec.clone(), s.exec.clone());
+        let cpu_r = thread::spawn(move || {
+            RESERVE_CPU.with(|c| c.set(true));
+            r.run_while(|| !exec_r.is_empty());
+        });
+        let cpu_a = thread::spawn(move || {
+            a.run_while(|| !exec_a.is_empty());
+            // Done: R looks at its condition once more.
+            if let Some(own) = &exec_a.platform().own {
+                ss_core::platform::Park::unpark_one(own);
+            }
+        });
+        s.event.store(true, SeqCst);
+        s.exec.platform().ring.lock().unwrap().push(s.cid);
+        if let Some(own) = &s.exec.platform().own {
+            ss_core::platform::Park::unpark_one(own);
+        }
+        cpu_a.join().unwrap();
+        cpu_r.join().unwrap();
+        assert!(s.exec.is_empty(), "the completion R delivered was lost");
         assert_eq!(s.drops.load(SeqCst), 1);
     });
 }

@@ -78,6 +78,43 @@
 //! CPU: that one is nearly always runnable but waiting behind another thread,
 //! and the completions of its ring wait with it. See [`crate::nudge`].
 //!
+//! # One worker until one is not enough (opt-in)
+//!
+//! With [`Builder::reserve_after`](crate::Builder::reserve_after) set, a worker
+//! other than the first that finds nothing to do is held **in reserve**
+//! (`Park::enter_reserve`): it parks on its ring without registering as a
+//! sleeper, so no push wakes it, and it skips the idle spin (which runs its
+//! ring). It still delivers its own ring's completions, leaving the coroutines
+//! they wake to the others (the unparks those pushes deferred go to a registered
+//! sleeper). It comes out when the first worker, at its beats, has had work
+//! waiting without sleeping for `reserve_after` (a call-out: its doorbell), or
+//! when it finds the ready work stalled — waiting at two of its timed looks (1 ms
+//! apart, backing off to 8 ms while nothing waits) with nothing popped between
+//! them: the first worker is stuck in a poll or off its CPU. It goes back when it
+//! next finds nothing to do.
+//!
+//! ```text
+//!   W0 (first): polls everything      W1 (in reserve): io_uring_enter(min 1, ≤ 1–8 ms)
+//!   at each beat: work waiting since     ├─ own completions: wake their coroutines, hand
+//!   ≥ reserve_after without a park? ──►  │   the unparks to W0, park again
+//!       call out: write(W1's eventfd)    ├─ called out: poll until idle, then back
+//!                                        └─ timed look: work waiting, no pop since last look?
+//!                                            come out
+//! ```
+//!
+//! Why: a connection's operations go to the ring of whichever worker polled it
+//! last, and only that worker can deliver their completions. A lightly loaded
+//! process on two workers spreads its connections over two rings, and whenever
+//! the OS keeps either worker waiting for a CPU (the process's own client on the
+//! same two CPUs), its connections wait with it; on one worker they gather on one
+//! ring. Measured (`rtecho --connections 64 --reserve-us N`, 2026-11-28 00:20–00:35
+//! UTC, 2 workers each, ss ÷ tokio in the same run): off 0.95–0.98× throughput,
+//! p99 3.5–3.6×; 3 ms 1.02–1.03×, p99 0.95–1.04×; 10 ms 1.04×, p99 0.59–0.63×.
+//! The cost is the other way round: against `ssbench server --model kcuc` at
+//! 1 024 connections every 100 ms (10 240 requests/s, a quarter of a CPU), p50
+//! 63–96 → 133–136 µs and p99 0.5–1.2 → 1.3–3.5 ms (tokio 0.36–0.78 ms), because one
+//! worker off its CPU now holds every connection. Hence opt-in.
+//!
 //! # Without io_uring
 //!
 //! If the runtime has no io_uring at all, parking is
@@ -107,6 +144,62 @@ use ss_core::platform::{Clock, Critical, Park, Platform, ThreadPlatform};
 /// --connections 64` no different either.
 const LOCK_WAIT_SLEEP: Duration = ThreadPlatform::LOCK_WAIT_SLEEP;
 
+/// How long a worker in reserve sleeps before it looks whether the ready work
+/// stalled, at first; doubled (up to [`RESERVE_LOOK_MAX`]) while it finds
+/// nothing waiting at its looks, so an idle process's reserve wakes rarely.
+const RESERVE_LOOK: Duration = Duration::from_millis(1);
+
+/// See [`RESERVE_LOOK`].
+const RESERVE_LOOK_MAX: Duration = Duration::from_millis(8);
+
+/// The workers held in reserve and the first worker's backlog (see the module
+/// docs, "One worker until one is not enough").
+#[derive(Debug, Default)]
+struct Reserve {
+    /// Workers beyond the first stay in reserve when idle (cleared by a
+    /// call-out, set again by a worker that goes idle).
+    held: std::sync::atomic::AtomicBool,
+    /// The doorbells of the workers in reserve now.
+    parked: Mutex<Vec<Arc<Parker>>>,
+    /// Since when (ns since the platform's origin, + 1) the first worker has
+    /// had work waiting at each of its beats without sleeping in between; 0:
+    /// it has not.
+    backlog_since: std::sync::atomic::AtomicU64,
+}
+
+/// At the first worker's beat (every 16 polls): calls the workers in reserve
+/// out once it has had work waiting at every beat, without sleeping, for
+/// [`Builder::reserve_after`](crate::Builder::reserve_after).
+pub(crate) fn check_backlog() {
+    thread_local! {
+        static SEEN_PARKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    if WORKER_INDEX.with(|w| w.get()) != 0 {
+        return;
+    }
+    crate::context::try_with_current(|inner| {
+        let p = inner.exec.platform();
+        let r = &p.reserve;
+        if !r.held.load(Ordering::Relaxed) {
+            return;
+        }
+        let parks = PARKS.with(|x| x.get());
+        let slept = SEEN_PARKS.with(|x| x.replace(parks)) != parks;
+        if slept || inner.exec.ready_bitmap().is_empty() {
+            r.backlog_since.store(0, Ordering::Relaxed);
+            return;
+        }
+        let now = u64::try_from(p.origin.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1;
+        let since = r.backlog_since.load(Ordering::Relaxed);
+        if since == 0 {
+            r.backlog_since.store(now, Ordering::Relaxed);
+        } else if now.saturating_sub(since) >= p.reserve_after_ns() {
+            r.backlog_since.store(0, Ordering::Relaxed);
+            p.call_out();
+        }
+    });
+}
+
 /// How many idle spin rounds pass between two runs of the worker's ring (a run
 /// with nothing to do is two loads; with work, one `io_uring_enter`).
 const RUN_RING_EVERY: u32 = 8;
@@ -115,6 +208,10 @@ thread_local! {
     /// The platform whose executor this thread is polling a coroutine of, if
     /// any (for `defer_unpark`).
     static POLLING: std::cell::Cell<*const WorkerPlatform> = const { std::cell::Cell::new(std::ptr::null()) };
+    /// This worker's index in start order (0: the first).
+    static WORKER_INDEX: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// How long this worker's next park in reserve lasts at most.
+    static RESERVE_WAIT: std::cell::Cell<Duration> = const { std::cell::Cell::new(RESERVE_LOOK) };
     /// A push during the current poll left its unpark to this poller.
     static OWED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// How many times this thread has slept in `park`.
@@ -319,6 +416,13 @@ pub struct WorkerPlatform {
     workers: AtomicUsize,
     /// Whether idle workers spin only while spinning pays ([`SpinOdds`]).
     adaptive: bool,
+    /// Workers held in reserve (see the module docs).
+    reserve: Reserve,
+    /// How long the first worker's backlog lasts before it calls the reserve
+    /// out (zero: no worker is held in reserve).
+    reserve_after: Duration,
+    /// Workers started so far (their indices; 0 is the first).
+    started: AtomicUsize,
 }
 
 impl WorkerPlatform {
@@ -338,6 +442,9 @@ impl WorkerPlatform {
             spinners: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
             adaptive: true,
+            reserve: Reserve::default(),
+            reserve_after: Duration::ZERO,
+            started: AtomicUsize::new(0),
         }
     }
 
@@ -358,6 +465,32 @@ impl WorkerPlatform {
     pub(crate) fn with_nudge(mut self, after: Duration) -> Self {
         self.beats = crate::nudge::Beats::new(after);
         self
+    }
+
+    /// Holds idle workers beyond the first in reserve until the first has had
+    /// work waiting for `after` (zero: never); set before any worker starts.
+    pub(crate) fn with_reserve_after(mut self, after: Duration) -> Self {
+        self.reserve_after = after;
+        self
+    }
+
+    fn reserve_after_ns(&self) -> u64 {
+        u64::try_from(self.reserve_after.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the calling worker may be held in reserve: not the first, and
+    /// only on rings (a ringless worker has no completions of its own).
+    fn may_reserve(&self) -> bool {
+        !self.reserve_after.is_zero() && self.rings && WORKER_INDEX.with(|w| w.get()) > 0
+    }
+
+    /// Calls every worker in reserve out: they run until they go idle again.
+    pub(crate) fn call_out(&self) {
+        self.reserve.held.store(false, Ordering::SeqCst);
+        let parked = std::mem::take(&mut *lock(&self.reserve.parked));
+        for p in parked {
+            p.notify();
+        }
     }
 
     /// Makes workers park on their io_uring rings (set before any worker starts).
@@ -390,7 +523,7 @@ impl WorkerPlatform {
             s.parked.push(me.clone());
         }
         // It reaps on the way out.
-        let on_ring = self.reaping(|| crate::io::driver::park_local(|| self.leave(&me)));
+        let on_ring = self.reaping(|| crate::io::driver::park_local(None, || self.leave(&me)));
         if !on_ring {
             me.wait_blocking();
             self.leave(&me);
@@ -448,7 +581,63 @@ impl Park for WorkerPlatform {
         OWED.with(|o| o.replace(false))
     }
 
+    fn enter_reserve(&self) -> bool {
+        if !self.may_reserve() {
+            return false;
+        }
+        if let Some(me) = current_parker() {
+            let mut parked = lock(&self.reserve.parked);
+            if !parked.iter().any(|p| Arc::ptr_eq(p, &me)) {
+                parked.push(me);
+            }
+        }
+        self.reserve.held.store(true, Ordering::SeqCst);
+        true
+    }
+
+    fn in_reserve(&self) -> bool {
+        WORKER_INDEX.with(|w| w.get()) > 0 && self.reserve.held.load(Ordering::SeqCst)
+    }
+
+    fn leave_reserve(&self) {
+        if let Some(me) = PARKER.with(|p| p.borrow().clone()) {
+            lock(&self.reserve.parked).retain(|p| !Arc::ptr_eq(p, &me));
+        }
+        // The others in reserve (more than two workers) come out at their
+        // next look and go back in when they find nothing.
+        self.reserve.held.store(false, Ordering::SeqCst);
+    }
+
+    fn park_reserved(&self, nothing_waited: bool) -> bool {
+        let wait = RESERVE_WAIT.with(|w| {
+            let next = if nothing_waited {
+                (w.get() * 2).clamp(RESERVE_LOOK, RESERVE_LOOK_MAX)
+            } else {
+                RESERVE_LOOK
+            };
+            w.set(next);
+            next
+        });
+        self.beats.parking();
+        let start = std::time::Instant::now();
+        // It reaps on the way out: the coroutines its completions wake are
+        // left to the others (the poller settles the unparks they deferred).
+        let on_ring = self.reaping(|| crate::io::driver::park_local(Some(wait), || {}));
+        if !on_ring {
+            std::thread::sleep(wait);
+        }
+        crate::nudge::beat();
+        PARKS.with(|p| p.set(p.get().wrapping_add(1)));
+        start.elapsed() >= wait
+    }
+
     fn spin_idle(&self, idle: &mut dyn FnMut() -> bool) {
+        // A worker that may be held in reserve does not spin: the spin runs
+        // its ring, and polling what its completions wake keeps their next
+        // operations on its ring (see the module docs).
+        if self.may_reserve() {
+            return;
+        }
         if self.spin.is_zero() || !SPIN_ALLOWED.with(|s| s.get()) {
             return;
         }
@@ -549,6 +738,12 @@ impl Worker {
                 .platform()
                 .workers
                 .fetch_add(1, Ordering::Relaxed);
+            let i = inner
+                .exec
+                .platform()
+                .started
+                .fetch_add(1, Ordering::Relaxed);
+            WORKER_INDEX.with(|w| w.set(i));
             inner.exec.platform().beats.join();
             if !inner.exec.platform().rings {
                 return;

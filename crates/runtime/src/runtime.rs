@@ -98,6 +98,7 @@ pub struct Builder {
     defer_recheck: Duration,
     os_yield_after: Duration,
     nudge_after: Duration,
+    reserve_after: Duration,
 }
 
 impl Default for Builder {
@@ -114,6 +115,7 @@ impl Default for Builder {
             defer_recheck: crate::coordinate::DEFAULT_RECHECK,
             os_yield_after: Duration::ZERO,
             nudge_after: WorkerPlatform::DEFAULT_NUDGE,
+            reserve_after: Duration::ZERO,
         }
     }
 }
@@ -215,6 +217,28 @@ impl Builder {
         self
     }
 
+    /// Holds idle workers beyond the first in reserve until the first has had
+    /// work waiting, without sleeping, for `after`; then they are called out
+    /// to help (default `Duration::ZERO`: off — every idle worker is a sleeper
+    /// that any push may wake).
+    ///
+    /// A worker in reserve sleeps without taking part in wake-ups, so a
+    /// process whose load fits one CPU runs on one: its connections'
+    /// operations gather on that worker's io_uring ring, instead of following
+    /// whichever worker polled them last onto a ring whose owner the OS may
+    /// keep waiting for a CPU. A worker in reserve still delivers its own
+    /// ring's completions (leaving the coroutines they wake to the others),
+    /// and comes out by itself if ready work stalls (nothing popped between
+    /// two of its looks, 1–8 ms apart). Only with io_uring; the first worker
+    /// is never held. It helps where the process shares its CPUs with a busy
+    /// neighbour and its load fits one CPU, and costs latency where a lightly
+    /// loaded process's one worker is kept off its CPU: the `park` module docs
+    /// and `docs/runtime.md` have the measurements.
+    pub fn reserve_after(mut self, after: Duration) -> Self {
+        self.reserve_after = after;
+        self
+    }
+
     /// The name prefix of the worker threads: they are `{name}-{index}`
     /// (default `ss-worker`).
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
@@ -254,6 +278,7 @@ impl Builder {
             WorkerPlatform::with_spin(self.idle_spin)
                 .with_rings(io.is_ok())
                 .with_nudge(self.nudge_after)
+                .with_reserve_after(self.reserve_after)
                 .with_adaptive_spin(self.adaptive_spin),
         ));
         let inner = Arc::new(Inner {
@@ -370,6 +395,8 @@ impl Inner {
             return;
         }
         self.exec.shutdown();
+        // Workers in reserve are no sleepers the shutdown wakes.
+        self.exec.platform().call_out();
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
         let me = thread::current().id();
         for w in workers {

@@ -361,3 +361,39 @@ fn invalid_configurations_are_refused_with_the_fix() {
     let e = rt.spawn(async {}, prio(5)).unwrap_err();
     assert!(e.to_string().contains("out of range"), "{e}");
 }
+
+/// Two coroutines that can only finish together (each spins, without
+/// yielding, until the other has started): they need both workers at once.
+/// With the second worker held in reserve and a call-out threshold far beyond
+/// the test, the first worker is stuck in one poll and never calls it out;
+/// the worker in reserve must find the ready work stalled and come out.
+#[test]
+fn a_worker_in_reserve_comes_out_when_ready_work_stalls() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let rt = Runtime::builder()
+        .workers(2)
+        .reserve_after(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    // Let the second worker go idle, into reserve.
+    rt.block_on(async { ss_runtime::time::sleep(Duration::from_millis(20)).await });
+    let started = Arc::new(AtomicUsize::new(0));
+    let both = |started: Arc<AtomicUsize>| async move {
+        started.fetch_add(1, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while started.load(Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other coroutine never ran: the worker in reserve stayed there"
+            );
+            std::hint::spin_loop();
+        }
+    };
+    let a = rt.spawn(both(started.clone()), prio(1)).unwrap();
+    let b = rt.spawn(both(started.clone()), prio(1)).unwrap();
+    rt.block_on(async move {
+        a.await.unwrap();
+        b.await.unwrap();
+    });
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+}

@@ -110,6 +110,10 @@ pub struct ServerArgs {
     /// spins found work (ss-runtime's `Builder::adaptive_spin(false)`).
     #[arg(long)]
     pub spin_always: bool,
+    /// kcuc, ktuc: ss-runtime's `Builder::reserve_after` in µs (default: off,
+    /// as the runtime's).
+    #[arg(long, value_name = "US")]
+    pub reserve_us: Option<u64>,
 }
 
 /// The most priority levels (ss-runtime's executor has 64).
@@ -145,6 +149,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         policy: Policy::new(args.levels),
         idle_spin: args.idle_spin_us.map(Duration::from_micros),
         spin_always: args.spin_always,
+        reserve: args.reserve_us.map(Duration::from_micros),
     };
     // Kept until the process exits: the model's runtime and threads.
     let _server = match args.model {
@@ -179,6 +184,8 @@ pub(crate) struct Setup {
     idle_spin: Option<Duration>,
     /// `--spin-always`, for the ss-runtime models.
     spin_always: bool,
+    /// `--reserve-us`, for the ss-runtime models.
+    reserve: Option<Duration>,
 }
 
 /// What a started model keeps alive until the process exits.

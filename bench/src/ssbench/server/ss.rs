@@ -66,6 +66,9 @@ pub(crate) fn runtime(name: &str, setup: &Setup) -> anyhow::Result<Runtime> {
     if let Some(spin) = setup.idle_spin {
         builder = builder.idle_spin(spin);
     }
+    if let Some(after) = setup.reserve {
+        builder = builder.reserve_after(after);
+    }
     builder.build().context("building the ss-runtime")
 }
 

@@ -606,14 +606,18 @@ pub(crate) fn flush_or_reap_local() {
 /// For `park`: if the calling worker has a ring, submits, sleeps in the kernel
 /// until a completion of the ring (or the doorbell), calls `woke`, then reaps.
 /// Returns whether it had a ring (else the caller must sleep some other way).
-pub(crate) fn park_local(woke: impl FnOnce()) -> bool {
+pub(crate) fn park_local(at_most: Option<Duration>, woke: impl FnOnce()) -> bool {
     let Some(l) = local() else {
         return false;
     };
     l.take_remote();
     l.arm_doorbell();
     // Without an armed doorbell (SQ full) an unpark could not wake us: nap.
-    let timeout = (!l.efd_armed.get()).then_some(Duration::from_millis(1));
+    let nap = (!l.efd_armed.get()).then_some(Duration::from_millis(1));
+    let timeout = match (at_most, nap) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     l.enter(1, timeout);
     woke();
     l.reap();

@@ -291,6 +291,7 @@ pub(crate) fn reap_now_and_then() {
     });
     if n % BEAT_EVERY_POLLS == 0 {
         crate::nudge::beat();
+        crate::park::check_backlog();
     }
     if n % RUN_RING_EVERY_POLLS == 0 {
         driver::run_local();
