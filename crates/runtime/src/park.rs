@@ -111,9 +111,13 @@
 //! UTC, 2 workers each, ss ÷ tokio in the same run): off 0.95–0.98× throughput,
 //! p99 3.5–3.6×; 3 ms 1.02–1.03×, p99 0.95–1.04×; 10 ms 1.04×, p99 0.59–0.63×.
 //! The cost is the other way round: against `ssbench server --model kcuc` at
-//! 1 024 connections every 100 ms (10 240 requests/s, a quarter of a CPU), p50
-//! 63–96 → 133–136 µs and p99 0.5–1.2 → 1.3–3.5 ms (tokio 0.36–0.78 ms), because one
-//! worker off its CPU now holds every connection. Hence opt-in.
+//! 1 024 connections every 100 ms (10 240 requests/s, a quarter of a CPU;
+//! four alternating rounds), off p50 63–133 µs and p99 0.5–2.4 ms, with 3 or
+//! 10 ms p50 132–136 µs and p99 1.3–3.5 ms (tokio 64–68 µs, 0.29–0.78 ms):
+//! never better, often worse, because one worker off its CPU now holds every
+//! connection. Hence opt-in. Tried and dropped: letting the worker in reserve
+//! run what its own ring woke while the first worker sleeps (p50 unchanged,
+//! 129–136 µs).
 //!
 //! # Without io_uring
 //!
