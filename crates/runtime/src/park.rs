@@ -117,7 +117,11 @@
 //! never better, often worse, because one worker off its CPU now holds every
 //! connection. Hence opt-in. Tried and dropped: letting the worker in reserve
 //! run what its own ring woke while the first worker sleeps (p50 unchanged,
-//! 129–136 µs).
+//! 129–136 µs); holding workers in reserve only while `/proc/loadavg` counts
+//! the other CPUs busy, sampled at the first worker's beats (branch
+//! `wip/contended`: the echo gains stay, but the samples, taken while the first
+//! worker runs, find the client running and call the light load contended
+//! too: p50 138–139 µs).
 //!
 //! # Without io_uring
 //!
