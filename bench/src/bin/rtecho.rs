@@ -115,8 +115,8 @@ struct Args {
     /// runtime's, 100 µs; 0 turns nudging off).
     #[arg(long, value_name = "US")]
     nudge_us: Option<u64>,
-    /// The ss-runtime server's `Builder::reserve_after` in µs (default: off,
-    /// as the runtime's); 10 000 is the value the runtime's docs measure.
+    /// The ss-runtime server's `Builder::reserve_after` in µs (default: the
+    /// runtime's, 10 000 µs; 0 holds no worker in reserve).
     #[arg(long, value_name = "US")]
     reserve_us: Option<u64>,
     /// The ss-runtime server spins every time a worker idles

@@ -78,50 +78,58 @@
 //! CPU: that one is nearly always runnable but waiting behind another thread,
 //! and the completions of its ring wait with it. See [`crate::nudge`].
 //!
-//! # One worker until one is not enough (opt-in)
+//! # One worker while the machine leaves this process one CPU (on by default)
 //!
-//! With [`Builder::reserve_after`](crate::Builder::reserve_after) set, a worker
+//! [`Builder::reserve_after`](crate::Builder::reserve_after) (10 ms by
+//! default): while the other processes take about all but one CPU, a worker
 //! other than the first that finds nothing to do is held **in reserve**
 //! (`Park::enter_reserve`): it parks on its ring without registering as a
 //! sleeper, so no push wakes it, and it skips the idle spin (which runs its
 //! ring). It still delivers its own ring's completions, leaving the coroutines
-//! they wake to the others (the unparks those pushes deferred go to a registered
-//! sleeper). It comes out when the first worker, at its beats, has had work
-//! waiting without sleeping for `reserve_after` (a call-out: its doorbell), or
-//! when it finds the ready work stalled — waiting at two of its timed looks (1 ms
-//! apart, backing off to 8 ms while nothing waits) with nothing popped between
-//! them: the first worker is stuck in a poll or off its CPU. It goes back when it
-//! next finds nothing to do.
+//! they wake to the others (the unparks those pushes deferred go to a
+//! registered sleeper). It comes out when the first worker, at its beats, has
+//! had work waiting without sleeping for `reserve_after` (a call-out: its
+//! doorbell), when it finds the ready work stalled — waiting at two of its
+//! timed looks (1 ms apart, backing off to 8 ms while nothing waits) with
+//! nothing popped between them: the first worker is stuck in a poll or off its
+//! CPU — or when the machine frees up. It goes back when it next finds nothing
+//! to do.
 //!
 //! ```text
 //!   W0 (first): polls everything      W1 (in reserve): io_uring_enter(min 1, ≤ 1–8 ms)
 //!   at each beat: work waiting since     ├─ own completions: wake their coroutines, hand
 //!   ≥ reserve_after without a park? ──►  │   the unparks to W0, park again
 //!       call out: write(W1's eventfd)    ├─ called out: poll until idle, then back
-//!                                        └─ timed look: work waiting, no pop since last look?
-//!                                            come out
+//!   every 250 ms: others' CPU time       └─ timed look: work waiting, no pop since last look?
+//!   from /proc/stat − getrusage(self)        come out
 //! ```
 //!
-//! Why: a connection's operations go to the ring of whichever worker polled it
-//! last, and only that worker can deliver their completions. A lightly loaded
-//! process on two workers spreads its connections over two rings, and whenever
-//! the OS keeps either worker waiting for a CPU (the process's own client on the
-//! same two CPUs), its connections wait with it; on one worker they gather on one
-//! ring. Measured (`rtecho --connections 64 --reserve-us N`, 2026-11-28 00:20–00:35
-//! UTC, 2 workers each, ss ÷ tokio in the same run): off 0.95–0.98× throughput,
-//! p99 3.5–3.6×; 3 ms 1.02–1.03×, p99 0.95–1.04×; 10 ms 1.04×, p99 0.59–0.63×.
-//! The cost is the other way round: against `ssbench server --model kcuc` at
-//! 1 024 connections every 100 ms (10 240 requests/s, a quarter of a CPU;
-//! four alternating rounds), off p50 63–133 µs and p99 0.5–2.4 ms, with 3 or
-//! 10 ms p50 132–136 µs and p99 1.3–3.5 ms (tokio 64–68 µs, 0.29–0.78 ms):
-//! never better, often worse, because one worker off its CPU now holds every
-//! connection. Hence opt-in. Tried and dropped: letting the worker in reserve
-//! run what its own ring woke while the first worker sleeps (p50 unchanged,
-//! 129–136 µs); holding workers in reserve only while `/proc/loadavg` counts
-//! the other CPUs busy, sampled at the first worker's beats (branch
-//! `wip/contended`: the echo gains stay, but the samples, taken while the first
-//! worker runs, find the client running and call the light load contended
-//! too: p50 138–139 µs).
+//! *When*: the first worker measures, over quarter-second windows, the CPU the
+//! rest of the machine takes (`/proc/stat`'s busy ticks, steal included, less
+//! this process's `getrusage`); from 0.8 × (CPUs − 1) the reserve holds, below
+//! 0.6 × it is called out and stays out
+//! ([`Builder::reserve_always`](crate::Builder::reserve_always) skips the
+//! test). *Why*: a connection's operations go to the ring of whichever worker
+//! polled it last, and only that worker can deliver their completions. With
+//! two workers and one CPU to spare, the workers and the neighbour take turns
+//! on the CPUs, and whenever the OS keeps a worker waiting its connections wait
+//! with it; on one worker they gather on one ring and the three threads become
+//! two. With CPUs to spare, two workers are better: held in reserve at the
+//! paper's closed loop (`ssbench`, 1 024 connections every 100 ms, a client
+//! taking a quarter of a CPU) one worker off its CPU stalled every connection
+//! (p50 132–136 µs, p99 1.3–3.5 ms against 63–133 µs, 0.5–2.4 ms without) —
+//! hence the test of the machine, which leaves that case alone.
+//!
+//! Measured (2026-11-28, `rtecho --connections 64`, 2 workers each, ss ÷ tokio
+//! in the same run; the client process takes ~0.95 CPU): without the reserve
+//! (`--reserve-us 0`) 0.95–0.98× throughput, p99 3.5–3.6×; held regardless of
+//! the machine, 3 ms 1.02–1.03×, p99 0.95–1.04×, 10 ms 1.04×, p99 0.59–0.63×;
+//! the default 1.00–1.06×, p99 0.54–0.80× (`docs/runtime.md`). Tried and
+//! dropped: letting the worker in reserve run what its own ring woke while the
+//! first worker sleeps (no change); testing the machine by `/proc/loadavg`'s
+//! runnable threads sampled at the first worker's beats (they see the client
+//! running whenever the first worker runs, and called the light load
+//! contended).
 //!
 //! # Without io_uring
 //!
@@ -169,10 +177,125 @@ struct Reserve {
     held: std::sync::atomic::AtomicBool,
     /// The doorbells of the workers in reserve now.
     parked: Mutex<Vec<Arc<Parker>>>,
+    /// The rest of the machine leaves this process about one CPU (see
+    /// [`Contention`]): only then are workers held in reserve.
+    contended: std::sync::atomic::AtomicBool,
     /// Since when (ns since the platform's origin, + 1) the first worker has
     /// had work waiting at each of its beats without sleeping in between; 0:
     /// it has not.
     backlog_since: std::sync::atomic::AtomicU64,
+}
+
+/// How much CPU the rest of the machine takes: over windows of
+/// [`Contention::WINDOW`], the busy time of all CPUs (`/proc/stat`'s first
+/// line, steal included) less this process's own (`getrusage`). Sampled by the
+/// first worker at its beats; a read of `/proc/stat` costs ~10 µs, four times
+/// a second.
+struct Contention {
+    stat: Option<std::fs::File>,
+    /// When (ns since the platform's origin) the window started.
+    since_ns: u64,
+    /// All CPUs' busy and total ticks, and this process's CPU time (µs), at
+    /// the window's start.
+    start: Option<Times>,
+    cpus: u64,
+}
+
+/// One reading for [`Contention`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Times {
+    /// Busy ticks of all CPUs (USER_HZ), steal included.
+    busy: u64,
+    /// All ticks of all CPUs.
+    total: u64,
+    /// This process's CPU time, µs.
+    own_us: u64,
+}
+
+impl Contention {
+    const WINDOW: Duration = Duration::from_millis(250);
+
+    fn new() -> Self {
+        Contention {
+            stat: std::fs::File::open("/proc/stat").ok(),
+            since_ns: 0,
+            start: None,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+        }
+    }
+
+    /// (busy, total) ticks from `/proc/stat`'s first line ("cpu user nice
+    /// system idle iowait irq softirq steal ...").
+    fn parse_ticks(text: &str) -> Option<(u64, u64)> {
+        let line = text.lines().next()?;
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let v: Vec<u64> = fields
+            .take(8)
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        let total: u64 = v.iter().sum();
+        let idle = v.get(3)? + v.get(4)?;
+        Some((total.checked_sub(idle)?, total))
+    }
+
+    fn read(&self) -> Option<Times> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 256];
+        let n = self.stat.as_ref()?.read_at(&mut buf, 0).ok()?;
+        let (busy, total) = Self::parse_ticks(std::str::from_utf8(buf.get(..n)?).ok()?)?;
+        // SAFETY: getrusage(2) fills the `rusage` we pass, which we own.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; RUSAGE_SELF cannot fail with a valid pointer.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        let us = |t: libc::timeval| {
+            u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0)
+        };
+        Some(Times {
+            busy,
+            total,
+            own_us: us(ru.ru_utime) + us(ru.ru_stime),
+        })
+    }
+
+    /// CPUs (× 1 000) the rest of the machine took between two readings.
+    fn others_milli(a: Times, b: Times, cpus: u64) -> Option<u64> {
+        let dt = b.total.checked_sub(a.total).filter(|&d| d > 0)?;
+        let cpus = cpus.max(1);
+        // Ticks are per CPU at USER_HZ (100 a second).
+        let span_us = dt * 10_000 / cpus;
+        let busy = b.busy.checked_sub(a.busy)? * 1000 * cpus / dt;
+        let own = b.own_us.checked_sub(a.own_us)? * 1000 / span_us.max(1);
+        Some(busy.saturating_sub(own))
+    }
+
+    /// Whether the others' `others_milli` leave this process fewer CPUs than it
+    /// could use: `Some(true)` from 0.8 × (CPUs − 1), `Some(false)` up to
+    /// 0.6 ×, `None` between (no change).
+    fn verdict(others_milli: u64, cpus: u64) -> Option<bool> {
+        let spare = cpus.saturating_sub(1) * 1000;
+        if others_milli * 10 >= spare * 8 {
+            Some(true)
+        } else if others_milli * 10 <= spare * 6 {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// At a window's end, the verdict on it; else `None`.
+    fn sample(&mut self, now_ns: u64) -> Option<bool> {
+        let window = u64::try_from(Self::WINDOW.as_nanos()).unwrap_or(u64::MAX);
+        if now_ns.saturating_sub(self.since_ns) < window {
+            return None;
+        }
+        self.since_ns = now_ns;
+        let now = self.read()?;
+        let start = self.start.replace(now)?;
+        Self::verdict(Self::others_milli(start, now, self.cpus)?, self.cpus)
+    }
 }
 
 /// At the first worker's beat (every 16 polls): calls the workers in reserve
@@ -182,12 +305,30 @@ pub(crate) fn check_backlog() {
     thread_local! {
         static SEEN_PARKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }
+    thread_local! {
+        static CONTENTION: std::cell::RefCell<Option<Contention>> = const { std::cell::RefCell::new(None) };
+    }
     if WORKER_INDEX.with(|w| w.get()) != 0 {
         return;
     }
     crate::context::try_with_current(|inner| {
         let p = inner.exec.platform();
         let r = &p.reserve;
+        if p.reserve_after.is_zero() {
+            return;
+        }
+        let now = u64::try_from(p.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let verdict = CONTENTION.with(|c| {
+            c.borrow_mut()
+                .get_or_insert_with(Contention::new)
+                .sample(now)
+        });
+        if let Some(busy) = verdict {
+            // No longer short of CPUs: the reserve comes out and stays out.
+            if r.contended.swap(busy, Ordering::Relaxed) && !busy {
+                p.call_out();
+            }
+        }
         if !r.held.load(Ordering::Relaxed) {
             return;
         }
@@ -429,6 +570,8 @@ pub struct WorkerPlatform {
     /// How long the first worker's backlog lasts before it calls the reserve
     /// out (zero: no worker is held in reserve).
     reserve_after: Duration,
+    /// Hold the reserve whether or not the rest of the machine is busy.
+    reserve_always: bool,
     /// Workers started so far (their indices; 0 is the first).
     started: AtomicUsize,
 }
@@ -452,6 +595,7 @@ impl WorkerPlatform {
             adaptive: true,
             reserve: Reserve::default(),
             reserve_after: Duration::ZERO,
+            reserve_always: false,
             started: AtomicUsize::new(0),
         }
     }
@@ -475,11 +619,29 @@ impl WorkerPlatform {
         self
     }
 
+    /// How long the first worker's backlog lasts before it calls the workers
+    /// in reserve out, by default (see
+    /// [`Builder::reserve_after`](crate::Builder::reserve_after)).
+    pub const DEFAULT_RESERVE_AFTER: Duration = Duration::from_millis(10);
+
     /// Holds idle workers beyond the first in reserve until the first has had
     /// work waiting for `after` (zero: never); set before any worker starts.
     pub(crate) fn with_reserve_after(mut self, after: Duration) -> Self {
         self.reserve_after = after;
         self
+    }
+
+    /// Holds the reserve whether or not the rest of the machine is busy (set
+    /// before any worker starts).
+    pub(crate) fn with_reserve_always(mut self, always: bool) -> Self {
+        self.reserve_always = always;
+        self
+    }
+
+    /// Whether idle workers beyond the first go into reserve now.
+    fn reserving(&self) -> bool {
+        self.may_reserve()
+            && (self.reserve_always || self.reserve.contended.load(Ordering::Relaxed))
     }
 
     fn reserve_after_ns(&self) -> u64 {
@@ -590,7 +752,7 @@ impl Park for WorkerPlatform {
     }
 
     fn enter_reserve(&self) -> bool {
-        if !self.may_reserve() {
+        if !self.reserving() {
             return false;
         }
         if let Some(me) = current_parker() {
@@ -643,7 +805,7 @@ impl Park for WorkerPlatform {
         // A worker that may be held in reserve does not spin: the spin runs
         // its ring, and polling what its completions wake keeps their next
         // operations on its ring (see the module docs).
-        if self.may_reserve() {
+        if self.reserving() {
             return;
         }
         if self.spin.is_zero() || !SPIN_ALLOWED.with(|s| s.get()) {
@@ -870,6 +1032,44 @@ mod tests {
         while !o.should_spin() {}
         o.record(true);
         assert!(o.should_spin() && o.should_spin(), "spins again");
+    }
+
+    #[test]
+    fn proc_stat_gives_busy_and_total_ticks() {
+        let text = "cpu  100 2 30 500 10 0 8 5 0 0\ncpu0 50 1 15 250 5 0 4 2 0 0\n";
+        // busy: user + nice + system + irq + softirq + steal; idle + iowait not.
+        assert_eq!(Contention::parse_ticks(text), Some((145, 655)));
+        assert_eq!(Contention::parse_ticks("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(Contention::parse_ticks("cpu 1 2 x 4 5 6 7 8\n"), None);
+        assert_eq!(Contention::parse_ticks(""), None);
+    }
+
+    #[test]
+    fn the_others_are_the_busy_cpus_less_this_process() {
+        let t = |busy, total, own_us| Times {
+            busy,
+            total,
+            own_us,
+        };
+        // 2 CPUs, 0.25 s (50 ticks): 40 busy ticks = 1.6 CPUs, of which this
+        // process took 0.1 s = 0.4 CPU: the others 1.2 CPUs.
+        let others = Contention::others_milli(t(0, 0, 0), t(40, 50, 100_000), 2);
+        assert_eq!(others, Some(1200));
+        // No time passed, or counters that went back: no reading.
+        assert_eq!(Contention::others_milli(t(5, 9, 0), t(5, 9, 0), 2), None);
+        assert_eq!(Contention::others_milli(t(9, 9, 0), t(5, 20, 0), 2), None);
+    }
+
+    #[test]
+    fn the_reserve_is_for_a_process_left_about_one_cpu() {
+        // 2 CPUs: contended from 0.8 CPUs taken by others, free up to 0.6.
+        assert_eq!(Contention::verdict(950, 2), Some(true));
+        assert_eq!(Contention::verdict(800, 2), Some(true));
+        assert_eq!(Contention::verdict(700, 2), None);
+        assert_eq!(Contention::verdict(600, 2), Some(false));
+        assert_eq!(Contention::verdict(100, 2), Some(false));
+        // One CPU: always short of CPUs for a second worker.
+        assert_eq!(Contention::verdict(0, 1), Some(true));
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub struct Builder {
     os_yield_after: Duration,
     nudge_after: Duration,
     reserve_after: Duration,
+    reserve_always: bool,
 }
 
 impl Default for Builder {
@@ -115,7 +116,8 @@ impl Default for Builder {
             defer_recheck: crate::coordinate::DEFAULT_RECHECK,
             os_yield_after: Duration::ZERO,
             nudge_after: WorkerPlatform::DEFAULT_NUDGE,
-            reserve_after: Duration::ZERO,
+            reserve_after: WorkerPlatform::DEFAULT_RESERVE_AFTER,
+            reserve_always: false,
         }
     }
 }
@@ -217,25 +219,35 @@ impl Builder {
         self
     }
 
-    /// Holds idle workers beyond the first in reserve until the first has had
+    /// While the rest of the machine leaves this process about one CPU,
+    /// holds idle workers beyond the first in reserve until the first has had
     /// work waiting, without sleeping, for `after`; then they are called out
-    /// to help (default `Duration::ZERO`: off — every idle worker is a sleeper
-    /// that any push may wake).
+    /// to help (default 10 ms; `Duration::ZERO`: never — every idle worker is
+    /// a sleeper that any push may wake).
     ///
     /// A worker in reserve sleeps without taking part in wake-ups, so a
-    /// process whose load fits one CPU runs on one: its connections'
-    /// operations gather on that worker's io_uring ring, instead of following
-    /// whichever worker polled them last onto a ring whose owner the OS may
-    /// keep waiting for a CPU. A worker in reserve still delivers its own
-    /// ring's completions (leaving the coroutines they wake to the others),
-    /// and comes out by itself if ready work stalls (nothing popped between
-    /// two of its looks, 1–8 ms apart). Only with io_uring; the first worker
-    /// is never held. It helps where the process shares its CPUs with a busy
-    /// neighbour and its load fits one CPU, and costs latency where a lightly
-    /// loaded process's one worker is kept off its CPU: the `park` module docs
-    /// and `docs/runtime.md` have the measurements.
+    /// process whose load fits the one CPU it is left runs on one worker: its
+    /// connections' operations gather on that worker's io_uring ring, instead
+    /// of following whichever worker polled them last onto a ring whose owner
+    /// the OS keeps waiting for a CPU. It still delivers its own ring's
+    /// completions (leaving the coroutines they wake to the others), and comes
+    /// out by itself if ready work stalls (nothing popped between two of its
+    /// looks, 1–8 ms apart). "About one CPU": the other processes took at
+    /// least 0.8 × (CPUs − 1) over the last quarter second (`/proc/stat` less
+    /// this process's own time), and it ends below 0.6 ×. Only with io_uring;
+    /// the first worker is never held. The `park` module docs and
+    /// `docs/runtime.md` have the design and the measurements.
     pub fn reserve_after(mut self, after: Duration) -> Self {
         self.reserve_after = after;
+        self
+    }
+
+    /// Holds the reserve of [`reserve_after`](Builder::reserve_after) however
+    /// busy the rest of the machine is (default `false`: only while it leaves
+    /// this process about one CPU) — for a process that knows it shares its
+    /// CPUs, and for tests.
+    pub fn reserve_always(mut self, always: bool) -> Self {
+        self.reserve_always = always;
         self
     }
 
@@ -279,6 +291,7 @@ impl Builder {
                 .with_rings(io.is_ok())
                 .with_nudge(self.nudge_after)
                 .with_reserve_after(self.reserve_after)
+                .with_reserve_always(self.reserve_always)
                 .with_adaptive_spin(self.adaptive_spin),
         ));
         let inner = Arc::new(Inner {

@@ -373,6 +373,7 @@ fn a_worker_in_reserve_comes_out_when_ready_work_stalls() {
     let rt = Runtime::builder()
         .workers(2)
         .reserve_after(Duration::from_secs(3600))
+        .reserve_always(true)
         .build()
         .unwrap();
     // Let the second worker go idle, into reserve.

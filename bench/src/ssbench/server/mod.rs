@@ -110,8 +110,8 @@ pub struct ServerArgs {
     /// spins found work (ss-runtime's `Builder::adaptive_spin(false)`).
     #[arg(long)]
     pub spin_always: bool,
-    /// kcuc, ktuc: ss-runtime's `Builder::reserve_after` in µs (default: off,
-    /// as the runtime's).
+    /// kcuc, ktuc: ss-runtime's `Builder::reserve_after` in µs (default: the
+    /// runtime's, 10 000 µs; 0 holds no worker in reserve).
     #[arg(long, value_name = "US")]
     pub reserve_us: Option<u64>,
 }
