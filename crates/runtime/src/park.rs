@@ -298,14 +298,16 @@ impl Contention {
     }
 }
 
-/// At the first worker's beat (every 16 polls): calls the workers in reserve
-/// out once it has had work waiting at every beat, without sleeping, for
+/// At the first worker's beat (every 16 polls): tests the machine (see
+/// [`Contention`]; the reserve is called out when the rest of the machine
+/// frees up), and calls the workers in reserve out once it has had work
+/// waiting at every beat, without sleeping, for
 /// [`Builder::reserve_after`](crate::Builder::reserve_after).
 pub(crate) fn check_backlog() {
     thread_local! {
+        /// The first worker's parks at its last beat.
         static SEEN_PARKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-    thread_local! {
+        /// The first worker's test of the machine.
         static CONTENTION: std::cell::RefCell<Option<Contention>> = const { std::cell::RefCell::new(None) };
     }
     if WORKER_INDEX.with(|w| w.get()) != 0 {
@@ -338,7 +340,8 @@ pub(crate) fn check_backlog() {
             r.backlog_since.store(0, Ordering::Relaxed);
             return;
         }
-        let now = u64::try_from(p.origin.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1;
+        // + 1: 0 means "no backlog".
+        let now = now.saturating_add(1);
         let since = r.backlog_since.load(Ordering::Relaxed);
         if since == 0 {
             r.backlog_since.store(now, Ordering::Relaxed);
