@@ -169,7 +169,7 @@ const RESERVE_LOOK: Duration = Duration::from_millis(1);
 const RESERVE_LOOK_MAX: Duration = Duration::from_millis(8);
 
 /// The workers held in reserve and the first worker's backlog (see the module
-/// docs, "One worker until one is not enough").
+/// docs, "One worker while the machine leaves this process one CPU").
 #[derive(Debug, Default)]
 struct Reserve {
     /// Workers beyond the first stay in reserve when idle (cleared by a
@@ -246,9 +246,11 @@ impl Contention {
         let mut buf = [0u8; 256];
         let n = self.stat.as_ref()?.read_at(&mut buf, 0).ok()?;
         let (busy, total) = Self::parse_ticks(std::str::from_utf8(buf.get(..n)?).ok()?)?;
-        // SAFETY: getrusage(2) fills the `rusage` we pass, which we own.
+        // SAFETY: `rusage` is plain integers and timevals: all zeroes is a
+        // valid value.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; RUSAGE_SELF cannot fail with a valid pointer.
+        // SAFETY: getrusage(2) writes only into the live `rusage` we own;
+        // RUSAGE_SELF with a valid pointer cannot fail.
         unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
         let us = |t: libc::timeval| {
             u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0)
@@ -768,8 +770,9 @@ impl Park for WorkerPlatform {
         true
     }
 
+    /// Asked only by a worker that `enter_reserve` held (never the first).
     fn in_reserve(&self) -> bool {
-        WORKER_INDEX.with(|w| w.get()) > 0 && self.reserve.held.load(Ordering::SeqCst)
+        self.reserve.held.load(Ordering::SeqCst)
     }
 
     fn leave_reserve(&self) {

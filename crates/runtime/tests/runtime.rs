@@ -369,7 +369,6 @@ fn invalid_configurations_are_refused_with_the_fix() {
 /// the worker in reserve must find the ready work stalled and come out.
 #[test]
 fn a_worker_in_reserve_comes_out_when_ready_work_stalls() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let rt = Runtime::builder()
         .workers(2)
         .reserve_after(Duration::from_secs(3600))
@@ -380,11 +379,11 @@ fn a_worker_in_reserve_comes_out_when_ready_work_stalls() {
     rt.block_on(async { ss_runtime::time::sleep(Duration::from_millis(20)).await });
     let started = Arc::new(AtomicUsize::new(0));
     let both = |started: Arc<AtomicUsize>| async move {
-        started.fetch_add(1, Ordering::SeqCst);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while started.load(Ordering::SeqCst) < 2 {
+        started.fetch_add(1, SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while started.load(SeqCst) < 2 {
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "the other coroutine never ran: the worker in reserve stayed there"
             );
             std::hint::spin_loop();
@@ -396,5 +395,5 @@ fn a_worker_in_reserve_comes_out_when_ready_work_stalls() {
         a.await.unwrap();
         b.await.unwrap();
     });
-    assert_eq!(started.load(Ordering::SeqCst), 2);
+    assert_eq!(started.load(SeqCst), 2);
 }

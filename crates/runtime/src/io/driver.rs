@@ -614,10 +614,7 @@ pub(crate) fn park_local(at_most: Option<Duration>, woke: impl FnOnce()) -> bool
     l.arm_doorbell();
     // Without an armed doorbell (SQ full) an unpark could not wake us: nap.
     let nap = (!l.efd_armed.get()).then_some(Duration::from_millis(1));
-    let timeout = match (at_most, nap) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let timeout = at_most.into_iter().chain(nap).min();
     l.enter(1, timeout);
     woke();
     l.reap();
