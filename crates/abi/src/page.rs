@@ -68,7 +68,9 @@ pub struct GlobalPage {
     /// words below, even after — so a reader can detect a torn read (a
     /// sequence lock); a futex waiter compares its low 32 bits.
     pub seq: u64,
-    /// Bit *p* set: some process (or the kernel) has a coroutine ready at *p*.
+    /// Bit *p* set: some registered process has a coroutine ready at *p*. (The
+    /// RISC-V kernel's own coroutines are not a source; `docs/kernel.md`,
+    /// "Scheduling", says why.)
     pub global: u64,
     /// Bit *p* set: at least two processes have a coroutine ready at *p*. With
     /// `global` this answers "is something more important ready *elsewhere*?" in

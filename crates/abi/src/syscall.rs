@@ -14,6 +14,48 @@ use core::fmt;
 /// The value of the coroutine-id argument that selects the synchronous form.
 pub const ASYNC_ARG_NONE: u64 = u64::MAX;
 
+/// The priority argument of an asynchronous call that names no priority: the
+/// kernel coroutine then runs one level above the issuing process (the
+/// argument registers a program leaves zero keep the old behaviour).
+///
+/// An asynchronous call takes, after its coroutine id, the priority of the
+/// issuing coroutine as `level + 1` ([`async_prio_arg`]); the kernel coroutine
+/// that carries the call out runs at that level, so a less important
+/// coroutine's I/O waits behind more important work, kernel or user (paper
+/// §2.4: one priority order for kernel and user coroutines). A value beyond
+/// the levels is refused with `BadArgument`.
+pub const ASYNC_PRIO_DEFAULT: usize = 0;
+
+/// The priority argument naming `priority` (see [`ASYNC_PRIO_DEFAULT`]).
+#[inline]
+pub const fn async_prio_arg(priority: Option<crate::Priority>) -> usize {
+    match priority {
+        Some(p) => p.level() as usize + 1,
+        None => ASYNC_PRIO_DEFAULT,
+    }
+}
+
+/// Reads a priority argument: `Ok(None)` for [`ASYNC_PRIO_DEFAULT`],
+/// `Ok(Some(level))` for a level within `levels`.
+///
+/// # Errors
+/// [`SysError::BadArgument`] for anything else (the argument is untrusted).
+#[inline]
+pub fn async_prio_from_arg(
+    arg: usize,
+    levels: crate::Levels,
+) -> Result<Option<crate::Priority>, SysError> {
+    if arg == ASYNC_PRIO_DEFAULT {
+        return Ok(None);
+    }
+    u8::try_from(arg - 1)
+        .ok()
+        .and_then(|l| crate::Priority::new(l).ok())
+        .and_then(|p| levels.check(p).ok())
+        .map(Some)
+        .ok_or(SysError::BadArgument)
+}
+
 /// The system calls of SharedScheduler.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[repr(usize)]
@@ -24,13 +66,14 @@ pub enum Syscall {
     /// `yield()`: give up the CPU; the kernel's switching coroutine picks the most
     /// important ready process next (paper §2.4).
     Yield = 2,
-    /// `read(fd, buf, len, cid)`: synchronous when `cid == ASYNC_ARG_NONE`, else
-    /// asynchronous (paper §3.2): the call checks its arguments, starts a kernel
-    /// coroutine and returns 0 at once; the result (byte count or `-(SysError)`)
-    /// arrives later as a `(cid, result)` entry in the process's completion
-    /// queue (`crate::completion`).
+    /// `read(fd, buf, len, cid, prio)`: synchronous when `cid == ASYNC_ARG_NONE`,
+    /// else asynchronous (paper §3.2): the call checks its arguments, starts a
+    /// kernel coroutine at `prio` ([`ASYNC_PRIO_DEFAULT`]) and returns 0 at once;
+    /// the result (byte count or `-(SysError)`) arrives later as a
+    /// `(cid, result)` entry in the process's completion queue
+    /// (`crate::completion`).
     Read = 3,
-    /// `write(fd, buf, len, cid)`: as [`Syscall::Read`].
+    /// `write(fd, buf, len, cid, prio)`: as [`Syscall::Read`].
     Write = 4,
     /// `alloc_cpu(entry, arg)`: lend the calling process one more CPU (paper
     /// Table 1): a new thread of the process starts at `entry(arg)` on a stack the
@@ -47,7 +90,7 @@ pub enum Syscall {
     Wait = 7,
     /// `getpid()`.
     GetPid = 8,
-    /// `sleep(ns, cid)`: block the calling thread for at least `ns`
+    /// `sleep(ns, cid, prio)`: block the calling thread for at least `ns`
     /// nanoseconds (`cid == ASYNC_ARG_NONE`), or, asynchronously, complete
     /// `(cid, 0)` after that long.
     Sleep = 9,
@@ -79,7 +122,7 @@ pub enum Syscall {
     /// address; returns its descriptor. Connections that arrive are held in
     /// a bounded backlog ([`LISTEN_BACKLOG`]) until accepted.
     Listen = 18,
-    /// `accept(fd, cid)`: the next connection of listener `fd`, as a new
+    /// `accept(fd, cid, prio)`: the next connection of listener `fd`, as a new
     /// descriptor (readable and writable). Synchronous when
     /// `cid == ASYNC_ARG_NONE` (blocks the thread), else asynchronous: the
     /// result is `(cid, descriptor or -(SysError))` in the completion queue.
@@ -311,6 +354,25 @@ mod tests {
         }
         for n in [0, 22, usize::MAX] {
             assert_eq!(Syscall::try_from(n), Err(UnknownSyscall(n)));
+        }
+    }
+
+    #[test]
+    fn priority_arguments_round_trip_and_the_rest_is_refused() {
+        let levels = crate::Levels::DEFAULT;
+        assert_eq!(async_prio_arg(None), ASYNC_PRIO_DEFAULT);
+        assert_eq!(async_prio_from_arg(ASYNC_PRIO_DEFAULT, levels), Ok(None));
+        for l in 0..levels.count() {
+            let p = crate::Priority::new(l).ok();
+            assert_eq!(async_prio_from_arg(async_prio_arg(p), levels), Ok(p));
+        }
+        let past = usize::from(levels.count()) + 1;
+        for arg in [past, 64, 65, 257, usize::MAX] {
+            assert_eq!(
+                async_prio_from_arg(arg, levels),
+                Err(SysError::BadArgument),
+                "{arg}"
+            );
         }
     }
 

@@ -18,7 +18,7 @@
 /// `magic` of the table: `b"SSVD"` little-endian.
 pub const VDSO_MAGIC: u32 = u32::from_le_bytes(*b"SSVD");
 /// Version of the table layout.
-pub const VDSO_VERSION: u32 = 2;
+pub const VDSO_VERSION: u32 = 3;
 
 /// A program's future, type-erased for the vDSO.
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +77,9 @@ pub struct VdsoTable {
     /// each result for `take_result` and wakes its coroutine. Returns how many
     /// entries it took.
     pub drain: extern "C" fn() -> u64,
+    /// The level of live coroutine `cid`, or -1 for an id that is not live
+    /// (an asynchronous call names its issuer's level to the kernel).
+    pub priority_of: extern "C" fn(cid: u64) -> i64,
 }
 
 /// [`VdsoTable::take_result`]'s "nothing delivered for this cid yet".

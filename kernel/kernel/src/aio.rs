@@ -158,17 +158,33 @@ enum Target {
     Thread(Option<Arc<Thread>>),
 }
 
-/// `read(fd, buf, len, cid)`, asynchronous: the synchronous form's checks,
-/// in its order, then a kernel coroutine.
-pub fn submit_read(t: &Arc<Thread>, cid: u64, fd: usize, buf: usize, len: usize) -> Result<usize> {
-    let op = read_op(t, fd, buf, len)?;
-    submit(t, cid, op)
+/// `read` or `write(fd, buf, len, cid, prio)`, asynchronous: the synchronous
+/// form's checks, in its order (a write's bytes are copied in now), then a
+/// kernel coroutine.
+pub fn submit_io(
+    t: &Arc<Thread>,
+    cid: u64,
+    prio: Option<Priority>,
+    write: bool,
+    [fd, buf, len]: [usize; 3],
+) -> Result<usize> {
+    let op = if write {
+        write_op(t, fd, buf, len)?
+    } else {
+        read_op(t, fd, buf, len)?
+    };
+    submit(t, cid, prio, op)
 }
 
 /// `accept(fd, cid)`, asynchronous: completes with the new descriptor.
-pub fn submit_accept(t: &Arc<Thread>, cid: u64, fd: usize) -> Result<usize> {
+pub fn submit_accept(
+    t: &Arc<Thread>,
+    cid: u64,
+    prio: Option<Priority>,
+    fd: usize,
+) -> Result<usize> {
     match fd_of(t, fd)? {
-        FdRef::Listener(l) => submit(t, cid, Op::Accept { l }),
+        FdRef::Listener(l) => submit(t, cid, prio, Op::Accept { l }),
         _ => Err(SysError::BadFd),
     }
 }
@@ -237,18 +253,13 @@ fn carry(t: &Arc<Thread>, frame: &mut TrapFrame, op: Op) -> Result<()> {
     Ok(())
 }
 
-/// `write(fd, buf, len, cid)`, asynchronous (the bytes are copied in now).
-pub fn submit_write(t: &Arc<Thread>, cid: u64, fd: usize, buf: usize, len: usize) -> Result<usize> {
-    let op = write_op(t, fd, buf, len)?;
-    submit(t, cid, op)
-}
-
 /// `sleep(ns, cid)`, asynchronous: completes `(cid, 0)` at the first tick
 /// `ns` or more from now.
-pub fn submit_sleep(t: &Arc<Thread>, cid: u64, ns: u64) -> Result<usize> {
+pub fn submit_sleep(t: &Arc<Thread>, cid: u64, prio: Option<Priority>, ns: u64) -> Result<usize> {
     submit(
         t,
         cid,
+        prio,
         Op::Sleep {
             deadline: sched::deadline_after(ns),
         },
@@ -274,9 +285,14 @@ fn op_priority(p: &Process) -> Priority {
     Priority::new(level).unwrap_or(Levels::DEFAULT.least_important())
 }
 
-fn submit(t: &Arc<Thread>, cid: u64, op: Op) -> Result<usize> {
+/// Starts the kernel coroutine of an asynchronous call: at the issuing
+/// coroutine's level `prio` when the call names one (so the call waits behind
+/// more important work, kernel or user, as its issuer would), else one level
+/// above the process.
+fn submit(t: &Arc<Thread>, cid: u64, prio: Option<Priority>, op: Op) -> Result<usize> {
     let p = &t.proc;
     let id = reserve(p)?;
+    let prio = prio.unwrap_or_else(|| op_priority(p));
     let task = OpTask {
         p: p.clone(),
         id,
@@ -291,7 +307,7 @@ fn submit(t: &Arc<Thread>, cid: u64, op: Op) -> Result<usize> {
     }
     // A refused spawn drops the task, which gives its slot back.
     kexec()
-        .spawn(task, op_priority(p))
+        .spawn(task, prio)
         .map(|_| 0)
         .map_err(|_| SysError::OutOfMemory)
 }

@@ -104,13 +104,32 @@ pub fn remove_source(id: SourceId) {
     });
 }
 
+/// The bitmap process `p` published in its page (untrusted).
+fn published(p: &Process) -> u64 {
+    // SAFETY: `page_pa` is the process page's frame, owned by the process
+    // until teardown, which removes the source first (under SCHED). The
+    // process writes it concurrently: an atomic load of an aligned word.
+    unsafe { (*((p.page_pa + 16) as *const AtomicU64)).load(Ordering::Acquire) }
+}
+
+/// Process `p`'s level as of now (its page, not the last fold): what a
+/// thread of it running on this hart is worth against kernel coroutines.
+fn level_now(p: &Process) -> u8 {
+    level_of(published(p) & LEVELS.mask(), LOWEST)
+}
+
+/// Whether the kernel Executor has a coroutine ready that is more important
+/// than what process `p` runs now.
+fn kernel_first(p: &Process) -> bool {
+    kexec()
+        .most_important_ready()
+        .is_some_and(|k| k.level() < level_now(p))
+}
+
 /// Reads process `p`'s page and folds it in; returns whether the view changed.
 fn fold(s: &mut Sched, p: &Process) -> bool {
     let raw = if p.active.load(Ordering::SeqCst) > 0 {
-        // SAFETY: `page_pa` is the process page's frame, owned by the process
-        // until teardown, which removes the source first (under SCHED). The
-        // process writes it concurrently: an atomic load of an aligned word.
-        unsafe { (*((p.page_pa + 16) as *const AtomicU64)).load(Ordering::Acquire) }
+        published(p)
     } else {
         0
     };
@@ -221,8 +240,9 @@ impl Future for NextThread {
 enum Outcome {
     /// The thread blocked, exited, or went back to the run queue.
     Done,
-    /// A more important kernel coroutine is ready.
-    YieldToKernel,
+    /// A more important kernel coroutine is ready; the thread given back was
+    /// worth this level.
+    YieldToKernel(u8),
 }
 
 /// A switching coroutine (one per hart; see the module docs).
@@ -230,10 +250,16 @@ pub async fn switcher() {
     loop {
         let t = NextThread.await;
         let level = t.proc.level.load(Ordering::SeqCst);
-        if let (Some(cid), Ok(p)) = (ss_core::current_cid().await, Priority::new(level)) {
+        let me = ss_core::current_cid().await;
+        if let (Some(cid), Ok(p)) = (me, Priority::new(level)) {
             let _ = kexec().reprio(cid, p);
         }
-        if run(t) == Outcome::YieldToKernel {
+        if let Outcome::YieldToKernel(level) = run(t) {
+            // Behind the kernel work that outranks the thread, not behind
+            // what it outranks.
+            if let (Some(cid), Ok(p)) = (me, Priority::new(level)) {
+                let _ = kexec().reprio(cid, p);
+            }
             ss_core::yield_now().await;
         }
     }
@@ -296,6 +322,9 @@ fn run(t: Arc<Thread>) -> Outcome {
                 syscall::Outcome::Return(v) => frame.regs[reg::A0] = v as usize,
                 syscall::Outcome::Resume => {}
                 syscall::Outcome::Blocked => break Stop::Blocked,
+                // A thread that yields while kernel work outranks its
+                // process lets the kernel Executor run that work first.
+                syscall::Outcome::Yield if kernel_first(&t.proc) => break Stop::YieldToKernel,
                 syscall::Outcome::Yield => break Stop::Requeue,
                 syscall::Outcome::Exit => break Stop::Finish,
                 syscall::Outcome::ThreadExit => break Stop::ThreadExit,
@@ -321,17 +350,21 @@ fn run(t: Arc<Thread>) -> Outcome {
     match stop {
         Stop::Finish => t.proc.thread_exited(&t),
         Stop::ThreadExit => t.proc.thread_left(&t),
-        Stop::Requeue | Stop::YieldToKernel => {
+        Stop::Requeue => {
             t.set_state(ThreadState::Runnable);
             enqueue(t, false);
         }
+        Stop::YieldToKernel => {
+            let level = level_now(&t.proc);
+            t.set_state(ThreadState::Runnable);
+            // Its level as of now, for the switching coroutine that takes it.
+            refresh(&t.proc);
+            enqueue(t, false);
+            return Outcome::YieldToKernel(level);
+        }
         Stop::Blocked => t.reap_if_dying(),
     }
-    if matches!(stop, Stop::YieldToKernel) {
-        Outcome::YieldToKernel
-    } else {
-        Outcome::Done
-    }
+    Outcome::Done
 }
 
 /// The `time` value `ns` nanoseconds from now (saturating).

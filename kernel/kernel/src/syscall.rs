@@ -48,6 +48,12 @@ pub enum Outcome {
 
 type Result<T> = core::result::Result<T, SysError>;
 
+/// An asynchronous call's priority argument, untrusted: none, or a level
+/// within the kernel's (`ss_abi::syscall::ASYNC_PRIO_DEFAULT`).
+fn async_prio(arg: usize) -> Result<Option<ss_abi::Priority>> {
+    ss_abi::syscall::async_prio_from_arg(arg, ss_abi::Levels::DEFAULT)
+}
+
 /// Handles the system call in `frame` for the running thread `t`.
 pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
     let n = frame.regs[reg::A7];
@@ -68,13 +74,12 @@ pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
             return Outcome::Yield;
         }
         Syscall::Read | Syscall::Write => {
-            // a0 = fd, a1 = buf, a2 = len, a3 = cid (the asynchronous form).
+            // a0 = fd, a1 = buf, a2 = len, a3 = cid, a4 = priority (the
+            // asynchronous form).
             if a3 as u64 != ASYNC_ARG_NONE {
-                let r = if call == Syscall::Read {
-                    aio::submit_read(t, a3 as u64, a0, a1, a2)
-                } else {
-                    aio::submit_write(t, a3 as u64, a0, a1, a2)
-                };
+                let write = call == Syscall::Write;
+                let r = async_prio(a(4))
+                    .and_then(|prio| aio::submit_io(t, a3 as u64, prio, write, [a0, a1, a2]));
                 return Outcome::Return(r.map_or_else(|e| e.to_ret(), |v| v as isize));
             }
             if io_mode(t) == IoMode::KernelCoroutine {
@@ -106,7 +111,9 @@ pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
         Syscall::Spawn => spawn(t, a0, a1, a2, a3, a(4)),
         Syscall::Wait => return wait(t, frame, a0),
         Syscall::GetPid => Ok(t.proc.pid as usize),
-        Syscall::Sleep if a1 as u64 != ASYNC_ARG_NONE => aio::submit_sleep(t, a1 as u64, a0 as u64),
+        Syscall::Sleep if a1 as u64 != ASYNC_ARG_NONE => {
+            async_prio(a2).and_then(|prio| aio::submit_sleep(t, a1 as u64, prio, a0 as u64))
+        }
         Syscall::Sleep => {
             if sched::sleep(t, frame, a0 as u64) {
                 return Outcome::Blocked;
@@ -150,7 +157,9 @@ pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
         Syscall::Listen => {
             net::listen(a0).and_then(|l| install_in(&t.proc, Fd::Listener(Arc::new(l))))
         }
-        Syscall::Accept if a1 as u64 != ASYNC_ARG_NONE => aio::submit_accept(t, a1 as u64, a0),
+        Syscall::Accept if a1 as u64 != ASYNC_ARG_NONE => {
+            async_prio(a2).and_then(|prio| aio::submit_accept(t, a1 as u64, prio, a0))
+        }
         Syscall::Accept if io_mode(t) == IoMode::KernelCoroutine => {
             return carried(aio::carry_accept(t, frame, a0))
         }

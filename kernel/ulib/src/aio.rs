@@ -7,7 +7,10 @@
 //! (the vDSO) takes it — in the upcall handler the kernel enters, or between
 //! two polls — stores the result and wakes the coroutine, which takes it.
 //!
-//! One call per coroutine at a time (the coroutine id names the call).
+//! One call per coroutine at a time (the coroutine id names the call). Each
+//! call also names the coroutine's level, and the kernel coroutine that
+//! carries it out runs at that level: a less important coroutine's I/O waits
+//! behind more important work, in the kernel as in the process.
 //! `read` owns its buffer until the result arrives (the kernel writes it
 //! then); dropping the future earlier leaks the buffer rather than letting
 //! the kernel write into freed memory.
@@ -20,6 +23,7 @@ use ss_abi::completion::{CQ_IPIS_OFFSET, CQ_RESETS_OFFSET, CQ_UPCALLS_OFFSET};
 use ss_abi::syscall::SysError;
 use ss_abi::uspace::COMPLETION_PAGE_VA;
 use ss_abi::vdso::NO_RESULT;
+use ss_abi::Priority;
 
 use crate::rt::{getcid, vdso};
 use crate::sys;
@@ -40,11 +44,16 @@ async fn result_of(cid: u64) -> (i64, u64) {
     .await
 }
 
-async fn my_cid() -> Result<u64, SysError> {
-    getcid()
+/// The calling coroutine's id and level: the call names both to the kernel,
+/// whose coroutine for it then runs at the caller's priority.
+async fn me() -> Result<(u64, Option<Priority>), SysError> {
+    let cid = getcid()
         .await
         .map(|c| c.into_raw())
-        .ok_or(SysError::BadArgument)
+        .ok_or(SysError::BadArgument)?;
+    let level = (vdso().priority_of)(cid);
+    let prio = u8::try_from(level).ok().and_then(|l| Priority::new(l).ok());
+    Ok((cid, prio))
 }
 
 fn decode(raw: i64) -> Result<usize, SysError> {
@@ -64,32 +73,39 @@ impl Drop for Held {
 
 /// `read(fd, buf)` asynchronously: up to `buf.len()` bytes (at most 4096);
 /// returns the count (0 at end of file) and the buffer.
-pub async fn read(fd: usize, mut buf: Vec<u8>) -> (Result<usize, SysError>, Vec<u8>) {
-    let cid = match my_cid().await {
+pub async fn read(fd: usize, buf: Vec<u8>) -> (Result<usize, SysError>, Vec<u8>) {
+    let (r, buf, _) = read_stamped(fd, buf).await;
+    (r, buf)
+}
+
+/// As [`read`], with the kernel's `time` when the call completed (when its
+/// kernel coroutine finished, before the result reached this coroutine).
+pub async fn read_stamped(fd: usize, mut buf: Vec<u8>) -> (Result<usize, SysError>, Vec<u8>, u64) {
+    let (cid, prio) = match me().await {
         Ok(c) => c,
-        Err(e) => return (Err(e), buf),
+        Err(e) => return (Err(e), buf, 0),
     };
-    if let Err(e) = sys::read_submit(fd, buf.as_mut_ptr(), buf.len(), cid) {
-        return (Err(e), buf);
+    if let Err(e) = sys::read_submit(fd, buf.as_mut_ptr(), buf.len(), cid, prio) {
+        return (Err(e), buf, 0);
     }
     let mut held = Held(Some(buf));
-    let (r, _) = result_of(cid).await;
-    (decode(r), held.0.take().unwrap_or_default())
+    let (r, stamp) = result_of(cid).await;
+    (decode(r), held.0.take().unwrap_or_default(), stamp)
 }
 
 /// `write(fd, buf)` asynchronously (the kernel copies the bytes when the call
 /// is made); returns how many went (a short count when a pipe is nearly full).
 pub async fn write(fd: usize, buf: &[u8]) -> Result<usize, SysError> {
-    let cid = my_cid().await?;
-    sys::write_submit(fd, buf, cid)?;
+    let (cid, prio) = me().await?;
+    sys::write_submit(fd, buf, cid, prio)?;
     decode(result_of(cid).await.0)
 }
 
 /// `accept(fd)` asynchronously: the next connection of listener `fd`, as a
 /// new descriptor (only this coroutine waits for it).
 pub async fn accept(fd: usize) -> Result<usize, SysError> {
-    let cid = my_cid().await?;
-    sys::accept_submit(fd, cid)?;
+    let (cid, prio) = me().await?;
+    sys::accept_submit(fd, cid, prio)?;
     decode(result_of(cid).await.0)
 }
 
@@ -102,8 +118,8 @@ pub async fn sleep(ns: u64) -> Result<(), SysError> {
 /// As [`sleep`], returning the kernel's `time` when the call completed (to
 /// measure how long the result took to reach this coroutine).
 pub async fn sleep_stamped(ns: u64) -> Result<u64, SysError> {
-    let cid = my_cid().await?;
-    sys::sleep_submit(ns, cid)?;
+    let (cid, prio) = me().await?;
+    sys::sleep_submit(ns, cid, prio)?;
     let (r, stamp) = result_of(cid).await;
     decode(r).map(|_| stamp)
 }

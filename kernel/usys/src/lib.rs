@@ -11,7 +11,8 @@
 
 use core::arch::asm;
 
-use ss_abi::syscall::{SysError, Syscall, ASYNC_ARG_NONE, NO_FD};
+use ss_abi::syscall::{async_prio_arg, SysError, Syscall, ASYNC_ARG_NONE, NO_FD};
+use ss_abi::Priority;
 
 /// A raw system call: number `n`, six arguments, the raw `a0` result. For
 /// tests that must pass values the typed wrappers would not.
@@ -159,35 +160,63 @@ pub fn sleep_ns(ns: u64) {
     );
 }
 
-/// Submits the asynchronous `read(fd, buf, len, cid)`: the kernel will write
-/// up to `len` bytes at `buf` and complete `(cid, count or -error)`.
+/// Submits the asynchronous `read(fd, buf, len, cid, prio)`: the kernel will
+/// write up to `len` bytes at `buf` and complete `(cid, count or -error)`. The
+/// kernel coroutine that does it runs at `prio` (the issuing coroutine's level;
+/// `None`: one level above the process, `ss_abi::syscall::ASYNC_PRIO_DEFAULT`).
 ///
 /// # Errors
 /// The kernel's [`SysError`] for an argument it refused (then nothing started).
-pub fn read_submit(fd: usize, buf: *mut u8, len: usize, cid: u64) -> Result<(), SysError> {
-    call(Syscall::Read, [fd, buf as usize, len, cid as usize, 0, 0]).map(|_| ())
-}
-
-/// Submits the asynchronous `write(fd, buf, len, cid)` (the kernel copies the
-/// bytes in before it returns).
-///
-/// # Errors
-/// As [`read_submit`].
-pub fn write_submit(fd: usize, buf: &[u8], cid: u64) -> Result<(), SysError> {
+pub fn read_submit(
+    fd: usize,
+    buf: *mut u8,
+    len: usize,
+    cid: u64,
+    prio: Option<Priority>,
+) -> Result<(), SysError> {
     call(
-        Syscall::Write,
-        [fd, buf.as_ptr() as usize, buf.len(), cid as usize, 0, 0],
+        Syscall::Read,
+        [fd, buf as usize, len, cid as usize, async_prio_arg(prio), 0],
     )
     .map(|_| ())
 }
 
-/// Submits the asynchronous `sleep(ns, cid)`: completes `(cid, 0)` after at
-/// least `ns` nanoseconds.
+/// Submits the asynchronous `write(fd, buf, len, cid, prio)` (the kernel
+/// copies the bytes in before it returns; `prio` as in [`read_submit`]).
 ///
 /// # Errors
 /// As [`read_submit`].
-pub fn sleep_submit(ns: u64, cid: u64) -> Result<(), SysError> {
-    call(Syscall::Sleep, [ns as usize, cid as usize, 0, 0, 0, 0]).map(|_| ())
+pub fn write_submit(
+    fd: usize,
+    buf: &[u8],
+    cid: u64,
+    prio: Option<Priority>,
+) -> Result<(), SysError> {
+    call(
+        Syscall::Write,
+        [
+            fd,
+            buf.as_ptr() as usize,
+            buf.len(),
+            cid as usize,
+            async_prio_arg(prio),
+            0,
+        ],
+    )
+    .map(|_| ())
+}
+
+/// Submits the asynchronous `sleep(ns, cid, prio)`: completes `(cid, 0)` after
+/// at least `ns` nanoseconds (`prio` as in [`read_submit`]).
+///
+/// # Errors
+/// As [`read_submit`].
+pub fn sleep_submit(ns: u64, cid: u64, prio: Option<Priority>) -> Result<(), SysError> {
+    call(
+        Syscall::Sleep,
+        [ns as usize, cid as usize, async_prio_arg(prio), 0, 0, 0],
+    )
+    .map(|_| ())
 }
 
 /// Registers `handler` as this process's upcall handler (0: none).
@@ -274,13 +303,17 @@ pub fn accept(fd: usize) -> Result<usize, SysError> {
     call(Syscall::Accept, [fd, ASYNC_ARG_NONE as usize, 0, 0, 0, 0])
 }
 
-/// Submits the asynchronous `accept(fd, cid)`: completes `(cid, descriptor
-/// or -error)`.
+/// Submits the asynchronous `accept(fd, cid, prio)`: completes `(cid,
+/// descriptor or -error)` (`prio` as in [`read_submit`]).
 ///
 /// # Errors
 /// As [`read_submit`].
-pub fn accept_submit(fd: usize, cid: u64) -> Result<(), SysError> {
-    call(Syscall::Accept, [fd, cid as usize, 0, 0, 0, 0]).map(|_| ())
+pub fn accept_submit(fd: usize, cid: u64, prio: Option<Priority>) -> Result<(), SysError> {
+    call(
+        Syscall::Accept,
+        [fd, cid as usize, async_prio_arg(prio), 0, 0, 0],
+    )
+    .map(|_| ())
 }
 
 /// Ends the calling thread (the process, when it is the last one).

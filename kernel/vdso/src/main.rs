@@ -170,6 +170,12 @@ unsafe extern "C" fn cooperate(waker: *const ()) -> u8 {
     u8::from(ss_core::more_important_ready(waker).unwrap_or(false))
 }
 
+extern "C" fn priority_of(cid: u64) -> i64 {
+    exec()
+        .priority(CoroutineId::from_raw(cid))
+        .map_or(-1, |p| i64::from(p.level()))
+}
+
 extern "C" fn ready_bitmap() -> u64 {
     exec().ready_bitmap().bits()
 }
@@ -197,6 +203,7 @@ pub static ss_vdso_table: VdsoTable = VdsoTable {
     global_yields,
     take_result,
     drain,
+    priority_of,
 };
 
 /// Most delivered results kept untaken: beyond, the oldest is dropped (a

@@ -12,6 +12,7 @@
 //! | 4 | the upcall interrupts a spinning coroutine; delivery latency |
 //! | 5 | a system call fuzzer, asynchronous forms included |
 //! | 6 | completions that arrive while another thread drains are never lost |
+//! | 7 | calls that become ready together complete in their issuers' priority order (one hart) |
 #![no_std]
 #![no_main]
 
@@ -215,11 +216,12 @@ async fn exit_in_flight() -> Outcome {
     );
     let mut buf = vec![0u8; 64];
     for i in 0..8 {
-        sys::read_submit(r, buf.as_mut_ptr(), 64, cid + i).map_err(|e| format!("read: {e}"))?;
-        sys::sleep_submit(3_600_000_000_000, cid + i).map_err(|e| format!("sleep: {e}"))?;
-        sys::write_submit(w2, b"more", cid + i).map_err(|e| format!("write: {e}"))?;
+        sys::read_submit(r, buf.as_mut_ptr(), 64, cid + i, None)
+            .map_err(|e| format!("read: {e}"))?;
+        sys::sleep_submit(3_600_000_000_000, cid + i, None).map_err(|e| format!("sleep: {e}"))?;
+        sys::write_submit(w2, b"more", cid + i, None).map_err(|e| format!("write: {e}"))?;
     }
-    sys::read_submit(0, buf.as_mut_ptr(), 64, cid).map_err(|e| format!("stdin: {e}"))?;
+    sys::read_submit(0, buf.as_mut_ptr(), 64, cid, None).map_err(|e| format!("stdin: {e}"))?;
     let _ = w;
     Ok(())
 }
@@ -649,6 +651,60 @@ async fn burst(rounds: usize) -> Outcome {
     Ok(())
 }
 
+/// Mode 7 (one hart): three coroutines, at levels 6, 4 and 1, each read a
+/// pipe of its own asynchronously; once all three calls wait, this coroutine
+/// (level 2) writes the pipes in that order, without yielding between. The
+/// calls' kernel coroutines are woken 6, 4, 1 and run once the process
+/// sleeps; each runs at its issuer's level, so they complete most important
+/// first: the completion stamps rise from level 1 to level 6. Each reader
+/// shows the kernel level 0 just before its call, so a call carried out one
+/// level above its process (as before calls named their priority) would run
+/// at level 0 for all three and complete in the order woken: 6, 4, 1.
+async fn priority_order() -> Outcome {
+    const LEVELS: [u8; 3] = [6, 4, 1];
+    static STAMPS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+    static DONE: Done = Done::new(LEVELS.len());
+    let mut writers = Vec::new();
+    for (i, &level) in LEVELS.iter().enumerate() {
+        let (r, w) = pipe()?;
+        writers.push(w);
+        ss_ulib::spawn(
+            async move {
+                // The kernel's view of this process at each call: level 0
+                // (re-read on yield), so only the call's own priority tells
+                // the three apart.
+                ss_ulib::publish(ss_ulib::ready_bitmap() | 1);
+                sys::yield_now();
+                if let (Ok(1), _, stamp) = aio::read_stamped(r, vec![0; 8]).await {
+                    STAMPS[i].store(stamp, Ordering::SeqCst);
+                }
+                DONE.arrive();
+            },
+            level,
+        )
+        .map_err(|e| format!("spawn: {e}"))?;
+    }
+    // The readers run (they outrank or follow this coroutine, which sleeps)
+    // and their calls block on the empty pipes.
+    aio::sleep(ms(20))
+        .await
+        .map_err(|e| format!("sleep: {e}"))?;
+    for &w in &writers {
+        ensure!(sys::write(w, b"x") == Ok(1), "write");
+    }
+    DONE.wait().await;
+    let stamps: Vec<u64> = STAMPS.iter().map(|s| s.load(Ordering::SeqCst)).collect();
+    ensure!(
+        stamps.iter().all(|&s| s != 0),
+        "every read completed with its byte: {stamps:?}"
+    );
+    ensure!(
+        stamps[2] < stamps[1] && stamps[1] < stamps[0],
+        "completion stamps of the levels 6, 4, 1: {stamps:?} (want level 1 first)"
+    );
+    Ok(())
+}
+
 async fn main(arg: usize) -> i32 {
     let mode = arg & 0xff;
     let r = match mode {
@@ -659,6 +715,7 @@ async fn main(arg: usize) -> i32 {
         4 => upcall().await,
         5 => fuzz(arg >> 8).await,
         6 => burst(arg >> 8).await,
+        7 => priority_order().await,
         _ => Err(format!("no mode {mode}")),
     };
     match r {

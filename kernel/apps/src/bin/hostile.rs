@@ -209,6 +209,37 @@ async fn main(_arg: usize) -> i32 {
             Ok(0),
         );
     }
+    // The priority argument: 0 (none) or a level + 1; anything beyond the
+    // levels is refused before anything starts, on every asynchronous call.
+    for prio in [1, 8] {
+        c.expect(
+            "async empty write at a valid priority",
+            call(Syscall::Write, [1, ok, 0, 5, prio, 0]),
+            Ok(0),
+        );
+    }
+    for prio in [9, 64, 65, usize::MAX] {
+        c.expect(
+            "async write at a priority beyond the levels",
+            call(Syscall::Write, [1, ok, 1, 5, prio, 0]),
+            e(SysError::BadArgument),
+        );
+        c.expect(
+            "async read at a priority beyond the levels",
+            call(Syscall::Read, [0, ok, 1, 5, prio, 0]),
+            e(SysError::BadArgument),
+        );
+        c.expect(
+            "async sleep at a priority beyond the levels",
+            call(Syscall::Sleep, [1, 5, prio, 0, 0, 0]),
+            e(SysError::BadArgument),
+        );
+        c.expect(
+            "async accept at a priority beyond the levels",
+            call(Syscall::Accept, [0, 5, prio, 0, 0, 0]),
+            e(SysError::BadArgument),
+        );
+    }
     c.expect(
         "upcall_return outside a handler",
         call(Syscall::UpcallReturn, [0; 6]),
@@ -378,7 +409,7 @@ fn network(c: &mut Checks) {
         );
         c.expect(
             "asynchronous accept on a non-listener",
-            sys::accept_submit(fd, 5).map(|_| 0),
+            sys::accept_submit(fd, 5, None).map(|_| 0),
             e(SysError::BadFd),
         );
     }

@@ -308,6 +308,7 @@ async fn main(harts: usize) -> i32 {
     if harts == 1 {
         results.push(("priority_order", priority_order()));
         results.push(("yields_to_more_important", yields_to_more_important()));
+        results.push(("async_calls_in_priority_order", aio_mode(7, 2)));
     } else {
         results.push(("alloc_cpu", alloc_cpu(harts).await));
     }
