@@ -97,6 +97,7 @@ while read -r l; do printf 'ssserver: %s listening on port 5555 (%s workers)\r\n
         "## Figure 5 (emulated)",
         "## Figure 6 (emulated)",
         "## Figure 7 (emulated)",
+        "## Throughput (emulated): back to back",
         "**Not measured**",
         "p50 latency, ms",
     ] {
@@ -116,12 +117,24 @@ while read -r l; do printf 'ssserver: %s listening on port 5555 (%s workers)\r\n
         .all(|p| p["load"]["counts"]["verified"].as_u64() > Some(0)));
     assert_eq!(data["results"]["fig6"].as_array().unwrap().len(), 2);
     assert_eq!(data["results"]["fig7"].as_array().unwrap().len(), 2);
-    // Four boots (fig5 × 2 models, fig6+7 × 2 hart counts), each listened.
+    // The throughput experiment: kcuc and ktut back to back at 16 connections.
+    let throughput = data["results"]["throughput"].as_array().unwrap();
+    assert_eq!(throughput.len(), 2, "{stderr}");
+    assert!(throughput
+        .iter()
+        .all(|p| p["load"]["interval_ms"].as_f64() == Some(0.0)
+            && p["load"]["counts"]["verified"].as_u64() > Some(0)));
+    // Six boots (fig5 × 2 models, fig6+7 × 2 hart counts, throughput × 2
+    // models), each listened.
     let boots = data["boots"].as_array().unwrap();
-    assert_eq!(boots.len(), 4);
+    assert_eq!(boots.len(), 6);
     assert!(boots.iter().all(|b| b["error"].is_null()));
     let targets = String::from_utf8_lossy(&run.stdout);
     assert!(targets.contains("KCUC/KTUT at 64"), "{targets}");
+    assert!(
+        targets.contains("KCUC/KTUT at 64, back to back"),
+        "{targets}"
+    );
     assert!(targets.contains("memory"), "{targets}");
     none_left(&qemu);
 }

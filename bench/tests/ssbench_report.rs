@@ -47,6 +47,7 @@ fn quick_suite_writes_report_data_and_figures() {
     for section in [
         "## Targets",
         "## Figure 5",
+        "## Throughput: back to back",
         "## Figure 6",
         "## Figure 7",
         "## Memory",
@@ -69,7 +70,7 @@ fn quick_suite_writes_report_data_and_figures() {
         "{}",
         v["unavailable"]
     );
-    for exp in ["fig5", "fig6", "fig7", "saturation"] {
+    for exp in ["fig5", "throughput", "fig6", "fig7", "saturation"] {
         let pts = v[exp].as_array().unwrap();
         assert!(!pts.is_empty(), "{exp} has no points");
         for p in pts {
@@ -84,13 +85,19 @@ fn quick_suite_writes_report_data_and_figures() {
     assert_eq!(v["fig7"][0]["load"]["groups"].as_array().unwrap().len(), 4);
     let mem = &v["memory"][0];
     assert!(mem["hold"]["held"].as_u64().unwrap() > 0, "{mem}");
-    assert_eq!(v["targets"].as_array().unwrap().len(), 5);
+    // Back to back: every connection's next request as soon as the answer is in.
+    assert!(v["throughput"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["load"]["interval_ms"].as_f64() == Some(0.0)));
+    assert_eq!(v["targets"].as_array().unwrap().len(), 7);
     std::fs::remove_dir_all(&out).unwrap();
 }
 
 #[test]
 fn a_server_that_cannot_start_is_a_result_not_a_crash() {
-    // 1 MiB is too little for any server to start in: the memory experiment
+    // 1 MiB is too little for any server to serve in: the memory experiment
     // records that it held nothing, with the server's reason, and writes the
     // report; the exit code is 1 (not 2, a crash of the driver) because no
     // answer at all was verified.
@@ -113,11 +120,14 @@ fn a_server_that_cannot_start_is_a_result_not_a_crash() {
     let v = json(&out);
     let mem = &v["memory"][0];
     assert_eq!(mem["hold"]["held"], 0, "{mem}");
+    // Whether the server dies before it listens or at its first connections
+    // depends on what the machine had charged elsewhere (pages of the binary
+    // already cached are not charged to the cage): either way nothing was
+    // held, and the report says why the server ended.
+    let reason = mem["hold"]["reason"].as_str().unwrap();
+    let end = mem["server_end"].as_str().unwrap();
     assert!(
-        mem["hold"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("did not start"),
+        reason.contains("did not start") || end.contains("out of memory"),
         "{mem}"
     );
     std::fs::remove_dir_all(&out).unwrap();

@@ -6,7 +6,7 @@
 //! | [`server`] | `ssbench server --model M`: the matrix service in every model |
 //! | [`load`] | `ssbench load`: closed- and open-loop load with verified answers |
 //! | [`spawn`] | servers as child processes; a fixed memory limit for one |
-//! | [`suite`] | the experiments `fig5`, `fig6`, `fig7`, `memory`, `saturation`, `all` |
+//! | [`suite`] | the experiments `fig5`, `throughput`, `fig6`, `fig7`, `memory`, `saturation`, `all` |
 //! | [`report`] | the markdown report, the JSON of every data point, the targets |
 //! | [`plot`] | the SVG figures |
 //! | [`qemu`] | `ssbench qemu`: the experiments on the RISC-V kernel, booted in QEMU |
@@ -54,6 +54,8 @@ enum Command {
     Memory(suite::SuiteArgs),
     /// Open-loop rate sweep: throughput against latency, with the ceiling.
     Saturation(suite::SuiteArgs),
+    /// fig5's models back to back at 64 and 1024 connections: what each sustains.
+    Throughput(suite::SuiteArgs),
     /// Every experiment, one report (the default).
     All(suite::SuiteArgs),
     /// The experiments on the RISC-V kernel's servers, each booted in QEMU (emulated figures).
@@ -73,6 +75,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::Fig7(a)) => suite::run(&a, &[E::Fig7]),
         Some(Command::Memory(a)) => suite::run(&a, &[E::Memory]),
         Some(Command::Saturation(a)) => suite::run(&a, &[E::Saturation]),
+        Some(Command::Throughput(a)) => suite::run(&a, &[E::Throughput]),
         Some(Command::All(a)) => suite::run(&a, &E::ALL),
         Some(Command::Qemu(a)) => qemu::run(&a),
         None => suite::run(&suite::SuiteArgs::default(), &E::ALL),

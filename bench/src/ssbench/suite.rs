@@ -41,12 +41,15 @@ pub enum Experiment {
     Memory,
     /// Open-loop rate sweep.
     Saturation,
+    /// fig5's models back to back at a few connection counts.
+    Throughput,
 }
 
 impl Experiment {
     /// Every experiment, in the order `all` runs them.
-    pub const ALL: [Experiment; 5] = [
+    pub const ALL: [Experiment; 6] = [
         Experiment::Fig5,
+        Experiment::Throughput,
         Experiment::Fig6,
         Experiment::Fig7,
         Experiment::Memory,
@@ -119,6 +122,26 @@ pub struct Settings {
     pub rates: Vec<f64>,
     /// saturation: connections.
     pub saturation_connections: usize,
+    /// throughput: connection counts (back to back).
+    pub throughput_connections: Vec<usize>,
+}
+
+/// Settings for tests of the report: two models, no points asked for.
+#[cfg(test)]
+pub(super) fn test_settings() -> Settings {
+    Settings {
+        quick: false,
+        models: vec!["kcuc".into(), "ktut".into()],
+        duration_s: 1.0,
+        workers: 2,
+        fig5_connections: vec![],
+        prio_interval_ms: 50.0,
+        memory_mib: 128,
+        memory_cap: 0,
+        rates: vec![],
+        saturation_connections: 0,
+        throughput_connections: vec![],
+    }
 }
 
 impl Settings {
@@ -161,6 +184,7 @@ impl Settings {
             memory_cap: a.memory_cap.unwrap_or(if q { 1024 } else { 16_384 }).max(1),
             rates,
             saturation_connections: 64,
+            throughput_connections: if q { vec![64] } else { vec![64, 1024] },
         }
     }
 
@@ -232,6 +256,8 @@ pub struct Results {
     pub memory: Vec<MemoryPoint>,
     /// Saturation sweep.
     pub saturation: Vec<Point>,
+    /// fig5's models back to back (the throughput experiment).
+    pub throughput: Vec<Point>,
     /// The targets, judged from this run.
     pub targets: Vec<super::report::Target>,
 }
@@ -252,6 +278,7 @@ impl Results {
             fig7: Vec::new(),
             memory: Vec::new(),
             saturation: Vec::new(),
+            throughput: Vec::new(),
             targets: Vec::new(),
         }
     }
@@ -263,6 +290,7 @@ impl Results {
             .chain(&self.fig6)
             .chain(&self.fig7)
             .chain(&self.saturation)
+            .chain(&self.throughput)
     }
 
     /// Wrong answers anywhere in the run.
@@ -425,6 +453,7 @@ pub fn run(args: &SuiteArgs, experiments: &[Experiment]) -> Result<bool> {
             Experiment::Fig7 => priorities(&mut ctx, 4, &[1, 2], false),
             Experiment::Memory => memory(&mut ctx)?,
             Experiment::Saturation => saturation(&mut ctx),
+            Experiment::Throughput => throughput(&mut ctx),
         }
     }
     ctx.bar.finish_and_clear();
@@ -515,6 +544,31 @@ fn fig5(ctx: &mut Ctx) {
         running = still;
         if running.is_empty() {
             break;
+        }
+    }
+}
+
+/// The throughput experiment: fig5's models back to back (each connection
+/// sends its next request as soon as the answer is in) at a few connection
+/// counts: what each model sustains, where fig5's closed loop at 100 ms shows
+/// the offered load for every model that keeps up.
+fn throughput(ctx: &mut Ctx) {
+    let counts = ctx.s.throughput_connections.clone();
+    let models = ctx.available();
+    ctx.bar("throughput", counts.len() * models.len());
+    for &c in &counts {
+        for &m in &models {
+            let spec = ServerSpec {
+                model: m,
+                workers: Some(ctx.s.workers),
+                levels: 8,
+            };
+            let args = ctx.closed(c, Duration::ZERO, None);
+            let p = ctx.point(&format!("throughput-c{c}"), &spec, args);
+            ctx.bar.inc(1);
+            if let Some(p) = p {
+                ctx.r.throughput.push(p);
+            }
         }
     }
 }
