@@ -42,6 +42,20 @@
 //! with `ssbench server --model kcuc` at 1 024 connections every 100 ms: server
 //! CPU 0.46 → 0.17, p99 0.6–0.8 ms → 0.22–0.28 ms (`docs/runtime.md`).
 //!
+//! **No worker spins while the rest of the machine wants the CPU**
+//! ([`Contention::crowded`], from the first worker's quarter-second reading of
+//! `/proc/stat` that also decides the reserve below; with
+//! [`Builder::reserve_after`](crate::Builder::reserve_after) zero there is no
+//! reading, and workers spin as before): once the other
+//! processes take half of the CPUs beyond one (back on at a third), a spin
+//! that pays by its own measure still takes the CPU a load generator beside
+//! the server needs. Measured with `ssbench server --model kcuc` and `ssbench
+//! load --connections 64 --interval 0` (the client takes ~0.65 CPU), four
+//! alternating pairs on 2026-11-28: 137.6–143.3 k responses/s against
+//! 126.7–134.4 k with the spin on; at 1 024 connections every 100 ms (the
+//! client ~0.2 CPU, spins stay on) p50 52–58 µs either way, and `rtecho`'s
+//! single connection (client 0.3 CPU) kept 2.7–2.8 × tokio's throughput.
+//!
 //! While a worker spins idle (`spin_idle`) it runs its ring every
 //! [`RUN_RING_EVERY`] spin rounds (no wait), so completions are delivered without
 //! sleeping; busy workers run it every few coroutine polls
@@ -180,6 +194,9 @@ struct Reserve {
     /// The rest of the machine leaves this process about one CPU (see
     /// [`Contention`]): only then are workers held in reserve.
     contended: std::sync::atomic::AtomicBool,
+    /// The rest of the machine takes half a CPU or more of the CPUs beyond
+    /// one (see [`Contention::crowded`]): then no worker spins when idle.
+    crowded: std::sync::atomic::AtomicBool,
     /// Since when (ns since the platform's origin, + 1) the first worker has
     /// had work waiting at each of its beats without sleeping in between; 0:
     /// it has not.
@@ -287,8 +304,24 @@ impl Contention {
         }
     }
 
-    /// At a window's end, the verdict on it; else `None`.
-    fn sample(&mut self, now_ns: u64) -> Option<bool> {
+    /// Whether an idle worker's spin would take a CPU the rest of the machine
+    /// wants: `Some(true)` once the others take half of the CPUs beyond one,
+    /// `Some(false)` up to a third, `None` between (no change). A spin pays
+    /// for itself only on a CPU nobody else would use: with a load generator
+    /// beside the server it delays the requests it waits for.
+    fn crowded(others_milli: u64, cpus: u64) -> Option<bool> {
+        let spare = cpus.saturating_sub(1) * 1000;
+        if others_milli * 2 >= spare {
+            Some(true)
+        } else if others_milli * 3 <= spare {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// At a window's end, the others' CPU (× 1 000) over it; else `None`.
+    fn sample(&mut self, now_ns: u64) -> Option<u64> {
         let window = u64::try_from(Self::WINDOW.as_nanos()).unwrap_or(u64::MAX);
         if now_ns.saturating_sub(self.since_ns) < window {
             return None;
@@ -296,7 +329,7 @@ impl Contention {
         self.since_ns = now_ns;
         let now = self.read()?;
         let start = self.start.replace(now)?;
-        Self::verdict(Self::others_milli(start, now, self.cpus)?, self.cpus)
+        Self::others_milli(start, now, self.cpus)
     }
 }
 
@@ -322,12 +355,15 @@ pub(crate) fn check_backlog() {
             return;
         }
         let now = u64::try_from(p.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let verdict = CONTENTION.with(|c| {
-            c.borrow_mut()
-                .get_or_insert_with(Contention::new)
-                .sample(now)
+        let (others, cpus) = CONTENTION.with(|c| {
+            let mut c = c.borrow_mut();
+            let c = c.get_or_insert_with(Contention::new);
+            (c.sample(now), c.cpus)
         });
-        if let Some(busy) = verdict {
+        if let Some(crowded) = others.and_then(|o| Contention::crowded(o, cpus)) {
+            r.crowded.store(crowded, Ordering::Relaxed);
+        }
+        if let Some(busy) = others.and_then(|o| Contention::verdict(o, cpus)) {
             // No longer short of CPUs: the reserve comes out and stays out.
             if r.contended.swap(busy, Ordering::Relaxed) && !busy {
                 p.call_out();
@@ -817,6 +853,10 @@ impl Park for WorkerPlatform {
         if self.spin.is_zero() || !SPIN_ALLOWED.with(|s| s.get()) {
             return;
         }
+        // Nor while the rest of the machine wants the CPU it would spin on.
+        if self.reserve.crowded.load(Ordering::Relaxed) {
+            return;
+        }
         let mut odds = SPIN_ODDS.with(|o| o.get());
         if self.adaptive && !odds.should_spin() {
             SPIN_ODDS.with(|o| o.set(odds));
@@ -1076,6 +1116,21 @@ mod tests {
         assert_eq!(Contention::verdict(100, 2), Some(false));
         // One CPU: always short of CPUs for a second worker.
         assert_eq!(Contention::verdict(0, 1), Some(true));
+    }
+
+    #[test]
+    fn no_spin_while_the_others_take_half_the_spare_cpus() {
+        // 2 CPUs: crowded from 0.5 CPU taken by others, free again up to 1/3.
+        assert_eq!(Contention::crowded(650, 2), Some(true));
+        assert_eq!(Contention::crowded(500, 2), Some(true));
+        assert_eq!(Contention::crowded(400, 2), None);
+        assert_eq!(Contention::crowded(333, 2), Some(false));
+        assert_eq!(Contention::crowded(50, 2), Some(false));
+        // 4 CPUs: half of the three beyond one is 1.5 CPUs.
+        assert_eq!(Contention::crowded(1500, 4), Some(true));
+        assert_eq!(Contention::crowded(1000, 4), Some(false));
+        // One CPU: a spin always takes the only CPU from someone.
+        assert_eq!(Contention::crowded(0, 1), Some(true));
     }
 
     #[test]
