@@ -54,7 +54,9 @@
 //! alternating pairs on 2026-11-28: 137.6–143.3 k responses/s against
 //! 126.7–134.4 k with the spin on; at 1 024 connections every 100 ms (the
 //! client ~0.2 CPU, spins stay on) p50 52–58 µs either way, and `rtecho`'s
-//! single connection (client 0.3 CPU) kept 2.7–2.8 × tokio's throughput.
+//! single connection (client 0.3 CPU) kept 2.7–2.8 × tokio's throughput. The
+//! reading is taken at the first worker's beats (every 16 polls), so once the
+//! process falls nearly idle the last verdict stands until work comes back.
 //!
 //! While a worker spins idle (`spin_idle`) it runs its ring every
 //! [`RUN_RING_EVERY`] spin rounds (no wait), so completions are delivered without
