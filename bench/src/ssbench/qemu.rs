@@ -1171,8 +1171,7 @@ pub fn judge(q: &QemuResults) -> Vec<Target> {
             let _ = write!(ratio.detail, "; KTUT's sweep: {why}");
         }
     }
-    let mut saturated = r.clone();
-    saturated.fig5.clone_from(&q.results.throughput);
+    let saturated = r.throughput_as_fig5();
     vec![
         ahead_from(r, 32, "KCUC ahead of KTUT", AHEAD_RULE),
         ratio,
@@ -1465,8 +1464,7 @@ fn markdown(q: &QemuResults, figures: &[(String, String)]) -> String {
              with an error.",
             q.harts, q.interval_ms
         );
-        let mut saturated = r.clone();
-        saturated.fig5.clone_from(&q.results.throughput);
+        let saturated = r.throughput_as_fig5();
         let mut tables: Vec<_> = report::fig5_columns(false)
             .into_iter()
             .filter(|(name, _)| !name.contains("p99.9"))
@@ -1702,8 +1700,9 @@ mod tests {
             "{}",
             judge(&q)[0].detail
         );
-        assert_eq!(v[1], ("KCUC/KTUT at 64", Verdict::Met)); // 640 / 150 = 4.27
-                                                             // The throughput experiment did not run: its targets are not judged.
+        // 640 / 150 = 4.27.
+        assert_eq!(v[1], ("KCUC/KTUT at 64", Verdict::Met));
+        // The throughput experiment did not run: its targets are not judged.
         assert_eq!(
             v[2],
             ("KCUC ahead of KTUT, back to back", Verdict::NotJudged)

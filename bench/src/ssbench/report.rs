@@ -76,8 +76,7 @@ pub fn judge(r: &Results) -> Vec<Target> {
     // fig5's throughput targets again on the throughput experiment's points
     // (back to back), where each model answers what it can rather than the
     // offered load.
-    let mut saturated = r.clone();
-    saturated.fig5.clone_from(&r.throughput);
+    let saturated = r.throughput_as_fig5();
     vec![
         ratio_at_1024(r),
         kcuc_vs_tokio(r, false),
@@ -760,8 +759,7 @@ fn throughput_md(s: &mut String, r: &Results) {
          every model that keeps up. Latency here is the queue the loop keeps (connections / \
          throughput). The client shares the machine's CPUs: see its column."
     );
-    let mut saturated = r.clone();
-    saturated.fig5.clone_from(&r.throughput);
+    let saturated = r.throughput_as_fig5();
     let tables: Vec<(&'static str, Cell)> = vec![
         ("Throughput, verified responses/s", |p| {
             format!("{:.0}", p.load.throughput)

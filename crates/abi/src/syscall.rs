@@ -15,8 +15,9 @@ use core::fmt;
 pub const ASYNC_ARG_NONE: u64 = u64::MAX;
 
 /// The priority argument of an asynchronous call that names no priority: the
-/// kernel coroutine then runs one level above the issuing process (the
-/// argument registers a program leaves zero keep the old behaviour).
+/// kernel coroutine then runs one level above the issuing process, as every
+/// call did before calls named one (a program that leaves the register zero
+/// gets that).
 ///
 /// An asynchronous call takes, after its coroutine id, the priority of the
 /// issuing coroutine as `level + 1` ([`async_prio_arg`]); the kernel coroutine

@@ -292,18 +292,30 @@ impl Contention {
         Some(busy.saturating_sub(own))
     }
 
-    /// Whether the others' `others_milli` leave this process fewer CPUs than it
-    /// could use: `Some(true)` from 0.8 × (CPUs − 1), `Some(false)` up to
-    /// 0.6 ×, `None` between (no change).
-    fn verdict(others_milli: u64, cpus: u64) -> Option<bool> {
+    /// `Some(true)` once the others' `others_milli` reach the fraction `on`
+    /// of the CPUs beyond one, `Some(false)` at or below the fraction `off`,
+    /// `None` between (no change): a switch with hysteresis.
+    fn share_of_spare(
+        others_milli: u64,
+        cpus: u64,
+        on: (u64, u64),
+        off: (u64, u64),
+    ) -> Option<bool> {
         let spare = cpus.saturating_sub(1) * 1000;
-        if others_milli * 10 >= spare * 8 {
+        if others_milli * on.1 >= spare * on.0 {
             Some(true)
-        } else if others_milli * 10 <= spare * 6 {
+        } else if others_milli * off.1 <= spare * off.0 {
             Some(false)
         } else {
             None
         }
+    }
+
+    /// Whether the others' `others_milli` leave this process fewer CPUs than it
+    /// could use: `Some(true)` from 0.8 × (CPUs − 1), `Some(false)` up to
+    /// 0.6 ×, `None` between (no change).
+    fn verdict(others_milli: u64, cpus: u64) -> Option<bool> {
+        Self::share_of_spare(others_milli, cpus, (8, 10), (6, 10))
     }
 
     /// Whether an idle worker's spin would take a CPU the rest of the machine
@@ -312,14 +324,7 @@ impl Contention {
     /// for itself only on a CPU nobody else would use: with a load generator
     /// beside the server it delays the requests it waits for.
     fn crowded(others_milli: u64, cpus: u64) -> Option<bool> {
-        let spare = cpus.saturating_sub(1) * 1000;
-        if others_milli * 2 >= spare {
-            Some(true)
-        } else if others_milli * 3 <= spare {
-            Some(false)
-        } else {
-            None
-        }
+        Self::share_of_spare(others_milli, cpus, (1, 2), (1, 3))
     }
 
     /// At a window's end, the others' CPU (× 1 000) over it; else `None`.
