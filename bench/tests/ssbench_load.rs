@@ -141,6 +141,29 @@ fn closed_loop_verifies_every_answer_per_priority() {
     let per_group: u64 = report.groups.iter().map(|g| g.latency.count).sum();
     assert_eq!(per_group, c.verified);
     assert!(report.latency.p50_us > 0.0 && report.latency.max_us >= report.latency.p99_us);
+    // The HelloAcks showed the server serves every connection: no warm-up.
+    assert_eq!(report.warmup_ms, None);
+}
+
+#[test]
+fn without_hello_a_warm_up_answer_per_connection_precedes_the_window() {
+    let (addr, stop) = tiny_server(Faults::default());
+    let report = load::run(&args(addr)).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    assert!(c.clean(), "{c:?}");
+    assert_eq!(c.connected, 8);
+    // One warm-up request per connection, then 15 intervals of 20 ms each.
+    assert_eq!(c.sent, 8 + 8 * 15, "{c:?}");
+    assert_eq!(c.verified, c.sent);
+    // The warm-up answers are verified but neither timed nor in the window.
+    assert_eq!(report.latency.count, 8 * 15);
+    assert!(c.in_window <= 8 * 15, "{c:?}");
+    assert!(
+        report.warmup_ms.is_some_and(|ms| ms > 0.0),
+        "{:?}",
+        report.warmup_ms
+    );
 }
 
 #[test]

@@ -359,6 +359,11 @@ pub struct LoadReport {
     pub send_lag: LatencyStats,
     /// CPUs the client kept busy during the run (user + system time / wall).
     pub client_cpus: f64,
+    /// Without Hello: how long the warm-up round took — one verified answer on
+    /// every connection, before the clock starts — in ms (`None` with Hello,
+    /// whose HelloAck is that round trip). It shows how fast the server took on
+    /// a burst of new connections, which the window then leaves out.
+    pub warmup_ms: Option<f64>,
 }
 
 impl LoadReport {
@@ -389,6 +394,11 @@ impl LoadReport {
             c.breakdown(),
             c.unsent
         );
+        if let Some(ms) = self.warmup_ms {
+            s += &format!(
+                "  warm-up: every connection's first answer within {ms:.1} ms (before the window)\n"
+            );
+        }
         let line = |name: &str, tput: f64, l: &LatencyStats| {
             format!(
                 "  {name:<8} {tput:>10.1} resp/s  mean {:>8} µs  p50 {:>8}  p99 {:>8}  p99.9 {:>8}  max {:>8}  ({} samples)\n",
@@ -448,6 +458,12 @@ pub fn run_with(args: &LoadArgs, started: impl FnOnce()) -> Result<LoadReport> {
         args.connect_pause,
     );
     engine.greet(args.timeout)?;
+    // Without Hello nothing has yet shown that the server took the connections
+    // on (they may still wait in its accept backlog): one answer on each first.
+    let warmup_ms = match args.levels {
+        None => Some(engine.warm_up(args.timeout)?),
+        Some(_) => None,
+    };
     // CPU time from here: the run, not the connecting.
     started();
     let cpu0 = cpu_time();
@@ -462,7 +478,10 @@ pub fn run_with(args: &LoadArgs, started: impl FnOnce()) -> Result<LoadReport> {
     };
     engine.run(schedule, args.duration, args.timeout)?;
     let cpus = (cpu_time() - cpu0) / wall0.elapsed().as_secs_f64().max(1e-9);
-    Ok(engine.report(args, cpus))
+    Ok(LoadReport {
+        warmup_ms,
+        ..engine.report(args, cpus)
+    })
 }
 
 /// Result of [`hold`]: how many connections a server held, each answering.
@@ -1227,6 +1246,23 @@ impl Engine {
 
     /// One request on every live connection; `Some(reason)` unless every one
     /// came back right within `timeout`.
+    /// The warm-up before the window: one request on every live connection,
+    /// each answer verified (a failure counts as in any round) but kept out of
+    /// the latencies and the window's counts. Returns how long it took, in ms.
+    fn warm_up(&mut self, timeout: Duration) -> Result<f64> {
+        let started = Instant::now();
+        self.round(timeout)?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        for h in &mut self.hists {
+            *h = Latencies::new();
+        }
+        for w in &mut self.group_in_window {
+            *w = 0;
+        }
+        self.counts.in_window = 0;
+        Ok(ms)
+    }
+
     fn round(&mut self, timeout: Duration) -> Result<Option<String>> {
         let before = self.counts.clone();
         self.origin = Instant::now();
@@ -1294,6 +1330,7 @@ impl Engine {
             groups,
             send_lag: stats(&self.lag, false),
             client_cpus,
+            warmup_ms: None,
         }
     }
 }

@@ -1004,6 +1004,7 @@ pub(super) fn test_point(
                 .collect(),
             send_lag: LatencyStats::default(),
             client_cpus: 0.0,
+            warmup_ms: None,
         },
     }
 }
