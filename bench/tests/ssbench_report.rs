@@ -83,6 +83,16 @@ fn quick_suite_writes_report_data_and_figures() {
     // fig6: 8 groups, one per granted priority.
     assert_eq!(v["fig6"][0]["load"]["groups"].as_array().unwrap().len(), 8);
     assert_eq!(v["fig7"][0]["load"]["groups"].as_array().unwrap().len(), 4);
+    // fig5 sends no Hello, so each point began with a warm-up round, shown in
+    // the report; fig6's HelloAcks made one needless.
+    for p in v["fig5"].as_array().unwrap() {
+        assert!(p["load"]["warmup_ms"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    assert!(v["fig6"][0]["load"]["warmup_ms"].is_null());
+    assert!(
+        md.contains("Warm-up, ms"),
+        "fig5's warm-up table is missing"
+    );
     let mem = &v["memory"][0];
     assert!(mem["hold"]["held"].as_u64().unwrap() > 0, "{mem}");
     // Back to back: every connection's next request as soon as the answer is in.

@@ -744,6 +744,15 @@ fn fig5_md(s: &mut String, r: &Results) {
             )
         },
     ));
+    tables.push((
+        "Warm-up, ms: until every connection had its first answer, before the window (how fast \
+         the server took on C new connections, which the latencies above leave out)",
+        |p| {
+            p.load
+                .warmup_ms
+                .map_or_else(|| "–".to_owned(), |ms| format!("{ms:.1}"))
+        },
+    ));
     fig5_tables(s, r, &tables);
 }
 
