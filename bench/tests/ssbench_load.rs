@@ -224,6 +224,28 @@ fn a_stalled_server_costs_timeouts_not_a_hang() {
 }
 
 #[test]
+fn a_warm_up_left_unanswered_ends_its_connections_once() {
+    let (addr, stop) = tiny_server(Faults {
+        stall: true,
+        ..Faults::default()
+    });
+    // No Hello: the warm-up request is the first, and it is never answered.
+    let report = load::run(&LoadArgs {
+        timeout: Duration::from_millis(200),
+        ..args(addr)
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    assert_eq!(c.connected, 8, "{c:?}");
+    assert_eq!(c.sent, 8, "only the warm-up requests: {c:?}");
+    assert_eq!(c.verified, 0);
+    // Each counted once, in the warm-up; the window starts without them.
+    assert_eq!(c.timeouts, 8, "{c:?}");
+    assert_eq!(report.latency.count, 0);
+}
+
+#[test]
 fn an_early_close_is_counted() {
     let (addr, stop) = tiny_server(Faults {
         close_after: Some(2),

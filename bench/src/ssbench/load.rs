@@ -1244,15 +1244,21 @@ impl Engine {
         }
     }
 
-    /// One request on every live connection; `Some(reason)` unless every one
-    /// came back right within `timeout`.
     /// The warm-up before the window: one request on every live connection,
     /// each answer verified (a failure counts as in any round) but kept out of
-    /// the latencies and the window's counts. Returns how long it took, in ms.
+    /// the latencies and the window's counts. A connection whose answer did not
+    /// come within `timeout` (counted as a timeout) ends here, so that no late
+    /// warm-up answer is timed against the window's clock. Returns how long the
+    /// round took, in ms.
     fn warm_up(&mut self, timeout: Duration) -> Result<f64> {
         let started = Instant::now();
         self.round(timeout)?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
+        for i in 0..self.conns.len() {
+            if !self.conns[i].inflight.is_empty() {
+                self.kill(i);
+            }
+        }
         for h in &mut self.hists {
             *h = Latencies::new();
         }
@@ -1263,6 +1269,8 @@ impl Engine {
         Ok(ms)
     }
 
+    /// One request on every live connection; `Some(reason)` unless every one
+    /// came back right within `timeout`.
     fn round(&mut self, timeout: Duration) -> Result<Option<String>> {
         let before = self.counts.clone();
         self.origin = Instant::now();
