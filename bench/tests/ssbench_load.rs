@@ -202,19 +202,26 @@ fn wrong_answers_are_caught_and_end_their_connection() {
     assert!(c.unsent > 0);
 }
 
-#[test]
-fn a_stalled_server_costs_timeouts_not_a_hang() {
+/// A load against a server that never answers a request, with a 200 ms
+/// timeout, with Hello (`levels`) or without.
+fn against_a_stalled_server(levels: Option<u8>) -> load::LoadReport {
     let (addr, stop) = tiny_server(Faults {
         stall: true,
         ..Faults::default()
     });
     let report = load::run(&LoadArgs {
         timeout: Duration::from_millis(200),
-        levels: Some(2),
+        levels,
         ..args(addr)
     })
     .unwrap();
     stop.store(true, Ordering::Relaxed);
+    report
+}
+
+#[test]
+fn a_stalled_server_costs_timeouts_not_a_hang() {
+    let report = against_a_stalled_server(Some(2));
     let c = &report.counts;
     assert_eq!(c.connected, 8, "HelloAcks still came: {c:?}");
     assert_eq!(c.verified, 0);
@@ -225,17 +232,8 @@ fn a_stalled_server_costs_timeouts_not_a_hang() {
 
 #[test]
 fn a_warm_up_left_unanswered_ends_its_connections_once() {
-    let (addr, stop) = tiny_server(Faults {
-        stall: true,
-        ..Faults::default()
-    });
     // No Hello: the warm-up request is the first, and it is never answered.
-    let report = load::run(&LoadArgs {
-        timeout: Duration::from_millis(200),
-        ..args(addr)
-    })
-    .unwrap();
-    stop.store(true, Ordering::Relaxed);
+    let report = against_a_stalled_server(None);
     let c = &report.counts;
     assert_eq!(c.connected, 8, "{c:?}");
     assert_eq!(c.sent, 8, "only the warm-up requests: {c:?}");

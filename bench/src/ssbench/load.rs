@@ -478,10 +478,7 @@ pub fn run_with(args: &LoadArgs, started: impl FnOnce()) -> Result<LoadReport> {
     };
     engine.run(schedule, args.duration, args.timeout)?;
     let cpus = (cpu_time() - cpu0) / wall0.elapsed().as_secs_f64().max(1e-9);
-    Ok(LoadReport {
-        warmup_ms,
-        ..engine.report(args, cpus)
-    })
+    Ok(engine.report(args, cpus, warmup_ms))
 }
 
 /// Result of [`hold`]: how many connections a server held, each answering.
@@ -1309,7 +1306,7 @@ impl Engine {
         })
     }
 
-    fn report(&self, args: &LoadArgs, client_cpus: f64) -> LoadReport {
+    fn report(&self, args: &LoadArgs, client_cpus: f64, warmup_ms: Option<f64>) -> LoadReport {
         let secs = args.duration.as_secs_f64().max(1e-9);
         let mut all = Latencies::new();
         for h in &self.hists {
@@ -1338,7 +1335,7 @@ impl Engine {
             groups,
             send_lag: stats(&self.lag, false),
             client_cpus,
-            warmup_ms: None,
+            warmup_ms,
         }
     }
 }
