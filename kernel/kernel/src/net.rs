@@ -88,7 +88,7 @@ use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::cell::RefCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use core::task::{Poll, Waker};
 
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
@@ -118,6 +118,9 @@ const GATEWAY: [u8; 4] = [10, 0, 2, 2];
 const MMIO_BASE: usize = 0x1000_1000;
 const MMIO_SIZE: usize = 0x1000;
 const MMIO_SLOTS: usize = 8;
+/// How long a socket may hold back the ACK of received data, waiting for a
+/// reply to carry it.
+const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(10);
 /// Descriptors per virtqueue, and bytes per receive buffer (a full frame).
 const QUEUE: usize = 64;
 const RX_BUF: usize = 2048;
@@ -188,33 +191,46 @@ unsafe impl Hal for KernelHal {
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
 }
 
-/// The device's MMIO transport, but for the transmit queue's notification,
-/// which is deferred: a frame queued under the `NET` lock is announced once
-/// the lock is released ([`NetGuard`]), so that the lock is not held through
-/// the exit to QEMU that a device register write costs (QEMU's device side
-/// runs under its own global lock, which its network thread holds often).
+/// The device's MMIO transport, but for the queues' notifications, which are
+/// deferred: buffers queued under the `NET` lock are announced once the lock
+/// is released ([`NetGuard`]), one register write per queue, so that the lock
+/// is not held through the exit to QEMU that a device register write costs
+/// (QEMU's device side runs under its own global lock, which its network
+/// thread holds often) and a poll pays that exit once, not once per buffer.
 struct Mmio(MmioTransport<'static>);
 
-/// virtio-net's transmit queue, and the offset of the MMIO `QueueNotify`
-/// register (virtio 1.2, 4.2.2; the same in the legacy layout).
-const TX_QUEUE: u16 = 1;
+/// The `VIRTIO_F_EVENT_IDX` feature bit (virtio 1.2, 6).
+const EVENT_IDX: u64 = 1 << 29;
+/// The offset of the MMIO `QueueNotify` register (virtio 1.2, 4.2.2; the
+/// same in the legacy layout).
 const QUEUE_NOTIFY: usize = 0x50;
-/// The transmit queue has frames the device has not been told of.
-static TX_NOTIFY: AtomicBool = AtomicBool::new(false);
+/// The queues (a bit each: receive 0, transmit 1) with buffers the device has
+/// not been told of.
+static PENDING_NOTIFY: AtomicU8 = AtomicU8::new(0);
 /// The device's `QueueNotify` register (0: no device yet).
 static NOTIFY_REG: AtomicUsize = AtomicUsize::new(0);
 
-/// Tells the device of queued frames, if any: after the `NET` lock's release.
-fn notify_tx() {
-    if TX_NOTIFY.swap(false, Ordering::SeqCst) {
-        let reg = NOTIFY_REG.load(Ordering::SeqCst);
-        if reg != 0 {
-            // The ring's updates reach memory before the device looks.
-            core::sync::atomic::fence(Ordering::SeqCst);
+/// Tells the device of the buffers queued since the last call, one register
+/// write per queue that has any: after the `NET` lock's release, so a poll
+/// that recycles many receive buffers or queues many frames costs one exit
+/// to QEMU's device model per queue, not one per buffer.
+fn notify_device() {
+    let pending = PENDING_NOTIFY.swap(0, Ordering::SeqCst);
+    if pending == 0 {
+        return;
+    }
+    let reg = NOTIFY_REG.load(Ordering::SeqCst);
+    if reg == 0 {
+        return;
+    }
+    // The rings' updates reach memory before the device looks.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    for queue in 0..8u8 {
+        if pending & (1 << queue) != 0 {
             // SAFETY: `reg` is the identity-mapped `QueueNotify` register of
             // the device found at boot; writing a queue's index only asks the
             // device to look at that queue's available ring.
-            unsafe { (reg as *mut u32).write_volatile(u32::from(TX_QUEUE)) };
+            unsafe { (reg as *mut u32).write_volatile(u32::from(queue)) };
         }
     }
 }
@@ -224,7 +240,15 @@ impl Transport for Mmio {
         self.0.device_type()
     }
     fn read_device_features(&mut self) -> u64 {
-        self.0.read_device_features()
+        // Not `VIRTIO_F_EVENT_IDX`: with it, virtio-drivers (0.13) asks for a
+        // notification whenever the available index is past the device's
+        // event index — not only when it has just crossed it — and QEMU
+        // leaves that index behind while it wants none, so every received
+        // frame's recycled buffer and most queued frames cost an exit to
+        // QEMU (as many receive notifications as frames, measured). Without
+        // it the driver reads the used ring's `NO_NOTIFY` flag, which QEMU
+        // sets while it has buffers or a transmit pass pending.
+        self.0.read_device_features() & !EVENT_IDX
     }
     fn write_driver_features(&mut self, driver_features: u64) {
         self.0.write_driver_features(driver_features)
@@ -233,8 +257,10 @@ impl Transport for Mmio {
         self.0.max_queue_size(queue)
     }
     fn notify(&mut self, queue: u16) {
-        if queue == TX_QUEUE && NOTIFY_REG.load(Ordering::SeqCst) != 0 {
-            TX_NOTIFY.store(true, Ordering::SeqCst);
+        // Deferred once the device is up (its queues are only used under
+        // the `NET` lock then, whose release calls `notify_device`).
+        if queue < 8 && NOTIFY_REG.load(Ordering::SeqCst) != 0 {
+            PENDING_NOTIFY.fetch_or(1 << queue, Ordering::SeqCst);
         } else {
             self.0.notify(queue)
         }
@@ -561,7 +587,7 @@ impl Drop for NetGuard {
         // Still held: no other hart is between its lock and its store.
         NET_HOLDER.store(usize::MAX, Ordering::Relaxed);
         drop(self.0.take());
-        notify_tx();
+        notify_device();
         let woken = core::mem::take(&mut *DEFERRED.lock());
         for list in woken {
             wake_all(list);
@@ -992,10 +1018,13 @@ impl Net {
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
         );
-        // Requests and replies are small and latency matters: no Nagle, no
-        // delayed ACK (the paper's server answers at once).
+        // Requests and replies are small and latency matters: no Nagle. The
+        // ACK of a request is delayed (smoltcp's default 10 ms, sent at once
+        // when more than a segment is unacknowledged) so that it rides on
+        // the reply, which the servers send well within that: one frame per
+        // exchange instead of a bare ACK and then the reply.
         s.set_nagle_enabled(false);
-        s.set_ack_delay(None);
+        s.set_ack_delay(Some(ACK_DELAY));
         SOCKETS.fetch_add(1, Ordering::Relaxed);
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(s);

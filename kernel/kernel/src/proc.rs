@@ -172,13 +172,18 @@ impl Thread {
     }
 }
 
-/// A process's address space, and how many harts run on its page table: the
-/// frames are freed when the process is dead *and* no hart uses them any more
-/// (a hart that blocked a thread may still be on the way out of its table).
+/// A process's address space, and how many harts have its page table loaded:
+/// the frames are freed when the process is dead *and* no hart uses them any
+/// more (a hart keeps the table of the last thread it ran loaded until it
+/// runs another process's thread: `sched::load_space`).
 struct SpaceSlot {
     space: Option<AddressSpace>,
     harts: usize,
     dead: bool,
+    /// The process is dead but its exit is not reported yet: the report
+    /// (what `wait` returns) waits for the frames, so that a parent that
+    /// spawns again once its child is reaped finds the child's memory free.
+    unreported: bool,
 }
 
 /// A process.
@@ -330,6 +335,7 @@ pub fn spawn(
             space: Some(space),
             harts: 0,
             dead: false,
+            unreported: false,
         }),
         page_pa,
         cq_pa,
@@ -399,18 +405,21 @@ impl Process {
     }
 
     /// A hart has switched away from this process's page table; the last one
-    /// out of a dead process frees it.
+    /// out of a dead process frees it, and then reports the exit.
     pub fn leave_space(&self) {
-        let freed = {
+        let (freed, report) = {
             let mut slot = self.space.lock();
             slot.harts -= 1;
             if slot.dead && slot.harts == 0 {
-                slot.space.take()
+                (slot.space.take(), core::mem::take(&mut slot.unreported))
             } else {
-                None
+                (None, false)
             }
         };
         drop(freed);
+        if report {
+            self.report_exit();
+        }
     }
 
     /// Records that a thread of the process is (or is no longer) on `hart`.
@@ -522,17 +531,17 @@ impl Process {
         }
     }
 
-    /// A running thread of this (dying) process stops. The caller no longer
-    /// uses the process's page table.
+    /// A running thread of this (dying) process stops. The caller's hart has
+    /// let go of the process's page table (`sched::run` unloads it first).
     pub fn thread_exited(self: &Arc<Self>, t: &Thread) {
         t.set_state(ThreadState::Dead);
         sched::thread_stopped(self);
         self.thread_gone();
     }
 
-    /// One thread fewer; the last one tears the process down. The caller's
-    /// hart must not be using this process's page table (or the caller is a
-    /// thread of it that is still live, so it cannot be the last).
+    /// One thread fewer; the last one tears the process down. A hart that
+    /// still has the process's table loaded holds its frames until it lets
+    /// go (`leave_space`), which teardown asks of it at once.
     fn thread_gone(self: &Arc<Self>) {
         let last = {
             let mut inner = self.inner.lock();
@@ -547,7 +556,6 @@ impl Process {
     fn teardown(self: &Arc<Self>) {
         PROCS.lock().remove(&self.pid);
         sched::remove_source(self.source);
-        let code = self.exit_code.load(Ordering::SeqCst);
         let (fds, threads, parked, waiters) = {
             let mut inner = self.inner.lock();
             (
@@ -559,17 +567,30 @@ impl Process {
         };
         // Outside our lock: closing a pipe end wakes other processes' threads.
         drop((fds, threads, parked, waiters));
-        // Freed now, or by the last hart to leave its page table.
-        let freed = {
+        // Freed and reported now, or by the last hart to leave its page table
+        // (each is asked to at once).
+        let (freed, holders) = {
             let mut slot = self.space.lock();
             slot.dead = true;
             if slot.harts == 0 {
-                slot.space.take()
+                (slot.space.take(), 0)
             } else {
-                None
+                slot.unreported = true;
+                (None, slot.harts)
             }
         };
-        drop(freed);
+        if holders == 0 {
+            drop(freed);
+            self.report_exit();
+        } else {
+            sched::unload_elsewhere(self);
+        }
+    }
+
+    /// Tells the parent (or the kernel) that the process has exited, with its
+    /// code: what `wait` returns.
+    fn report_exit(&self) {
+        let code = self.exit_code.load(Ordering::SeqCst);
         match self.parent {
             Some(ppid) => {
                 let parent = PROCS.lock().get(&ppid).cloned();

@@ -273,18 +273,78 @@ enum Stop {
     ThreadExit,
 }
 
-/// Runs thread `t` on this hart until it stops (see `Stop`).
-fn run(t: Arc<Thread>) -> Outcome {
-    let Some(satp) = t.proc.enter_space() else {
-        t.proc.thread_exited(&t);
-        return Outcome::Done;
+#[allow(clippy::declare_interior_mutable_const)]
+const NOT_LOADED: IrqMutex<Option<Arc<Process>>> = IrqMutex::new(None);
+/// The process whose page table each hart has loaded, counted in that
+/// process's `enter_space`, and kept after its thread stops: the next thread
+/// of the same process (another of its threads, or the same one back from a
+/// block) then runs without a `satp` write, whose TLB flush — under TCG also
+/// the flush of every translated block's jump cache — is the dearest part of
+/// a switch. Let go when a thread of another process runs on the hart, when
+/// a thread ends ([`unload`], so an exiting process's frames are freed as its
+/// last thread stops), and at a tick on a hart in the kernel once the process
+/// is dying ([`unload_dead`]: a process killed from another hart).
+static LOADED: [IrqMutex<Option<Arc<Process>>>; arch::MAX_HARTS] = [NOT_LOADED; arch::MAX_HARTS];
+
+/// Makes `p`'s page table this hart's; false if `p` has none any more.
+fn load_space(p: &Arc<Process>, hart: usize) -> bool {
+    let mut slot = LOADED[hart].lock();
+    if slot.as_ref().is_some_and(|q| Arc::ptr_eq(q, p)) {
+        return true;
+    }
+    let Some(satp) = p.enter_space() else {
+        return false;
     };
-    t.set_state(ThreadState::Running);
-    let _irq = NoIrq::now();
     // SAFETY: every address space maps the kernel as the kernel table does.
     unsafe { arch::set_satp(satp) };
-    let mut running = Running::default();
+    if let Some(old) = slot.replace(p.clone()) {
+        old.leave_space();
+    }
+    true
+}
+
+/// Switches this hart back to the kernel's table and lets go of the process
+/// it had loaded, if any (and `which` says so).
+fn unload(which: impl FnOnce(&Process) -> bool) {
+    let mut slot = LOADED[arch::hart_id()].lock();
+    if slot.as_deref().is_some_and(which) {
+        // SAFETY: the kernel table maps the kernel as every address space does.
+        unsafe { arch::set_satp(mm::kernel_satp()) };
+        if let Some(old) = slot.take() {
+            old.leave_space();
+        }
+    }
+}
+
+/// Asks every other hart that keeps dead process `p`'s page table loaded to
+/// let go of it (an IPI: see [`unload_dead`]), and lets go of it here.
+pub fn unload_elsewhere(p: &Process) {
+    let me = arch::hart_id();
+    let is_p = |q: &Process| core::ptr::eq(q, p);
+    for (hart, slot) in LOADED.iter().enumerate() {
+        if hart != me && slot.lock().as_deref().is_some_and(is_p) {
+            sbi::send_ipi(hart);
+        }
+    }
+    unload(is_p);
+}
+
+/// Lets go of this hart's loaded page table if its process is dying, so a
+/// process killed while another hart held its table is freed within a tick.
+pub fn unload_dead() {
+    unload(Process::is_dying);
+}
+
+/// Runs thread `t` on this hart until it stops (see `Stop`).
+fn run(t: Arc<Thread>) -> Outcome {
     let hart = arch::hart_id();
+    let _irq = NoIrq::now();
+    if !load_space(&t.proc, hart) {
+        t.proc.thread_exited(&t);
+        return Outcome::Done;
+    }
+    t.set_state(ThreadState::Running);
+    let mut running = Running::default();
     t.proc.set_on_hart(hart, true);
     let stop = loop {
         if t.proc.is_dying() {
@@ -344,9 +404,10 @@ fn run(t: Arc<Thread>) -> Outcome {
         }
     };
     t.proc.set_on_hart(hart, false);
-    // SAFETY: the kernel table maps the kernel as every address space does.
-    unsafe { arch::set_satp(mm::kernel_satp()) };
-    t.proc.leave_space();
+    if matches!(stop, Stop::Finish | Stop::ThreadExit) {
+        // Its process may end with it: its frames go now, not at a tick.
+        unload(|_| true);
+    }
     match stop {
         Stop::Finish => t.proc.thread_exited(&t),
         Stop::ThreadExit => t.proc.thread_left(&t),

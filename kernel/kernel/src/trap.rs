@@ -29,11 +29,16 @@ pub extern "C" fn kernel_trap(frame: &mut TrapFrame) {
             let interrupted = platform::current();
             let suspended = interrupted.is_some_and(|cid| kexec().suspend(cid).is_ok());
             sched::tick();
+            sched::unload_dead();
             if let (true, Some(cid)) = (suspended, interrupted) {
                 let _ = kexec().resume(cid);
             }
         }
-        arch::IRQ_SOFT => arch::clear_soft_pending(),
+        arch::IRQ_SOFT => {
+            arch::clear_soft_pending();
+            // Perhaps a dead process's table to let go of.
+            sched::unload_dead();
+        }
         arch::IRQ_EXTERNAL => console::handle_external(arch::hart_id()),
         _ => {}
     }
