@@ -70,6 +70,10 @@ struct Args {
     /// Idle spin of every ss-runtime in the run, in µs (default: the runtime's, 20).
     #[arg(long)]
     idle_spin_us: Option<u64>,
+    /// CPUs the coordinator keeps free of lowered processes' workers
+    /// (default: the coordinator's, 1; 0 turns the reservation off).
+    #[arg(long)]
+    reserve_cpus: Option<usize>,
     /// Internal: run as one of the child processes.
     #[arg(long, hide = true)]
     role: Option<String>,
@@ -489,6 +493,9 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
                 Some(weights) => {
                     let mut cfg = ss_coord::Config::new(&socket);
                     cfg.policy.weights.enabled = weights;
+                    if let Some(n) = args.reserve_cpus {
+                        cfg.policy.weights.reserve_cpus = n;
+                    }
                     Some(ss_coord::Coordinator::spawn(cfg).context("starting the coordinator")?)
                 }
                 None => None,
@@ -503,7 +510,7 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
                 if coordinated == Some(true) && with_flood {
                     let w = c.status().weights;
                     weights_note = if w.enabled {
-                        "OS weights: applied (the coordinator has CAP_SYS_NICE)".to_owned()
+                        format!("{w} (the coordinator has CAP_SYS_NICE)")
                     } else {
                         format!("OS weights: not applied — {}", w.note)
                     };

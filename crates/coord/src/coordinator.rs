@@ -40,6 +40,7 @@ use ss_core::global::{GlobalBitmap, GlobalView, SourceId};
 use crate::page::{GlobalPageWriter, ProcessPageReader};
 use crate::policy::{self, Budget, Policy};
 use crate::query;
+use crate::sys::CpuMask;
 use crate::sys::{self, Epoll};
 use crate::weights::{self, ProcessWeights, Recent, Weight, WeightsState};
 use crate::wire::{Hello, Refusal, Reply, MSG_LEN, NOTIFY};
@@ -714,6 +715,7 @@ impl Coordinator {
             return;
         }
         let (levels, window) = (self.cfg.policy.levels, self.cfg.policy.weights.window);
+        let reserved = CpuMask::of(self.weights.reserved.iter().copied());
         let mut tops = Vec::with_capacity(self.conns.len());
         for (&id, conn) in self.conns.iter_mut() {
             if let Conn::Registered(r) = conn {
@@ -737,7 +739,9 @@ impl Coordinator {
                 continue;
             }
             let before = r.weights.applied();
-            if r.weights.update(want, &self.cfg.policy.weights, now) {
+            if r.weights
+                .update(want, &self.cfg.policy.weights, reserved, now)
+            {
                 self.dirty = true;
                 if before != r.weights.applied() {
                     let (pid, applied) = (r.pid, r.weights.applied());

@@ -221,6 +221,7 @@ impl Policy {
     /// nice-max 19         # highest nice value given
     /// least idle          # the least important level: idle|batch|nice
     /// weight-window-ms 100  # how long a seen level keeps counting
+    /// reserve-cpus 1      # CPUs kept free of lowered processes' workers
     /// uid 1000 2          # processes of uid 1000: ceiling 2
     /// program flood 6     # executables named `flood`: ceiling 6
     /// program /opt/srv/bin/server 0
@@ -312,6 +313,10 @@ impl Policy {
             ["weight-window-ms", ms] => {
                 self.weights.window = Duration::from_millis(num(ms)?);
             }
+            ["reserve-cpus", n] => {
+                self.weights.reserve_cpus = usize::try_from(num(n)?)
+                    .map_err(|_| "reserve-cpus out of range".to_string())?;
+            }
             ["uid", uid, l] => {
                 let uid = u32::try_from(num(uid)?).map_err(|_| "uid out of range".to_string())?;
                 let l = level(self.levels, l)?;
@@ -326,7 +331,7 @@ impl Policy {
                     "`{}` is not a rule; expected `levels N`, `default LEVEL`, `hold-ms MS`, \
                      `hold-share PERCENT`, `uid UID LEVEL`, `program NAME|PATH LEVEL`, \
                      `os-weights on|off`, `worker-prefix PREFIX|*`, `nice-step N`, `nice-max N`, \
-                     `least idle|batch|nice` or `weight-window-ms MS`",
+                     `least idle|batch|nice`, `weight-window-ms MS` or `reserve-cpus N`",
                     words.join(" ")
                 ))
             }
@@ -365,7 +370,7 @@ mod tests {
         assert_eq!(err.line, 2);
         let w = Policy::parse(
             "os-weights off\nworker-prefix *\nnice-step 3\nnice-max 15\nleast batch\n\
-             weight-window-ms 20\n",
+             weight-window-ms 20\nreserve-cpus 2\n",
         )
         .unwrap()
         .weights;
@@ -376,6 +381,8 @@ mod tests {
             (3, 15, LeastClass::Batch)
         );
         assert_eq!(w.window, Duration::from_millis(20));
+        assert_eq!(w.reserve_cpus, 2);
+        assert_eq!(Policy::default().weights.reserve_cpus, 1);
         assert!(Policy::parse("nice-max 20").is_err());
         assert!(Policy::parse("least never").is_err());
         assert!(Policy::parse("bogus")

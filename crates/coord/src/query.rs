@@ -67,11 +67,7 @@ impl Snapshot {
             s.exited,
             s.disconnected,
         );
-        if s.weights.enabled {
-            out.push_str("os weights on\n");
-        } else {
-            let _ = writeln!(out, "{}", s.weights.note);
-        }
+        let _ = writeln!(out, "{}", s.weights);
         let w = usize::from(n).max(6);
         let _ = writeln!(
             out,

@@ -601,6 +601,110 @@ pub fn wait_readable(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> io::Result<(bool, 
     }
 }
 
+/// A set of CPUs (up to `CPU_SETSIZE`, 1024): a thread's affinity.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CpuMask {
+    bits: [u64; 16],
+}
+
+impl std::fmt::Debug for CpuMask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.cpus()).finish()
+    }
+}
+
+impl CpuMask {
+    /// The largest CPU number a mask holds, plus one.
+    pub const CAPACITY: usize = 16 * 64;
+
+    /// No CPU.
+    pub const fn empty() -> CpuMask {
+        CpuMask { bits: [0; 16] }
+    }
+
+    /// The CPUs of `cpus` (numbers past [`CAPACITY`](Self::CAPACITY) are
+    /// ignored).
+    pub fn of(cpus: impl IntoIterator<Item = usize>) -> CpuMask {
+        let mut m = CpuMask::empty();
+        for c in cpus {
+            m.insert(c);
+        }
+        m
+    }
+
+    /// Adds CPU `cpu` (ignored past [`CAPACITY`](Self::CAPACITY)).
+    pub fn insert(&mut self, cpu: usize) {
+        if let Some(w) = self.bits.get_mut(cpu / 64) {
+            *w |= 1 << (cpu % 64);
+        }
+    }
+
+    /// Whether CPU `cpu` is in the set.
+    pub fn contains(&self, cpu: usize) -> bool {
+        self.bits
+            .get(cpu / 64)
+            .is_some_and(|w| w & (1 << (cpu % 64)) != 0)
+    }
+
+    /// The CPUs in the set, in increasing order.
+    pub fn cpus(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..Self::CAPACITY).filter(|&c| self.contains(c))
+    }
+
+    /// How many CPUs the set holds.
+    pub fn count(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// The CPUs of `self` that are not in `other`.
+    pub fn without(&self, other: &CpuMask) -> CpuMask {
+        let mut m = *self;
+        for (w, o) in m.bits.iter_mut().zip(other.bits) {
+            *w &= !o;
+        }
+        m
+    }
+
+    fn to_libc(self) -> libc::cpu_set_t {
+        // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for c in self.cpus() {
+            // SAFETY: `c < CAPACITY == CPU_SETSIZE`, in bounds of the set.
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+        set
+    }
+
+    fn from_libc(set: &libc::cpu_set_t) -> CpuMask {
+        // SAFETY: CPU_ISSET reads the set in bounds (`c < CPU_SETSIZE`).
+        CpuMask::of((0..Self::CAPACITY).filter(|&c| unsafe { libc::CPU_ISSET(c, set) }))
+    }
+}
+
+/// Thread `tid`'s CPU affinity (`0`: the calling thread).
+///
+/// # Errors
+/// `ESRCH` when the thread has gone.
+pub fn affinity_get(tid: libc::pid_t) -> io::Result<CpuMask> {
+    // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live `cpu_set_t` of the size passed.
+    cvt(unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) })?;
+    Ok(CpuMask::from_libc(&set))
+}
+
+/// Sets thread `tid`'s CPU affinity.
+///
+/// # Errors
+/// `EINVAL` for a set with no usable CPU, `EPERM` for another user's thread
+/// without `CAP_SYS_NICE`, `ESRCH` when the thread has gone.
+pub fn affinity_set(tid: libc::pid_t, mask: CpuMask) -> io::Result<()> {
+    let set = mask.to_libc();
+    // SAFETY: `set` is a live `cpu_set_t` of the size passed.
+    cvt(unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) })
+        .map(drop)
+}
+
 /// `SCHED_RESET_ON_FORK`, a flag `sched_getscheduler` may OR into the policy.
 pub const SCHED_RESET_ON_FORK: libc::c_int = 0x4000_0000;
 

@@ -27,6 +27,21 @@
 //! bitmap empties between requests keeps its rank, and a process's weight
 //! changes at most a few times per window rather than at every scan.
 //!
+//! ## A CPU kept free ([`reserved_cpus`])
+//!
+//! While a process is lowered (any row but the first two), its worker threads
+//! are also kept off the last [`reserve_cpus`](WeightConfig::reserve_cpus) of
+//! the coordinator's CPUs (1 by default, never all of them): their affinity
+//! loses those CPUs, and gets them back with the rest of the settings. A
+//! lowered thread yields a CPU to a more important one that wakes on it, but
+//! only once that CPU runs — under a hypervisor a vCPU kept busy by a flood
+//! is descheduled by the host far more often than an idle one, and whoever
+//! wakes on it waits too. With a CPU no lowered worker uses, the more important
+//! process finds one as it would alone (measured with `coordbench`:
+//! `docs/coordinator.md`). A thread whose affinity holds no other CPU keeps
+//! it. A lowered thread's affinity found widened at a refresh (its runtime
+//! moving it, say) is narrowed again.
+//!
 //! ## Rules for the threads
 //!
 //! - **Only lower, then restore.** The coordinator records each thread's policy
@@ -55,8 +70,8 @@
 //! ## What is and is not guaranteed
 //!
 //! Guaranteed: a registered process whose recent top level is less important
-//! than another's has its worker threads at a lower OS weight within one tick
-//! of the coordinator seeing it; they get back exactly the settings they had
+//! than another's has its worker threads at a lower OS weight, and off the
+//! reserved CPUs, within one tick of the coordinator seeing it; they get back exactly the settings they had
 //! when the process returns to the top, deregisters or the coordinator stops
 //! cleanly; the coordinator never raises a thread above what its owner set.
 //!
@@ -85,7 +100,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use ss_abi::{Levels, Priority};
 
-use crate::sys::{self, ThreadSched};
+use crate::sys::{self, CpuMask, ThreadSched};
 
 /// What a process whose most important level is the least important one gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +132,10 @@ pub struct WeightConfig {
     pub window: Duration,
     /// How often lowered processes are checked for new threads (default 1 s).
     pub refresh: Duration,
+    /// CPUs kept free of lowered processes' worker threads while they are
+    /// lowered (default 1; never all of the coordinator's CPUs): see
+    /// [`reserved_cpus`].
+    pub reserve_cpus: usize,
 }
 
 impl Default for WeightConfig {
@@ -129,6 +148,7 @@ impl Default for WeightConfig {
             least: LeastClass::Idle,
             window: Duration::from_millis(100),
             refresh: Duration::from_secs(1),
+            reserve_cpus: 1,
         }
     }
 }
@@ -140,6 +160,9 @@ pub struct WeightsState {
     pub enabled: bool,
     /// Why not, when they are not.
     pub note: String,
+    /// The CPUs lowered worker threads are kept off ([`reserved_cpus`]).
+    #[serde(default)]
+    pub reserved: Vec<usize>,
 }
 
 impl WeightsState {
@@ -149,6 +172,7 @@ impl WeightsState {
             return WeightsState {
                 enabled: false,
                 note: "OS weights are off (--no-os-weights)".into(),
+                reserved: Vec::new(),
             };
         }
         if !has_cap_sys_nice() {
@@ -158,11 +182,31 @@ impl WeightsState {
                        threads' weights but never restore them; run it as root or grant \
                        CAP_SYS_NICE (setcap cap_sys_nice+ep ss-coord)"
                     .into(),
+                reserved: Vec::new(),
             };
         }
+        let reserved = sys::affinity_get(0)
+            .map(|allowed| reserved_cpus(allowed, cfg.reserve_cpus).cpus().collect())
+            .unwrap_or_default();
         WeightsState {
             enabled: true,
             note: String::new(),
+            reserved,
+        }
+    }
+}
+
+impl fmt::Display for WeightsState {
+    /// `OS weights on, CPU 1 kept free of lowered workers`, or why they are off.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.enabled {
+            return f.write_str(&self.note);
+        }
+        f.write_str("OS weights on")?;
+        match self.reserved.as_slice() {
+            [] => Ok(()),
+            [one] => write!(f, ", CPU {one} kept free of lowered workers"),
+            many => write!(f, ", CPUs {many:?} kept free of lowered workers"),
         }
     }
 }
@@ -264,6 +308,30 @@ pub fn lowered(orig: ThreadSched, w: Weight) -> Option<ThreadSched> {
     (want != orig).then_some(want)
 }
 
+/// The CPUs a lowered process's worker threads are kept off: the last
+/// `reserve` of `allowed` (the coordinator's own CPUs), leaving at least one —
+/// none on a machine with one CPU.
+///
+/// Why: a `SCHED_IDLE` or high-nice thread yields a CPU to a more important
+/// thread that wakes on it, but only once that CPU runs at all — under a
+/// hypervisor a vCPU kept busy by a flood is descheduled by the host far
+/// more than an idle one, and the more important thread waits with it. With
+/// one CPU kept free of lowered work, the more important process finds a CPU
+/// as it would alone (measured: `coordbench`, `docs/coordinator.md`).
+pub fn reserved_cpus(allowed: CpuMask, reserve: usize) -> CpuMask {
+    let n = allowed.count();
+    let keep = reserve.min(n.saturating_sub(1));
+    CpuMask::of(allowed.cpus().skip(n - keep))
+}
+
+/// The affinity a lowered worker thread whose owner set `orig` gets: `orig`
+/// without the reserved CPUs, or `None` to leave it as it is (nothing
+/// reserved, nothing to take away, or nothing left).
+pub fn narrowed(orig: CpuMask, reserved: CpuMask) -> Option<CpuMask> {
+    let want = orig.without(&reserved);
+    (want.count() > 0 && want != orig).then_some(want)
+}
+
 /// When each level was last seen: the window behind [`target`]'s *t*.
 #[derive(Clone, Debug, Default)]
 pub struct Recent {
@@ -293,13 +361,22 @@ impl Recent {
     }
 }
 
+/// What a thread's owner had set, recorded when the coordinator first
+/// touched it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Original {
+    sched: ThreadSched,
+    /// Its affinity, when the coordinator narrowed it.
+    mask: Option<CpuMask>,
+}
+
 /// One process's worker threads under the coordinator's weight.
 #[derive(Debug)]
 pub struct ProcessWeights {
     pid: u32,
     applied: Weight,
     /// Threads touched: tid → the settings their owner had.
-    originals: HashMap<libc::pid_t, ThreadSched>,
+    originals: HashMap<libc::pid_t, Original>,
     last_refresh: Option<Instant>,
     error: Option<String>,
 }
@@ -343,29 +420,36 @@ impl ProcessWeights {
     }
 
     /// Moves the process to `w` (if it differs from what is applied) or, at a
-    /// refresh, applies the current weight to threads started since. Returns
-    /// whether anything observable changed.
-    pub fn update(&mut self, w: Weight, cfg: &WeightConfig, now: Instant) -> bool {
+    /// refresh, applies the current weight to threads started since; lowered
+    /// threads are also kept off the `reserved` CPUs. Returns whether
+    /// anything observable changed.
+    pub fn update(
+        &mut self,
+        w: Weight,
+        cfg: &WeightConfig,
+        reserved: CpuMask,
+        now: Instant,
+    ) -> bool {
         if !self.due(w, cfg, now) {
             return false;
         }
         if w == self.applied {
             self.last_refresh = Some(now);
             let before = self.originals.len();
-            self.apply(w, &cfg.thread_prefix, true);
+            self.apply(w, &cfg.thread_prefix, reserved, true);
             return self.originals.len() != before;
         }
         self.last_refresh = Some(now);
         if w == Weight::Original {
             self.restore();
         } else {
-            self.apply(w, &cfg.thread_prefix, false);
+            self.apply(w, &cfg.thread_prefix, reserved, false);
         }
         self.applied = w;
         true
     }
 
-    fn apply(&mut self, w: Weight, prefix: &str, only_new: bool) {
+    fn apply(&mut self, w: Weight, prefix: &str, reserved: CpuMask, only_new: bool) {
         let tids = match worker_threads(self.pid, prefix) {
             Ok(t) => t,
             Err(e) => {
@@ -376,33 +460,59 @@ impl ProcessWeights {
         // Forget threads that have exited (their tid may be reused).
         self.originals.retain(|tid, _| tids.contains(tid));
         for tid in tids {
-            if only_new && self.originals.contains_key(&tid) {
-                continue;
+            if only_new {
+                if let Some(orig) = self.originals.get(&tid) {
+                    // Narrowed before: narrowed again if something widened
+                    // it since (e.g. its own runtime moving it back).
+                    if let Some(mask) = orig.mask {
+                        if let Ok(now) = sys::affinity_get(tid) {
+                            if now != mask.without(&reserved) && narrowed(now, reserved).is_some() {
+                                let _ = sys::affinity_set(tid, mask.without(&reserved));
+                            }
+                        }
+                    }
+                    continue;
+                }
             }
-            let orig = match self.originals.get(&tid) {
+            let mut orig = match self.originals.get(&tid) {
                 Some(o) => *o,
                 None => match sys::sched_get(tid) {
-                    Ok(o) => o,
+                    Ok(sched) => Original { sched, mask: None },
                     Err(_) => continue, // exited meanwhile
                 },
             };
-            let Some(want) = lowered(orig, w) else {
+            let Some(want) = lowered(orig.sched, w) else {
                 continue;
             };
-            match sys::sched_set(tid, want) {
-                Ok(()) => {
-                    self.originals.entry(tid).or_insert(orig);
+            if let Err(e) = sys::sched_set(tid, want) {
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    self.error = Some(format!("thread {tid}: {e}"));
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(e) => self.error = Some(format!("thread {tid}: {e}")),
+                continue;
             }
+            if orig.mask.is_none() && w != Weight::Original {
+                if let Ok(mask) = sys::affinity_get(tid) {
+                    if let Some(narrow) = narrowed(mask, reserved) {
+                        match sys::affinity_set(tid, narrow) {
+                            Ok(()) => orig.mask = Some(mask),
+                            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                            Err(e) => self.error = Some(format!("thread {tid}: affinity: {e}")),
+                        }
+                    }
+                }
+            }
+            self.originals.insert(tid, orig);
         }
     }
 
     /// Writes back every touched thread's original settings.
     pub fn restore(&mut self) {
         for (tid, orig) in self.originals.drain() {
-            match sys::sched_set(tid, orig) {
+            let mut r = sys::sched_set(tid, orig.sched);
+            if let Some(mask) = orig.mask {
+                r = r.and(sys::affinity_set(tid, mask));
+            }
+            match r {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
                 Err(e) => self.error = Some(format!("restoring thread {tid}: {e}")),
@@ -514,6 +624,33 @@ mod tests {
             ..normal
         };
         assert_eq!(lowered(already_idle, Weight::Nice(5)), None);
+    }
+
+    #[test]
+    fn the_last_cpus_are_reserved_but_never_all_of_them() {
+        let four = CpuMask::of([0, 1, 2, 3]);
+        assert_eq!(reserved_cpus(four, 1), CpuMask::of([3]));
+        assert_eq!(reserved_cpus(four, 2), CpuMask::of([2, 3]));
+        assert_eq!(reserved_cpus(four, 9), CpuMask::of([1, 2, 3]));
+        assert_eq!(reserved_cpus(four, 0), CpuMask::empty());
+        // The coordinator's own CPUs, whatever their numbers.
+        assert_eq!(reserved_cpus(CpuMask::of([2, 5]), 1), CpuMask::of([5]));
+        // One CPU: nothing to keep free.
+        assert_eq!(reserved_cpus(CpuMask::of([0]), 1), CpuMask::empty());
+    }
+
+    #[test]
+    fn a_lowered_thread_loses_only_reserved_cpus_and_never_its_last() {
+        let reserved = CpuMask::of([3]);
+        assert_eq!(
+            narrowed(CpuMask::of([0, 1, 2, 3]), reserved),
+            Some(CpuMask::of([0, 1, 2]))
+        );
+        // Nothing reserved among its CPUs, or nothing reserved at all.
+        assert_eq!(narrowed(CpuMask::of([0, 1]), reserved), None);
+        assert_eq!(narrowed(CpuMask::of([0, 1]), CpuMask::empty()), None);
+        // Pinned to the reserved CPU by its owner: left there.
+        assert_eq!(narrowed(CpuMask::of([3]), reserved), None);
     }
 
     #[test]

@@ -281,3 +281,73 @@ fn stopping_the_coordinator_restores_every_thread() {
     let (got, ok) = r.workers_reach([(OTHER, 0), (OTHER, 2)]);
     assert!(ok, "{got:?}");
 }
+
+/// The CPUs thread `tid` may run on.
+fn cpus_of(tid: i32) -> Vec<usize> {
+    ss_coord::sys::affinity_get(tid).unwrap().cpus().collect()
+}
+
+/// Waits until both workers may run on exactly `want` (bounded).
+fn workers_on(r: &Registered, want: &[usize]) -> (Vec<Vec<usize>>, bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = vec![cpus_of(r.tids[1]), cpus_of(r.tids[2])];
+        if now.iter().all(|c| c == want) || Instant::now() >= deadline {
+            let ok = now.iter().all(|c| c == want);
+            return (now, ok);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn lowered_workers_keep_off_the_reserved_cpu_and_get_their_affinity_back() {
+    let Some((coord, server, mut r)) = setup(
+        "lowered_workers_keep_off_the_reserved_cpu_and_get_their_affinity_back",
+        |c| {
+            c.policy.apply(&["weight-window-ms", "30"]).unwrap();
+            c.policy.weights.refresh = Duration::from_millis(20);
+        },
+    ) else {
+        return;
+    };
+    let all = cpus_of(0);
+    let reserved = coord.status().weights.reserved;
+    if all.len() < 2 {
+        // One CPU: nothing can be kept free.
+        assert!(reserved.is_empty(), "{reserved:?}");
+        return;
+    }
+    // The last of the coordinator's CPUs (it runs with this test's affinity).
+    assert_eq!(reserved, [*all.last().unwrap()]);
+    let rest: Vec<usize> = all[..all.len() - 1].to_vec();
+    assert_eq!(workers_on(&r, &all).0, [all.clone(), all.clone()]);
+
+    // Lowered below the server: off the reserved CPU; the main thread (not a
+    // worker) keeps every CPU.
+    r.cmd("publish 1000");
+    let (got, ok) = workers_on(&r, &rest);
+    assert!(ok, "{got:?} {:?}", coord.status());
+    assert_eq!(cpus_of(r.tids[0]), all);
+
+    // Something widens a lowered worker again (its runtime, say): the next
+    // refresh narrows it back.
+    ss_coord::sys::affinity_set(r.tids[1], ss_coord::sys::CpuMask::of(all.iter().copied()))
+        .unwrap();
+    let (got, ok) = workers_on(&r, &rest);
+    assert!(ok, "{got:?}");
+
+    // At the top again: every CPU back.
+    server.publish(0).unwrap();
+    r.cmd("publish 100");
+    let (got, ok) = workers_on(&r, &all);
+    assert!(ok, "{got:?}");
+
+    // Lowered again, then the coordinator stops: every CPU back.
+    server.publish(1).unwrap();
+    let (got, ok) = workers_on(&r, &rest);
+    assert!(ok, "{got:?}");
+    coord.stop().unwrap();
+    let (got, ok) = workers_on(&r, &all);
+    assert!(ok, "{got:?}");
+}

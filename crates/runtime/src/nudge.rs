@@ -36,6 +36,11 @@
 //! ```
 //!
 //! A worker is nudged at most once per stale stretch (until it beats again).
+//! A worker whose affinity is no longer the one it started with is not
+//! nudged: somebody else set it (a coordinator keeping lowered work off a CPU,
+//! an administrator), and the restore would undo that. For the same reason a
+//! nudged worker restores its affinity only if it is still the nudge's one
+//! CPU.
 //! Cost: a clock read per 16 polls, a scan of the workers' beats per park, and
 //! two system calls per nudge. A worker that really is running — a coroutine
 //! computing for long without polling — is merely moved to a CPU that was
@@ -67,6 +72,8 @@ pub(crate) struct Beat {
     /// Another worker changed its affinity; it restores it at its next beat or
     /// as it parks.
     nudged: AtomicBool,
+    /// The CPU it was nudged onto (set before `nudged` is raised).
+    nudged_to: AtomicI32,
     /// The affinity it had when it started.
     mask: libc::cpu_set_t,
 }
@@ -145,6 +152,7 @@ impl Beats {
             at: AtomicU64::new(now_ns()),
             parked: AtomicBool::new(false),
             nudged: AtomicBool::new(false),
+            nudged_to: AtomicI32::new(-1),
             mask,
         });
         lock(&self.workers).push(beat.clone());
@@ -195,11 +203,27 @@ impl Beats {
             {
                 continue; // its owner keeps it off this CPU
             }
+            let tid = other.tid.load(Ordering::Relaxed);
+            // Only a worker whose affinity is still the one it started with:
+            // one that somebody else narrowed (a coordinator keeping lowered
+            // work off a CPU, an administrator) is not ours to move, and its
+            // restore would undo theirs.
+            // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
+            let mut now_mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `now_mask` is a live set of `MASK_SIZE` bytes; `tid` is
+            // a registered worker's thread (see below); both sets are valid.
+            let untouched = unsafe {
+                libc::sched_getaffinity(tid, MASK_SIZE, &mut now_mask) == 0
+                    && libc::CPU_EQUAL(&now_mask, &other.mask)
+            };
+            if !untouched {
+                continue;
+            }
             // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
             let mut only_here: libc::cpu_set_t = unsafe { std::mem::zeroed() };
             // SAFETY: `here < CPU_SETSIZE`, in bounds of the set.
             unsafe { libc::CPU_SET(here, &mut only_here) };
-            let tid = other.tid.load(Ordering::Relaxed);
+            other.nudged_to.store(here as i32, Ordering::Relaxed);
             // SAFETY: `only_here` is a live set of `MASK_SIZE` bytes; the tid is
             // a thread of this process that is still registered, so alive (a
             // worker leaves the registry before its thread exits). An error
@@ -231,13 +255,30 @@ pub(crate) fn beat() {
 }
 
 /// Gives the calling worker back the affinity it started with, if another
-/// worker changed it.
+/// worker changed it — and nobody has changed it since (the nudge's one CPU
+/// is still all it has).
 fn restore_if_nudged(mine: &Beat) {
     // A load first: the swap (a locked instruction) only when nudged.
     if mine.nudged.load(Ordering::Relaxed) && mine.nudged.swap(false, Ordering::Acquire) {
-        // SAFETY: `mine.mask` is a live set of `MASK_SIZE` bytes; 0 is the
-        // calling thread. On failure the thread stays on the CPU it was moved
-        // to, which is still a CPU it may use.
-        unsafe { libc::sched_setaffinity(0, MASK_SIZE, &mine.mask) };
+        let Ok(to) = usize::try_from(mine.nudged_to.load(Ordering::Relaxed)) else {
+            return;
+        };
+        // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
+        let mut now_mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
+        let mut nudge_mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `to` came from `sched_getcpu`, checked below CPU_SETSIZE
+        // by the nudger; `now_mask` is a live set of `MASK_SIZE` bytes.
+        let unchanged = unsafe {
+            libc::CPU_SET(to, &mut nudge_mask);
+            libc::sched_getaffinity(0, MASK_SIZE, &mut now_mask) == 0
+                && libc::CPU_EQUAL(&now_mask, &nudge_mask)
+        };
+        if unchanged {
+            // SAFETY: `mine.mask` is a live set of `MASK_SIZE` bytes; 0 is the
+            // calling thread. On failure the thread stays on the CPU it was
+            // moved to, which is still a CPU it may use.
+            unsafe { libc::sched_setaffinity(0, MASK_SIZE, &mine.mask) };
+        }
     }
 }

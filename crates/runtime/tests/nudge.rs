@@ -32,9 +32,15 @@ fn same(a: &libc::cpu_set_t, b: &libc::cpu_set_t) -> bool {
 
 /// Runs a coroutine that computes for up to `stall` without polling, beside a
 /// coroutine that sleeps 1 ms at a time (its worker parks again and again).
-/// Returns (whether the stalled worker saw its affinity narrowed to one CPU,
-/// its tid, the runtime).
-fn stall(nudge_after: Duration, stall: Duration) -> (bool, libc::pid_t, Runtime) {
+/// With `pinned`, the computing coroutine first sets its worker's affinity to
+/// that set itself (as a coordinator or an administrator would). Returns
+/// (whether the stalled worker saw its affinity changed from what it had when
+/// the computation began, its tid, the runtime).
+fn stall(
+    nudge_after: Duration,
+    stall: Duration,
+    pinned: Option<libc::cpu_set_t>,
+) -> (bool, libc::pid_t, Runtime) {
     let rt = Runtime::builder()
         .workers(2)
         .idle_spin(Duration::from_micros(5))
@@ -49,10 +55,15 @@ fn stall(nudge_after: Duration, stall: Duration) -> (bool, libc::pid_t, Runtime)
             async move {
                 // SAFETY: gettid(2) cannot fail.
                 tid2.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+                if let Some(set) = pinned {
+                    // SAFETY: `set` is a live set of MASK_SIZE bytes.
+                    assert_eq!(unsafe { libc::sched_setaffinity(0, MASK_SIZE, &set) }, 0);
+                }
+                let before = affinity(0);
                 let start = Instant::now();
                 let mut narrowed = false;
                 while start.elapsed() < stall && !narrowed {
-                    narrowed = cpus(&affinity(0)) == 1;
+                    narrowed = !same(&affinity(0), &before);
                     std::hint::spin_loop();
                 }
                 done2.store(true, Ordering::SeqCst);
@@ -86,7 +97,7 @@ fn a_silent_worker_is_moved_and_gets_its_affinity_back() {
         eprintln!("skipped: this process may use only one CPU");
         return;
     }
-    let (narrowed, tid, rt) = stall(Duration::from_micros(100), Duration::from_secs(5));
+    let (narrowed, tid, rt) = stall(Duration::from_micros(100), Duration::from_secs(5), None);
     assert!(narrowed, "the silent worker was never moved");
     assert!(rt.nudges() >= 1);
     // It runs again (the block_on above polled on it or parked it): its own
@@ -105,8 +116,34 @@ fn a_silent_worker_is_moved_and_gets_its_affinity_back() {
 #[test]
 fn nudging_off_moves_nobody() {
     let start = affinity(0);
-    let (narrowed, tid, rt) = stall(Duration::ZERO, Duration::from_millis(50));
+    let (narrowed, tid, rt) = stall(Duration::ZERO, Duration::from_millis(50), None);
     assert!(!narrowed);
     assert_eq!(rt.nudges(), 0);
     assert!(same(&affinity(tid), &start));
+}
+
+#[test]
+fn a_worker_whose_affinity_someone_else_set_is_left_alone() {
+    let start = affinity(0);
+    if cpus(&start) < 2 {
+        eprintln!("skipped: this process may use only one CPU");
+        return;
+    }
+    // Every CPU of the process but the last: a coordinator's narrowing.
+    let mut pinned = start;
+    let last = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: indices below CPU_SETSIZE are in bounds.
+        .rfind(|&i| unsafe { libc::CPU_ISSET(i, &start) })
+        .unwrap();
+    // SAFETY: `last` is below CPU_SETSIZE.
+    unsafe { libc::CPU_CLR(last, &mut pinned) };
+    let (moved, tid, rt) = stall(
+        Duration::from_micros(100),
+        Duration::from_millis(500),
+        Some(pinned),
+    );
+    assert!(!moved, "the pinned worker was moved");
+    assert_eq!(rt.nudges(), 0);
+    // Not widened back to what it started with, either.
+    assert!(same(&affinity(tid), &pinned));
 }

@@ -147,7 +147,7 @@ fn draw(f: &mut Frame<'_>, snap: &Result<Snapshot, String>, path: &Path, interva
     };
     let n = s.levels.count();
     let weights = if s.weights.enabled {
-        Line::from("OS weights: on")
+        Line::from(s.weights.to_string())
     } else {
         Line::from(s.weights.note.as_str()).yellow()
     };
