@@ -38,9 +38,11 @@
 //! is descheduled by the host far more often than an idle one, and whoever
 //! wakes on it waits too. With a CPU no lowered worker uses, the more important
 //! process finds one as it would alone (measured with `coordbench`:
-//! `docs/coordinator.md`). A thread whose affinity holds no other CPU keeps
-//! it. A lowered thread's affinity found widened at a refresh (its runtime
-//! moving it, say) is narrowed again.
+//! `docs/coordinator.md`). This holds for threads already at or below the
+//! weight by their owner's choice too, but not for real-time or deadline
+//! ones; a thread whose affinity holds no other CPU keeps it. A lowered
+//! thread's affinity found widened at a refresh (its runtime moving it, say)
+//! is narrowed again.
 //!
 //! ## Rules for the threads
 //!
@@ -71,9 +73,10 @@
 //!
 //! Guaranteed: a registered process whose recent top level is less important
 //! than another's has its worker threads at a lower OS weight, and off the
-//! reserved CPUs, within one tick of the coordinator seeing it; they get back exactly the settings they had
-//! when the process returns to the top, deregisters or the coordinator stops
-//! cleanly; the coordinator never raises a thread above what its owner set.
+//! reserved CPUs, within one tick of the coordinator seeing it; they get back
+//! exactly the settings they had when the process returns to the top,
+//! deregisters or the coordinator stops cleanly; the coordinator never raises
+//! a thread above what its owner set.
 //!
 //! Not guaranteed:
 //! - *Latency.* Nice values are weights, not priorities: Linux (EEVDF) still
@@ -481,16 +484,20 @@ impl ProcessWeights {
                     Err(_) => continue, // exited meanwhile
                 },
             };
-            let Some(want) = lowered(orig.sched, w) else {
-                continue;
-            };
-            if let Err(e) = sys::sched_set(tid, want) {
-                if e.raw_os_error() != Some(libc::ESRCH) {
-                    self.error = Some(format!("thread {tid}: {e}"));
+            let want = lowered(orig.sched, w);
+            if let Some(want) = want {
+                if let Err(e) = sys::sched_set(tid, want) {
+                    if e.raw_os_error() != Some(libc::ESRCH) {
+                        self.error = Some(format!("thread {tid}: {e}"));
+                    }
+                    continue;
                 }
-                continue;
             }
-            if orig.mask.is_none() && w != Weight::Original {
+            // Off the reserved CPUs too — also a thread already at (or below)
+            // the weight by its owner's choice; real time and deadline are not
+            // ours to touch.
+            let ours = [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE];
+            if orig.mask.is_none() && ours.contains(&orig.sched.policy) {
                 if let Ok(mask) = sys::affinity_get(tid) {
                     if let Some(narrow) = narrowed(mask, reserved) {
                         match sys::affinity_set(tid, narrow) {
@@ -501,7 +508,9 @@ impl ProcessWeights {
                     }
                 }
             }
-            self.originals.insert(tid, orig);
+            if want.is_some() || orig.mask.is_some() {
+                self.originals.insert(tid, orig);
+            }
         }
     }
 
