@@ -460,31 +460,47 @@ async fn start<T: Operation>(op: &mut Op<T>) {
 
 #[test]
 fn an_op_dropped_on_another_worker_is_cancelled_by_its_owner() {
+    type Slot = Arc<std::sync::Mutex<Option<Op<CountedRecv>>>>;
     let rt = rt(2);
     let live = Arc::new(AtomicUsize::new(0));
     let (a, mut b) = tcp_pair();
     let a = Arc::new(a);
     let step = Arc::new(AtomicUsize::new(0));
-    let (a2, live2, step2) = (a.clone(), live.clone(), step.clone());
-    rt.block_on(async move {
-        let mut op = counted_recv(&*a2, &live2);
-        start(&mut op).await;
-        let owner = std::thread::current().id();
-        let slot = Arc::new(std::sync::Mutex::new(Some(op)));
-        let (slot2, step3) = (slot.clone(), step2.clone());
-        // Runs on the other worker: this one is held below.
-        let dropper = crate::spawn(
-            async move {
-                assert_ne!(std::thread::current().id(), owner);
-                drop(slot2.lock().unwrap().take());
-                step3.store(1, Ordering::SeqCst);
-            },
-            prio(0),
-        );
-        hold_worker_until(&step2, 1);
-        dropper.await.unwrap();
-        assert!(slot.lock().unwrap().is_none());
+    let slot: Slot = Arc::new(std::sync::Mutex::new(None));
+    let owner = Arc::new(std::sync::Mutex::new(None));
+    std::thread::scope(|s| {
+        // Spawns the dropper once the owner holds its worker, from outside
+        // any poll: a spawn from inside the owner's poll leaves waking a
+        // parked worker to the end of that poll (`Park::defer_unpark`), which
+        // the hold below delays for as long as it lasts.
+        let (rt2, slot2, step2, owner2) = (&rt, slot.clone(), step.clone(), owner.clone());
+        let helper = s.spawn(move || {
+            hold_worker_until(&step2, 1);
+            let owner = owner2.lock().unwrap().expect("set before step 1");
+            rt2.spawn(
+                async move {
+                    // On the other worker: the owner's is held.
+                    assert_ne!(std::thread::current().id(), owner);
+                    drop(slot2.lock().unwrap().take());
+                    step2.store(2, Ordering::SeqCst);
+                },
+                prio(0),
+            )
+            .unwrap()
+        });
+        let (a2, live2, step2, slot2) = (a.clone(), live.clone(), step.clone(), slot.clone());
+        rt.block_on(async move {
+            let mut op = counted_recv(&*a2, &live2);
+            start(&mut op).await;
+            *owner.lock().unwrap() = Some(std::thread::current().id());
+            *slot2.lock().unwrap() = Some(op);
+            step2.store(1, Ordering::SeqCst);
+            hold_worker_until(&step2, 2);
+        });
+        let dropper = helper.join().unwrap();
+        rt.block_on(dropper).unwrap();
     });
+    assert!(slot.lock().unwrap().is_none());
     // The owner submits the cancellation and frees the buffer on completion.
     for _ in 0..2000 {
         if live.load(Ordering::SeqCst) == 0 {
