@@ -335,6 +335,16 @@ pub fn narrowed(orig: CpuMask, reserved: CpuMask) -> Option<CpuMask> {
     (want.count() > 0 && want != orig).then_some(want)
 }
 
+/// Takes the `reserved` CPUs out of thread `tid`'s affinity, if [`narrowed`]
+/// says so: the affinity it had then, or `None` if it was left as it was.
+fn narrow(tid: libc::pid_t, reserved: CpuMask) -> io::Result<Option<CpuMask>> {
+    let mask = sys::affinity_get(tid)?;
+    match narrowed(mask, reserved) {
+        Some(narrow) => sys::affinity_set(tid, narrow).map(|()| Some(mask)),
+        None => Ok(None),
+    }
+}
+
 /// When each level was last seen: the window behind [`target`]'s *t*.
 #[derive(Clone, Debug, Default)]
 pub struct Recent {
@@ -463,19 +473,13 @@ impl ProcessWeights {
         // Forget threads that have exited (their tid may be reused).
         self.originals.retain(|tid, _| tids.contains(tid));
         for tid in tids {
-            if only_new {
-                if let Some(orig) = self.originals.get(&tid) {
-                    // Narrowed before: narrowed again if something widened
-                    // it since (e.g. its own runtime moving it back).
-                    if let Some(mask) = orig.mask {
-                        if let Ok(now) = sys::affinity_get(tid) {
-                            if now != mask.without(&reserved) && narrowed(now, reserved).is_some() {
-                                let _ = sys::affinity_set(tid, mask.without(&reserved));
-                            }
-                        }
-                    }
-                    continue;
+            if let (true, Some(orig)) = (only_new, self.originals.get(&tid)) {
+                // Narrowed before: narrowed again if something widened it
+                // since (e.g. its own runtime moving it back).
+                if orig.mask.is_some() {
+                    let _ = narrow(tid, reserved);
                 }
+                continue;
             }
             let mut orig = match self.originals.get(&tid) {
                 Some(o) => *o,
@@ -498,14 +502,10 @@ impl ProcessWeights {
             // ours to touch.
             let ours = [libc::SCHED_OTHER, libc::SCHED_BATCH, libc::SCHED_IDLE];
             if orig.mask.is_none() && ours.contains(&orig.sched.policy) {
-                if let Ok(mask) = sys::affinity_get(tid) {
-                    if let Some(narrow) = narrowed(mask, reserved) {
-                        match sys::affinity_set(tid, narrow) {
-                            Ok(()) => orig.mask = Some(mask),
-                            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                            Err(e) => self.error = Some(format!("thread {tid}: affinity: {e}")),
-                        }
-                    }
+                match narrow(tid, reserved) {
+                    Ok(was) => orig.mask = was,
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => self.error = Some(format!("thread {tid}: affinity: {e}")),
                 }
             }
             if want.is_some() || orig.mask.is_some() {

@@ -140,12 +140,9 @@ impl Beats {
         if self.after == 0 {
             return;
         }
-        // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
-        let mut mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `mask` is a live `cpu_set_t` of `MASK_SIZE` bytes.
-        if unsafe { libc::sched_getaffinity(0, MASK_SIZE, &mut mask) } != 0 {
+        let Some(mask) = affinity(0) else {
             return;
-        }
+        };
         let beat = Arc::new(Beat {
             // SAFETY: gettid(2) has no arguments and cannot fail.
             tid: AtomicI32::new(unsafe { libc::gettid() }),
@@ -208,21 +205,10 @@ impl Beats {
             // one that somebody else narrowed (a coordinator keeping lowered
             // work off a CPU, an administrator) is not ours to move, and its
             // restore would undo theirs.
-            // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
-            let mut now_mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            // SAFETY: `now_mask` is a live set of `MASK_SIZE` bytes; `tid` is
-            // a registered worker's thread (see below); both sets are valid.
-            let untouched = unsafe {
-                libc::sched_getaffinity(tid, MASK_SIZE, &mut now_mask) == 0
-                    && libc::CPU_EQUAL(&now_mask, &other.mask)
-            };
-            if !untouched {
+            if !affinity(tid).is_some_and(|now| same(&now, &other.mask)) {
                 continue;
             }
-            // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
-            let mut only_here: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            // SAFETY: `here < CPU_SETSIZE`, in bounds of the set.
-            unsafe { libc::CPU_SET(here, &mut only_here) };
+            let only_here = one_cpu(here);
             other.nudged_to.store(here as i32, Ordering::Relaxed);
             // SAFETY: `only_here` is a live set of `MASK_SIZE` bytes; the tid is
             // a thread of this process that is still registered, so alive (a
@@ -237,6 +223,31 @@ impl Beats {
             }
         }
     }
+}
+
+/// Thread `tid`'s affinity (0: the calling thread), if it can be read.
+fn affinity(tid: libc::pid_t) -> Option<libc::cpu_set_t> {
+    // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live `cpu_set_t` of `MASK_SIZE` bytes; a `tid`
+    // that is not (or no longer) a thread makes the call fail, nothing else.
+    (unsafe { libc::sched_getaffinity(tid, MASK_SIZE, &mut set) } == 0).then_some(set)
+}
+
+/// The set of CPU `cpu` alone (`cpu < CPU_SETSIZE`).
+fn one_cpu(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: callers pass `cpu < CPU_SETSIZE` (checked where it comes from
+    // `sched_getcpu`), in bounds of the set.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    set
+}
+
+/// Whether two CPU sets are equal.
+fn same(a: &libc::cpu_set_t, b: &libc::cpu_set_t) -> bool {
+    // SAFETY: both are valid sets; CPU_EQUAL only reads them.
+    unsafe { libc::CPU_EQUAL(a, b) }
 }
 
 /// The calling worker is running (polls, woke from a park): records the beat,
@@ -263,18 +274,9 @@ fn restore_if_nudged(mine: &Beat) {
         let Ok(to) = usize::try_from(mine.nudged_to.load(Ordering::Relaxed)) else {
             return;
         };
-        // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
-        let mut now_mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: a zeroed `cpu_set_t` is a valid empty set.
-        let mut nudge_mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `to` came from `sched_getcpu`, checked below CPU_SETSIZE
-        // by the nudger; `now_mask` is a live set of `MASK_SIZE` bytes.
-        let unchanged = unsafe {
-            libc::CPU_SET(to, &mut nudge_mask);
-            libc::sched_getaffinity(0, MASK_SIZE, &mut now_mask) == 0
-                && libc::CPU_EQUAL(&now_mask, &nudge_mask)
-        };
-        if unchanged {
+        // `to` came from `sched_getcpu`, checked below CPU_SETSIZE by the
+        // nudger.
+        if affinity(0).is_some_and(|now| same(&now, &one_cpu(to))) {
             // SAFETY: `mine.mask` is a live set of `MASK_SIZE` bytes; 0 is the
             // calling thread. On failure the thread stays on the CPU it was
             // moved to, which is still a CPU it may use.

@@ -30,6 +30,17 @@ fn same(a: &libc::cpu_set_t, b: &libc::cpu_set_t) -> bool {
         .all(|i| unsafe { libc::CPU_ISSET(i, a) == libc::CPU_ISSET(i, b) })
 }
 
+/// This process's affinity, if it holds more than one CPU (else the test is
+/// skipped, and says so).
+fn several_cpus() -> Option<libc::cpu_set_t> {
+    let start = affinity(0);
+    if cpus(&start) < 2 {
+        eprintln!("skipped: this process may use only one CPU");
+        return None;
+    }
+    Some(start)
+}
+
 /// Runs a coroutine that computes for up to `stall` without polling, beside a
 /// coroutine that sleeps 1 ms at a time (its worker parks again and again).
 /// With `pinned`, the computing coroutine first sets its worker's affinity to
@@ -92,11 +103,9 @@ fn stall(
 
 #[test]
 fn a_silent_worker_is_moved_and_gets_its_affinity_back() {
-    let start = affinity(0);
-    if cpus(&start) < 2 {
-        eprintln!("skipped: this process may use only one CPU");
+    let Some(start) = several_cpus() else {
         return;
-    }
+    };
     let (narrowed, tid, rt) = stall(Duration::from_micros(100), Duration::from_secs(5), None);
     assert!(narrowed, "the silent worker was never moved");
     assert!(rt.nudges() >= 1);
@@ -124,11 +133,9 @@ fn nudging_off_moves_nobody() {
 
 #[test]
 fn a_worker_whose_affinity_someone_else_set_is_left_alone() {
-    let start = affinity(0);
-    if cpus(&start) < 2 {
-        eprintln!("skipped: this process may use only one CPU");
+    let Some(start) = several_cpus() else {
         return;
-    }
+    };
     // Every CPU of the process but the last: a coordinator's narrowing.
     let mut pinned = start;
     let last = (0..libc::CPU_SETSIZE as usize)

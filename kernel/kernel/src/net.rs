@@ -202,8 +202,10 @@ const EVENT_IDX: u64 = 1 << 29;
 /// same in the legacy layout).
 const QUEUE_NOTIFY: usize = 0x50;
 /// The queues (a bit each: receive 0, transmit 1) with buffers the device has
-/// not been told of.
+/// not been told of; queues from [`DEFERRED_QUEUES`] on are told at once.
 static PENDING_NOTIFY: AtomicU8 = AtomicU8::new(0);
+/// How many queues [`PENDING_NOTIFY`] has bits for.
+const DEFERRED_QUEUES: u16 = u8::BITS as u16;
 /// The device's `QueueNotify` register (0: no device yet).
 static NOTIFY_REG: AtomicUsize = AtomicUsize::new(0);
 
@@ -222,7 +224,7 @@ fn notify_device() {
     }
     // The rings' updates reach memory before the device looks.
     core::sync::atomic::fence(Ordering::SeqCst);
-    for queue in 0..8u8 {
+    for queue in 0..DEFERRED_QUEUES {
         if pending & (1 << queue) != 0 {
             // SAFETY: `reg` is the identity-mapped `QueueNotify` register of
             // the device found at boot; writing a queue's index only asks the
@@ -256,7 +258,7 @@ impl Transport for Mmio {
     fn notify(&mut self, queue: u16) {
         // Deferred once the device is up (its queues are only used under
         // the `NET` lock then, whose release calls `notify_device`).
-        if queue < 8 && NOTIFY_REG.load(Ordering::SeqCst) != 0 {
+        if queue < DEFERRED_QUEUES && NOTIFY_REG.load(Ordering::SeqCst) != 0 {
             PENDING_NOTIFY.fetch_or(1 << queue, Ordering::SeqCst);
         } else {
             self.0.notify(queue)

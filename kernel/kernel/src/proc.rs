@@ -180,10 +180,6 @@ struct SpaceSlot {
     space: Option<AddressSpace>,
     harts: usize,
     dead: bool,
-    /// The process is dead but its exit is not reported yet: the report
-    /// (what `wait` returns) waits for the frames, so that a parent that
-    /// spawns again once its child is reaped finds the child's memory free.
-    unreported: bool,
 }
 
 /// A process.
@@ -335,7 +331,6 @@ pub fn spawn(
             space: Some(space),
             harts: 0,
             dead: false,
-            unreported: false,
         }),
         page_pa,
         cq_pa,
@@ -405,19 +400,20 @@ impl Process {
     }
 
     /// A hart has switched away from this process's page table; the last one
-    /// out of a dead process frees it, and then reports the exit.
+    /// out of a dead process frees it, and then reports the exit (a dead
+    /// process's space still there is one whose exit teardown left to it).
     pub fn leave_space(&self) {
-        let (freed, report) = {
+        let freed = {
             let mut slot = self.space.lock();
             slot.harts -= 1;
             if slot.dead && slot.harts == 0 {
-                (slot.space.take(), core::mem::take(&mut slot.unreported))
+                slot.space.take()
             } else {
-                (None, false)
+                None
             }
         };
-        drop(freed);
-        if report {
+        if let Some(space) = freed {
+            drop(space);
             self.report_exit();
         }
     }
@@ -568,22 +564,24 @@ impl Process {
         // Outside our lock: closing a pipe end wakes other processes' threads.
         drop((fds, threads, parked, waiters));
         // Freed and reported now, or by the last hart to leave its page table
-        // (each is asked to at once).
-        let (freed, holders) = {
+        // (each is asked to at once). The exit is reported only once the
+        // frames are free, so that a parent that spawns again once its child
+        // is reaped finds the child's memory free.
+        let freed = {
             let mut slot = self.space.lock();
             slot.dead = true;
             if slot.harts == 0 {
-                (slot.space.take(), 0)
+                slot.space.take()
             } else {
-                slot.unreported = true;
-                (None, slot.harts)
+                None
             }
         };
-        if holders == 0 {
-            drop(freed);
-            self.report_exit();
-        } else {
-            sched::unload_elsewhere(self);
+        match freed {
+            Some(space) => {
+                drop(space);
+                self.report_exit();
+            }
+            None => sched::unload_elsewhere(self),
         }
     }
 
