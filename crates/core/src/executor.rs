@@ -162,6 +162,24 @@ pub enum Cancel {
     AlreadyExited,
 }
 
+/// What one look of [`Executor::unpark_if_stalled`] found.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stall {
+    /// No coroutine was ready.
+    Idle,
+    /// Coroutines were ready, and pollers have popped some since the last look
+    /// (or the last look found none ready, or this is the first): the work is
+    /// moving.
+    Moving,
+    /// Coroutines were ready at this look and the last, and nobody popped one
+    /// in between: every poller is stuck in a poll (or off its CPU) or parked.
+    /// `unparked`: a parked poller was woken for them (there was one).
+    Stalled {
+        /// Whether a registered sleeper was claimed and woken.
+        unparked: bool,
+    },
+}
+
 /// The ready-lock state.
 pub(crate) struct Ready<P: Platform> {
     queues: ReadyQueues<P>,
@@ -790,6 +808,39 @@ impl<P: Platform> Executor<P> {
     /// The number of ready coroutines.
     pub fn ready_len(&self) -> usize {
         self.shared.lock_ready().with(|r| r.queues.len())
+    }
+
+    /// One look of a watchdog, from any thread: if coroutines are ready now
+    /// and were at the last look (`seen` carries what that look saw from one
+    /// look to the next; start with `None`), and no poller has popped one in
+    /// between, wakes a parked poller for them.
+    ///
+    /// Why: a push from inside a poll leaves its unpark to that poller
+    /// ([`Park::defer_unpark`](crate::platform::Park::defer_unpark)), which
+    /// settles it when the poll ends. A poll that runs long — a coroutine that
+    /// spawns another and then computes — would keep a parked CPU asleep
+    /// beside the work for as long as it runs. A thread that calls this every
+    /// millisecond or so bounds that delay to about two of its periods, and
+    /// costs nothing while the work moves. A poller off its CPU (preempted by
+    /// the OS) looks the same and is answered the same way.
+    pub fn unpark_if_stalled(&self, seen: &mut Option<u64>) -> Stall {
+        let (stall, unpark) = self.shared.lock_ready().with(|r| {
+            if r.queues.len() == 0 {
+                *seen = None;
+                return (Stall::Idle, false);
+            }
+            let last = seen.replace(r.pops);
+            if last != Some(r.pops) {
+                (Stall::Moving, false)
+            } else {
+                let unparked = claim_sleeper(r);
+                (Stall::Stalled { unparked }, unparked)
+            }
+        });
+        if unpark {
+            self.shared.platform.unpark_one();
+        }
+        stall
     }
 
     /// The ids of the blocked coroutines: the blocking set (a snapshot).

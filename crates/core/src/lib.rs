@@ -100,7 +100,7 @@ mod task;
 
 pub use bitmap::PrioBitmap;
 pub use drain::DrainGate;
-pub use executor::{Cancel, Error, Executor, Poller, Wake};
+pub use executor::{Cancel, Error, Executor, Poller, Stall, Wake};
 pub use ss_abi::{CoroutineId, CoroutineKind, Levels, Priority};
 pub use state::CoroutineState;
 pub use task::{

@@ -9,7 +9,7 @@ use common::*;
 use ss_core::platform::ThreadPlatform;
 use ss_core::{
     cid_of, current_cid, kind_of, Cancel, CoroutineId, CoroutineKind, CoroutineState, Error,
-    Executor, Levels, Wake,
+    Executor, Levels, Stall, Wake,
 };
 
 type Log = Arc<Mutex<Vec<u32>>>;
@@ -789,4 +789,28 @@ fn a_coroutine_can_ask_whether_something_more_important_is_ready() {
         ss_core::more_important_ready(std::task::Waker::noop()),
         None
     );
+}
+
+#[test]
+fn a_watch_calls_ready_work_stalled_only_after_two_looks_without_a_pop() {
+    let exec = Executor::new();
+    let mut seen = None;
+    assert_eq!(exec.unpark_if_stalled(&mut seen), Stall::Idle);
+    exec.spawn(async {}, p(1)).unwrap();
+    exec.spawn(async {}, p(1)).unwrap();
+    // First sight of ready work: it may be about to be popped.
+    assert_eq!(exec.unpark_if_stalled(&mut seen), Stall::Moving);
+    // Nobody popped, and nobody sleeps to be woken.
+    assert_eq!(
+        exec.unpark_if_stalled(&mut seen),
+        Stall::Stalled { unparked: false }
+    );
+    let mut poller = exec.poller();
+    assert!(poller.run_once());
+    assert_eq!(exec.unpark_if_stalled(&mut seen), Stall::Moving);
+    assert!(poller.run_once());
+    assert_eq!(exec.unpark_if_stalled(&mut seen), Stall::Idle);
+    // Ready work after an idle look is first sight again.
+    exec.spawn(async {}, p(1)).unwrap();
+    assert_eq!(exec.unpark_if_stalled(&mut seen), Stall::Moving);
 }

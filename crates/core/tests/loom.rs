@@ -538,6 +538,103 @@ fn a_wake_deferred_to_the_end_of_the_poll_is_never_lost() {
     });
 }
 
+/// Raised once, waited for by blocking (a loom condition variable).
+#[derive(Default)]
+struct Flag {
+    up: loom::sync::Mutex<bool>,
+    cv: loom::sync::Condvar,
+}
+
+impl Flag {
+    fn raise(&self) {
+        *self.up.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+    fn is_up(&self) -> bool {
+        *self.up.lock().unwrap()
+    }
+    fn wait(&self) {
+        let mut up = self.up.lock().unwrap();
+        while !*up {
+            up = self.cv.wait(up).unwrap();
+        }
+    }
+}
+
+/// Spawns a coroutine that raises `ran` from inside its poll (on a platform
+/// that leaves the unpark to this poller), then computes — blocks its CPU —
+/// until that coroutine has run: a poll that runs on long after a deferred
+/// push.
+struct SpawnAndCompute {
+    exec: Arc<Executor<DeferPlatform>>,
+    ran: Arc<Flag>,
+}
+
+impl Future for SpawnAndCompute {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        let ran = self.ran.clone();
+        self.exec
+            .spawn(
+                std::future::poll_fn(move |_| {
+                    ran.raise();
+                    Poll::Ready(())
+                }),
+                p(1),
+            )
+            .unwrap();
+        self.ran.wait();
+        Poll::Ready(())
+    }
+}
+
+#[test]
+fn a_push_left_behind_a_long_poll_is_rescued_by_the_watch() {
+    // Two parking CPUs and a watch. X spawns Y from inside its poll (the
+    // unpark left to X's poller) and does not return until Y has run. If the
+    // other CPU parked before the push, nobody but the watch's looks
+    // (`unpark_if_stalled`) wakes it, and X's CPU would wait for good (loom
+    // reports the watch's endless looks: checked with the look taken out).
+    model(|| {
+        let exec = Arc::new(Executor::with_platform(
+            Levels::DEFAULT,
+            DeferPlatform {
+                inner: ThreadPlatform::default(),
+            },
+        ));
+        let ran = Arc::new(Flag::default());
+        let x = SpawnAndCompute {
+            exec: exec.clone(),
+            ran: ran.clone(),
+        };
+        exec.spawn(x, p(0)).unwrap();
+        let cpus: Vec<_> = (0..2)
+            .map(|_| {
+                let mut poller = exec.poller();
+                let exec = exec.clone();
+                thread::spawn(move || {
+                    poller.run_while(|| !exec.is_empty());
+                    exec.unpark_all();
+                })
+            })
+            .collect();
+        let (exec_w, ran_w) = (exec.clone(), ran.clone());
+        let watch = thread::spawn(move || {
+            let mut seen = None;
+            while !ran_w.is_up() {
+                exec_w.unpark_if_stalled(&mut seen);
+                thread::yield_now();
+            }
+        });
+        for c in cpus {
+            c.join().unwrap();
+        }
+        watch.join().unwrap();
+        assert!(ran.is_up());
+        assert!(exec.is_empty());
+    });
+}
+
 /// A platform whose `park` delivers the completions posted to a ring on its
 /// way out, inside a `polling` bracket, so that the wakes they cause leave
 /// their unparks to this CPU's poller — as the Linux runtime's workers reap

@@ -40,6 +40,7 @@ mod nudge;
 mod park;
 mod runtime;
 pub mod time;
+mod watch;
 
 pub use coordinate::Coordination;
 pub use join::{JoinError, JoinHandle};

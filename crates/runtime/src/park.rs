@@ -8,6 +8,10 @@
 //! sleeps until a completion of *its* ring (an I/O result, a timer) or an unpark
 //! (a write to its eventfd completes the armed read). Completions reaped on the way
 //! out wake their coroutines, which this worker, being awake, runs itself.
+//! Pushes from inside a poll leave waking a parked worker to the poller, which
+//! does it as the poll ends if work is left over (`Park::defer_unpark`); a
+//! poll that runs on long is answered by the watch ([`crate::watch`]), which
+//! wakes a parked worker for ready work nobody popped between two of its looks.
 //!
 //! ```text
 //!   unpark_one (any thread) ──lock──► permits / parked set ──pick one──► write(eventfd)
@@ -607,6 +611,8 @@ pub struct WorkerPlatform {
     /// The workers' beats, for nudging one the OS left waiting (see
     /// [`crate::nudge`]).
     pub(crate) beats: crate::nudge::Beats,
+    /// The watch over ready work no worker picks up (see [`crate::watch`]).
+    pub(crate) watch: crate::watch::Watch,
     /// Workers spinning idle now.
     spinners: AtomicUsize,
     /// Workers started (for the spinners' bound).
@@ -638,6 +644,7 @@ impl WorkerPlatform {
             origin: std::time::Instant::now(),
             spin,
             beats: crate::nudge::Beats::new(Self::DEFAULT_NUDGE),
+            watch: crate::watch::Watch::new(Self::DEFAULT_STALL_WATCH),
             spinners: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
             adaptive: true,
@@ -664,6 +671,17 @@ impl WorkerPlatform {
     /// set before any worker starts.
     pub(crate) fn with_nudge(mut self, after: Duration) -> Self {
         self.beats = crate::nudge::Beats::new(after);
+        self
+    }
+
+    /// How often the watch looks for ready work that no worker picks up, by
+    /// default (see [`Builder::stall_watch`](crate::Builder::stall_watch)).
+    pub const DEFAULT_STALL_WATCH: Duration = Duration::from_millis(1);
+
+    /// Looks for stalled ready work every `period` (zero: never; see
+    /// [`crate::watch`]); set before any worker starts.
+    pub(crate) fn with_stall_watch(mut self, period: Duration) -> Self {
+        self.watch = crate::watch::Watch::new(period);
         self
     }
 
@@ -752,11 +770,13 @@ impl WorkerPlatform {
 impl Park for WorkerPlatform {
     fn park(&self) {
         self.beats.parking();
+        crate::watch::parking();
         if self.rings {
             self.park_on_ring();
         } else {
             self.threads.park();
         }
+        crate::watch::running();
         crate::nudge::beat();
         PARKS.with(|p| p.set(p.get().wrapping_add(1)));
     }
@@ -838,6 +858,7 @@ impl Park for WorkerPlatform {
             next
         });
         self.beats.parking();
+        crate::watch::parking();
         let start = std::time::Instant::now();
         // It reaps on the way out: the coroutines its completions wake are
         // left to the others (the poller settles the unparks they deferred).
@@ -845,6 +866,7 @@ impl Park for WorkerPlatform {
         if !on_ring {
             std::thread::sleep(wait);
         }
+        crate::watch::running();
         crate::nudge::beat();
         PARKS.with(|p| p.set(p.get().wrapping_add(1)));
         start.elapsed() >= wait
@@ -968,6 +990,7 @@ impl Worker {
                 .fetch_add(1, Ordering::Relaxed);
             WORKER_INDEX.with(|w| w.set(i));
             inner.exec.platform().beats.join();
+            inner.exec.platform().watch.join();
             if !inner.exec.platform().rings {
                 return;
             }
@@ -990,6 +1013,7 @@ impl Drop for Worker {
     fn drop(&mut self) {
         crate::context::try_with_current(|inner| {
             inner.exec.platform().beats.leave();
+            inner.exec.platform().watch.leave();
             inner
                 .exec
                 .platform()

@@ -100,6 +100,7 @@ pub struct Builder {
     nudge_after: Duration,
     reserve_after: Duration,
     reserve_always: bool,
+    stall_watch: Duration,
 }
 
 impl Default for Builder {
@@ -118,6 +119,7 @@ impl Default for Builder {
             nudge_after: WorkerPlatform::DEFAULT_NUDGE,
             reserve_after: WorkerPlatform::DEFAULT_RESERVE_AFTER,
             reserve_always: false,
+            stall_watch: WorkerPlatform::DEFAULT_STALL_WATCH,
         }
     }
 }
@@ -251,6 +253,20 @@ impl Builder {
         self
     }
 
+    /// How often a watch thread looks for ready coroutines that no worker
+    /// picks up while a worker sleeps (default 1 ms; `Duration::ZERO`: no
+    /// watch). A push from inside a poll leaves waking a sleeping worker to
+    /// the worker polling, which does it when the poll ends; the watch bounds
+    /// that wait to about two periods when the poll runs long (a coroutine
+    /// that spawns another and then computes) or its worker is kept off its
+    /// CPU. Started with the second worker; it backs off to 16 ms while
+    /// nothing is ready and sleeps while every worker has slept for a second.
+    /// `docs/runtime.md` has the design and what it costs.
+    pub fn stall_watch(mut self, period: Duration) -> Self {
+        self.stall_watch = period;
+        self
+    }
+
     /// The name prefix of the worker threads: they are `{name}-{index}`
     /// (default `ss-worker`).
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
@@ -292,6 +308,7 @@ impl Builder {
                 .with_nudge(self.nudge_after)
                 .with_reserve_after(self.reserve_after)
                 .with_reserve_always(self.reserve_always)
+                .with_stall_watch(self.stall_watch)
                 .with_adaptive_spin(self.adaptive_spin),
         ));
         let inner = Arc::new(Inner {
@@ -383,6 +400,13 @@ impl Inner {
                 drop(worker);
             })?;
         workers.push(handle);
+        if workers.len() >= 2 {
+            // Somebody to wake: the watch has something to do.
+            self.exec
+                .platform()
+                .watch
+                .start(Arc::downgrade(&self.exec), &self.thread_name);
+        }
         Ok(workers.len())
     }
 
@@ -408,6 +432,7 @@ impl Inner {
             return;
         }
         self.exec.shutdown();
+        self.exec.platform().watch.stop();
         // Workers in reserve are no sleepers the shutdown wakes.
         self.exec.platform().call_out();
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
@@ -539,6 +564,13 @@ impl Runtime {
     /// [`Builder::nudge_after`], onto its own CPU.
     pub fn nudges(&self) -> u64 {
         self.inner.exec.platform().beats.nudges()
+    }
+
+    /// How many times the watch ([`Builder::stall_watch`]) woke a sleeping
+    /// worker for ready coroutines that nobody had picked up between two of
+    /// its looks.
+    pub fn stall_unparks(&self) -> u64 {
+        self.inner.exec.platform().watch.unparks()
     }
 
     /// The coordinator client, when coordinated: its view of the global

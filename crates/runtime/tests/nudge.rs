@@ -45,19 +45,26 @@ fn several_cpus() -> Option<libc::cpu_set_t> {
 /// coroutine that sleeps 1 ms at a time (its worker parks again and again).
 /// With `pinned`, the computing coroutine first sets its worker's affinity to
 /// that set itself (as a coordinator or an administrator would). Returns
-/// (whether the stalled worker saw its affinity changed from what it had when
-/// the computation began, its tid, the runtime).
+/// (whether the stalled worker saw its affinity differ from what it started
+/// with — or was pinned to — during the computation, its tid, the nudges
+/// done from the computation's spawn on, the runtime).
 fn stall(
     nudge_after: Duration,
     stall: Duration,
     pinned: Option<libc::cpu_set_t>,
-) -> (bool, libc::pid_t, Runtime) {
+) -> (bool, libc::pid_t, u64, Runtime) {
     let rt = Runtime::builder()
         .workers(2)
         .idle_spin(Duration::from_micros(5))
         .nudge_after(nudge_after)
         .build()
         .unwrap();
+    // Let the workers start and sleep first: a worker still setting up its
+    // ring can be nudged at start-up (and restores its affinity as it parks),
+    // which is not what the tests look at.
+    rt.block_on(async { ss_runtime::time::sleep(Duration::from_millis(20)).await });
+    let nudges_before = rt.nudges();
+    let started_with = affinity(0);
     let done = Arc::new(AtomicBool::new(false));
     let tid = Arc::new(AtomicI32::new(0));
     let (done2, tid2) = (done.clone(), tid.clone());
@@ -70,7 +77,11 @@ fn stall(
                     // SAFETY: `set` is a live set of MASK_SIZE bytes.
                     assert_eq!(unsafe { libc::sched_setaffinity(0, MASK_SIZE, &set) }, 0);
                 }
-                let before = affinity(0);
+                // What the worker started with (it inherits the test
+                // thread's), not what it has now: a worker nudged just
+                // before this poll began has not beaten since, and keeps
+                // the nudge's one CPU through the whole computation.
+                let before = pinned.unwrap_or(started_with);
                 let start = Instant::now();
                 let mut narrowed = false;
                 while start.elapsed() < stall && !narrowed {
@@ -98,7 +109,8 @@ fn stall(
         ticker.await.unwrap();
         narrowed
     });
-    (narrowed, tid.load(Ordering::SeqCst), rt)
+    let nudges = rt.nudges() - nudges_before;
+    (narrowed, tid.load(Ordering::SeqCst), nudges, rt)
 }
 
 #[test]
@@ -106,9 +118,10 @@ fn a_silent_worker_is_moved_and_gets_its_affinity_back() {
     let Some(start) = several_cpus() else {
         return;
     };
-    let (narrowed, tid, rt) = stall(Duration::from_micros(100), Duration::from_secs(5), None);
+    let (narrowed, tid, nudges, rt) =
+        stall(Duration::from_micros(100), Duration::from_secs(5), None);
     assert!(narrowed, "the silent worker was never moved");
-    assert!(rt.nudges() >= 1);
+    assert!(nudges >= 1);
     // It runs again (the block_on above polled on it or parked it): its own
     // affinity is back once it beats or parks.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -125,9 +138,9 @@ fn a_silent_worker_is_moved_and_gets_its_affinity_back() {
 #[test]
 fn nudging_off_moves_nobody() {
     let start = affinity(0);
-    let (narrowed, tid, rt) = stall(Duration::ZERO, Duration::from_millis(50), None);
+    let (narrowed, tid, nudges, _rt) = stall(Duration::ZERO, Duration::from_millis(50), None);
     assert!(!narrowed);
-    assert_eq!(rt.nudges(), 0);
+    assert_eq!(nudges, 0);
     assert!(same(&affinity(tid), &start));
 }
 
@@ -144,13 +157,13 @@ fn a_worker_whose_affinity_someone_else_set_is_left_alone() {
         .unwrap();
     // SAFETY: `last` is below CPU_SETSIZE.
     unsafe { libc::CPU_CLR(last, &mut pinned) };
-    let (moved, tid, rt) = stall(
+    let (moved, tid, nudges, _rt) = stall(
         Duration::from_micros(100),
         Duration::from_millis(500),
         Some(pinned),
     );
     assert!(!moved, "the pinned worker was moved");
-    assert_eq!(rt.nudges(), 0);
+    assert_eq!(nudges, 0);
     // Not widened back to what it started with, either.
     assert!(same(&affinity(tid), &pinned));
 }

@@ -397,3 +397,50 @@ fn a_worker_in_reserve_comes_out_when_ready_work_stalls() {
     });
     assert_eq!(started.load(SeqCst), 2);
 }
+
+/// After `idle` with nothing to do, spawns a coroutine from inside a poll that
+/// then computes without yielding until it runs (at most 3 s): returns
+/// whether it ran meanwhile. The spawn leaves waking the sleeping worker to
+/// the end of that poll; the watch (`Builder::stall_watch`) must not let the
+/// long poll keep it asleep.
+fn spawned_runs_beside_a_long_poll(idle: Duration) -> bool {
+    let rt = Runtime::builder()
+        .workers(2)
+        // No reserve: its own looks would rescue a worker held there.
+        .reserve_after(Duration::ZERO)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        ss_runtime::time::sleep(idle).await;
+        let started = Arc::new(AtomicBool::new(false));
+        let s = started.clone();
+        let h = ss_runtime::spawn(async move { s.store(true, SeqCst) }, prio(0));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !started.load(SeqCst) && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        let ran = started.load(SeqCst);
+        h.await.unwrap();
+        ran
+    })
+}
+
+/// (With `stall_watch(Duration::ZERO)` this fails: checked, 3 of 3.)
+#[test]
+fn a_coroutine_spawned_before_a_long_computation_runs_beside_it() {
+    // 20 ms: both workers asleep (the idle spin is 20 µs), the watch looking.
+    assert!(
+        spawned_runs_beside_a_long_poll(Duration::from_millis(20)),
+        "the spawned coroutine waited for its spawner's poll to end"
+    );
+}
+
+#[test]
+fn the_watch_wakes_with_the_workers_after_a_quiet_spell() {
+    // After a second and a half with every worker asleep the watch sleeps
+    // too, until a worker wakes: the worker that runs the spawner wakes it.
+    assert!(
+        spawned_runs_beside_a_long_poll(Duration::from_millis(1500)),
+        "the spawned coroutine waited for its spawner's poll to end"
+    );
+}

@@ -114,6 +114,10 @@ pub struct ServerArgs {
     /// runtime's, 10 000 µs; 0 holds no worker in reserve).
     #[arg(long, value_name = "US")]
     pub reserve_us: Option<u64>,
+    /// kcuc, ktuc: ss-runtime's `Builder::stall_watch` in µs (default: the
+    /// runtime's, 1 000 µs; 0 starts no watch).
+    #[arg(long, value_name = "US")]
+    pub stall_watch_us: Option<u64>,
 }
 
 /// The most priority levels (ss-runtime's executor has 64).
@@ -150,6 +154,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         idle_spin: args.idle_spin_us.map(Duration::from_micros),
         spin_always: args.spin_always,
         reserve: args.reserve_us.map(Duration::from_micros),
+        stall_watch: args.stall_watch_us.map(Duration::from_micros),
     };
     // Kept until the process exits: the model's runtime and threads.
     let _server = match args.model {
@@ -186,6 +191,8 @@ pub(crate) struct Setup {
     spin_always: bool,
     /// `--reserve-us`, for the ss-runtime models.
     reserve: Option<Duration>,
+    /// `--stall-watch-us`, for the ss-runtime models.
+    stall_watch: Option<Duration>,
 }
 
 /// What a started model keeps alive until the process exits.

@@ -69,6 +69,9 @@ pub(crate) fn runtime(name: &str, setup: &Setup) -> anyhow::Result<Runtime> {
     if let Some(after) = setup.reserve {
         builder = builder.reserve_after(after);
     }
+    if let Some(period) = setup.stall_watch {
+        builder = builder.stall_watch(period);
+    }
     builder.build().context("building the ss-runtime")
 }
 

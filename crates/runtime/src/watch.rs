@@ -1,0 +1,263 @@
+//! A watch over ready work that no worker picks up.
+//!
+//! # Why
+//!
+//! A push from inside a poll — a spawn, a wake, a completion reaped in the
+//! poll — does not wake a parked worker at once: it leaves that to the worker
+//! polling, which looks at the queues as soon as the poll ends and wakes a
+//! parked worker only for work it leaves over (`Park::defer_unpark`, the
+//! `park` module; it saves an eventfd write and a ~40 µs wake-up per hop of a
+//! request from coroutine to coroutine). A poll that runs on long after such a
+//! push — a coroutine that spawns another and then computes — kept the parked
+//! worker asleep beside the new work for as long as it ran: a 200 ms
+//! computation delayed the coroutine it spawned by 200 ms on an idle CPU.
+//!
+//! # What
+//!
+//! Once a runtime has a second worker it starts one more thread, the watch.
+//! Every [`Builder::stall_watch`] (1 ms by default) it takes one look
+//! ([`Executor::unpark_if_stalled`]): if coroutines were ready at this look and
+//! the last and no worker popped one in between, every worker is stuck in a
+//! poll (or the OS keeps it off its CPU) or asleep, and it wakes a parked
+//! worker for them. A deferred unpark thus waits at most about two periods.
+//!
+//! ```text
+//!   worker 0: poll X { spawn(Y) ─ unpark left to worker 0 ─ compute 200 ms … }
+//!   worker 1: parked
+//!   watch:    look: Y ready (first sight)   look: Y ready, no pop since ── unpark ──► worker 1 runs Y
+//!             |◄────────── 1 ms ──────────►|
+//! ```
+//!
+//! It costs nothing on the workers' paths but two stores and a load per park;
+//! the watch itself takes the ready lock once per look. While nothing is
+//! ready it backs off (the period doubles up to [`MAX_PERIOD`]: at most ~62
+//! looks a second on a quiet runtime), and after about a second in which
+//! every worker was parked and nothing was ready it sleeps until a worker
+//! wakes (the first wake-up after such a pause costs that worker a futex
+//! wake). Ready work brings the period back to the base.
+//!
+//! The deep sleep's handshake is Dekker's: the watch raises `asleep` and then
+//! reads every worker's `parked`; a worker lowers its `parked` and then reads
+//! `asleep` (all sequentially consistent), so one of the two always sees the
+//! other, and the watch never sleeps while a worker runs unseen.
+//!
+//! [`Builder::stall_watch`]: crate::Builder::stall_watch
+//! [`Executor::unpark_if_stalled`]: ss_core::Executor::unpark_if_stalled
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ss_core::{Executor, Stall};
+
+use crate::park::WorkerPlatform;
+
+/// The longest period between two looks (while nothing is ready).
+pub const MAX_PERIOD: Duration = Duration::from_millis(16);
+
+/// How long every worker must have been parked with nothing ready before
+/// the watch sleeps until one wakes.
+const DEEP_AFTER: Duration = Duration::from_secs(1);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One runtime's watch: the workers' side (their parked flags) and the
+/// thread's handle.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    /// The base period between looks (zero: no watch).
+    period: Duration,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the watch thread and the workers share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// One flag per worker: parked (`true`), or it may poll before it next
+    /// parks.
+    workers: Mutex<Vec<Arc<AtomicBool>>>,
+    /// The watch sleeps until a worker wakes (see the module docs).
+    asleep: AtomicBool,
+    /// Under it: stop. The watch waits on `cv` between looks and in its deep
+    /// sleep.
+    stop: Mutex<bool>,
+    cv: Condvar,
+    /// Parked workers woken for stalled work.
+    unparks: AtomicU64,
+}
+
+thread_local! {
+    /// The calling worker's parked flag, and the watch it belongs to.
+    static MINE: std::cell::RefCell<Option<(Arc<AtomicBool>, Arc<Shared>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl Watch {
+    /// A watch that looks every `period` (zero: never; no thread is started).
+    pub(crate) fn new(period: Duration) -> Watch {
+        Watch {
+            period,
+            shared: Arc::default(),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// Parked workers the watch has woken for stalled work so far.
+    pub(crate) fn unparks(&self) -> u64 {
+        self.shared.unparks.load(Ordering::Relaxed)
+    }
+
+    /// Starts the thread, unless it runs or the watch is off. A thread that
+    /// cannot be started leaves the runtime as it was without a watch.
+    pub(crate) fn start(&self, exec: Weak<Executor<WorkerPlatform>>, name: &str) {
+        if self.period.is_zero() {
+            return;
+        }
+        let mut thread = lock(&self.thread);
+        if thread.is_some() || *lock(&self.shared.stop) {
+            return;
+        }
+        let (shared, period) = (self.shared.clone(), self.period);
+        *thread = std::thread::Builder::new()
+            .name(format!("{name}-watch"))
+            .spawn(move || shared.run(&exec, period))
+            .ok();
+    }
+
+    /// Stops the thread and waits for it.
+    pub(crate) fn stop(&self) {
+        *lock(&self.shared.stop) = true;
+        self.shared.cv.notify_all();
+        if let Some(t) = lock(&self.thread).take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// The calling worker takes part (as it starts): it counts as running.
+    pub(crate) fn join(&self) {
+        let flag = Arc::new(AtomicBool::new(false));
+        lock(&self.shared.workers).push(flag.clone());
+        MINE.with(|m| *m.borrow_mut() = Some((flag, self.shared.clone())));
+        // A watch asleep since before this worker existed must see it.
+        self.shared.wake_if_asleep();
+    }
+
+    /// The calling worker is exiting.
+    pub(crate) fn leave(&self) {
+        let Some((flag, _)) = MINE.with(|m| m.borrow_mut().take()) else {
+            return;
+        };
+        lock(&self.shared.workers).retain(|f| !Arc::ptr_eq(f, &flag));
+    }
+}
+
+/// The calling worker is about to park.
+#[inline]
+pub(crate) fn parking() {
+    MINE.with(|m| {
+        if let Some((flag, _)) = &*m.borrow() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+}
+
+/// The calling worker is back from a park: it may poll before it parks again.
+#[inline]
+pub(crate) fn running() {
+    MINE.with(|m| {
+        if let Some((flag, shared)) = &*m.borrow() {
+            // Dekker's handshake with `Shared::sleep_deeply` (module docs).
+            flag.store(false, Ordering::SeqCst);
+            shared.wake_if_asleep();
+        }
+    });
+}
+
+impl Shared {
+    fn wake_if_asleep(&self) {
+        if self.asleep.load(Ordering::SeqCst) {
+            let _stop = lock(&self.stop);
+            self.asleep.store(false, Ordering::SeqCst);
+            self.cv.notify_all();
+        }
+    }
+
+    /// The watch thread: looks every `base` while work is ready, backing off
+    /// to [`MAX_PERIOD`] while nothing is; sleeps deeply after [`DEEP_AFTER`]
+    /// of idle looks with every worker parked. Returns when stopped or when
+    /// the executor is gone.
+    fn run(&self, exec: &Weak<Executor<WorkerPlatform>>, base: Duration) {
+        let mut seen = None;
+        let mut wait = base;
+        let mut quiet = Duration::ZERO;
+        loop {
+            {
+                let stop = lock(&self.stop);
+                if *stop {
+                    return;
+                }
+                let (stop, _) = self
+                    .cv
+                    .wait_timeout(stop, wait)
+                    .unwrap_or_else(|e| e.into_inner());
+                if *stop {
+                    return;
+                }
+            }
+            let Some(exec) = exec.upgrade() else {
+                return;
+            };
+            match exec.unpark_if_stalled(&mut seen) {
+                Stall::Idle => {
+                    quiet = quiet.saturating_add(wait);
+                    wait = wait.saturating_mul(2).min(MAX_PERIOD.max(base));
+                }
+                Stall::Moving => {
+                    quiet = Duration::ZERO;
+                    wait = base;
+                }
+                Stall::Stalled { unparked } => {
+                    quiet = Duration::ZERO;
+                    wait = base;
+                    if unparked {
+                        self.unparks.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            drop(exec);
+            if quiet >= DEEP_AFTER {
+                quiet = Duration::ZERO;
+                if self.sleep_deeply() {
+                    wait = base;
+                    seen = None;
+                }
+            }
+        }
+    }
+
+    /// Sleeps until a worker wakes, if every worker is parked now; returns
+    /// whether it slept.
+    fn sleep_deeply(&self) -> bool {
+        let mut stop = lock(&self.stop);
+        if *stop {
+            return false;
+        }
+        self.asleep.store(true, Ordering::SeqCst);
+        let all_parked = lock(&self.workers).iter().all(|f| f.load(Ordering::SeqCst));
+        if !all_parked {
+            self.asleep.store(false, Ordering::SeqCst);
+            return false;
+        }
+        while self.asleep.load(Ordering::SeqCst) && !*stop {
+            stop = self.cv.wait(stop).unwrap_or_else(|e| e.into_inner());
+        }
+        self.asleep.store(false, Ordering::SeqCst);
+        true
+    }
+}
