@@ -167,7 +167,7 @@ fn steps() -> Vec<Step> {
         },
         Step {
             name: "loom",
-            what: "loom models of the core's races and of the runtime's remote-request handshake",
+            what: "loom models of the core's races and of the runtime's remote-request and watch handshakes",
             run: |_| {
                 let env = [
                     ("RUSTFLAGS", "--cfg loom"),

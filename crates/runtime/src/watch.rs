@@ -38,14 +38,26 @@
 //!
 //! The deep sleep's handshake is Dekker's: the watch raises `asleep` and then
 //! reads every worker's `parked`; a worker lowers its `parked` and then reads
-//! `asleep` (all sequentially consistent), so one of the two always sees the
-//! other, and the watch never sleeps while a worker runs unseen.
+//! `asleep`, each with a sequentially consistent fence between its store and
+//! its load, so one of the two always sees the other, and the watch never
+//! sleeps while a worker runs unseen (fences rather than `SeqCst` accesses:
+//! loom checks the fences, and treats such accesses as merely acquire/release).
 //!
 //! [`Builder::stall_watch`]: crate::Builder::stall_watch
 //! [`Executor::unpark_if_stalled`]: ss_core::Executor::unpark_if_stalled
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+#[cfg(loom)]
+use loom::sync::{
+    atomic::{fence, AtomicBool},
+    Condvar, Mutex, MutexGuard,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(loom))]
+use std::sync::{
+    atomic::{fence, AtomicBool},
+    Condvar, Mutex, MutexGuard,
+};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -66,7 +78,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One runtime's watch: the workers' side (their parked flags) and the
 /// thread's handle.
-#[derive(Debug)]
 pub(crate) struct Watch {
     /// The base period between looks (zero: no watch).
     period: Duration,
@@ -74,8 +85,17 @@ pub(crate) struct Watch {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("period", &self.period)
+            .field("unparks", &self.unparks())
+            .finish()
+    }
+}
+
 /// What the watch thread and the workers share.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Shared {
     /// One flag per worker: parked (`true`), or it may poll before it next
     /// parks.
@@ -172,16 +192,22 @@ pub(crate) fn parking() {
 pub(crate) fn running() {
     MINE.with(|m| {
         if let Some((flag, shared)) = &*m.borrow() {
-            // Dekker's handshake with `Shared::sleep_deeply` (module docs).
-            flag.store(false, Ordering::SeqCst);
-            shared.wake_if_asleep();
+            shared.running(flag);
         }
     });
 }
 
 impl Shared {
+    /// A worker (its `parked` flag) may poll from now on: Dekker's handshake
+    /// with [`Shared::sleep_deeply`] (module docs).
+    fn running(&self, parked: &AtomicBool) {
+        parked.store(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        self.wake_if_asleep();
+    }
+
     fn wake_if_asleep(&self) {
-        if self.asleep.load(Ordering::SeqCst) {
+        if self.asleep.load(Ordering::Relaxed) {
             let _stop = lock(&self.stop);
             self.asleep.store(false, Ordering::SeqCst);
             self.cv.notify_all();
@@ -248,8 +274,11 @@ impl Shared {
         if *stop {
             return false;
         }
-        self.asleep.store(true, Ordering::SeqCst);
-        let all_parked = lock(&self.workers).iter().all(|f| f.load(Ordering::SeqCst));
+        self.asleep.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let all_parked = lock(&self.workers)
+            .iter()
+            .all(|f| f.load(Ordering::Relaxed));
         if !all_parked {
             self.asleep.store(false, Ordering::SeqCst);
             return false;
@@ -259,5 +288,49 @@ impl Shared {
         }
         self.asleep.store(false, Ordering::SeqCst);
         true
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::{lock, AtomicBool, Shared};
+    use loom::thread;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    /// A parked worker wakes while the watch decides to sleep: either the
+    /// watch sees it running and stays up, or the worker sees the watch
+    /// asleep and wakes it. (Loom reports a watch asleep for good as a
+    /// deadlock: with the worker's check of `asleep` or its fence taken out,
+    /// it does.)
+    #[test]
+    fn the_watch_never_sleeps_through_a_waking_worker() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::default());
+            let parked = Arc::new(AtomicBool::new(true));
+            lock(&shared.workers).push(parked.clone());
+            let (s, p) = (shared.clone(), parked.clone());
+            let worker = thread::spawn(move || s.running(&p));
+            shared.sleep_deeply();
+            worker.join().unwrap();
+            assert!(!parked.load(Ordering::SeqCst));
+            assert!(!shared.asleep.load(Ordering::SeqCst));
+        });
+    }
+
+    /// A stop while the watch goes to sleep ends the sleep.
+    #[test]
+    fn a_stop_ends_the_deep_sleep() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::default());
+            lock(&shared.workers).push(Arc::new(AtomicBool::new(true)));
+            let s = shared.clone();
+            let stopper = thread::spawn(move || {
+                *lock(&s.stop) = true;
+                s.cv.notify_all();
+            });
+            shared.sleep_deeply();
+            stopper.join().unwrap();
+        });
     }
 }
