@@ -808,6 +808,7 @@ impl Run {
             server_end: "running".to_owned(),
             failed,
             load,
+            rounds: Vec::new(),
         })
     }
 
@@ -1092,6 +1093,7 @@ pub fn run(a: &QemuArgs) -> Result<bool> {
         rates: Vec::new(),
         saturation_connections: 0,
         throughput_connections: Vec::new(),
+        throughput_rounds: 1,
     };
     let mut run = Run {
         a: a.clone(),

@@ -766,13 +766,24 @@ fn throughput_md(s: &mut String, r: &Results) {
          fig5's models, each connection sending its next request as soon as the answer is in: \
          what each sustains, where figure 5's closed loop at 100 ms shows only the offered load for \
          every model that keeps up. Latency here is the queue the loop keeps (connections / \
-         throughput). The client shares the machine's CPUs: see its column."
+         throughput). The client shares the machine's CPUs: see its column. Each point ran {} \
+         time(s), the models in turn, their order reversed every other round; the tables show \
+         the median round (a failed round, if any).",
+        r.settings.throughput_rounds
     );
     let saturated = r.throughput_as_fig5();
     let tables: Vec<(&'static str, Cell)> = vec![
-        ("Throughput, verified responses/s", |p| {
-            format!("{:.0}", p.load.throughput)
-        }),
+        (
+            "Throughput, verified responses/s (the median round; every round's, in the order run)",
+            |p| {
+                let mut cell = format!("{:.0}", p.load.throughput);
+                if p.rounds.len() > 1 {
+                    let each: Vec<String> = p.rounds.iter().map(|t| format!("{t:.0}")).collect();
+                    let _ = write!(cell, " ({})", each.join(", "));
+                }
+                cell
+            },
+        ),
         ("Mean latency, ms", |p| {
             format!("{:.2}", p.load.latency.mean_us / 1e3)
         }),
@@ -991,6 +1002,7 @@ pub(super) fn test_point(
         server_cpus: 0.0,
         server_end: String::new(),
         failed: failed.then(|| "1 timeouts".to_owned()),
+        rounds: Vec::new(),
         load: LoadReport {
             mode: Mode::Closed,
             connections: c,
@@ -1079,5 +1091,32 @@ mod tests {
         ] {
             assert_eq!(verdict(&r, name).0, Verdict::NotJudged, "{name}");
         }
+    }
+
+    #[test]
+    fn the_median_round_stands_for_its_rounds_and_no_failure_hides_behind_it() {
+        use super::super::suite::median_round;
+        let p = |t: f64, failed| test_point("kcuc", 64, t, failed, &[]);
+        let m = median_round(vec![p(90.0, false), p(110.0, false), p(100.0, false)]).unwrap();
+        assert_eq!(m.load.throughput, 100.0);
+        assert_eq!(m.rounds, [90.0, 110.0, 100.0]);
+        // A failed round is what the point shows, whatever its throughput.
+        let m = median_round(vec![p(90.0, false), p(130.0, true), p(100.0, false)]).unwrap();
+        assert!(m.failed.is_some());
+        assert_eq!(m.load.throughput, 130.0);
+        // An even number: the lower middle one.
+        let m = median_round(vec![p(100.0, false), p(90.0, false)]).unwrap();
+        assert_eq!(m.load.throughput, 90.0);
+        // One round lists no rounds; none gives no point.
+        assert!(median_round(vec![p(90.0, false)])
+            .unwrap()
+            .rounds
+            .is_empty());
+        assert!(median_round(vec![]).is_none());
+        // The report shows the median and every round.
+        let r = results(vec![], vec![m]);
+        let mut s = String::new();
+        throughput_md(&mut s, &r);
+        assert!(s.contains("| 90 (100, 90) |"), "{s}");
     }
 }

@@ -97,6 +97,11 @@ pub struct SuiteArgs {
     /// 5000, 10000, 20000 … 320000; 2000,8000 with --quick).
     #[arg(long, value_delimiter = ',')]
     pub rates: Vec<f64>,
+    /// throughput: rounds per point, the models' order alternating from one
+    /// round to the next; the median round's point is kept (default 3, 1 with
+    /// --quick).
+    #[arg(long)]
+    pub rounds: Option<usize>,
 }
 
 /// The settings a run used, after defaults.
@@ -124,6 +129,8 @@ pub struct Settings {
     pub saturation_connections: usize,
     /// throughput: connection counts (back to back).
     pub throughput_connections: Vec<usize>,
+    /// throughput: rounds per point (the median round is kept).
+    pub throughput_rounds: usize,
 }
 
 /// Settings for tests of the report: two models, no points asked for.
@@ -141,6 +148,7 @@ pub(super) fn test_settings() -> Settings {
         rates: vec![],
         saturation_connections: 0,
         throughput_connections: vec![],
+        throughput_rounds: 1,
     }
 }
 
@@ -185,6 +193,7 @@ impl Settings {
             rates,
             saturation_connections: 64,
             throughput_connections: if q { vec![64] } else { vec![64, 1024] },
+            throughput_rounds: a.rounds.unwrap_or(if q { 1 } else { 3 }).clamp(1, 99),
         }
     }
 
@@ -211,6 +220,10 @@ pub struct Point {
     pub failed: Option<String>,
     /// What the load generator measured.
     pub load: LoadReport,
+    /// The throughput of every round, in the order run, when this point is
+    /// the median of several (the throughput experiment); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<f64>,
 }
 
 /// One model in the memory experiment.
@@ -400,6 +413,7 @@ impl Ctx {
             server_end,
             failed,
             load,
+            rounds: Vec::new(),
         })
     }
 
@@ -560,25 +574,61 @@ fn fig5(ctx: &mut Ctx) {
 /// sends its next request as soon as the answer is in) at a few connection
 /// counts: what each model sustains, where fig5's closed loop at 100 ms shows
 /// the offered load for every model that keeps up.
+///
+/// Each point runs `throughput_rounds` times, the models in turn and their
+/// order reversed every other round, so that a drift of the host (one round of
+/// one model moves ±10 % here) falls on every model alike; the median round is
+/// kept, with every round's throughput beside it.
 fn throughput(ctx: &mut Ctx) {
     let counts = ctx.s.throughput_connections.clone();
     let models = ctx.available();
-    ctx.bar("throughput", counts.len() * models.len());
+    let rounds = ctx.s.throughput_rounds.max(1);
+    ctx.bar("throughput", counts.len() * models.len() * rounds);
     for &c in &counts {
-        for &m in &models {
-            let spec = ServerSpec {
-                model: m,
-                workers: Some(ctx.s.workers),
-                levels: 8,
+        let mut got: Vec<Vec<Point>> = vec![Vec::new(); models.len()];
+        for round in 0..rounds {
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..models.len()).collect()
+            } else {
+                (0..models.len()).rev().collect()
             };
-            let args = ctx.closed(c, Duration::ZERO, None);
-            let p = ctx.point(&format!("throughput-c{c}"), &spec, args);
-            ctx.bar.inc(1);
-            if let Some(p) = p {
-                ctx.r.throughput.push(p);
+            for i in order {
+                let spec = ServerSpec {
+                    model: models[i],
+                    workers: Some(ctx.s.workers),
+                    levels: 8,
+                };
+                let args = ctx.closed(c, Duration::ZERO, None);
+                let p = ctx.point(&format!("throughput-c{c}-r{}", round + 1), &spec, args);
+                ctx.bar.inc(1);
+                got[i].extend(p);
             }
         }
+        ctx.r
+            .throughput
+            .extend(got.into_iter().filter_map(median_round));
     }
+}
+
+/// The point that stands for several rounds of one model at one count: the
+/// first failed round if any failed (a failure is never hidden behind a
+/// median), else the round of median throughput (the lower middle one of an
+/// even number); every round's throughput goes with it.
+pub(super) fn median_round(points: Vec<Point>) -> Option<Point> {
+    let all: Vec<f64> = points.iter().map(|p| p.load.throughput).collect();
+    let pick = match points.iter().position(|p| p.failed.is_some()) {
+        Some(i) => i,
+        None => {
+            let mut by: Vec<usize> = (0..points.len()).collect();
+            by.sort_by(|&a, &b| all[a].total_cmp(&all[b]));
+            *by.get(points.len().saturating_sub(1) / 2)?
+        }
+    };
+    let mut p = points.into_iter().nth(pick)?;
+    if all.len() > 1 {
+        p.rounds = all;
+    }
+    Some(p)
 }
 
 /// Figures 6 and 7: 64 connections spread over `levels` priorities.
