@@ -13,6 +13,7 @@
 //! | [`user`] | whether a user pointer and length name a user range at all |
 //! | [`elf`] | which pages a program image needs, with which permissions; refuses images that do not fit the user layout |
 //! | [`sched`] | which runnable thread a hart switches to, and what a timer tick does to the running one |
+//! | [`results`] | which asynchronous-call results a process keeps until their coroutines take them |
 #![no_std]
 
 extern crate alloc;
@@ -22,6 +23,7 @@ extern crate std;
 pub mod elf;
 pub mod frames;
 pub mod heap;
+pub mod results;
 pub mod sched;
 pub mod sv39;
 pub mod user;

@@ -30,6 +30,7 @@ use ss_core::global::GlobalView;
 use ss_core::platform::{Clock, Critical, Park, Platform};
 use ss_core::{DrainGate, Executor, PrioBitmap};
 use ss_kernel_logic::heap::BuddyHeap;
+use ss_kernel_logic::results::Results;
 use ss_usys as sys;
 
 #[global_allocator]
@@ -206,12 +207,9 @@ pub static ss_vdso_table: VdsoTable = VdsoTable {
     priority_of,
 };
 
-/// Most delivered results kept untaken: beyond, the oldest is dropped (a
-/// coroutine that issued a call it no longer awaits cannot fill the heap).
-const MAX_RESULTS: usize = 1024;
-
-/// Delivered results not yet taken: (cid, result, stamp).
-static RESULTS: spin::Mutex<Vec<(u64, i64, u64)>> = spin::Mutex::new(Vec::new());
+/// Delivered results not yet taken (see [`Results`]: nothing a coroutine
+/// still waits for is dropped).
+static RESULTS: spin::Mutex<Results> = spin::Mutex::new(Results::new());
 /// One drainer at a time: a thread that finds another draining (an upcall
 /// while a poller drains) leaves its entries to that one, which looks again
 /// before it leaves ([`DrainGate`]; a bare `try_lock` here lost completions
@@ -219,11 +217,9 @@ static RESULTS: spin::Mutex<Vec<(u64, i64, u64)>> = spin::Mutex::new(Vec::new())
 static DRAIN: DrainGate = DrainGate::new();
 
 unsafe extern "C" fn take_result(cid: u64, stamp: *mut u64) -> i64 {
-    let mut results = RESULTS.lock();
-    let Some(i) = results.iter().position(|r| r.0 == cid) else {
+    let Some((result, when)) = RESULTS.lock().take(cid) else {
         return NO_RESULT;
     };
-    let (_, result, when) = results.swap_remove(i);
     if !stamp.is_null() {
         // SAFETY: the caller passes null or a live, aligned `*mut u64`.
         unsafe { stamp.write(when) };
@@ -263,22 +259,30 @@ fn drain_pass() -> u64 {
         taken.push((w(0), w(1) as i64, w(2)));
     }
     head_word.store(tail, Ordering::Release);
+    let mut stored = 0;
     for (cid, result, stamp) in taken {
-        {
-            let mut results = RESULTS.lock();
-            if results.len() >= MAX_RESULTS {
-                results.remove(0);
-            }
-            results.push((cid, result, stamp));
-        }
+        stored = RESULTS.lock().put(cid, result, stamp);
         if exec().wake(CoroutineId::from_raw(cid)).is_err() {
-            let mut results = RESULTS.lock();
-            if let Some(i) = results.iter().position(|r| r.0 == cid && r.2 == stamp) {
-                results.swap_remove(i);
-            }
+            // Its coroutine is gone: nobody will take it.
+            RESULTS.lock().forget(cid, stamp);
         }
     }
+    if stored > Results::SWEEP {
+        sweep_results();
+    }
     n as u64
+}
+
+/// Drops the results of coroutines that no longer exist, if the store
+/// outgrew the coroutines alive (nothing else bounds what exited coroutines
+/// leave behind). The executor's lock is taken with the store's released.
+fn sweep_results() {
+    let check = RESULTS.lock().to_check(exec().len());
+    let gone: Vec<u64> = check
+        .into_iter()
+        .filter(|&c| exec().state(CoroutineId::from_raw(c)).is_err())
+        .collect();
+    RESULTS.lock().sweep(&gone);
 }
 
 /// The upcall handler: the kernel enters it (on this thread's stack, below
