@@ -260,7 +260,8 @@ impl Builder {
     /// that wait to about two periods when the poll runs long (a coroutine
     /// that spawns another and then computes) or its worker is kept off its
     /// CPU. Started with the second worker; it backs off to 16 ms while
-    /// nothing is ready and sleeps while every worker has slept for a second.
+    /// nothing is ready or nobody sleeps, and sleeps while every worker has
+    /// slept for a second.
     /// `docs/runtime.md` has the design and what it costs.
     pub fn stall_watch(mut self, period: Duration) -> Self {
         self.stall_watch = period;

@@ -30,8 +30,10 @@
 //!
 //! It costs nothing on the workers' paths but two stores and a load per park;
 //! the watch itself takes the ready lock once per look. While nothing is
-//! ready it backs off (the period doubles up to [`MAX_PERIOD`]: at most ~62
-//! looks a second on a quiet runtime), and after about a second in which
+//! ready, or nobody sleeps who could be woken (every worker busy, or a
+//! coordinated process deferring to a more important one), it backs off (the
+//! period doubles up to [`MAX_PERIOD`]: at most ~62 looks a second), and
+//! after about a second in which
 //! every worker was parked and nothing was ready it sleeps until a worker
 //! wakes (the first wake-up after such a pause costs that worker a futex
 //! wake). Ready work brings the period back to the base.
@@ -248,12 +250,18 @@ impl Shared {
                     quiet = Duration::ZERO;
                     wait = base;
                 }
-                Stall::Stalled { unparked } => {
+                Stall::Stalled { unparked: true } => {
                     quiet = Duration::ZERO;
                     wait = base;
-                    if unparked {
-                        self.unparks.fetch_add(1, Ordering::Relaxed);
-                    }
+                    self.unparks.fetch_add(1, Ordering::Relaxed);
+                }
+                // Nobody asleep to wake: every worker is in a poll, or holds
+                // back on purpose (a coordinated process deferring to a more
+                // important one). Looking often would only cost this thread's
+                // wake-ups — beside a process it defers to — so back off.
+                Stall::Stalled { unparked: false } => {
+                    quiet = Duration::ZERO;
+                    wait = wait.saturating_mul(2).min(MAX_PERIOD.max(base));
                 }
             }
             drop(exec);

@@ -118,6 +118,9 @@ const GATEWAY: [u8; 4] = [10, 0, 2, 2];
 const MMIO_BASE: usize = 0x1000_1000;
 const MMIO_SIZE: usize = 0x1000;
 const MMIO_SLOTS: usize = 8;
+/// How long a socket may hold back the ACK of received data, waiting for a
+/// reply to carry it.
+const ACK_DELAY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(10);
 /// Descriptors per virtqueue, and bytes per receive buffer (a full frame).
 const QUEUE: usize = 64;
 const RX_BUF: usize = 2048;
@@ -1017,14 +1020,13 @@ impl Net {
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
             tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER]),
         );
-        // Requests and replies are small and latency matters: no Nagle, no
-        // delayed ACK. (A 10 ms delayed ACK let the reply carry it and raised
-        // KCUC's back-to-back throughput by ~40 %, but a connection beside a
-        // flood of others then went unanswered for 30 s in 2 of 44 runs of
-        // `a_flood_of_connections_costs_only_those_that_do_not_fit`, against
-        // none in 40 without: docs/kernel.md, "Close".)
+        // Requests and replies are small and latency matters: no Nagle. The
+        // ACK of a request is delayed (smoltcp's default 10 ms, sent at once
+        // when more than a segment is unacknowledged) so that it rides on
+        // the reply, which the servers send well within that: one frame per
+        // exchange instead of a bare ACK and then the reply.
         s.set_nagle_enabled(false);
-        s.set_ack_delay(None);
+        s.set_ack_delay(Some(ACK_DELAY));
         SOCKETS.fetch_add(1, Ordering::Relaxed);
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(s);
