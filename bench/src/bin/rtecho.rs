@@ -119,6 +119,10 @@ struct Args {
     /// runtime's, 10 000 µs; 0 holds no worker in reserve).
     #[arg(long, value_name = "US")]
     reserve_us: Option<u64>,
+    /// The ss-runtime server's `Builder::stall_watch` in µs (default: the
+    /// runtime's, 1 000 µs; 0 starts no watch).
+    #[arg(long, value_name = "US")]
+    stall_watch_us: Option<u64>,
     /// The ss-runtime server spins every time a worker idles
     /// (`Builder::adaptive_spin(false)`; default: only while spins pay).
     #[arg(long)]
@@ -137,6 +141,7 @@ struct SsTuning {
     os_yield: Option<Duration>,
     nudge: Option<Duration>,
     reserve: Option<Duration>,
+    stall_watch: Option<Duration>,
     spin_always: bool,
     workers: Option<usize>,
 }
@@ -216,6 +221,7 @@ fn main() -> Result<()> {
                     os_yield: args.os_yield_us.map(Duration::from_micros),
                     nudge: args.nudge_us.map(Duration::from_micros),
                     reserve: args.reserve_us.map(Duration::from_micros),
+                    stall_watch: args.stall_watch_us.map(Duration::from_micros),
                     spin_always: args.spin_always,
                     workers: args.ss_workers.map(usize::from),
                 },
@@ -383,6 +389,9 @@ fn start_ss(max_accepts: u64, tuning: SsTuning) -> Result<Server> {
     }
     if let Some(after) = tuning.reserve {
         builder = builder.reserve_after(after);
+    }
+    if let Some(period) = tuning.stall_watch {
+        builder = builder.stall_watch(period);
     }
     if tuning.spin_always {
         builder = builder.adaptive_spin(false);
@@ -751,6 +760,9 @@ fn bench(connections: &[usize], plan: Plan, tuning: SsTuning) -> Result<()> {
     }
     if let Some(after) = tuning.reserve {
         println!("ss-runtime: reserve_after({after:?}) (zero: no worker held in reserve)");
+    }
+    if let Some(period) = tuning.stall_watch {
+        println!("ss-runtime: stall_watch({period:?}) (zero: no watch)");
     }
     let workers = match tuning.workers.filter(|&n| n != WORKERS) {
         Some(n) => {

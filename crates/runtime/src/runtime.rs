@@ -253,16 +253,16 @@ impl Builder {
         self
     }
 
-    /// How often a watch thread looks for ready coroutines that no worker
-    /// picks up while a worker sleeps (default 1 ms; `Duration::ZERO`: no
-    /// watch). A push from inside a poll leaves waking a sleeping worker to
-    /// the worker polling, which does it when the poll ends; the watch bounds
-    /// that wait to about two periods when the poll runs long (a coroutine
+    /// The shortest period of a watch thread that looks for ready coroutines
+    /// no worker picks up while a worker sleeps (default 1 ms;
+    /// `Duration::ZERO`: no watch). A push from inside a poll leaves waking a
+    /// sleeping worker to the worker polling, which does it when the poll
+    /// ends; the watch bounds that wait when the poll runs long (a coroutine
     /// that spawns another and then computes) or its worker is kept off its
-    /// CPU. Started with the second worker; it backs off to 16 ms while
-    /// nothing is ready or nobody sleeps, and sleeps while every worker has
-    /// slept for a second.
-    /// `docs/runtime.md` has the design and what it costs.
+    /// CPU: ~17 ms after a quiet spell, ~32 ms amid steady work (its period
+    /// doubles from this one up to 16 ms). Started with the second worker;
+    /// it sleeps while every worker has slept for a second. `docs/runtime.md`
+    /// has the design and what it costs.
     pub fn stall_watch(mut self, period: Duration) -> Self {
         self.stall_watch = period;
         self
