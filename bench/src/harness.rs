@@ -172,9 +172,28 @@ pub fn try_measure(
     err.map_or(Ok(s), Err)
 }
 
+/// The order in which `n` alternatives (servers, scenarios) run in round
+/// `round` (from 0) of a comparison: as given in even rounds, reversed in odd
+/// ones, so that a drift of the host over the rounds falls on each alike.
+pub fn round_order(n: usize, round: usize) -> Vec<usize> {
+    if round % 2 == 0 {
+        (0..n).collect()
+    } else {
+        (0..n).rev().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_alternate_the_order() {
+        assert_eq!(round_order(3, 0), [0, 1, 2]);
+        assert_eq!(round_order(3, 1), [2, 1, 0]);
+        assert_eq!(round_order(2, 4), [0, 1]);
+        assert!(round_order(0, 1).is_empty());
+    }
 
     #[test]
     fn median_and_min_per_op() {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
+use ss_bench::harness::round_order;
 use ss_bench::latency::Latencies;
 use ss_bench::machine::Machine;
 use ss_bench::stalls::HostStalls;
@@ -478,12 +479,7 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
     let mut outcomes: Vec<Vec<Outcome>> = runs.iter().map(|_| Vec::new()).collect();
     let mut weights_note = String::new();
     for round in 0..rounds {
-        let order: Vec<usize> = if round % 2 == 0 {
-            (0..runs.len()).collect()
-        } else {
-            (0..runs.len()).rev().collect()
-        };
-        for i in order {
+        for i in round_order(runs.len(), round) {
             let (name, coordinated, with_flood) = runs[i];
             eprintln!("round {}/{rounds}: {name}", round + 1);
             let socket =

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+use ss_bench::harness::round_order;
 use ss_bench::machine::Machine;
 use ss_bench::report::Table;
 use ss_bench::stalls::HostStalls;
@@ -834,8 +835,7 @@ fn bench(connections: &[usize], plan: Plan, tuning: SsTuning) -> Result<()> {
         for round in 0..plan.rounds {
             // Alternate which server goes first, so that neither always follows
             // the other's teardown.
-            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
+            for i in round_order(servers.len(), round as usize) {
                 match run_point(&servers[i], c, plan.warmup, plan.round) {
                     Ok(p) => points[i].push(p),
                     Err(e) => println!(

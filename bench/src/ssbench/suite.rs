@@ -587,12 +587,7 @@ fn throughput(ctx: &mut Ctx) {
     for &c in &counts {
         let mut got: Vec<Vec<Point>> = vec![Vec::new(); models.len()];
         for round in 0..rounds {
-            let order: Vec<usize> = if round % 2 == 0 {
-                (0..models.len()).collect()
-            } else {
-                (0..models.len()).rev().collect()
-            };
-            for i in order {
+            for i in crate::harness::round_order(models.len(), round) {
                 let spec = ServerSpec {
                     model: models[i],
                     workers: Some(ctx.s.workers),

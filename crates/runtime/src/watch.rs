@@ -158,14 +158,13 @@ impl Watch {
             .ok();
     }
 
-    /// Stops the thread and waits for it.
+    /// Stops the thread and waits for it (called by the runtime's shutdown,
+    /// never from the watch thread itself).
     pub(crate) fn stop(&self) {
         *lock(&self.shared.stop) = true;
         self.shared.cv.notify_all();
         if let Some(t) = lock(&self.thread).take() {
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
-            }
+            let _ = t.join();
         }
     }
 
