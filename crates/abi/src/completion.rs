@@ -16,8 +16,8 @@
 
 /// `magic` of the page: `b"SSCQ"` little-endian.
 pub const CQ_MAGIC: u32 = u32::from_le_bytes(*b"SSCQ");
-/// Layout version.
-pub const CQ_VERSION: u32 = 1;
+/// Layout version (2: entries name their call, [`Completion::op`]).
+pub const CQ_VERSION: u32 = 2;
 /// Entries in the ring.
 pub const CQ_ENTRIES: usize = 64;
 
@@ -31,8 +31,10 @@ pub struct Completion {
     pub result: i64,
     /// The kernel's `time` (10 MHz) when the call finished, to measure delivery.
     pub stamp: u64,
-    /// Zero.
-    pub reserved: u64,
+    /// The call's operation id: what its submission returned (ids rise with
+    /// every call a process makes, from 1). A coroutine that abandoned a call
+    /// and made another tells the first one's result from the second's by it.
+    pub op: u64,
 }
 
 /// The page's header, followed by the ring at [`CQ_RING_OFFSET`].
@@ -107,6 +109,7 @@ mod tests {
     fn layout_is_fixed() {
         assert_eq!(size_of::<Completion>(), 32);
         assert_eq!(offset_of!(Completion, result), 8);
+        assert_eq!(offset_of!(Completion, op), 24);
         assert_eq!(CQ_HEAD_OFFSET, 8);
         assert_eq!(CQ_TAIL_OFFSET, 16);
         assert_eq!(entry_offset(0), 64);

@@ -69,10 +69,10 @@ pub enum Syscall {
     Yield = 2,
     /// `read(fd, buf, len, cid, prio)`: synchronous when `cid == ASYNC_ARG_NONE`,
     /// else asynchronous (paper §3.2): the call checks its arguments, starts a
-    /// kernel coroutine at `prio` ([`ASYNC_PRIO_DEFAULT`]) and returns 0 at once;
-    /// the result (byte count or `-(SysError)`) arrives later as a
-    /// `(cid, result)` entry in the process's completion queue
-    /// (`crate::completion`).
+    /// kernel coroutine at `prio` ([`ASYNC_PRIO_DEFAULT`]) and returns at once
+    /// with the call's operation id (≥ 1, rising with every call); the result
+    /// (byte count or `-(SysError)`) arrives later as a `(cid, result, op)`
+    /// entry in the process's completion queue (`crate::completion`).
     Read = 3,
     /// `write(fd, buf, len, cid, prio)`: as [`Syscall::Read`].
     Write = 4,
@@ -92,8 +92,9 @@ pub enum Syscall {
     /// `getpid()`.
     GetPid = 8,
     /// `sleep(ns, cid, prio)`: block the calling thread for at least `ns`
-    /// nanoseconds (`cid == ASYNC_ARG_NONE`), or, asynchronously, complete
-    /// `(cid, 0)` after that long.
+    /// nanoseconds (`cid == ASYNC_ARG_NONE`), or, asynchronously (returning
+    /// the operation id, as [`Syscall::Read`]), complete `(cid, 0, op)` after
+    /// that long.
     Sleep = 9,
     /// `park()`: block the calling thread until a permit is available (the
     /// process's executor has no ready coroutine), then take it.
@@ -125,8 +126,9 @@ pub enum Syscall {
     Listen = 18,
     /// `accept(fd, cid, prio)`: the next connection of listener `fd`, as a new
     /// descriptor (readable and writable). Synchronous when
-    /// `cid == ASYNC_ARG_NONE` (blocks the thread), else asynchronous: the
-    /// result is `(cid, descriptor or -(SysError))` in the completion queue.
+    /// `cid == ASYNC_ARG_NONE` (blocks the thread), else asynchronous (returning
+    /// the operation id, as [`Syscall::Read`]): the result is `(cid, descriptor
+    /// or -(SysError), op)` in the completion queue.
     Accept = 19,
     /// `thread_exit()`: end the calling thread (the process ends with code 0
     /// when its last thread does). Its stack slot is reused by a later
@@ -135,6 +137,16 @@ pub enum Syscall {
     /// `io_mode(mode)`: who carries out this process's I/O from now on (the
     /// paper's four server models, chosen at run time); see [`IoMode`].
     SetIoMode = 21,
+    /// `cancel(op)`: ends the calling process's asynchronous call `op` (what
+    /// its submission returned) if it is still in flight: its kernel
+    /// coroutine stops waiting at its next step, gives back its in-flight slot
+    /// and completes nothing. Returns 1 if the call was in flight, 0 if not
+    /// (finished already, or no such call). A call another hart was carrying
+    /// out at that moment may still finish and complete: its result names
+    /// `op`, which the process's shared scheduler drops. What a cancelled
+    /// `read` took from its source before the cancel is lost with it; its
+    /// buffer may have been written.
+    Cancel = 22,
 }
 
 /// Connections a listener holds that the program has not accepted yet; more
@@ -285,7 +297,7 @@ impl core::error::Error for SysError {}
 
 impl Syscall {
     /// Every system call, in number order.
-    pub const ALL: [Syscall; 21] = [
+    pub const ALL: [Syscall; 22] = [
         Syscall::Exit,
         Syscall::Yield,
         Syscall::Read,
@@ -307,6 +319,7 @@ impl Syscall {
         Syscall::Accept,
         Syscall::ThreadExit,
         Syscall::SetIoMode,
+        Syscall::Cancel,
     ];
 
     /// The number passed in the system call register.
@@ -353,7 +366,7 @@ mod tests {
         for s in Syscall::ALL {
             assert_eq!(Syscall::try_from(s.number()), Ok(s));
         }
-        for n in [0, 22, usize::MAX] {
+        for n in [0, 23, usize::MAX] {
             assert_eq!(Syscall::try_from(n), Err(UnknownSyscall(n)));
         }
     }

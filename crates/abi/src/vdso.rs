@@ -18,7 +18,7 @@
 /// `magic` of the table: `b"SSVD"` little-endian.
 pub const VDSO_MAGIC: u32 = u32::from_le_bytes(*b"SSVD");
 /// Version of the table layout.
-pub const VDSO_VERSION: u32 = 3;
+pub const VDSO_VERSION: u32 = 4;
 
 /// A program's future, type-erased for the vDSO.
 #[derive(Clone, Copy, Debug)]
@@ -68,11 +68,12 @@ pub struct VdsoTable {
     pub publish: extern "C" fn(ready: u64),
     /// How many times the process yielded to a more important one.
     pub global_yields: extern "C" fn() -> u64,
-    /// The result of an asynchronous call issued with `cid` that has been
+    /// The result of asynchronous call `op` issued with `cid` that has been
     /// delivered (and is taken now), or [`NO_RESULT`]; with a result, the
     /// kernel's completion time (`Completion::stamp`) goes to `stamp` unless
-    /// it is null.
-    pub take_result: unsafe extern "C" fn(cid: u64, stamp: *mut u64) -> i64,
+    /// it is null. A result of an earlier call of `cid` (one it abandoned) is
+    /// never handed out for `op`: it is dropped.
+    pub take_result: unsafe extern "C" fn(cid: u64, op: u64, stamp: *mut u64) -> i64,
     /// Drains the completion queue now (what the upcall handler does): stores
     /// each result for `take_result` and wakes its coroutine. Returns how many
     /// entries it took.

@@ -3,18 +3,23 @@
 //!
 //! # The call
 //!
-//! `read`, `write` and `sleep` with a coroutine id other than
+//! `read`, `write`, `sleep` and `accept` with a coroutine id other than
 //! `ASYNC_ARG_NONE` check every argument exactly as the synchronous form does
 //! (a refused argument is the call's return value, nothing starts), copy a
 //! `write`'s bytes in, reserve one of the process's [`MAX_INFLIGHT`] slots,
 //! spawn an [`OpTask`] — a kernel coroutine in the kernel Executor, one level
-//! more important than the process — and return 0. The calling thread never blocks; only the
+//! more important than the process — and return the call's operation id
+//! (per process, rising from 1). The calling thread never blocks; only the
 //! user coroutine that awaits the result does.
 //!
 //! The kernel coroutine waits on the pipe, the console or the clock like any
 //! kernel coroutine (a waker in the object's `Waiters`), does the transfer,
-//! and finishes with a [`Completion`] `(cid, result)`: a byte count or
-//! `-(SysError)`, never a bare wake.
+//! and finishes with a [`Completion`] `(cid, result, op)`: a byte count or
+//! `-(SysError)`, never a bare wake; `op` tells a coroutine's calls apart.
+//!
+//! `cancel(op)` ([`cancel_op`]) marks an asynchronous call in flight as
+//! cancelled and wakes its coroutine, which ends at its next poll without a
+//! completion and gives its slot back.
 //!
 //! # Buffers
 //!
@@ -57,7 +62,7 @@
 //! ends. [`LIVE`] counts the coroutines alive, for the kernel's leak test.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::future::Future;
@@ -110,6 +115,12 @@ pub struct Aio {
     handler: usize,
     /// In-flight calls' wakers, by operation id (woken when the process dies).
     cancel: BTreeMap<u64, Waker>,
+    /// Asynchronous calls whose kernel coroutine is alive and has not
+    /// finished (the ones `cancel(op)` can end).
+    queued: BTreeSet<u64>,
+    /// Of those, the ones the process cancelled (the coroutine ends at its
+    /// next poll).
+    cancelled: BTreeSet<u64>,
     next_op: u64,
     upcalls: u64,
     ipis: u64,
@@ -292,6 +303,7 @@ fn op_priority(p: &Process) -> Priority {
 fn submit(t: &Arc<Thread>, cid: u64, prio: Option<Priority>, op: Op) -> Result<usize> {
     let p = &t.proc;
     let id = reserve(p)?;
+    p.aio.lock().queued.insert(id);
     let prio = prio.unwrap_or_else(|| op_priority(p));
     let task = OpTask {
         p: p.clone(),
@@ -303,12 +315,12 @@ fn submit(t: &Arc<Thread>, cid: u64, prio: Option<Priority>, op: Op) -> Result<u
     };
     if io_mode(t) == IoMode::KernelThread {
         poller_add(task, op_priority(p));
-        return Ok(0);
+        return Ok(id as usize);
     }
     // A refused spawn drops the task, which gives its slot back.
     kexec()
         .spawn(task, prio)
-        .map(|_| 0)
+        .map(|_| id as usize)
         .map_err(|_| SysError::OutOfMemory)
 }
 
@@ -437,8 +449,16 @@ impl Future for OpTask {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        // Registered before the dying check: a kill after it wakes us.
-        this.p.aio.lock().cancel.insert(this.id, cx.waker().clone());
+        // Registered before the dying check: a kill after it wakes us (and
+        // before the cancelled check: a cancel after it wakes us).
+        {
+            let mut a = this.p.aio.lock();
+            a.cancel.insert(this.id, cx.waker().clone());
+            if a.cancelled.remove(&this.id) {
+                // Ends unfinished: the drop gives the slot back.
+                return Poll::Ready(());
+            }
+        }
         if this.p.is_dying() {
             return Poll::Ready(());
         }
@@ -479,6 +499,8 @@ impl Drop for OpTask {
         }
         let mut a = self.p.aio.lock();
         a.cancel.remove(&self.id);
+        a.queued.remove(&self.id);
+        a.cancelled.remove(&self.id);
         // A synchronous call's slot is not held until delivery.
         let thread = matches!(self.target, Target::Thread(_));
         if !self.finished || thread {
@@ -502,11 +524,13 @@ fn complete(p: &Arc<Process>, id: u64, cid: u64, result: isize) {
     {
         let mut a = p.aio.lock();
         a.cancel.remove(&id);
+        a.queued.remove(&id);
+        a.cancelled.remove(&id);
         a.done.push_back(Completion {
             cid,
             result: result as i64,
             stamp: arch::time(),
-            reserved: 0,
+            op: id,
         });
         a.ipis += u64::from(others.count_ones());
     }
@@ -523,6 +547,25 @@ fn complete(p: &Arc<Process>, id: u64, cid: u64, result: isize) {
     if let Some(t) = parked {
         t.wake();
     }
+}
+
+/// `cancel(op)`: ends `p`'s asynchronous call `op` if it is in flight (its
+/// coroutine, woken, sees it cancelled and ends without a result); whether it
+/// was.
+pub fn cancel_op(p: &Process, op: u64) -> bool {
+    let waker = {
+        let mut a = p.aio.lock();
+        if !a.queued.contains(&op) {
+            return false;
+        }
+        a.cancelled.insert(op);
+        // Not there before its first poll, which then sees the cancel.
+        a.cancel.get(&op).cloned()
+    };
+    if let Some(w) = waker {
+        w.wake();
+    }
+    true
 }
 
 /// `p` is dying: wakes every in-flight call so it ends.
@@ -559,7 +602,7 @@ pub fn deliver(t: &Arc<Thread>, frame: &mut TrapFrame) {
     for _ in 0..free.min(a.done.len()) {
         let Some(c) = a.done.pop_front() else { break };
         let at = entry_offset(a.tail);
-        for (i, v) in [c.cid, c.result as u64, c.stamp, c.reserved]
+        for (i, v) in [c.cid, c.result as u64, c.stamp, c.op]
             .into_iter()
             .enumerate()
         {

@@ -172,6 +172,7 @@ pub fn dispatch(t: &Arc<Thread>, frame: &mut TrapFrame) -> Outcome {
             t.proc.kill(0);
             return Outcome::Exit;
         }
+        Syscall::Cancel => Ok(usize::from(aio::cancel_op(&t.proc, a0 as u64))),
         Syscall::SetIoMode => IoMode::from_raw(a0)
             .map(|m| {
                 t.proc

@@ -2,14 +2,21 @@
 //! scheduler code, the vDSO) between the completion queue and the coroutines
 //! that take them.
 //!
-//! A coroutine has one call at a time — its id names the call — so it has at
-//! most one result here: a newer one replaces an older one, which belonged to
-//! a call it abandoned. **Nothing a coroutine still waits for is ever
-//! dropped.** An earlier store kept 1 024 results and dropped the oldest; when
-//! a flood of 1 500 connections closed at once, more than that many waited
-//! between two polls, and every coroutine whose result was dropped waited for
-//! good — the connection kept open beside the flood among them (its 64×64
-//! request stalled with 4 KiB unread in the kernel and no read in flight).
+//! A coroutine has one call at a time, so it has at most one result here,
+//! kept with the call's operation id (what the submission returned; ids rise
+//! with every call of the process). A coroutine that abandoned a call and
+//! made another asks for the newer call's id: the older call's result is
+//! never handed out for it — it is dropped when asked for, or replaced when
+//! the newer one arrives — and an older result arriving late never replaces a
+//! newer one. (Before ids, a completion named only the coroutine, and an
+//! abandoned call's result answered the next call.)
+//!
+//! **Nothing a coroutine still waits for is ever dropped.** An earlier store
+//! kept 1 024 results and dropped the oldest; when a flood of 1 500
+//! connections closed at once, more than that many waited between two polls,
+//! and every coroutine whose result was dropped waited for good — the
+//! connection kept open beside the flood among them (its 64×64 request
+//! stalled with 4 KiB unread in the kernel and no read in flight).
 //!
 //! What nothing bounds otherwise — results of coroutines that exited without
 //! taking them — is swept out once the store holds more than
@@ -19,10 +26,19 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-/// Results not yet taken, by coroutine id: `(result, stamp)`.
+/// A result not yet taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Taken {
+    /// The call's result (a byte count or `-(SysError)`).
+    pub result: i64,
+    /// The kernel's time when the call finished.
+    pub stamp: u64,
+}
+
+/// Results not yet taken, by coroutine id: `(op, result)`.
 #[derive(Debug, Default)]
 pub struct Results {
-    by_cid: BTreeMap<u64, (i64, u64)>,
+    by_cid: BTreeMap<u64, (u64, Taken)>,
 }
 
 impl Results {
@@ -36,22 +52,38 @@ impl Results {
         }
     }
 
-    /// Stores `cid`'s result (replacing one of a call it abandoned); returns
-    /// how many results the store holds.
-    pub fn put(&mut self, cid: u64, result: i64, stamp: u64) -> usize {
-        self.by_cid.insert(cid, (result, stamp));
+    /// Stores the result of `cid`'s call `op`, replacing one of an earlier
+    /// call (which it abandoned) but never one of a later call; returns how
+    /// many results the store holds.
+    pub fn put(&mut self, cid: u64, op: u64, result: i64, stamp: u64) -> usize {
+        let new = (op, Taken { result, stamp });
+        self.by_cid
+            .entry(cid)
+            .and_modify(|held| {
+                if held.0 <= op {
+                    *held = new;
+                }
+            })
+            .or_insert(new);
         self.by_cid.len()
     }
 
-    /// Takes `cid`'s result, if it has one.
-    pub fn take(&mut self, cid: u64) -> Option<(i64, u64)> {
-        self.by_cid.remove(&cid)
+    /// Takes the result of `cid`'s call `op`, if it arrived. A result held
+    /// for an earlier call of `cid` is dropped (nobody will ask for it).
+    pub fn take(&mut self, cid: u64, op: u64) -> Option<Taken> {
+        let held = self.by_cid.get(&cid)?.0;
+        if held > op {
+            // A later call's: not this one's to take.
+            return None;
+        }
+        let (_, taken) = self.by_cid.remove(&cid)?;
+        (held == op).then_some(taken)
     }
 
-    /// Drops `cid`'s result of `stamp` (its coroutine is gone), unless a newer
-    /// one replaced it meanwhile.
-    pub fn forget(&mut self, cid: u64, stamp: u64) {
-        if self.by_cid.get(&cid).is_some_and(|r| r.1 == stamp) {
+    /// Drops the result of `cid`'s call `op` (its coroutine is gone), unless
+    /// a later call's replaced it meanwhile.
+    pub fn forget(&mut self, cid: u64, op: u64) {
+        if self.by_cid.get(&cid).is_some_and(|r| r.0 == op) {
             self.by_cid.remove(&cid);
         }
     }
@@ -89,33 +121,67 @@ impl Results {
 mod tests {
     use super::*;
 
+    fn taken(result: i64, stamp: u64) -> Option<Taken> {
+        Some(Taken { result, stamp })
+    }
+
     #[test]
     fn no_waiting_coroutine_loses_its_result_however_many_wait() {
         // More than the old store's 1 024, all for coroutines still alive.
         let mut r = Results::new();
         for cid in 0..5_000u64 {
-            r.put(cid, cid as i64, 7);
+            r.put(cid, cid + 1, cid as i64, 7);
         }
         assert!(
             r.to_check(5_000).is_empty(),
             "nothing to sweep while all live"
         );
         for cid in 0..5_000u64 {
-            assert_eq!(r.take(cid), Some((cid as i64, 7)), "cid {cid}");
+            assert_eq!(r.take(cid, cid + 1), taken(cid as i64, 7), "cid {cid}");
         }
         assert!(r.is_empty());
-        assert_eq!(r.take(1), None);
+        assert_eq!(r.take(1, 2), None);
     }
 
     #[test]
-    fn a_newer_result_replaces_an_abandoned_one_and_forget_spares_it() {
+    fn an_abandoned_calls_result_never_answers_the_next_call() {
+        // Coroutine 3 abandoned call 10 and waits for call 11.
         let mut r = Results::new();
-        r.put(3, -11, 1);
-        assert_eq!(r.put(3, 916, 2), 1);
+        r.put(3, 10, 4, 1);
+        assert_eq!(r.take(3, 11), None, "call 10's result is not call 11's");
+        assert!(r.is_empty(), "and it is dropped once asked past");
+        r.put(3, 11, 916, 2);
+        assert_eq!(r.take(3, 11), taken(916, 2));
+        // The abandoned call completes after the newer one: it replaces
+        // nothing, and the newer result is still there to take.
+        r.put(3, 13, 64, 5);
+        r.put(3, 12, -11, 6);
+        assert_eq!(r.take(3, 13), taken(64, 5));
+        // The other way round: the newer result replaces the older.
+        r.put(3, 14, 1, 7);
+        r.put(3, 15, 2, 8);
+        assert_eq!(r.take(3, 15), taken(2, 8));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_later_calls_result_waits_for_its_own_take() {
+        let mut r = Results::new();
+        r.put(8, 21, 5, 1);
+        // Asked for with an older id (nothing well-behaved does): kept.
+        assert_eq!(r.take(8, 20), None);
+        assert_eq!(r.take(8, 21), taken(5, 1));
+    }
+
+    #[test]
+    fn forget_drops_only_the_call_it_names() {
+        let mut r = Results::new();
+        r.put(3, 1, -11, 1);
+        assert_eq!(r.put(3, 2, 916, 2), 1);
         // The drop of the older result (its wake failed) leaves the newer.
         r.forget(3, 1);
-        assert_eq!(r.take(3), Some((916, 2)));
-        r.put(4, 0, 5);
+        assert_eq!(r.take(3, 2), taken(916, 2));
+        r.put(4, 5, 0, 5);
         r.forget(4, 5);
         assert!(r.is_empty());
     }
@@ -124,7 +190,7 @@ mod tests {
     fn results_of_exited_coroutines_are_swept_once_the_store_outgrows_the_live() {
         let mut r = Results::new();
         for cid in 0..(Results::SWEEP as u64 + 10) {
-            r.put(cid, 0, 0);
+            r.put(cid, 1, 0, 0);
         }
         // 1 034 results and 600 coroutines alive: not yet (under 2 × 600).
         assert!(r.to_check(600).is_empty());
@@ -136,6 +202,6 @@ mod tests {
         r.sweep(&gone);
         assert_eq!(r.len(), 300);
         assert!(r.to_check(300).is_empty());
-        assert_eq!(r.take(299), Some((0, 0)));
+        assert_eq!(r.take(299, 1), taken(0, 0));
     }
 }

@@ -1,23 +1,31 @@
 //! Asynchronous system calls (paper §3.2, Listing 2): the same calls as the
 //! synchronous ones in [`crate::sys`], but only the calling coroutine waits.
 //!
-//! Each call submits the asynchronous form with the coroutine's id and
-//! returns `Pending`; the kernel runs the call as a kernel coroutine and puts
-//! `(cid, result)` in the process's completion queue; the shared scheduler
-//! (the vDSO) takes it — in the upcall handler the kernel enters, or between
-//! two polls — stores the result and wakes the coroutine, which takes it.
+//! Each call submits the asynchronous form with the coroutine's id, gets the
+//! call's operation id back and returns `Pending`; the kernel runs the call
+//! as a kernel coroutine and puts `(cid, result, op)` in the process's
+//! completion queue; the shared scheduler (the vDSO) takes it — in the upcall
+//! handler the kernel enters, or between two polls — stores the result and
+//! wakes the coroutine, which takes the result of its call `op`.
 //!
-//! One call per coroutine at a time (the coroutine id names the call). Each
-//! call also names the coroutine's level, and the kernel coroutine that
-//! carries it out runs at that level: a less important coroutine's I/O waits
-//! behind more important work, in the kernel as in the process.
+//! One call per coroutine at a time. Dropping a call's future before its
+//! result came cancels the call (`sys::cancel`: the kernel coroutine ends and
+//! gives back its in-flight slot), and a coroutine that then makes another
+//! call is never handed the first call's result, should it still arrive: the
+//! operation id tells them apart. Each call also names the
+//! coroutine's level, and the kernel coroutine that carries it out runs at
+//! that level: a less important coroutine's I/O waits behind more important
+//! work, in the kernel as in the process.
 //! `read` owns its buffer until the result arrives (the kernel writes it
 //! then); dropping the future earlier leaks the buffer rather than letting
-//! the kernel write into freed memory.
+//! the kernel write into freed memory (a hart may be carrying the read out as
+//! it is cancelled).
 
 use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicU64, Ordering};
-use core::task::Poll;
+use core::task::{Context, Poll};
 
 use ss_abi::completion::{CQ_IPIS_OFFSET, CQ_RESETS_OFFSET, CQ_UPCALLS_OFFSET};
 use ss_abi::syscall::SysError;
@@ -28,20 +36,46 @@ use ss_abi::Priority;
 use crate::rt::{getcid, vdso};
 use crate::sys;
 
-/// Waits for the result of the call this coroutine (`cid`) issued: the raw
-/// result and the kernel's completion time.
-async fn result_of(cid: u64) -> (i64, u64) {
-    core::future::poll_fn(|_| {
+/// The result of call `op` this coroutine (`cid`) issued, to come: the raw
+/// result and the kernel's completion time. Dropped before it came, it
+/// cancels the call (the kernel coroutine ends and gives back its in-flight
+/// slot).
+fn result_of(cid: u64, op: u64) -> Outcome {
+    Outcome {
+        cid,
+        op,
+        taken: false,
+    }
+}
+
+struct Outcome {
+    cid: u64,
+    op: u64,
+    taken: bool,
+}
+
+impl Future for Outcome {
+    type Output = (i64, u64);
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<(i64, u64)> {
         let mut stamp = 0u64;
         // SAFETY: `stamp` is a live `u64`.
-        let r = unsafe { (vdso().take_result)(cid, &mut stamp) };
+        let r = unsafe { (vdso().take_result)(self.cid, self.op, &mut stamp) };
         if r == NO_RESULT {
             Poll::Pending
         } else {
+            self.taken = true;
             Poll::Ready((r, stamp))
         }
-    })
-    .await
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if !self.taken {
+            sys::cancel(self.op);
+        }
+    }
 }
 
 /// The calling coroutine's id and level: the call names both to the kernel,
@@ -85,11 +119,12 @@ pub async fn read_stamped(fd: usize, mut buf: Vec<u8>) -> (Result<usize, SysErro
         Ok(c) => c,
         Err(e) => return (Err(e), buf, 0),
     };
-    if let Err(e) = sys::read_submit(fd, buf.as_mut_ptr(), buf.len(), cid, prio) {
-        return (Err(e), buf, 0);
-    }
+    let op = match sys::read_submit(fd, buf.as_mut_ptr(), buf.len(), cid, prio) {
+        Ok(op) => op,
+        Err(e) => return (Err(e), buf, 0),
+    };
     let mut held = Held(Some(buf));
-    let (r, stamp) = result_of(cid).await;
+    let (r, stamp) = result_of(cid, op).await;
     (decode(r), held.0.take().unwrap_or_default(), stamp)
 }
 
@@ -97,16 +132,16 @@ pub async fn read_stamped(fd: usize, mut buf: Vec<u8>) -> (Result<usize, SysErro
 /// is made); returns how many went (a short count when a pipe is nearly full).
 pub async fn write(fd: usize, buf: &[u8]) -> Result<usize, SysError> {
     let (cid, prio) = me().await?;
-    sys::write_submit(fd, buf, cid, prio)?;
-    decode(result_of(cid).await.0)
+    let op = sys::write_submit(fd, buf, cid, prio)?;
+    decode(result_of(cid, op).await.0)
 }
 
 /// `accept(fd)` asynchronously: the next connection of listener `fd`, as a
 /// new descriptor (only this coroutine waits for it).
 pub async fn accept(fd: usize) -> Result<usize, SysError> {
     let (cid, prio) = me().await?;
-    sys::accept_submit(fd, cid, prio)?;
-    decode(result_of(cid).await.0)
+    let op = sys::accept_submit(fd, cid, prio)?;
+    decode(result_of(cid, op).await.0)
 }
 
 /// `sleep(ns)` asynchronously: this coroutine resumes after at least `ns`
@@ -119,8 +154,8 @@ pub async fn sleep(ns: u64) -> Result<(), SysError> {
 /// measure how long the result took to reach this coroutine).
 pub async fn sleep_stamped(ns: u64) -> Result<u64, SysError> {
     let (cid, prio) = me().await?;
-    sys::sleep_submit(ns, cid, prio)?;
-    let (r, stamp) = result_of(cid).await;
+    let op = sys::sleep_submit(ns, cid, prio)?;
+    let (r, stamp) = result_of(cid, op).await;
     decode(r).map(|_| stamp)
 }
 

@@ -161,8 +161,9 @@ pub fn sleep_ns(ns: u64) {
 }
 
 /// Submits the asynchronous `read(fd, buf, len, cid, prio)`: the kernel will
-/// write up to `len` bytes at `buf` and complete `(cid, count or -error)`. The
-/// kernel coroutine that does it runs at `prio` (the issuing coroutine's level;
+/// write up to `len` bytes at `buf` and complete `(cid, count or -error, op)`;
+/// returns the operation id `op` (what the completion names). The kernel
+/// coroutine that does it runs at `prio` (the issuing coroutine's level;
 /// `None`: one level above the process, `ss_abi::syscall::ASYNC_PRIO_DEFAULT`).
 ///
 /// # Errors
@@ -173,16 +174,17 @@ pub fn read_submit(
     len: usize,
     cid: u64,
     prio: Option<Priority>,
-) -> Result<(), SysError> {
+) -> Result<u64, SysError> {
     call(
         Syscall::Read,
         [fd, buf as usize, len, cid as usize, async_prio_arg(prio), 0],
     )
-    .map(|_| ())
+    .map(|op| op as u64)
 }
 
 /// Submits the asynchronous `write(fd, buf, len, cid, prio)` (the kernel
-/// copies the bytes in before it returns; `prio` as in [`read_submit`]).
+/// copies the bytes in before it returns; `prio` and `op` as in
+/// [`read_submit`]).
 ///
 /// # Errors
 /// As [`read_submit`].
@@ -191,7 +193,7 @@ pub fn write_submit(
     buf: &[u8],
     cid: u64,
     prio: Option<Priority>,
-) -> Result<(), SysError> {
+) -> Result<u64, SysError> {
     call(
         Syscall::Write,
         [
@@ -203,20 +205,27 @@ pub fn write_submit(
             0,
         ],
     )
-    .map(|_| ())
+    .map(|op| op as u64)
 }
 
-/// Submits the asynchronous `sleep(ns, cid, prio)`: completes `(cid, 0)` after
-/// at least `ns` nanoseconds (`prio` as in [`read_submit`]).
+/// Submits the asynchronous `sleep(ns, cid, prio)`: completes `(cid, 0, op)`
+/// after at least `ns` nanoseconds (`prio` and `op` as in [`read_submit`]).
 ///
 /// # Errors
 /// As [`read_submit`].
-pub fn sleep_submit(ns: u64, cid: u64, prio: Option<Priority>) -> Result<(), SysError> {
+pub fn sleep_submit(ns: u64, cid: u64, prio: Option<Priority>) -> Result<u64, SysError> {
     call(
         Syscall::Sleep,
         [ns as usize, cid as usize, async_prio_arg(prio), 0, 0, 0],
     )
-    .map(|_| ())
+    .map(|op| op as u64)
+}
+
+/// Cancels asynchronous call `op` (what its submission returned) if it is
+/// still in flight: `true` if it was (it then completes nothing, unless a hart
+/// was finishing it at that moment), `false` if it had finished or never was.
+pub fn cancel(op: u64) -> bool {
+    call(Syscall::Cancel, [op as usize, 0, 0, 0, 0, 0]) == Ok(1)
 }
 
 /// Registers `handler` as this process's upcall handler (0: none).
@@ -304,16 +313,16 @@ pub fn accept(fd: usize) -> Result<usize, SysError> {
 }
 
 /// Submits the asynchronous `accept(fd, cid, prio)`: completes `(cid,
-/// descriptor or -error)` (`prio` as in [`read_submit`]).
+/// descriptor or -error, op)` (`prio` and `op` as in [`read_submit`]).
 ///
 /// # Errors
 /// As [`read_submit`].
-pub fn accept_submit(fd: usize, cid: u64, prio: Option<Priority>) -> Result<(), SysError> {
+pub fn accept_submit(fd: usize, cid: u64, prio: Option<Priority>) -> Result<u64, SysError> {
     call(
         Syscall::Accept,
         [fd, cid as usize, async_prio_arg(prio), 0, 0, 0],
     )
-    .map(|_| ())
+    .map(|op| op as u64)
 }
 
 /// Ends the calling thread (the process, when it is the last one).

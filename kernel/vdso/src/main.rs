@@ -216,15 +216,15 @@ static RESULTS: spin::Mutex<Results> = spin::Mutex::new(Results::new());
 /// that arrived during a drain, once every thread then parked).
 static DRAIN: DrainGate = DrainGate::new();
 
-unsafe extern "C" fn take_result(cid: u64, stamp: *mut u64) -> i64 {
-    let Some((result, when)) = RESULTS.lock().take(cid) else {
+unsafe extern "C" fn take_result(cid: u64, op: u64, stamp: *mut u64) -> i64 {
+    let Some(taken) = RESULTS.lock().take(cid, op) else {
         return NO_RESULT;
     };
     if !stamp.is_null() {
         // SAFETY: the caller passes null or a live, aligned `*mut u64`.
-        unsafe { stamp.write(when) };
+        unsafe { stamp.write(taken.stamp) };
     }
-    result
+    taken.result
 }
 
 fn drain_if_pending() {
@@ -256,15 +256,15 @@ fn drain_pass() -> u64 {
     for i in 0..n as u64 {
         let at = entry_offset(head.wrapping_add(i));
         let w = |k: usize| page_word(COMPLETION_PAGE_VA, at + 8 * k).load(Ordering::Acquire);
-        taken.push((w(0), w(1) as i64, w(2)));
+        taken.push((w(0), w(1) as i64, w(2), w(3)));
     }
     head_word.store(tail, Ordering::Release);
     let mut stored = 0;
-    for (cid, result, stamp) in taken {
-        stored = RESULTS.lock().put(cid, result, stamp);
+    for (cid, result, stamp, op) in taken {
+        stored = RESULTS.lock().put(cid, op, result, stamp);
         if exec().wake(CoroutineId::from_raw(cid)).is_err() {
             // Its coroutine is gone: nobody will take it.
-            RESULTS.lock().forget(cid, stamp);
+            RESULTS.lock().forget(cid, op);
         }
     }
     if stored > Results::SWEEP {

@@ -13,6 +13,8 @@
 //! | 5 | a system call fuzzer, asynchronous forms included |
 //! | 6 | completions that arrive while another thread drains are never lost |
 //! | 7 | calls that become ready together complete in their issuers' priority order (one hart) |
+//! | 8 | an abandoned call's result, arriving before or after the next call's, never answers it |
+//! | 9 | dropped calls are cancelled: more than the in-flight limit of them all start |
 #![no_std]
 #![no_main]
 
@@ -22,7 +24,10 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::task::Poll;
 
 use ss_abi::completion::{CQ_HEAD_OFFSET, CQ_RING_OFFSET, CQ_TAIL_OFFSET};
 use ss_abi::syscall::{SysError, Syscall, ASYNC_ARG_NONE};
@@ -520,8 +525,24 @@ async fn fuzz(calls: usize) -> Outcome {
                     [fd, cid, 0, 0, 0, 0]
                 },
             ),
+            // Cancel calls of this process (made by the fuzzer or not) or
+            // ids never given.
+            16 => (
+                Syscall::Cancel.number(),
+                [
+                    match rng.next() % 3 {
+                        0 => rng.pick(&[0, 1, 2, usize::MAX]),
+                        _ => (rng.next() % 4096) as usize,
+                    },
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            ),
             _ => (
-                22 + (rng.next() % 1_000_000) as usize * rng.pick(&[1, 1 << 20, 1 << 40]),
+                23 + (rng.next() % 1_000_000) as usize * rng.pick(&[1, 1 << 20, 1 << 40]),
                 [rng.next() as usize; 6],
             ),
         };
@@ -705,6 +726,154 @@ async fn priority_order() -> Outcome {
     Ok(())
 }
 
+/// Polls `f` once from the calling coroutine (so a call it makes is this
+/// coroutine's): its output if it finished.
+async fn poll_once<F: Future>(mut f: Pin<&mut F>) -> Option<F::Output> {
+    core::future::poll_fn(|cx| {
+        Poll::Ready(match f.as_mut().poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// Starts a read of 16 bytes of `fd` from this coroutine and leaves it: its
+/// result arrives later for a call nobody waits for, as when a coroutine
+/// drops a read's future while a hart is carrying the read out (too late for
+/// the cancel). Returns where its buffer is (leaked), which the kernel writes
+/// when the call completes.
+async fn abandon_read(fd: usize) -> Result<usize, String> {
+    let cid = ss_ulib::getcid().await.ok_or("no cid")?.into_raw();
+    let buf = alloc::boxed::Box::leak(alloc::boxed::Box::new([0u8; 16]));
+    let at = buf.as_mut_ptr() as usize;
+    sys::read_submit(fd, buf.as_mut_ptr(), 16, cid, None).map_err(|e| format!("read: {e}"))?;
+    Ok(at)
+}
+
+/// Waits (up to a second) until the kernel wrote `byte` at `at`, a read's
+/// buffer (the call's kernel coroutine then completed it), then until the
+/// completion reached this process and is drained.
+fn await_written(at: usize, byte: u8) -> Outcome {
+    let t0 = sys::time();
+    // SAFETY: `at` is the buffer of a read in flight or abandoned (then
+    // leaked): allocated for as long as this looks.
+    while unsafe { core::ptr::read_volatile(at as *const u8) } != byte {
+        ensure!(
+            sys::time() - t0 < sys::TIME_HZ,
+            "the abandoned read never completed"
+        );
+        sys::sleep_ns(ms(1));
+    }
+    // Its completion is queued; a return to user mode delivers it.
+    sys::sleep_ns(ms(10));
+    aio::drain();
+    Ok(())
+}
+
+/// Mode 8: a coroutine abandons a read and makes another call; the
+/// abandoned read completes later. Its result must not answer the newer
+/// call, whether it arrives before the newer call's result (it would be taken
+/// for it) or after (it would replace it).
+async fn abandoned() -> Outcome {
+    let (r1, w1) = pipe()?;
+    let (r2, w2) = pipe()?;
+    // Before: a read of pipe 1 abandoned; a read of pipe 2 waits.
+    let first = abandon_read(r1).await?;
+    let mut second = core::pin::pin!(aio::read(r2, vec![0; 16]));
+    ensure!(
+        poll_once(second.as_mut()).await.is_none(),
+        "pipe 2 is empty"
+    );
+    ensure!(sys::write(w1, b"aa") == Ok(2), "write pipe 1");
+    await_written(first, b'a')?;
+    ensure!(
+        poll_once(second.as_mut()).await.is_none(),
+        "the read of pipe 2 finished with the abandoned read's result"
+    );
+    ensure!(sys::write(w2, b"bbbb") == Ok(4), "write pipe 2");
+    let (n, buf) = second.await;
+    ensure!(
+        n == Ok(4) && &buf[..4] == b"bbbb",
+        "the read of pipe 2 got {n:?} {:?}",
+        &buf[..4]
+    );
+    // After: a read of pipe 1 abandoned; a read of pipe 2 completes, then
+    // the abandoned one.
+    let first = abandon_read(r1).await?;
+    let buf = vec![0u8; 16];
+    let at = buf.as_ptr() as usize;
+    let mut second = core::pin::pin!(aio::read(r2, buf));
+    ensure!(
+        poll_once(second.as_mut()).await.is_none(),
+        "pipe 2 is empty"
+    );
+    ensure!(sys::write(w2, b"dddd") == Ok(4), "write pipe 2");
+    // The read of pipe 2 completes; its result waits, untaken.
+    await_written(at, b'd')?;
+    ensure!(sys::write(w1, b"c") == Ok(1), "write pipe 1");
+    await_written(first, b'c')?;
+    // Both results are in: the newer must be there to take.
+    let Some((n, buf)) = poll_once(second.as_mut()).await else {
+        return Err(
+            "the read of pipe 2 lost its result (the abandoned read's replaced it?)".into(),
+        );
+    };
+    ensure!(
+        n == Ok(4) && &buf[..4] == b"dddd",
+        "the read of pipe 2 got {n:?} {:?} (the abandoned read's result replaced it?)",
+        &buf[..4]
+    );
+    for fd in [r1, w1, r2, w2] {
+        sys::close(fd).map_err(|e| format!("close: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Mode 9: dropped calls are cancelled: more reads of an empty pipe and more
+/// hour-long sleeps than a process may have in flight, each dropped after its
+/// submission, all start (without the cancel the slots run out, `Limit`);
+/// then a read still works, and the exit finds nothing in flight (the
+/// kernel's leak check).
+async fn cancelled() -> Outcome {
+    const CALLS: usize = 5_000;
+    let (r, w) = pipe()?;
+    // A cancelled call's slot comes back when its kernel coroutine next runs:
+    // at once on another hart, once this thread blocks on this one (the
+    // coroutines run at this coroutine's level).
+    let mut yields = 0;
+    let mut i = 0;
+    while i < CALLS {
+        let read = core::pin::pin!(aio::read(r, vec![0; 16]));
+        let read = poll_once(read).await.map(|(n, _)| n);
+        let sleep = core::pin::pin!(aio::sleep(3_600_000_000_000));
+        let sleep = poll_once(sleep).await.map(|r| r.map(|()| 0));
+        match (read, sleep) {
+            (None, None) => i += 1,
+            (Some(Err(SysError::Limit)), _) | (_, Some(Err(SysError::Limit))) if yields < 1000 => {
+                yields += 1;
+                sys::sleep_ns(ms(1));
+            }
+            other => return Err(format!("call pair {i} (read, sleep): {other:?}")),
+        }
+    }
+    // A cancel of a call no longer in flight, or never made, is a no.
+    ensure!(
+        !sys::cancel(0) && !sys::cancel(u64::MAX),
+        "cancel of no call"
+    );
+    ensure!(sys::write(w, b"left") == Ok(4), "write");
+    let (n, buf) = aio::read(r, vec![0; 16]).await;
+    ensure!(
+        n == Ok(4) && &buf[..4] == b"left",
+        "the read after the cancelled ones got {n:?}"
+    );
+    for fd in [r, w] {
+        sys::close(fd).map_err(|e| format!("close: {e}"))?;
+    }
+    Ok(())
+}
+
 async fn main(arg: usize) -> i32 {
     let mode = arg & 0xff;
     let r = match mode {
@@ -716,6 +885,8 @@ async fn main(arg: usize) -> i32 {
         5 => fuzz(arg >> 8).await,
         6 => burst(arg >> 8).await,
         7 => priority_order().await,
+        8 => abandoned().await,
+        9 => cancelled().await,
         _ => Err(format!("no mode {mode}")),
     };
     match r {

@@ -59,7 +59,7 @@ async fn main(_arg: usize) -> i32 {
     let mut status = 0i32;
     let st = &mut status as *mut i32 as usize;
 
-    for n in [0, 22, 999, usize::MAX] {
+    for n in [0, 23, 999, usize::MAX] {
         c.expect(
             "unknown number",
             SysError::from_ret(sys::raw(n, [0; 6])),
@@ -202,20 +202,29 @@ async fn main(_arg: usize) -> i32 {
     }
     // Any other cid is accepted: a result for a coroutine that does not exist
     // is dropped by the shared scheduler.
+    // An accepted call returns its operation id, rising with every call.
+    let mut last_op = 0;
+    let mut op_rises = |r: Result<usize, SysError>| {
+        r.map(|op| {
+            let rose = op > last_op;
+            last_op = op;
+            usize::from(rose)
+        })
+    };
     for cid in [0, 5, 0xdead_beef, usize::MAX - 1] {
         c.expect(
-            "async empty write, any cid",
-            call(Syscall::Write, [1, ok, 0, cid, 0, 0]),
-            Ok(0),
+            "async empty write, any cid (a rising operation id)",
+            op_rises(call(Syscall::Write, [1, ok, 0, cid, 0, 0])),
+            Ok(1),
         );
     }
     // The priority argument: 0 (none) or a level + 1; anything beyond the
     // levels is refused before anything starts, on every asynchronous call.
     for prio in [1, 8] {
         c.expect(
-            "async empty write at a valid priority",
-            call(Syscall::Write, [1, ok, 0, 5, prio, 0]),
-            Ok(0),
+            "async empty write at a valid priority (a rising operation id)",
+            op_rises(call(Syscall::Write, [1, ok, 0, 5, prio, 0])),
+            Ok(1),
         );
     }
     for prio in [9, 64, 65, usize::MAX] {

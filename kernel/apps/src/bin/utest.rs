@@ -295,6 +295,8 @@ async fn main(harts: usize) -> i32 {
     results.push(("async_exit_in_flight", aio_mode(2, 2)));
     results.push(("async_garbage_queue", aio_mode(3, 2)));
     results.push(("async_upcall", aio_mode(4, 2)));
+    results.push(("async_abandoned_call", aio_mode(8, 2)));
+    results.push(("async_dropped_calls_cancelled", aio_mode(9, 2)));
     results.push((
         "async_burst_loses_no_completion",
         aio_mode(6 | BURST_ROUNDS << 8, 2),
