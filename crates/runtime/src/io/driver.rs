@@ -112,6 +112,13 @@ pub(crate) enum Waiter {
     Cid(CoroutineId),
     /// A foreign waker (the op is polled inside a combinator with its own waker).
     Waker(Waker),
+    /// Nobody yet: the op's first poll is submitting it at once, on this ring's
+    /// owner, and takes a completion that comes back during that submission
+    /// itself (a send into a socket with room), so its coroutine is not woken
+    /// for a result it already holds. Only the owner reaps, so nothing can
+    /// complete the op unseen before that poll names its waiter (it does,
+    /// before it returns `Pending`).
+    Unset,
 }
 
 impl Waiter {
@@ -140,6 +147,8 @@ impl Waiter {
             // `NoSuchCoroutine`: it was cancelled meanwhile; nobody to tell.
             Waiter::Cid(cid) => drop(exec.wake(cid)),
             Waiter::Waker(w) => w.wake(),
+            // Its first poll takes the result itself.
+            Waiter::Unset => {}
         }
     }
 }
@@ -219,6 +228,9 @@ pub(crate) struct Stats {
     pub(crate) submitted: AtomicU64,
     /// Operations whose flush was deferred to let others join the batch.
     pub(crate) deferred: AtomicU64,
+    /// Operations whose first poll submitted them and found their completion
+    /// already there (no wake-up, no second poll).
+    pub(crate) inline: AtomicU64,
     /// Completions reaped.
     pub(crate) completions: AtomicU64,
     /// `io_uring_enter` calls of any kind.

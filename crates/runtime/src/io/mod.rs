@@ -66,23 +66,26 @@
 //! 1. if [`Config::submit_batch`] SQEs are waiting, or the queue is full, it
 //!    submits them all (one syscall);
 //! 2. else, if no coroutine is ready (the executor's bitmap is empty: this CPU
-//!    would go idle), it submits at once — nobody else could join the batch;
-//! 3. else it **defers**: the coroutine re-queues itself (a yield, ~10–20 ns),
-//!    the other ready coroutines run and may push their own SQEs, and when it is
-//!    polled again it submits whatever is still queued. A burst of *n* ready
-//!    coroutines that each start an operation costs one syscall, not *n*.
+//!    would go idle), it submits at once — nobody else could join the batch —
+//!    and takes a completion that came back during that submission itself (a
+//!    NOP, a send into a socket with room, a read of a pipe that has bytes):
+//!    such an operation is done on its first poll, with no wake-up and no
+//!    second poll of its coroutine (until its first poll names a waiter, a
+//!    completion wakes nobody: only this thread reaps this ring);
+//! 3. else it **defers**: the SQE waits in the ring while the other ready
+//!    coroutines run and push their own, and the completion wakes the
+//!    coroutine by cid. A burst of *n* ready coroutines that each start an
+//!    operation costs one syscall, not *n*.
 //!
 //! Measured on the project's 2-vCPU machine (`measure_nop_batching`, release,
 //! one worker, 64 coroutines × 200 NOPs; three runs): `submit_batch = 1` costs
 //! 0.95–2.3 µs per operation end to end, `submit_batch = 32` 0.25–0.8 µs, with
 //! ~30 SQEs per `io_uring_enter`.
 //!
-//! The deferral never delays more important work and never strands an SQE: the
-//! deferring coroutine is itself ready, so it is polled again soon — at once if
-//! nothing as important is ready (the scheduler re-polls it without a queue
-//! round trip). If another worker polls it, that worker cannot submit to the
-//! owner's ring; the owner submits at the latest when it next runs its ring
-//! (every 32 coroutine polls, while it spins idle, or when it parks). A dropped
+//! The deferral never strands an SQE: the worker that pushed it submits it
+//! when it next runs its ring — every 32 coroutine polls, while it spins
+//! idle, or when it parks — and an op polled on another worker meanwhile
+//! waits for that (it cannot submit to the owner's ring). A dropped
 //! operation's cancellation is submitted at once by the owner, or through the
 //! owner's remote queue from another thread.
 //!

@@ -213,29 +213,53 @@ impl<T: Operation> Op<T> {
             Ok(l) => l,
             Err(e) => return Poll::Ready(data.fail(e)),
         };
-        let waiter = Waiter::of(cx.waker(), local.ring().exec());
+        // Batching: if another coroutine is ready, let it run first (it may add
+        // its own SQE): this worker submits the batch within a few polls
+        // (`reap_now_and_then`) or as it idles, whichever comes first, and the
+        // completion wakes us. If nobody is ready, this CPU would go idle:
+        // submit now. (An earlier version woke itself to flush when polled
+        // again: a ready coroutine that only its own worker could serve, for
+        // which another worker was unparked in vain — one eventfd write per
+        // request in the kcuc server.)
+        let at_once = local.ring().exec().ready_bitmap().is_empty();
+        // Submitting now, this poll takes a completion that comes back during
+        // the submission itself (a send into a socket with room): nobody is
+        // woken for it (`Waiter::Unset`), and the coroutine goes on without a
+        // second poll.
+        let waiter = if at_once {
+            Waiter::Unset
+        } else {
+            Waiter::of(cx.waker(), local.ring().exec())
+        };
         match submit(&local, data, waiter) {
             Ok(state) => {
                 self.state = state;
-                let State::Submitted { ring, seq, .. } = &self.state else {
+                let State::Submitted { ring, key, seq, .. } = &self.state else {
                     unreachable!()
                 };
-                // Batching: if another coroutine is ready, let it run first (it may
-                // add its own SQE): this worker submits the batch within a few
-                // polls (`reap_now_and_then`) or as it idles, whichever comes
-                // first, and the completion wakes us. If nobody is ready, this
-                // CPU would go idle: flush now. (An earlier version woke itself
-                // to flush when polled again: a ready coroutine that only its
-                // own worker could serve, for which another worker was unparked
-                // in vain — one eventfd write per request in the kcuc server.)
-                if ring.unsubmitted(*seq) {
-                    if ring.exec().ready_bitmap().is_empty() {
-                        local.flush();
-                    } else {
+                if !at_once {
+                    if ring.unsubmitted(*seq) {
                         ring.stats().deferred.fetch_add(1, Ordering::Relaxed);
                     }
+                    return Poll::Pending;
                 }
-                Poll::Pending
+                if ring.unsubmitted(*seq) {
+                    local.flush();
+                }
+                // The result if it came back already; else the waiter is named
+                // now, before `Pending` (only this thread reaps this ring).
+                match ring.poll_result(*key, cx.waker()) {
+                    None => Poll::Pending,
+                    Some((res, flags)) => {
+                        ring.stats().inline.fetch_add(1, Ordering::Relaxed);
+                        let State::Submitted { data, .. } =
+                            std::mem::replace(&mut self.state, State::Done)
+                        else {
+                            unreachable!()
+                        };
+                        Poll::Ready(data.complete_with(res, flags))
+                    }
+                }
             }
             Err((Err(e), data)) => Poll::Ready(data.fail(e)),
             Err((Ok(()), data)) => {

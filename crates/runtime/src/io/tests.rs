@@ -314,6 +314,52 @@ fn a_burst_of_ready_coroutines_shares_one_submission() {
     assert!(calls < sqes, "{calls} submit calls for {sqes} SQEs");
 }
 
+/// Polls `f`, counting its polls in `polls`.
+async fn count_polls<F: std::future::Future>(f: F, polls: &AtomicUsize) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        polls.fetch_add(1, Ordering::SeqCst);
+        f.as_mut().poll(cx)
+    })
+    .await
+}
+
+#[test]
+fn an_op_that_completes_as_it_is_submitted_needs_no_wake_up() {
+    // Alone on its worker, an op is submitted at its first poll; a NOP and a
+    // send into a socket with room complete in that submission, and the poll
+    // that submitted them takes the result: one poll each, nobody woken.
+    let rt = rt(1);
+    let shared = rt.inner().io().unwrap().shared().clone();
+    let (a, mut b) = tcp_pair();
+    let polls = rt.block_on(async move {
+        let nop = AtomicUsize::new(0);
+        count_polls(ops::nop(), &nop).await.unwrap();
+        let sent = AtomicUsize::new(0);
+        let (r, _) = count_polls(send(&a, b"inline".to_vec()), &sent).await;
+        assert_eq!(r.unwrap(), 6);
+        // A receive with nothing to read yet waits, and its completion wakes
+        // it (the waiter its first poll named).
+        let received = AtomicUsize::new(0);
+        let reader = std::thread::spawn(move || {
+            let mut got = [0u8; 6];
+            b.read_exact(&mut got).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            b.write_all(b"back").unwrap();
+            got
+        });
+        let (r, buf) = count_polls(recv(&a, Vec::with_capacity(16)), &received).await;
+        assert_eq!(r.unwrap(), 4);
+        assert_eq!(&buf, b"back");
+        assert_eq!(&reader.join().unwrap(), b"inline");
+        [nop, sent, received].map(|p| p.into_inner())
+    });
+    assert_eq!(polls[0], 1, "the NOP's polls");
+    assert_eq!(polls[1], 1, "the send's polls");
+    assert!(polls[2] >= 2, "the receive waited: {} polls", polls[2]);
+    assert!(shared.stats.inline.load(Ordering::Relaxed) >= 2);
+}
+
 #[test]
 fn shutdown_with_operations_pending_leaks_nothing() {
     let live = Arc::new(AtomicUsize::new(0));
