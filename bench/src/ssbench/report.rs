@@ -1003,6 +1003,7 @@ pub(super) fn test_point(
         server_end: String::new(),
         failed: failed.then(|| "1 timeouts".to_owned()),
         rounds: Vec::new(),
+        emulator_loop_cpus: None,
         load: LoadReport {
             mode: Mode::Closed,
             connections: c,

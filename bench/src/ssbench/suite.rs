@@ -224,6 +224,13 @@ pub struct Point {
     /// the median of several (the throughput experiment); empty otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rounds: Vec<f64>,
+    /// Under QEMU only: the CPUs QEMU's main-loop thread kept busy during the
+    /// load — the thread that runs the user network (slirp: every frame
+    /// between the guest and the host's sockets) and the device models'
+    /// deferred work. One host thread: at 1.0 it is the emulator's ceiling,
+    /// whatever the guest does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emulator_loop_cpus: Option<f64>,
 }
 
 /// One model in the memory experiment.
@@ -414,6 +421,7 @@ impl Ctx {
             failed,
             load,
             rounds: Vec::new(),
+            emulator_loop_cpus: None,
         })
     }
 
