@@ -1451,7 +1451,10 @@ fn markdown(q: &QemuResults, figures: &[(String, String)]) -> String {
             1e3 / q.interval_ms.max(1e-9)
         );
         let mut tables = report::fig5_columns(true);
-        tables.push(("Host CPUs busy, QEMU (its main loop) / client", qemu_cpus_cell));
+        tables.push((
+            "Host CPUs busy, QEMU (its main loop) / client",
+            qemu_cpus_cell,
+        ));
         report::fig5_tables(&mut s, r, &tables);
         let _ = writeln!(s, "\n**Where each sweep stopped**\n");
         for (m, why) in &q.fig5_stops {
@@ -1473,7 +1476,10 @@ fn markdown(q: &QemuResults, figures: &[(String, String)]) -> String {
             .into_iter()
             .filter(|(name, _)| !name.contains("p99.9"))
             .collect();
-        tables.push(("Host CPUs busy, QEMU (its main loop) / client", qemu_cpus_cell));
+        tables.push((
+            "Host CPUs busy, QEMU (its main loop) / client",
+            qemu_cpus_cell,
+        ));
         report::fig5_tables(&mut s, &saturated, &tables);
         emulator_ceiling_md(&mut s, &r.throughput);
     }

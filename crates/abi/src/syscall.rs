@@ -141,11 +141,11 @@ pub enum Syscall {
     /// its submission returned) if it is still in flight: its kernel
     /// coroutine stops waiting at its next step, gives back its in-flight slot
     /// and completes nothing. Returns 1 if the call was in flight, 0 if not
-    /// (finished already, or no such call). A call another hart was carrying
-    /// out at that moment may still finish and complete: its result names
-    /// `op`, which the process's shared scheduler drops. What a cancelled
-    /// `read` took from its source before the cancel is lost with it; its
-    /// buffer may have been written.
+    /// (finished already — its result names `op`, and the process's shared
+    /// scheduler drops it —, or no such call). A call another hart is trying
+    /// at that moment is waited for: once `cancel` returns, the call never
+    /// writes the process's memory again (a `read`'s buffer may be reused).
+    /// What a `read` that finished took from its source is in its result.
     Cancel = 22,
 }
 

@@ -19,7 +19,9 @@
 //!
 //! `cancel(op)` ([`cancel_op`]) marks an asynchronous call in flight as
 //! cancelled and wakes its coroutine, which ends at its next poll without a
-//! completion and gives its slot back.
+//! completion and gives its slot back; a poll in progress on another hart is
+//! waited for, so that after the cancel the call never writes the caller's
+//! memory (a cancelled `read`'s buffer may be reused at once).
 //!
 //! # Buffers
 //!
@@ -121,6 +123,9 @@ pub struct Aio {
     /// Of those, the ones the process cancelled (the coroutine ends at its
     /// next poll).
     cancelled: BTreeSet<u64>,
+    /// Of those, the ones a hart is polling now (trying the transfer: a
+    /// `read` may be writing its buffer); `cancel` waits for them.
+    polling: BTreeSet<u64>,
     next_op: u64,
     upcalls: u64,
     ipis: u64,
@@ -451,6 +456,7 @@ impl Future for OpTask {
         let this = &mut *self;
         // Registered before the dying check: a kill after it wakes us (and
         // before the cancelled check: a cancel after it wakes us).
+        let queued = matches!(this.target, Target::Queue { .. });
         {
             let mut a = this.p.aio.lock();
             a.cancel.insert(this.id, cx.waker().clone());
@@ -458,7 +464,13 @@ impl Future for OpTask {
                 // Ends unfinished: the drop gives the slot back.
                 return Poll::Ready(());
             }
+            if queued {
+                a.polling.insert(this.id);
+            }
         }
+        // Until this poll ends, a `cancel` of this call waits: once it
+        // returns, the call never touches the process's memory again.
+        let _polling = queued.then(|| Polling(&this.p, this.id));
         if this.p.is_dying() {
             return Poll::Ready(());
         }
@@ -484,6 +496,15 @@ impl Future for OpTask {
                 Poll::Ready(())
             }
         }
+    }
+}
+
+/// A poll of an asynchronous call in progress (see [`Aio::polling`]).
+struct Polling<'a>(&'a Process, u64);
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        self.0.aio.lock().polling.remove(&self.1);
     }
 }
 
@@ -551,16 +572,25 @@ fn complete(p: &Arc<Process>, id: u64, cid: u64, result: isize) {
 
 /// `cancel(op)`: ends `p`'s asynchronous call `op` if it is in flight (its
 /// coroutine, woken, sees it cancelled and ends without a result); whether it
-/// was.
+/// was. If a hart is polling the call at that moment, this waits for that
+/// poll to end (a few microseconds: one attempt at the transfer), so that
+/// once it returns the call never touches the process's memory again — it
+/// either finished in that poll (`false`: its result is on its way) or will
+/// end unfinished at its next one (`true`).
 pub fn cancel_op(p: &Process, op: u64) -> bool {
-    let waker = {
+    let waker = loop {
         let mut a = p.aio.lock();
         if !a.queued.contains(&op) {
             return false;
         }
+        if a.polling.contains(&op) {
+            drop(a);
+            core::hint::spin_loop();
+            continue;
+        }
         a.cancelled.insert(op);
         // Not there before its first poll, which then sees the cancel.
-        a.cancel.get(&op).cloned()
+        break a.cancel.get(&op).cloned();
     };
     if let Some(w) = waker {
         w.wake();

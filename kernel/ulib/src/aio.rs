@@ -10,16 +10,15 @@
 //!
 //! One call per coroutine at a time. Dropping a call's future before its
 //! result came cancels the call (`sys::cancel`: the kernel coroutine ends and
-//! gives back its in-flight slot), and a coroutine that then makes another
-//! call is never handed the first call's result, should it still arrive: the
-//! operation id tells them apart. Each call also names the
+//! gives back its in-flight slot; once `cancel` returns, the kernel never
+//! writes the call's memory, so a `read`'s buffer is freed then), and a
+//! coroutine that then makes another call is never handed the first call's
+//! result, should it still arrive: the operation id tells them apart. Each call also names the
 //! coroutine's level, and the kernel coroutine that carries it out runs at
 //! that level: a less important coroutine's I/O waits behind more important
 //! work, in the kernel as in the process.
 //! `read` owns its buffer until the result arrives (the kernel writes it
-//! then); dropping the future earlier leaks the buffer rather than letting
-//! the kernel write into freed memory (a hart may be carrying the read out as
-//! it is cancelled).
+//! then) or the call is cancelled.
 
 use alloc::vec::Vec;
 use core::future::Future;
@@ -45,6 +44,7 @@ fn result_of(cid: u64, op: u64) -> Outcome {
         cid,
         op,
         taken: false,
+        buf: None,
     }
 }
 
@@ -52,6 +52,10 @@ struct Outcome {
     cid: u64,
     op: u64,
     taken: bool,
+    /// A `read`'s buffer, which the kernel writes until the call completes:
+    /// freed (as a field, after `drop`) only once the call is done or
+    /// cancelled — after `cancel` returns, the kernel never writes it.
+    buf: Option<Vec<u8>>,
 }
 
 impl Future for Outcome {
@@ -94,17 +98,6 @@ fn decode(raw: i64) -> Result<usize, SysError> {
     SysError::from_ret(raw as isize)
 }
 
-/// A buffer the kernel may still write: leaked if the call is abandoned.
-struct Held(Option<Vec<u8>>);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Some(b) = self.0.take() {
-            core::mem::forget(b);
-        }
-    }
-}
-
 /// `read(fd, buf)` asynchronously: up to `buf.len()` bytes (at most 4096);
 /// returns the count (0 at end of file) and the buffer.
 pub async fn read(fd: usize, buf: Vec<u8>) -> (Result<usize, SysError>, Vec<u8>) {
@@ -123,9 +116,10 @@ pub async fn read_stamped(fd: usize, mut buf: Vec<u8>) -> (Result<usize, SysErro
         Ok(op) => op,
         Err(e) => return (Err(e), buf, 0),
     };
-    let mut held = Held(Some(buf));
-    let (r, stamp) = result_of(cid, op).await;
-    (decode(r), held.0.take().unwrap_or_default(), stamp)
+    let mut call = result_of(cid, op);
+    call.buf = Some(buf);
+    let (r, stamp) = (&mut call).await;
+    (decode(r), call.buf.take().unwrap_or_default(), stamp)
 }
 
 /// `write(fd, buf)` asynchronously (the kernel copies the bytes when the call

@@ -222,8 +222,9 @@ pub fn sleep_submit(ns: u64, cid: u64, prio: Option<Priority>) -> Result<u64, Sy
 }
 
 /// Cancels asynchronous call `op` (what its submission returned) if it is
-/// still in flight: `true` if it was (it then completes nothing, unless a hart
-/// was finishing it at that moment), `false` if it had finished or never was.
+/// still in flight: `true` if it was (it then completes nothing), `false` if
+/// it had finished or never was. Either way, once this returns the kernel
+/// never writes the call's memory again.
 pub fn cancel(op: u64) -> bool {
     call(Syscall::Cancel, [op as usize, 0, 0, 0, 0, 0]) == Ok(1)
 }

@@ -833,10 +833,12 @@ async fn abandoned() -> Outcome {
 /// Mode 9: dropped calls are cancelled: more reads of an empty pipe and more
 /// hour-long sleeps than a process may have in flight, each dropped after its
 /// submission, all start (without the cancel the slots run out, `Limit`);
-/// then a read still works, and the exit finds nothing in flight (the
-/// kernel's leak check).
+/// the reads' 2 KiB buffers come back (5 000 of them are 20 times this
+/// program's heap); then a read still works, and the exit finds nothing in
+/// flight (the kernel's leak check).
 async fn cancelled() -> Outcome {
     const CALLS: usize = 5_000;
+    const BUF: usize = 2048;
     let (r, w) = pipe()?;
     // A cancelled call's slot comes back when its kernel coroutine next runs:
     // at once on another hart, once this thread blocks on this one (the
@@ -844,7 +846,7 @@ async fn cancelled() -> Outcome {
     let mut yields = 0;
     let mut i = 0;
     while i < CALLS {
-        let read = core::pin::pin!(aio::read(r, vec![0; 16]));
+        let read = core::pin::pin!(aio::read(r, vec![0; BUF]));
         let read = poll_once(read).await.map(|(n, _)| n);
         let sleep = core::pin::pin!(aio::sleep(3_600_000_000_000));
         let sleep = poll_once(sleep).await.map(|r| r.map(|()| 0));
