@@ -118,6 +118,10 @@ pub struct ServerArgs {
     /// runtime's, 1 000 µs; 0 starts no watch).
     #[arg(long, value_name = "US")]
     pub stall_watch_us: Option<u64>,
+    /// kcuc, ktuc: ss-runtime's `Builder::nudge_after` in µs (default: the
+    /// runtime's, 100 µs; 0 nudges no worker).
+    #[arg(long, value_name = "US")]
+    pub nudge_us: Option<u64>,
 }
 
 /// The most priority levels (ss-runtime's executor has 64).
@@ -155,6 +159,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         spin_always: args.spin_always,
         reserve: args.reserve_us.map(Duration::from_micros),
         stall_watch: args.stall_watch_us.map(Duration::from_micros),
+        nudge: args.nudge_us.map(Duration::from_micros),
     };
     // Kept until the process exits: the model's runtime and threads.
     let _server = match args.model {
@@ -193,6 +198,8 @@ pub(crate) struct Setup {
     reserve: Option<Duration>,
     /// `--stall-watch-us`, for the ss-runtime models.
     stall_watch: Option<Duration>,
+    /// `--nudge-us`, for the ss-runtime models.
+    nudge: Option<Duration>,
 }
 
 /// What a started model keeps alive until the process exits.

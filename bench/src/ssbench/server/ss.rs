@@ -72,6 +72,9 @@ pub(crate) fn runtime(name: &str, setup: &Setup) -> anyhow::Result<Runtime> {
     if let Some(period) = setup.stall_watch {
         builder = builder.stall_watch(period);
     }
+    if let Some(after) = setup.nudge {
+        builder = builder.nudge_after(after);
+    }
     builder.build().context("building the ss-runtime")
 }
 
