@@ -1451,10 +1451,7 @@ fn markdown(q: &QemuResults, figures: &[(String, String)]) -> String {
             1e3 / q.interval_ms.max(1e-9)
         );
         let mut tables = report::fig5_columns(true);
-        tables.push((
-            "Host CPUs busy, QEMU (its main loop) / client",
-            qemu_cpus_cell,
-        ));
+        tables.push(QEMU_CPUS_TABLE);
         report::fig5_tables(&mut s, r, &tables);
         let _ = writeln!(s, "\n**Where each sweep stopped**\n");
         for (m, why) in &q.fig5_stops {
@@ -1476,10 +1473,7 @@ fn markdown(q: &QemuResults, figures: &[(String, String)]) -> String {
             .into_iter()
             .filter(|(name, _)| !name.contains("p99.9"))
             .collect();
-        tables.push((
-            "Host CPUs busy, QEMU (its main loop) / client",
-            qemu_cpus_cell,
-        ));
+        tables.push(QEMU_CPUS_TABLE);
         report::fig5_tables(&mut s, &saturated, &tables);
         emulator_ceiling_md(&mut s, &r.throughput);
     }
@@ -1565,6 +1559,12 @@ fn memory_md(s: &mut String, q: &QemuResults) {
         );
     }
 }
+
+/// The table of host CPUs under figure 5 and the throughput experiment.
+const QEMU_CPUS_TABLE: (&str, report::Cell) = (
+    "Host CPUs busy, QEMU (its main loop) / client",
+    qemu_cpus_cell,
+);
 
 /// The QEMU column: all of QEMU's CPUs, its main loop's in brackets.
 fn qemu_cpus_cell(p: &Point) -> String {

@@ -13,10 +13,10 @@
 //! gives back its in-flight slot; once `cancel` returns, the kernel never
 //! writes the call's memory, so a `read`'s buffer is freed then), and a
 //! coroutine that then makes another call is never handed the first call's
-//! result, should it still arrive: the operation id tells them apart. Each call also names the
-//! coroutine's level, and the kernel coroutine that carries it out runs at
-//! that level: a less important coroutine's I/O waits behind more important
-//! work, in the kernel as in the process.
+//! result, should it still arrive: the operation id tells them apart. Each
+//! call also names the coroutine's level, and the kernel coroutine that
+//! carries it out runs at that level: a less important coroutine's I/O waits
+//! behind more important work, in the kernel as in the process.
 //! `read` owns its buffer until the result arrives (the kernel writes it
 //! then) or the call is cancelled.
 
