@@ -48,7 +48,7 @@
 //!
 //! **No worker spins while the rest of the machine wants the CPU**
 //! ([`Contention::crowded`], from the first worker's quarter-second reading of
-//! `/proc/stat` that also decides the reserve below; with
+//! `/proc/stat`, the same verdict that holds the reserve below; with
 //! [`Builder::reserve_after`](crate::Builder::reserve_after) zero there is no
 //! reading, and workers spin as before): once the other
 //! processes take half of the CPUs beyond one (back on at a third), a spin
@@ -98,10 +98,11 @@
 //! CPU: that one is nearly always runnable but waiting behind another thread,
 //! and the completions of its ring wait with it. See [`crate::nudge`].
 //!
-//! # One worker while the machine leaves this process one CPU (on by default)
+//! # One worker while the machine is crowded (on by default)
 //!
 //! [`Builder::reserve_after`](crate::Builder::reserve_after) (10 ms by
-//! default): while the other processes take about all but one CPU, a worker
+//! default): while the other processes take half or more of the CPUs beyond
+//! one (the verdict that also stops the idle spin), a worker
 //! other than the first that finds nothing to do is held **in reserve**
 //! (`Park::enter_reserve`): it parks on its ring without registering as a
 //! sleeper, so no push wakes it, and it skips the idle spin (which runs its
@@ -126,12 +127,12 @@
 //!
 //! *When*: the first worker measures, over quarter-second windows, the CPU the
 //! rest of the machine takes (`/proc/stat`'s busy ticks, steal included, less
-//! this process's `getrusage`); from 0.8 × (CPUs − 1) the reserve holds, below
-//! 0.6 × it is called out and stays out
+//! this process's `getrusage`); from 0.5 × (CPUs − 1) the reserve holds, from
+//! a third down it is called out and stays out
 //! ([`Builder::reserve_always`](crate::Builder::reserve_always) skips the
 //! test). *Why*: a connection's operations go to the ring of whichever worker
 //! polled it last, and only that worker can deliver their completions. With
-//! two workers and one CPU to spare, the workers and the neighbour take turns
+//! two workers and less than two CPUs to spare, the workers and the neighbour take turns
 //! on the CPUs, and whenever the OS keeps a worker waiting its connections wait
 //! with it; on one worker they gather on one ring and the three threads become
 //! two. With CPUs to spare, two workers are better: held in reserve at the
@@ -140,6 +141,16 @@
 //! (p50 132–136 µs, p99 1.3–3.5 ms against 63–133 µs, 0.5–2.4 ms without) —
 //! hence the test of the machine, which leaves that case alone.
 //!
+//! The reserve held from 0.8 × (CPUs − 1) until 2026-11-29 (and ended at
+//! 0.6 ×). A back-to-back client at 64 connections takes 0.65–0.7 CPU here,
+//! inside that band, so whether the reserve held depended on whether one
+//! quarter second had reached 0.8 — runs were bimodal: p99 1.5 ms in some,
+//! 4.2–4.9 ms in most, the two workers then time-sharing one CPU. Measured
+//! with `ssbench server --model kcuc --levels 1` against `ssbench load
+//! --connections 64 --interval 0`, four alternations: the old band 81–97 k
+//! responses/s, p99 2.1–4.3 ms; from half the spare CPUs 94–101 k, p99
+//! 1.3–1.6 ms (tokio 92–105 k, 1.3–1.6 ms). At 1 024 connections every
+//! 100 ms (the client ~0.25 CPU, below a third) nothing changed.//!
 //! Measured (2026-11-28, `rtecho --connections 64`, 2 workers each, ss ÷ tokio
 //! in the same run; the client process takes ~0.95 CPU): without the reserve
 //! (`--reserve-us 0`) 0.95–0.98× throughput, p99 3.5–3.6×; held regardless of
@@ -197,11 +208,9 @@ struct Reserve {
     held: std::sync::atomic::AtomicBool,
     /// The doorbells of the workers in reserve now.
     parked: Mutex<Vec<Arc<Parker>>>,
-    /// The rest of the machine leaves this process about one CPU (see
-    /// [`Contention`]): only then are workers held in reserve.
-    contended: std::sync::atomic::AtomicBool,
-    /// The rest of the machine takes half a CPU or more of the CPUs beyond
-    /// one (see [`Contention::crowded`]): then no worker spins when idle.
+    /// The rest of the machine takes half or more of the CPUs beyond one
+    /// (see [`Contention::crowded`]): only then are workers held in reserve,
+    /// and then no worker spins when idle.
     crowded: std::sync::atomic::AtomicBool,
     /// Since when (ns since the platform's origin, + 1) the first worker has
     /// had work waiting at each of its beats without sleeping in between; 0:
@@ -315,13 +324,6 @@ impl Contention {
         }
     }
 
-    /// Whether the others' `others_milli` leave this process fewer CPUs than it
-    /// could use: `Some(true)` from 0.8 × (CPUs − 1), `Some(false)` up to
-    /// 0.6 ×, `None` between (no change).
-    fn verdict(others_milli: u64, cpus: u64) -> Option<bool> {
-        Self::share_of_spare(others_milli, cpus, (8, 10), (6, 10))
-    }
-
     /// Whether an idle worker's spin would take a CPU the rest of the machine
     /// wants: `Some(true)` once the others take half of the CPUs beyond one,
     /// `Some(false)` up to a third, `None` between (no change). A spin pays
@@ -372,11 +374,8 @@ pub(crate) fn check_backlog() {
             (c.sample(now), c.cpus)
         });
         if let Some(crowded) = others.and_then(|o| Contention::crowded(o, cpus)) {
-            r.crowded.store(crowded, Ordering::Relaxed);
-        }
-        if let Some(busy) = others.and_then(|o| Contention::verdict(o, cpus)) {
             // No longer short of CPUs: the reserve comes out and stays out.
-            if r.contended.swap(busy, Ordering::Relaxed) && !busy {
+            if r.crowded.swap(crowded, Ordering::Relaxed) && !crowded {
                 p.call_out();
             }
         }
@@ -706,8 +705,7 @@ impl WorkerPlatform {
 
     /// Whether idle workers beyond the first go into reserve now.
     fn reserving(&self) -> bool {
-        self.may_reserve()
-            && (self.reserve_always || self.reserve.contended.load(Ordering::Relaxed))
+        self.may_reserve() && (self.reserve_always || self.reserve.crowded.load(Ordering::Relaxed))
     }
 
     fn reserve_after_ns(&self) -> u64 {
@@ -1138,19 +1136,7 @@ mod tests {
     }
 
     #[test]
-    fn the_reserve_is_for_a_process_left_about_one_cpu() {
-        // 2 CPUs: contended from 0.8 CPUs taken by others, free up to 0.6.
-        assert_eq!(Contention::verdict(950, 2), Some(true));
-        assert_eq!(Contention::verdict(800, 2), Some(true));
-        assert_eq!(Contention::verdict(700, 2), None);
-        assert_eq!(Contention::verdict(600, 2), Some(false));
-        assert_eq!(Contention::verdict(100, 2), Some(false));
-        // One CPU: always short of CPUs for a second worker.
-        assert_eq!(Contention::verdict(0, 1), Some(true));
-    }
-
-    #[test]
-    fn no_spin_while_the_others_take_half_the_spare_cpus() {
+    fn no_spin_and_a_reserve_while_the_others_take_half_the_spare_cpus() {
         // 2 CPUs: crowded from 0.5 CPU taken by others, free again up to 1/3.
         assert_eq!(Contention::crowded(650, 2), Some(true));
         assert_eq!(Contention::crowded(500, 2), Some(true));

@@ -221,8 +221,8 @@ impl Builder {
         self
     }
 
-    /// While the rest of the machine leaves this process about one CPU,
-    /// holds idle workers beyond the first in reserve until the first has had
+    /// While the rest of the machine takes half or more of the CPUs beyond
+    /// one, holds idle workers beyond the first in reserve until the first has had
     /// work waiting, without sleeping, for `after`; then they are called out
     /// to help (default 10 ms; `Duration::ZERO`: never — every idle worker is
     /// a sleeper that any push may wake).
@@ -234,9 +234,10 @@ impl Builder {
     /// the OS keeps waiting for a CPU. It still delivers its own ring's
     /// completions (leaving the coroutines they wake to the others), and comes
     /// out by itself if ready work stalls (nothing popped between two of its
-    /// looks, 1–8 ms apart). "About one CPU": the other processes took at
-    /// least 0.8 × (CPUs − 1) over the last quarter second (`/proc/stat` less
-    /// this process's own time), and it ends below 0.6 ×. Only with io_uring;
+    /// looks, 1–8 ms apart). "Half or more": the other processes took at
+    /// least 0.5 × (CPUs − 1) over the last quarter second (`/proc/stat` less
+    /// this process's own time), and it ends at a third or below — the same
+    /// verdict that stops idle workers from spinning. Only with io_uring;
     /// the first worker is never held. The `park` module docs and
     /// `docs/runtime.md` have the design and the measurements.
     pub fn reserve_after(mut self, after: Duration) -> Self {
@@ -245,8 +246,8 @@ impl Builder {
     }
 
     /// Holds the reserve of [`reserve_after`](Builder::reserve_after) however
-    /// busy the rest of the machine is (default `false`: only while it leaves
-    /// this process about one CPU) — for a process that knows it shares its
+    /// busy the rest of the machine is (default `false`: only while the
+    /// others take half or more of the CPUs beyond one) — for a process that knows it shares its
     /// CPUs, and for tests.
     pub fn reserve_always(mut self, always: bool) -> Self {
         self.reserve_always = always;

@@ -114,6 +114,11 @@ pub struct ServerArgs {
     /// runtime's, 10 000 µs; 0 holds no worker in reserve).
     #[arg(long, value_name = "US")]
     pub reserve_us: Option<u64>,
+    /// kcuc, ktuc: hold the reserve however busy the rest of the machine is
+    /// (ss-runtime's `Builder::reserve_always`; default: only while the other
+    /// processes leave this one about one CPU).
+    #[arg(long)]
+    pub reserve_always: bool,
     /// kcuc, ktuc: ss-runtime's `Builder::stall_watch` in µs (default: the
     /// runtime's, 1 000 µs; 0 starts no watch).
     #[arg(long, value_name = "US")]
@@ -158,6 +163,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         idle_spin: args.idle_spin_us.map(Duration::from_micros),
         spin_always: args.spin_always,
         reserve: args.reserve_us.map(Duration::from_micros),
+        reserve_always: args.reserve_always,
         stall_watch: args.stall_watch_us.map(Duration::from_micros),
         nudge: args.nudge_us.map(Duration::from_micros),
     };
@@ -196,6 +202,8 @@ pub(crate) struct Setup {
     spin_always: bool,
     /// `--reserve-us`, for the ss-runtime models.
     reserve: Option<Duration>,
+    /// `--reserve-always`, for the ss-runtime models.
+    reserve_always: bool,
     /// `--stall-watch-us`, for the ss-runtime models.
     stall_watch: Option<Duration>,
     /// `--nudge-us`, for the ss-runtime models.

@@ -62,7 +62,8 @@ pub(crate) fn runtime(name: &str, setup: &Setup) -> anyhow::Result<Runtime> {
         .workers(setup.workers)
         .levels(levels)
         .thread_name(name)
-        .adaptive_spin(!setup.spin_always);
+        .adaptive_spin(!setup.spin_always)
+        .reserve_always(setup.reserve_always);
     if let Some(spin) = setup.idle_spin {
         builder = builder.idle_spin(spin);
     }
