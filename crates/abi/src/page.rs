@@ -5,7 +5,10 @@
 //!
 //! - a [`ProcessPage`] per process, written **only** by that process: its
 //!   executor's ready bitmap. The kernel or coordinator reads it and must treat
-//!   every field as untrusted (another process may be buggy or hostile);
+//!   every field as untrusted (another process may be buggy or hostile). The
+//!   one exception: the RISC-V kernel writes back, in three appended words,
+//!   which bitmap of the process it folded in (never reading them: a process
+//!   that overwrites them misleads only itself);
 //! - one [`GlobalPage`], written **only** by the kernel or coordinator and mapped
 //!   read-only into every process: the global bitmap, folded from every process
 //!   page and the kernel's own executor.
@@ -23,8 +26,8 @@ pub const GLOBAL_PAGE_MAGIC: u32 = u32::from_le_bytes(*b"SSGP");
 ///
 /// Within a version, fields are only ever **appended**, and a page is zero-filled
 /// when created, so a field a writer does not know reads as 0: every appended
-/// field gives 0 the meaning "not reported". [`ProcessPage::yields`] was
-/// appended this way; [`PROCESS_PAGE_MIN_LEN`] is the length of the first
+/// field gives 0 the meaning "not reported". [`ProcessPage::yields`] and the
+/// three `folded*` words were appended this way; [`PROCESS_PAGE_MIN_LEN`] is the length of the first
 /// version-1 layout, the least a reader may accept.
 pub const PAGE_VERSION: u32 = 1;
 
@@ -33,7 +36,9 @@ pub const PAGE_VERSION: u32 = 1;
 /// page this short read as 0.
 pub const PROCESS_PAGE_MIN_LEN: usize = 24;
 
-/// One process's published scheduling state; written by that process alone.
+/// One process's published scheduling state; written by that process alone,
+/// but for the three `folded*` words, which the RISC-V kernel writes (the
+/// Linux coordinator leaves them 0).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct ProcessPage {
@@ -51,7 +56,28 @@ pub struct ProcessPage {
     /// when not reported. Appended to version 1: readers take differences
     /// between two reads and treat a decrease as a restart, never as data.
     pub yields: u64,
+    /// Written by the kernel alone: a sequence lock over `folded` and
+    /// `folded_at` (odd while the kernel folds this process in and writes
+    /// them; 0: never written). Appended to version 1.
+    pub folded_seq: u64,
+    /// Written by the kernel alone: the bitmap of this process that the
+    /// kernel folded into the global page (`ready` as the kernel last read
+    /// it, masked to the levels). With it a process knows exactly which of
+    /// the global bits are its own; `ready` may have moved on since.
+    pub folded: u64,
+    /// Written by the kernel alone: the global page's `seq` from which
+    /// `folded` is part of the global bitmaps. A reader of the global page at
+    /// sequence `s` may use `folded` if `folded_at <= s` (and the sequence
+    /// lock held still); with a later `folded_at` it read the page too early.
+    pub folded_at: u64,
 }
+
+/// Byte offset of [`ProcessPage::folded_seq`].
+pub const PROCESS_PAGE_FOLDED_SEQ_OFFSET: usize = core::mem::offset_of!(ProcessPage, folded_seq);
+/// Byte offset of [`ProcessPage::folded`].
+pub const PROCESS_PAGE_FOLDED_OFFSET: usize = core::mem::offset_of!(ProcessPage, folded);
+/// Byte offset of [`ProcessPage::folded_at`].
+pub const PROCESS_PAGE_FOLDED_AT_OFFSET: usize = core::mem::offset_of!(ProcessPage, folded_at);
 
 /// The global priority state; written by the kernel or coordinator alone and
 /// mapped read-only into every process.
@@ -88,9 +114,12 @@ mod tests {
 
     #[test]
     fn layouts_are_fixed() {
-        assert_eq!(size_of::<ProcessPage>(), 32);
+        assert_eq!(size_of::<ProcessPage>(), 56);
         assert_eq!(offset_of!(ProcessPage, ready), 16);
         assert_eq!(offset_of!(ProcessPage, yields), PROCESS_PAGE_MIN_LEN);
+        assert_eq!(PROCESS_PAGE_FOLDED_SEQ_OFFSET, 32);
+        assert_eq!(PROCESS_PAGE_FOLDED_OFFSET, 40);
+        assert_eq!(PROCESS_PAGE_FOLDED_AT_OFFSET, 48);
         assert_eq!(size_of::<GlobalPage>(), 32);
         assert_eq!(GLOBAL_PAGE_SEQ_OFFSET, 8);
         assert_eq!(offset_of!(GlobalPage, global), 16);

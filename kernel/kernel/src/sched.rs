@@ -30,9 +30,13 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 
-use ss_abi::page::{GlobalPage, GLOBAL_PAGE_MAGIC, PAGE_VERSION};
+use ss_abi::page::{
+    GlobalPage, GLOBAL_PAGE_MAGIC, GLOBAL_PAGE_SEQ_OFFSET, PAGE_VERSION,
+    PROCESS_PAGE_FOLDED_AT_OFFSET, PROCESS_PAGE_FOLDED_OFFSET, PROCESS_PAGE_FOLDED_SEQ_OFFSET,
+};
 use ss_abi::{Levels, Priority};
 use ss_core::global::{GlobalBitmap, SourceId};
+use ss_kernel_logic::folded::FoldedWords;
 use ss_kernel_logic::sched::{level_of, on_tick, RunQueue, Running, Tick};
 use ss_kernel_logic::sv39::PAGE_SIZE;
 
@@ -126,8 +130,43 @@ fn kernel_first(p: &Process) -> bool {
         .is_some_and(|k| k.level() < level_now(p))
 }
 
+/// The words of process `p`'s page that tell it what the kernel folded in
+/// (`ss_kernel_logic::folded`).
+fn folded_words(p: &Process) -> FoldedWords<'_> {
+    let word = |off: usize| {
+        // SAFETY: as in `published`: the process page's frame lives while the
+        // process is registered (teardown removes it under SCHED, which every
+        // caller holds); the words are aligned. The process may write them
+        // too; the kernel only stores to them.
+        unsafe { &*((p.page_pa + off) as *const AtomicU64) }
+    };
+    FoldedWords {
+        seq: word(PROCESS_PAGE_FOLDED_SEQ_OFFSET),
+        folded: word(PROCESS_PAGE_FOLDED_OFFSET),
+        at: word(PROCESS_PAGE_FOLDED_AT_OFFSET),
+    }
+}
+
+/// Tells process `p` which bitmap of its the global page holds now (after
+/// `fold` and, if the view changed, `publish`).
+fn tell(p: &Process) {
+    let seq = global_word(GLOBAL_PAGE_SEQ_OFFSET).load(Ordering::Acquire);
+    folded_words(p).finish(p.bits.load(Ordering::SeqCst), seq);
+}
+
+/// Folds process `p` in, publishes the global page if that changed it, and
+/// tells `p` what was folded.
+fn fold_and_tell(s: &mut Sched, p: &Process) {
+    if fold(s, p) {
+        publish(s);
+    }
+    tell(p);
+}
+
 /// Reads process `p`'s page and folds it in; returns whether the view changed.
+/// Marks `p`'s folded words as being rewritten first: `tell` must follow.
 fn fold(s: &mut Sched, p: &Process) -> bool {
+    folded_words(p).begin();
     let raw = if p.active.load(Ordering::SeqCst) > 0 {
         published(p)
     } else {
@@ -140,15 +179,18 @@ fn fold(s: &mut Sched, p: &Process) -> bool {
     changed
 }
 
+/// A word of the global page.
+fn global_word(off: usize) -> &'static AtomicU64 {
+    let pa = global_page_ppn() * PAGE_SIZE;
+    // SAFETY: the global page's frame lives for the kernel's lifetime; its
+    // words are aligned; the kernel writes it only in `publish`, under SCHED.
+    unsafe { &*((pa + off) as *const AtomicU64) }
+}
+
 /// Writes the view to the global page (sequence lock: odd while writing).
 fn publish(s: &Sched) {
     let view = s.global.view();
-    let pa = global_page_ppn() * PAGE_SIZE;
-    let word = |off: usize| {
-        // SAFETY: the global page's frame lives for the kernel's lifetime; its
-        // words are aligned; the kernel writes it only here, under SCHED.
-        unsafe { &*((pa + off) as *const AtomicU64) }
-    };
+    let word = global_word;
     let seq = word(8).load(Ordering::Relaxed);
     word(8).store(seq.wrapping_add(1) | 1, Ordering::Release);
     word(16).store(view.global.bits(), Ordering::Release);
@@ -167,25 +209,22 @@ fn scan() {
         if changed {
             publish(s);
         }
+        for p in &procs {
+            tell(p);
+        }
     });
 }
 
 /// Re-reads one process's page now (on `yield`).
 pub fn refresh(p: &Process) {
-    with(|s| {
-        if fold(s, p) {
-            publish(s);
-        }
-    });
+    with(|s| fold_and_tell(s, p));
 }
 
 /// A thread of `p` stopped being runnable (blocked or dead).
 pub fn thread_stopped(p: &Process) {
     with(|s| {
         p.active.fetch_sub(1, Ordering::SeqCst);
-        if fold(s, p) {
-            publish(s);
-        }
+        fold_and_tell(s, p);
     });
 }
 
@@ -199,9 +238,7 @@ pub fn enqueue(t: Arc<Thread>, became_active: bool) {
     let (wakers, best) = with(|s| {
         if became_active {
             t.proc.active.fetch_add(1, Ordering::SeqCst);
-            if fold(s, &t.proc) {
-                publish(s);
-            }
+            fold_and_tell(s, &t.proc);
         }
         s.runq.push(t);
         (

@@ -14,6 +14,7 @@
 //! | [`elf`] | which pages a program image needs, with which permissions; refuses images that do not fit the user layout |
 //! | [`sched`] | which runnable thread a hart switches to, and what a timer tick does to the running one |
 //! | [`results`] | which asynchronous-call results a process keeps until their coroutines take them |
+//! | [`folded`] | which bitmap of a process the global page holds, as the process reads it (the kernel's words in its page) |
 #![no_std]
 
 extern crate alloc;
@@ -21,6 +22,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod elf;
+pub mod folded;
 pub mod frames;
 pub mod heap;
 pub mod results;

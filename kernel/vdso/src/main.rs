@@ -23,12 +23,16 @@ use core::task::{Context, Poll, Waker};
 use alloc::vec::Vec;
 
 use ss_abi::completion::{entry_offset, ready_entries, CQ_HEAD_OFFSET, CQ_TAIL_OFFSET};
+use ss_abi::page::{
+    PROCESS_PAGE_FOLDED_AT_OFFSET, PROCESS_PAGE_FOLDED_OFFSET, PROCESS_PAGE_FOLDED_SEQ_OFFSET,
+};
 use ss_abi::uspace::{COMPLETION_PAGE_VA, GLOBAL_PAGE_VA, PROCESS_PAGE_VA};
 use ss_abi::vdso::{RawTask, VdsoTable, NO_RESULT, VDSO_MAGIC, VDSO_VERSION};
 use ss_abi::{CoroutineId, CoroutineKind, Levels, Priority};
 use ss_core::global::GlobalView;
 use ss_core::platform::{Clock, Critical, Park, Platform};
 use ss_core::{DrainGate, Executor, PrioBitmap};
+use ss_kernel_logic::folded::FoldedWords;
 use ss_kernel_logic::heap::BuddyHeap;
 use ss_kernel_logic::results::Results;
 use ss_usys as sys;
@@ -321,7 +325,9 @@ fn global_view() -> (u64, GlobalView) {
 }
 
 /// What this process published since the global page last changed: the
-/// kernel's view of us is one of these values, so `elsewhere` excludes them all.
+/// kernel's view of us is one of these values, so `elsewhere` excludes them
+/// all. Only the fallback for when the kernel's folded words in the process
+/// page do not answer (`ss_kernel_logic::folded`).
 static MINE: AtomicU64 = AtomicU64::new(0);
 static MINE_SEQ: AtomicU64 = AtomicU64::new(u64::MAX);
 
@@ -344,8 +350,20 @@ extern "C" fn publish(ready: u64) {
 /// Yields the hart if something more important than `than` is ready in another
 /// process, counting it in the process page's `yields`.
 fn yield_if_elsewhere(than: Priority) {
-    let (_, view) = global_view();
-    let mine = PrioBitmap::from_bits(MINE.load(Ordering::Acquire));
+    let (seq, view) = global_view();
+    // Exactly what the kernel folded in for us, if its words tell (they do
+    // but while a fold of ours is in progress); else everything we published
+    // since the page last changed.
+    let folded = FoldedWords {
+        seq: page_word(PROCESS_PAGE_VA, PROCESS_PAGE_FOLDED_SEQ_OFFSET),
+        folded: page_word(PROCESS_PAGE_VA, PROCESS_PAGE_FOLDED_OFFSET),
+        at: page_word(PROCESS_PAGE_VA, PROCESS_PAGE_FOLDED_AT_OFFSET),
+    };
+    let mine = PrioBitmap::from_bits(
+        folded
+            .read(seq)
+            .unwrap_or_else(|| MINE.load(Ordering::Acquire)),
+    );
     if view.more_important_elsewhere(mine, than) {
         page_word(PROCESS_PAGE_VA, 24).fetch_add(1, Ordering::Relaxed);
         sys::yield_now();

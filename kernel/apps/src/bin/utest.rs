@@ -11,7 +11,14 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use ss_abi::page::{
+    ProcessPage, GLOBAL_PAGE_SEQ_OFFSET, PROCESS_PAGE_FOLDED_AT_OFFSET, PROCESS_PAGE_FOLDED_OFFSET,
+    PROCESS_PAGE_FOLDED_SEQ_OFFSET,
+};
+use ss_abi::uspace::{GLOBAL_PAGE_VA, PROCESS_PAGE_VA};
+use ss_kernel_logic::folded::FoldedWords;
 
 use ss_abi::syscall::{SysError, KILLED};
 use ss_ulib::{println, sys, Done};
@@ -217,6 +224,50 @@ fn yields_to_more_important() -> Outcome {
     Ok(())
 }
 
+/// The kernel tells this process which of its bitmaps the global page holds
+/// (the folded words of its process page, `ss_kernel_logic::folded`): after
+/// this thread sleeps and is woken, the kernel has folded in the bitmap the
+/// process last published (no poll, so no publish, comes between) and says so,
+/// counted from a global page no later than the current one.
+fn the_kernel_tells_what_it_folded() -> Outcome {
+    let word = |va: usize| {
+        // SAFETY: the process page (read-write) and the global page
+        // (read-only) are mapped at these addresses for the process's life;
+        // the offsets are aligned words inside them. Loads only.
+        unsafe { &*(va as *const AtomicU64) }
+    };
+    let words = FoldedWords {
+        seq: word(PROCESS_PAGE_VA + PROCESS_PAGE_FOLDED_SEQ_OFFSET),
+        folded: word(PROCESS_PAGE_VA + PROCESS_PAGE_FOLDED_OFFSET),
+        at: word(PROCESS_PAGE_VA + PROCESS_PAGE_FOLDED_AT_OFFSET),
+    };
+    sys::sleep_ns(5_000_000);
+    let ready = word(PROCESS_PAGE_VA + offset_of!(ProcessPage, ready)).load(Ordering::SeqCst);
+    let gseq = word(GLOBAL_PAGE_VA + GLOBAL_PAGE_SEQ_OFFSET).load(Ordering::SeqCst);
+    let seq = words.seq.load(Ordering::SeqCst);
+    let at = words.at.load(Ordering::SeqCst);
+    ensure!(
+        seq != 0 && seq % 2 == 0,
+        "folded_seq {seq}: never written, or left odd"
+    );
+    ensure!(
+        at % 2 == 0 && at <= gseq,
+        "folded_at {at} against the global page's seq {gseq}"
+    );
+    match words.read(gseq) {
+        Some(folded) => ensure!(
+            folded == ready,
+            "folded {folded:#b}, but the process published {ready:#b}"
+        ),
+        None => {
+            return Err(alloc::format!(
+                "the folded words did not answer (seq {seq}, at {at}, global {gseq})"
+            ))
+        }
+    }
+    Ok(())
+}
+
 /// `alloc_cpu` lends this process's Executor more harts: `harts` coroutines
 /// that each spin inside one poll until all have started can only all start if
 /// `harts` threads poll at once; they run on several harts. (Which hart each
@@ -289,6 +340,10 @@ async fn main(harts: usize) -> i32 {
     results.push(("spawn_errors", spawn_errors()));
     results.push(("console_input", console_input()));
     results.push(("pipe_between_processes", pipe_between_processes()));
+    results.push((
+        "the_kernel_tells_what_it_folded",
+        the_kernel_tells_what_it_folded(),
+    ));
     results.push(("reprio", reprio().await));
     results.push(("async_same_results", aio_mode(0, 2)));
     results.push(("async_many_concurrent", aio_mode(1, 2)));
