@@ -7,10 +7,16 @@
 
 extern crate alloc;
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use ss_abi::page::{
+    ProcessPage, GLOBAL_PAGE_SEQ_OFFSET, PROCESS_PAGE_FOLDED_AT_OFFSET, PROCESS_PAGE_FOLDED_OFFSET,
+    PROCESS_PAGE_FOLDED_SEQ_OFFSET,
+};
 use ss_abi::syscall::{IoMode, SysError, Syscall, ASYNC_ARG_NONE};
-use ss_abi::uspace::{GLOBAL_PAGE_VA, USER_BASE, USER_END};
+use ss_abi::uspace::{GLOBAL_PAGE_VA, PROCESS_PAGE_VA, USER_BASE, USER_END};
+use ss_abi::Levels;
 use ss_ulib::sys;
 
 const KERNEL: usize = 0x8020_0000;
@@ -53,6 +59,9 @@ impl Checks {
 
 async fn main(_arg: usize) -> i32 {
     let mut c = Checks { n: 0, failed: None };
+    // First, while this is the process's only thread (later checks start
+    // more, whose polls would publish over the scribbled page).
+    scribbled_process_page(&mut c);
     let e = |e: SysError| Err::<usize, _>(e);
     let buf = [0u8; 16];
     let ok = buf.as_ptr() as usize;
@@ -381,6 +390,52 @@ async fn main(_arg: usize) -> i32 {
     );
     ss_ulib::println!("[hostile] {} checks, first failure: {:?}", c.n, c.failed);
     c.failed.unwrap_or(0)
+}
+
+/// The process page is this process's to write, the kernel's folded words
+/// included: garbage everywhere (a bitmap with every bit, the folded words'
+/// lock left odd) costs the kernel nothing, and its next fold of this process
+/// writes them whole again, naming the garbage bitmap masked to the levels.
+fn scribbled_process_page(c: &mut Checks) {
+    let word = |off: usize| {
+        // SAFETY: the process page is mapped read-write at PROCESS_PAGE_VA for
+        // the process's life; the offsets are aligned words inside it.
+        unsafe { &*((PROCESS_PAGE_VA + off) as *const AtomicU64) }
+    };
+    let ready = word(offset_of!(ProcessPage, ready));
+    let seq = word(PROCESS_PAGE_FOLDED_SEQ_OFFSET);
+    let folded = word(PROCESS_PAGE_FOLDED_OFFSET);
+    let at = word(PROCESS_PAGE_FOLDED_AT_OFFSET);
+    ready.store(u64::MAX, Ordering::SeqCst);
+    seq.store(7, Ordering::SeqCst);
+    folded.store(0xdead_beef, Ordering::SeqCst);
+    at.store(u64::MAX, Ordering::SeqCst);
+    // The thread stops and is woken: two folds (no poll, so no publish, in
+    // between to replace the garbage `ready`).
+    sys::sleep_ns(2_000_000);
+    let (s, f, a) = (
+        seq.load(Ordering::SeqCst),
+        folded.load(Ordering::SeqCst),
+        at.load(Ordering::SeqCst),
+    );
+    // SAFETY: the global page is mapped read-only for the process's life.
+    let global = unsafe { &*((GLOBAL_PAGE_VA + GLOBAL_PAGE_SEQ_OFFSET) as *const AtomicU64) }
+        .load(Ordering::SeqCst);
+    c.expect(
+        "folded words rewritten whole",
+        Ok(usize::from(s % 2 == 0 && s > 7)),
+        Ok(1),
+    );
+    c.expect(
+        "the garbage bitmap folded in, masked to the levels",
+        Ok(f as usize),
+        Ok(Levels::DEFAULT.mask() as usize),
+    );
+    c.expect(
+        "folded_at no later than the global page",
+        Ok(usize::from(a <= global)),
+        Ok(1),
+    );
 }
 
 static ENDED: AtomicUsize = AtomicUsize::new(0);
