@@ -140,6 +140,52 @@ while read -r l; do printf 'ssserver: %s listening on port 5555 (%s workers)\r\n
 }
 
 #[test]
+fn throughput_rounds_boot_every_model_per_round_in_alternating_order_and_keep_the_median() {
+    let d = dir("rounds");
+    let qemu = fake(
+        &d,
+        r#""$SSBENCH" server --model ceiling --listen "127.0.0.1:$port" |
+while read -r l; do printf 'ssserver: %s listening on port 5555 (%s workers)\r\n' "$model" "$workers"; done"#,
+    );
+    let out = d.join("out");
+    let run = qemu_bench(
+        &qemu,
+        &out,
+        &["--experiments", "throughput", "--throughput-rounds", "3"],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let data: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("data.json")).unwrap()).unwrap();
+    // Rounds 1 and 3 boot kcuc then ktut, round 2 the other way round.
+    let boots: Vec<&str> = data["boots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(boots, ["kcuc", "ktut", "ktut", "kcuc", "kcuc", "ktut"]);
+    // One point per model (16 connections with --quick), standing for three
+    // rounds: the median's throughput is the middle of the three.
+    let points = data["results"]["throughput"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{stderr}");
+    for p in points {
+        let mut rounds: Vec<f64> = p["rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_f64().unwrap())
+            .collect();
+        assert_eq!(rounds.len(), 3);
+        rounds.sort_by(f64::total_cmp);
+        assert_eq!(p["load"]["throughput"].as_f64(), Some(rounds[1]));
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("3 time(s)"), "{md}");
+    none_left(&qemu);
+}
+
+#[test]
 fn a_guest_without_the_program_fails_the_run_in_its_own_words() {
     let d = dir("refuses");
     let qemu = fake(

@@ -127,6 +127,12 @@ pub struct QemuArgs {
     /// 16 with --quick).
     #[arg(long, value_delimiter = ',')]
     pub throughput_connections: Vec<usize>,
+    /// throughput: rounds per point (default 3; 1 with --quick). Each round
+    /// boots every model once, in turn, the order reversed every other
+    /// round; the median round is kept, with every round's throughput beside
+    /// it — one round of one model under TCG moves by a third or more.
+    #[arg(long)]
+    pub throughput_rounds: Option<usize>,
     /// fig6 and fig7: hart counts, comma-separated (default 1, 2, 4; 1, 2 with --quick).
     #[arg(long, value_delimiter = ',')]
     pub prio_harts: Vec<usize>,
@@ -830,56 +836,82 @@ impl Run {
     /// fig5 at the paper's interval (`saturated` false), or the throughput
     /// experiment: the same sweep back to back, whose points go to
     /// `Results::throughput` and whose sweeps stop only at an error.
-    fn fig5(&mut self, models: &[String], counts: &[usize], saturated: bool) {
+    fn fig5(&mut self, models: &[String], counts: &[usize]) {
+        for m in models {
+            let (points, stop) = self.sweep(m, counts, false);
+            self.q
+                .results
+                .fig5
+                .extend(points.into_iter().map(|(_, p)| p));
+            self.q.fig5_stops.insert(m.clone(), stop);
+        }
+    }
+
+    /// The throughput experiment: fig5's sweep back to back, `rounds` times,
+    /// every model booted once per round in turn (the order reversed every
+    /// other round, so that the host's drift falls on every model alike); the
+    /// median round of each point is kept ([`super::suite::median_round`]).
+    fn throughput(&mut self, models: &[String], counts: &[usize], rounds: usize) {
+        let mut got: BTreeMap<(usize, usize), Vec<Point>> = BTreeMap::new();
+        for round in 0..rounds.max(1) {
+            for i in crate::harness::round_order(models.len(), round) {
+                let (points, _) = self.sweep(&models[i], counts, true);
+                for (c, p) in points {
+                    got.entry((i, c)).or_default().push(p);
+                }
+            }
+        }
+        // Model by model, each in count order, as one round would list them.
+        let kept = got.into_values().filter_map(super::suite::median_round);
+        self.q.results.throughput.extend(kept);
+    }
+
+    /// One boot of model `m`, loaded at each count in turn until a point
+    /// fails (fig5's stop rule; back to back when `saturated`): its points,
+    /// each with its count, and why the sweep stopped.
+    fn sweep(
+        &mut self,
+        m: &str,
+        counts: &[usize],
+        saturated: bool,
+    ) -> (Vec<(usize, Point)>, String) {
         let harts = self.a.harts;
         let (tag, interval) = if saturated {
             ("throughput", Duration::ZERO)
         } else {
             ("fig5", self.a.interval)
         };
-        for m in models {
-            let Some(mut guest) = self.boot(tag, m, harts) else {
-                if !saturated {
-                    self.q
-                        .fig5_stops
-                        .insert(m.clone(), "it did not start".to_owned());
-                }
-                continue;
+        let Some(mut guest) = self.boot(tag, m, harts) else {
+            return (Vec::new(), "it did not start".to_owned());
+        };
+        let from = self.marks();
+        let mut stop = None;
+        let mut points = Vec::new();
+        for (i, &c) in counts.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(SETTLE);
+            }
+            let args = self.closed(c, interval, None);
+            let Some(p) = self.point(&mut guest, tag, m, harts, args) else {
+                stop = Some(format!("at {c} connections: the load did not run"));
+                break;
             };
-            let from = self.marks();
-            let mut stop = None;
-            for (i, &c) in counts.iter().enumerate() {
-                if i > 0 {
-                    std::thread::sleep(SETTLE);
-                }
-                let args = self.closed(c, interval, None);
-                let Some(p) = self.point(&mut guest, tag, m, harts, args) else {
-                    stop = Some(format!("at {c} connections: the load did not run"));
-                    break;
-                };
-                let why = stop_reason(p.failed.as_deref(), p.load.throughput, c, interval);
-                if saturated {
-                    self.q.results.throughput.push(p);
-                } else {
-                    self.q.results.fig5.push(p);
-                }
-                if let Some(why) = why {
-                    stop = Some(format!("at {c} connections: {why}"));
-                    break;
-                }
+            let why = stop_reason(p.failed.as_deref(), p.load.throughput, c, interval);
+            points.push((c, p));
+            if let Some(why) = why {
+                stop = Some(format!("at {c} connections: {why}"));
+                break;
             }
-            let stop = stop.unwrap_or_else(|| {
-                format!(
-                    "kept up at every count tried, up to {}",
-                    counts.last().copied().unwrap_or(0)
-                )
-            });
-            eprintln!("ssbench qemu: [{tag}] {m}: {stop}");
-            if !saturated {
-                self.q.fig5_stops.insert(m.clone(), stop);
-            }
-            self.stop(guest, from);
         }
+        let stop = stop.unwrap_or_else(|| {
+            format!(
+                "kept up at every count tried, up to {}",
+                counts.last().copied().unwrap_or(0)
+            )
+        });
+        eprintln!("ssbench qemu: [{tag}] {m}: {stop}");
+        self.stop(guest, from);
+        (points, stop)
     }
 
     /// fig6 and fig7 share one boot per hart count.
@@ -1085,6 +1117,10 @@ pub fn run(a: &QemuArgs) -> Result<bool> {
         "{machine}\n{emulator}\nssbench qemu: writing to {}",
         a.out.display()
     );
+    let throughput_rounds = a
+        .throughput_rounds
+        .unwrap_or(if a.quick { 1 } else { 3 })
+        .clamp(1, 99);
     let settings = Settings {
         quick: a.quick,
         models: models.clone(),
@@ -1097,7 +1133,7 @@ pub fn run(a: &QemuArgs) -> Result<bool> {
         rates: Vec::new(),
         saturation_connections: 0,
         throughput_connections: Vec::new(),
-        throughput_rounds: 1,
+        throughput_rounds,
     };
     let mut run = Run {
         a: a.clone(),
@@ -1119,10 +1155,10 @@ pub fn run(a: &QemuArgs) -> Result<bool> {
         },
     };
     if has(QemuExperiment::Fig5) {
-        run.fig5(&models, &counts, false);
+        run.fig5(&models, &counts);
     }
     if has(QemuExperiment::Throughput) {
-        run.fig5(&models, &throughput_counts(a), true);
+        run.throughput(&models, &throughput_counts(a), throughput_rounds);
     }
     let (six, seven) = (has(QemuExperiment::Fig6), has(QemuExperiment::Fig7));
     if six || seven {
@@ -1465,13 +1501,22 @@ fn markdown(q: &QemuResults, figures: &[(String, String)]) -> String {
              {} harts. The models of figure 5, each connection sending its next request as soon as \
              the answer is in: what each sustains, where figure 5's closed loop at {} ms shows only \
              the offered load for every model that keeps up. A sweep stops at its first point \
-             with an error.",
-            q.harts, q.interval_ms
+             with an error. Each point ran {} time(s): every model booted once per round, in \
+             turn, the order reversed every other round; the tables show the median round (a \
+             failed round, if any).",
+            q.harts, q.interval_ms, st.throughput_rounds
         );
         let saturated = r.throughput_as_fig5();
         let mut tables: Vec<_> = report::fig5_columns(false)
             .into_iter()
             .filter(|(name, _)| !name.contains("p99.9"))
+            .map(|t| {
+                if t.0.starts_with("Throughput") {
+                    report::THROUGHPUT_ROUNDS_TABLE
+                } else {
+                    t
+                }
+            })
             .collect();
         tables.push(QEMU_CPUS_TABLE);
         report::fig5_tables(&mut s, &saturated, &tables);

@@ -773,17 +773,7 @@ fn throughput_md(s: &mut String, r: &Results) {
     );
     let saturated = r.throughput_as_fig5();
     let tables: Vec<(&'static str, Cell)> = vec![
-        (
-            "Throughput, verified responses/s (the median round; every round's, in the order run)",
-            |p| {
-                let mut cell = format!("{:.0}", p.load.throughput);
-                if p.rounds.len() > 1 {
-                    let each: Vec<String> = p.rounds.iter().map(|t| format!("{t:.0}")).collect();
-                    let _ = write!(cell, " ({})", each.join(", "));
-                }
-                cell
-            },
-        ),
+        THROUGHPUT_ROUNDS_TABLE,
         ("Mean latency, ms", |p| {
             format!("{:.2}", p.load.latency.mean_us / 1e3)
         }),
@@ -793,6 +783,20 @@ fn throughput_md(s: &mut String, r: &Results) {
     ];
     fig5_tables(s, &saturated, &tables);
 }
+
+/// The back-to-back throughput table: the median round, and every round's
+/// throughput beside it when there were several.
+pub(super) const THROUGHPUT_ROUNDS_TABLE: (&str, Cell) = (
+    "Throughput, verified responses/s (the median round; every round's, in the order run)",
+    |p| {
+        let mut cell = format!("{:.0}", p.load.throughput);
+        if p.rounds.len() > 1 {
+            let each: Vec<String> = p.rounds.iter().map(|t| format!("{t:.0}")).collect();
+            let _ = write!(cell, " ({})", each.join(", "));
+        }
+        cell
+    },
+);
 
 /// fig5's throughput and latency tables (the median's too with `p50`).
 pub(super) fn fig5_columns(p50: bool) -> Vec<(&'static str, Cell)> {
