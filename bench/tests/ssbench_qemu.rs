@@ -59,6 +59,16 @@ fn qemu_bench(qemu: &Path, out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A fake whose "guest" serves: the ceiling server on the forwarded port,
+/// and the listening line once it is up.
+fn serving_fake(dir: &Path) -> PathBuf {
+    fake(
+        dir,
+        r#""$SSBENCH" server --model ceiling --listen "127.0.0.1:$port" |
+while read -r l; do printf 'ssserver: %s listening on port 5555 (%s workers)\r\n' "$model" "$workers"; done"#,
+    )
+}
+
 /// Every process the fake started is gone.
 fn none_left(qemu: &Path) {
     let pids = std::fs::read_to_string(format!("{}.pids", qemu.display())).unwrap();
@@ -74,12 +84,7 @@ fn none_left(qemu: &Path) {
 #[test]
 fn the_harness_boots_drives_reports_and_stops_every_guest() {
     let d = dir("serves");
-    // The ceiling server on the forwarded port; the listening line once it is up.
-    let qemu = fake(
-        &d,
-        r#""$SSBENCH" server --model ceiling --listen "127.0.0.1:$port" |
-while read -r l; do printf 'ssserver: %s listening on port 5555 (%s workers)\r\n' "$model" "$workers"; done"#,
-    );
+    let qemu = serving_fake(&d);
     let out = d.join("out");
     let run = qemu_bench(&qemu, &out, &[]);
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -142,11 +147,7 @@ while read -r l; do printf 'ssserver: %s listening on port 5555 (%s workers)\r\n
 #[test]
 fn throughput_rounds_boot_every_model_per_round_in_alternating_order_and_keep_the_median() {
     let d = dir("rounds");
-    let qemu = fake(
-        &d,
-        r#""$SSBENCH" server --model ceiling --listen "127.0.0.1:$port" |
-while read -r l; do printf 'ssserver: %s listening on port 5555 (%s workers)\r\n' "$model" "$workers"; done"#,
-    );
+    let qemu = serving_fake(&d);
     let out = d.join("out");
     let run = qemu_bench(
         &qemu,

@@ -150,7 +150,8 @@
 //! --connections 64 --interval 0`, four alternations: the old band 81–97 k
 //! responses/s, p99 2.1–4.3 ms; from half the spare CPUs 94–101 k, p99
 //! 1.3–1.6 ms (tokio 92–105 k, 1.3–1.6 ms). At 1 024 connections every
-//! 100 ms (the client ~0.25 CPU, below a third) nothing changed.//!
+//! 100 ms (the client ~0.25 CPU, below a third) nothing changed.
+//!
 //! Measured (2026-11-28, `rtecho --connections 64`, 2 workers each, ss ÷ tokio
 //! in the same run; the client process takes ~0.95 CPU): without the reserve
 //! (`--reserve-us 0`) 0.95–0.98× throughput, p99 3.5–3.6×; held regardless of

@@ -30,10 +30,7 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 
-use ss_abi::page::{
-    GlobalPage, GLOBAL_PAGE_MAGIC, GLOBAL_PAGE_SEQ_OFFSET, PAGE_VERSION,
-    PROCESS_PAGE_FOLDED_AT_OFFSET, PROCESS_PAGE_FOLDED_OFFSET, PROCESS_PAGE_FOLDED_SEQ_OFFSET,
-};
+use ss_abi::page::{GlobalPage, GLOBAL_PAGE_MAGIC, GLOBAL_PAGE_SEQ_OFFSET, PAGE_VERSION};
 use ss_abi::{Levels, Priority};
 use ss_core::global::{GlobalBitmap, SourceId};
 use ss_kernel_logic::folded::FoldedWords;
@@ -133,18 +130,11 @@ fn kernel_first(p: &Process) -> bool {
 /// The words of process `p`'s page that tell it what the kernel folded in
 /// (`ss_kernel_logic::folded`).
 fn folded_words(p: &Process) -> FoldedWords<'_> {
-    let word = |off: usize| {
-        // SAFETY: as in `published`: the process page's frame lives while the
-        // process is registered (teardown removes it under SCHED, which every
-        // caller holds); the words are aligned. The process may write them
-        // too; the kernel only stores to them.
-        unsafe { &*((p.page_pa + off) as *const AtomicU64) }
-    };
-    FoldedWords {
-        seq: word(PROCESS_PAGE_FOLDED_SEQ_OFFSET),
-        folded: word(PROCESS_PAGE_FOLDED_OFFSET),
-        at: word(PROCESS_PAGE_FOLDED_AT_OFFSET),
-    }
+    // SAFETY: as in `published`: the process page's frame lives while the
+    // process is registered (teardown removes it under SCHED, which every
+    // caller holds), mapped in the kernel's direct map. The process may
+    // write the words too; the kernel only stores to them.
+    unsafe { FoldedWords::in_page(p.page_pa) }
 }
 
 /// Tells process `p` which bitmap of its the global page holds now (after

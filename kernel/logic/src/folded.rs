@@ -44,6 +44,10 @@
 
 use core::sync::atomic::{fence, AtomicU64, Ordering};
 
+use ss_abi::page::{
+    PROCESS_PAGE_FOLDED_AT_OFFSET, PROCESS_PAGE_FOLDED_OFFSET, PROCESS_PAGE_FOLDED_SEQ_OFFSET,
+};
+
 /// The three words of a process page that tell the process which of its
 /// bitmaps the kernel folded in (`ss_abi::page::ProcessPage::folded_seq`,
 /// `folded`, `folded_at`).
@@ -57,7 +61,27 @@ pub struct FoldedWords<'a> {
     pub at: &'a AtomicU64,
 }
 
-impl FoldedWords<'_> {
+impl<'a> FoldedWords<'a> {
+    /// The words of the process page at address `page`: the kernel's address
+    /// of its frame, or the process's own `PROCESS_PAGE_VA`.
+    ///
+    /// # Safety
+    /// `page` is the address of a process page (`ss_abi::page::ProcessPage`,
+    /// 8-byte aligned), mapped readable for `'a` — and writable, if
+    /// [`begin`](Self::begin) or [`finish`](Self::finish) are called.
+    pub unsafe fn in_page(page: usize) -> FoldedWords<'a> {
+        let word = |off: usize| {
+            // SAFETY: the caller's promise; the offsets are aligned words
+            // inside the page's layout.
+            unsafe { &*((page + off) as *const AtomicU64) }
+        };
+        FoldedWords {
+            seq: word(PROCESS_PAGE_FOLDED_SEQ_OFFSET),
+            folded: word(PROCESS_PAGE_FOLDED_OFFSET),
+            at: word(PROCESS_PAGE_FOLDED_AT_OFFSET),
+        }
+    }
+
     /// The kernel, before it folds the process in: the words are being
     /// rewritten (odd). Must come before the global bitmap changes.
     pub fn begin(&self) {

@@ -23,9 +23,6 @@ use core::task::{Context, Poll, Waker};
 use alloc::vec::Vec;
 
 use ss_abi::completion::{entry_offset, ready_entries, CQ_HEAD_OFFSET, CQ_TAIL_OFFSET};
-use ss_abi::page::{
-    PROCESS_PAGE_FOLDED_AT_OFFSET, PROCESS_PAGE_FOLDED_OFFSET, PROCESS_PAGE_FOLDED_SEQ_OFFSET,
-};
 use ss_abi::uspace::{COMPLETION_PAGE_VA, GLOBAL_PAGE_VA, PROCESS_PAGE_VA};
 use ss_abi::vdso::{RawTask, VdsoTable, NO_RESULT, VDSO_MAGIC, VDSO_VERSION};
 use ss_abi::{CoroutineId, CoroutineKind, Levels, Priority};
@@ -354,11 +351,9 @@ fn yield_if_elsewhere(than: Priority) {
     // Exactly what the kernel folded in for us, if its words tell (they do
     // but while a fold of ours is in progress); else everything we published
     // since the page last changed.
-    let folded = FoldedWords {
-        seq: page_word(PROCESS_PAGE_VA, PROCESS_PAGE_FOLDED_SEQ_OFFSET),
-        folded: page_word(PROCESS_PAGE_VA, PROCESS_PAGE_FOLDED_OFFSET),
-        at: page_word(PROCESS_PAGE_VA, PROCESS_PAGE_FOLDED_AT_OFFSET),
-    };
+    // SAFETY: the kernel maps the process page read-write at
+    // PROCESS_PAGE_VA in every process before it starts.
+    let folded = unsafe { FoldedWords::in_page(PROCESS_PAGE_VA) };
     let mine = PrioBitmap::from_bits(
         folded
             .read(seq)

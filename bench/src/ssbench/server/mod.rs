@@ -116,7 +116,7 @@ pub struct ServerArgs {
     pub reserve_us: Option<u64>,
     /// kcuc, ktuc: hold the reserve however busy the rest of the machine is
     /// (ss-runtime's `Builder::reserve_always`; default: only while the other
-    /// processes leave this one about one CPU).
+    /// processes take half or more of the CPUs beyond one).
     #[arg(long)]
     pub reserve_always: bool,
     /// kcuc, ktuc: ss-runtime's `Builder::stall_watch` in µs (default: the

@@ -10,13 +10,11 @@ extern crate alloc;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use ss_abi::page::{
-    ProcessPage, GLOBAL_PAGE_SEQ_OFFSET, PROCESS_PAGE_FOLDED_AT_OFFSET, PROCESS_PAGE_FOLDED_OFFSET,
-    PROCESS_PAGE_FOLDED_SEQ_OFFSET,
-};
+use ss_abi::page::{ProcessPage, GLOBAL_PAGE_SEQ_OFFSET};
 use ss_abi::syscall::{IoMode, SysError, Syscall, ASYNC_ARG_NONE};
 use ss_abi::uspace::{GLOBAL_PAGE_VA, PROCESS_PAGE_VA, USER_BASE, USER_END};
 use ss_abi::Levels;
+use ss_kernel_logic::folded::FoldedWords;
 use ss_ulib::sys;
 
 const KERNEL: usize = 0x8020_0000;
@@ -403,9 +401,8 @@ fn scribbled_process_page(c: &mut Checks) {
         unsafe { &*((PROCESS_PAGE_VA + off) as *const AtomicU64) }
     };
     let ready = word(offset_of!(ProcessPage, ready));
-    let seq = word(PROCESS_PAGE_FOLDED_SEQ_OFFSET);
-    let folded = word(PROCESS_PAGE_FOLDED_OFFSET);
-    let at = word(PROCESS_PAGE_FOLDED_AT_OFFSET);
+    // SAFETY: as above.
+    let FoldedWords { seq, folded, at } = unsafe { FoldedWords::in_page(PROCESS_PAGE_VA) };
     ready.store(u64::MAX, Ordering::SeqCst);
     seq.store(7, Ordering::SeqCst);
     folded.store(0xdead_beef, Ordering::SeqCst);

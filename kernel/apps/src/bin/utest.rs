@@ -13,10 +13,7 @@ extern crate alloc;
 use alloc::vec::Vec;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use ss_abi::page::{
-    ProcessPage, GLOBAL_PAGE_SEQ_OFFSET, PROCESS_PAGE_FOLDED_AT_OFFSET, PROCESS_PAGE_FOLDED_OFFSET,
-    PROCESS_PAGE_FOLDED_SEQ_OFFSET,
-};
+use ss_abi::page::{ProcessPage, GLOBAL_PAGE_SEQ_OFFSET};
 use ss_abi::uspace::{GLOBAL_PAGE_VA, PROCESS_PAGE_VA};
 use ss_kernel_logic::folded::FoldedWords;
 
@@ -236,11 +233,8 @@ fn the_kernel_tells_what_it_folded() -> Outcome {
         // the offsets are aligned words inside them. Loads only.
         unsafe { &*(va as *const AtomicU64) }
     };
-    let words = FoldedWords {
-        seq: word(PROCESS_PAGE_VA + PROCESS_PAGE_FOLDED_SEQ_OFFSET),
-        folded: word(PROCESS_PAGE_VA + PROCESS_PAGE_FOLDED_OFFSET),
-        at: word(PROCESS_PAGE_VA + PROCESS_PAGE_FOLDED_AT_OFFSET),
-    };
+    // SAFETY: as above (loads only).
+    let words = unsafe { FoldedWords::in_page(PROCESS_PAGE_VA) };
     sys::sleep_ns(5_000_000);
     let ready = word(PROCESS_PAGE_VA + offset_of!(ProcessPage, ready)).load(Ordering::SeqCst);
     let gseq = word(GLOBAL_PAGE_VA + GLOBAL_PAGE_SEQ_OFFSET).load(Ordering::SeqCst);
