@@ -5,7 +5,7 @@
 //! ```text
 //!  Executor ──► Shared ─┬─ ready lock ──► ReadyQueues: level 0 ⇄ ⇄ ⇄
 //!  (owner handle)       │                              level 1 ⇄
-//!                       │                              …        (intrusive FIFOs)
+//!                       │                              …  (intrusive lists: hot, then FIFO)
 //!  Poller (a CPU) ──►   │                 sleepers, closed
 //!  Poller (a CPU) ──►   ├─ bitmap: AtomicU64   non-empty levels; lock-free to read
 //!                       ├─ registry lock ──► Registry: cid → Task (the blocking set)
@@ -244,14 +244,16 @@ impl<P: Platform> Shared<P> {
             .store(ready.queues.bits(), Ordering::Release);
     }
 
-    /// Pushes a task whose `QUEUED` bit the caller set. Refused after shutdown.
-    fn enqueue(&self, task: Arc<DynTask<P>>) {
+    /// Pushes a task whose `QUEUED` bit the caller set: cold (at the tail of
+    /// its level) or hot (at the head; see [`crate::queue`]). Refused after
+    /// shutdown.
+    fn enqueue(&self, task: Arc<DynTask<P>>, hot: bool) {
         let mut g = self.lock_ready();
         let (refused, unpark) = g.with(|r| {
             if r.closed {
                 return (Some(task), false);
             }
-            r.queues.push(task);
+            r.queues.push(task, hot);
             self.publish_bitmap(r);
             // A push from inside a poll on a CPU that will look at the queues
             // as soon as the poll ends may leave the sleeper to that poller
@@ -346,7 +348,7 @@ impl<P: Platform> Shared<P> {
         let outcome = Self::wake_transition(&task);
         if outcome == Wake::Queued {
             let shared = task.shared.clone();
-            shared.enqueue(task);
+            shared.enqueue(task, shared.platform.hot_wake());
         }
         outcome
     }
@@ -355,7 +357,8 @@ impl<P: Platform> Shared<P> {
     pub(crate) fn wake_task_ref(task: &Arc<DynTask<P>>) -> Wake {
         let outcome = Self::wake_transition(task);
         if outcome == Wake::Queued {
-            task.shared.enqueue(task.clone());
+            let shared = &task.shared;
+            shared.enqueue(task.clone(), shared.platform.hot_wake());
         }
         outcome
     }
@@ -438,7 +441,7 @@ impl<P: Platform> Shared<P> {
                 if r.closed {
                     refused = Some(t);
                 } else {
-                    r.queues.push(t);
+                    r.queues.push(t, false);
                     pushed = true;
                 }
             }
@@ -592,7 +595,7 @@ impl<P: Platform> Executor<P> {
             Ok(_) => {
                 self.shared
                     .trace(&task, CoroutineState::Create, CoroutineState::Ready);
-                self.shared.enqueue(task);
+                self.shared.enqueue(task, false);
             }
             Err(s) if s & DONE == 0 => {
                 // CANCEL was set while Create: we own the future.
@@ -615,7 +618,7 @@ impl<P: Platform> Executor<P> {
         if outcome == Wake::Queued {
             // `self` keeps the executor alive: no clone of its `Arc` (whose
             // count every CPU's wake-ups would otherwise write).
-            self.shared.enqueue(task);
+            self.shared.enqueue(task, self.shared.platform.hot_wake());
         }
         Ok(outcome)
     }
@@ -1053,7 +1056,7 @@ impl<P: Platform> Poller<P> {
             Some(task) => {
                 let carry = self.poll(task);
                 if let Some(t) = carry {
-                    self.shared.enqueue(t);
+                    self.shared.enqueue(t, false);
                 }
                 self.settle();
                 true
@@ -1090,7 +1093,7 @@ impl<P: Platform> Poller<P> {
         loop {
             if self.shared.platform.now() >= deadline {
                 if let Some(t) = carry.take() {
-                    self.shared.enqueue(t);
+                    self.shared.enqueue(t, false);
                 }
                 self.settle();
                 return polls;
@@ -1134,7 +1137,7 @@ impl<P: Platform> Poller<P> {
         loop {
             if !keep_going(carry.as_ref().map(|t| t.priority())) {
                 if let Some(t) = carry.take() {
-                    self.shared.enqueue(t);
+                    self.shared.enqueue(t, false);
                 }
                 self.settle();
                 return polls;

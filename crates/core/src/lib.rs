@@ -8,8 +8,11 @@
 //! ## Design principles
 //!
 //! 1. **Priority is absolute.** A CPU always takes the most important ready
-//!    coroutine (priority 0 first), FIFO within a level. Finding it is O(1): one
-//!    bit scan of the [`PrioBitmap`], whatever the number of coroutines.
+//!    coroutine (priority 0 first), FIFO within a level — or, on a platform
+//!    that asks for it ([`platform::Park::hot_wake`]), what a poll just woke
+//!    first within its level, for at most [`HOT_RUN`] in a row. Finding it is
+//!    O(1): one bit scan of the [`PrioBitmap`], whatever the number of
+//!    coroutines.
 //! 2. **No lost and no double wake-up.** Each coroutine has one atomic state word
 //!    ([`state`]); every wake-up, poll, cancellation and re-prioritisation is a
 //!    compare-and-swap on it that names exactly one party as the one to queue the
@@ -101,6 +104,7 @@ mod task;
 pub use bitmap::PrioBitmap;
 pub use drain::DrainGate;
 pub use executor::{Cancel, Error, Executor, Poller, Stall, Wake};
+pub use queue::HOT_RUN;
 pub use ss_abi::{CoroutineId, CoroutineKind, Levels, Priority};
 pub use state::CoroutineState;
 pub use task::{

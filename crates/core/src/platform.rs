@@ -72,6 +72,24 @@ pub trait Park: Send + Sync + 'static {
         false
     }
 
+    /// Asked by every wake-up that readies a coroutine: is the calling CPU
+    /// inside a poll of *this* executor (between `polling(true)` and
+    /// `polling(false)`)? If so the coroutine is queued **hot**, at the head
+    /// of its level instead of the tail, so that this CPU — which looks at the
+    /// queues as soon as the poll ends — runs it next, while what the two
+    /// coroutines share (a channel, a buffer, an I/O completion just taken) is
+    /// still in its cache: tokio's "LIFO slot", without tokio's one-slot
+    /// limit. Strict priority still holds (a hot coroutine goes first only
+    /// among its equals). The wait of the others is bounded: once a level has
+    /// served [`HOT_RUN`](crate::HOT_RUN) hot coroutines in a row, its hot
+    /// ones join the tail behind those that waited, and the oldest of those
+    /// goes next. Must not lock or call into the executor. The default
+    /// (`false`) keeps the paper's FIFO order among equals.
+    #[inline(always)]
+    fn hot_wake(&self) -> bool {
+        false
+    }
+
     /// Asked by a poller that found nothing to do, before it registers as a
     /// sleeper: whether the platform holds this CPU **in reserve** instead.
     /// A CPU in reserve parks without registering, so no push wakes it; it

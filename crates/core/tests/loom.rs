@@ -420,7 +420,8 @@ fn a_drain_asked_for_while_another_runs_is_never_lost() {
 }
 
 /// A platform that lets a push from inside a poll on this CPU leave its unpark
-/// to the poller (`Park::defer_unpark`), as the Linux runtime's does.
+/// to the poller (`Park::defer_unpark`) and queues it hot (`Park::hot_wake`),
+/// as the Linux runtime's does.
 struct DeferPlatform {
     inner: ThreadPlatform,
 }
@@ -439,6 +440,9 @@ impl ss_core::platform::Park for DeferPlatform {
     }
     fn polling(&self, on: bool) {
         IN_POLL.with(|c| c.set(on));
+    }
+    fn hot_wake(&self) -> bool {
+        IN_POLL.with(|c| c.get())
     }
     fn defer_unpark(&self) -> bool {
         let inside = IN_POLL.with(|c| c.get());
@@ -704,6 +708,9 @@ impl ss_core::platform::Park for RingPlatform {
     }
     fn polling(&self, on: bool) {
         self.defer.polling(on);
+    }
+    fn hot_wake(&self) -> bool {
+        self.defer.hot_wake()
     }
     fn defer_unpark(&self) -> bool {
         self.defer.defer_unpark()

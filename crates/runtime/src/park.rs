@@ -626,6 +626,8 @@ pub struct WorkerPlatform {
     reserve_after: Duration,
     /// Hold the reserve whether or not the rest of the machine is busy.
     reserve_always: bool,
+    /// Queue what a poll wakes hot (`Park::hot_wake`).
+    hot_wakes: bool,
     /// Workers started so far (their indices; 0 is the first).
     started: AtomicUsize,
 }
@@ -651,6 +653,7 @@ impl WorkerPlatform {
             reserve: Reserve::default(),
             reserve_after: Duration::ZERO,
             reserve_always: false,
+            hot_wakes: true,
             started: AtomicUsize::new(0),
         }
     }
@@ -702,6 +705,17 @@ impl WorkerPlatform {
     pub(crate) fn with_reserve_always(mut self, always: bool) -> Self {
         self.reserve_always = always;
         self
+    }
+
+    pub(crate) fn with_hot_wakes(mut self, hot: bool) -> Self {
+        self.hot_wakes = hot;
+        self
+    }
+
+    /// Whether the calling thread is inside a poll of this platform's executor.
+    #[inline]
+    fn polling_here(&self) -> bool {
+        POLLING.with(|p| std::ptr::eq(p.get(), self))
     }
 
     /// Whether idle workers beyond the first go into reserve now.
@@ -806,8 +820,12 @@ impl Park for WorkerPlatform {
         POLLING.with(|p| p.set(me));
     }
 
+    fn hot_wake(&self) -> bool {
+        self.hot_wakes && self.polling_here()
+    }
+
     fn defer_unpark(&self) -> bool {
-        let mine = POLLING.with(|p| std::ptr::eq(p.get(), self));
+        let mine = self.polling_here();
         if mine {
             OWED.with(|o| o.set(true));
         }

@@ -29,6 +29,15 @@ fn block_once() -> impl std::future::Future<Output = ()> {
     })
 }
 
+/// Yields until coroutine `cid` has blocked, for at most 10 s.
+async fn until_blocked(rt: &Runtime, cid: ss_runtime::CoroutineId) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rt.executor().state(cid) != Ok(CoroutineState::Blocked) {
+        assert!(Instant::now() < deadline, "the coroutine never blocked");
+        ss_runtime::yield_now().await;
+    }
+}
+
 /// Spins (yielding) until `flag` is set, for at most 10 s.
 async fn wait_for(flag: &AtomicBool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -221,15 +230,12 @@ fn wake_and_reprio_by_id() {
         );
         let cid = sleeper.cid();
         // Wait until it has blocked (a wake before that is rightly a no-op).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while r.executor().state(cid) != Ok(CoroutineState::Blocked) {
-            assert!(Instant::now() < deadline, "the coroutine never blocked");
-            ss_runtime::yield_now().await;
-        }
+        until_blocked(&r, cid).await;
         assert_eq!(ss_runtime::wake(cid), Ok(ss_core::Wake::Queued));
         assert_eq!(sleeper.await.unwrap(), cid);
         // The handle completes inside the coroutine's last poll; its id is retired
         // a moment later, when that poll returns.
+        let deadline = Instant::now() + Duration::from_secs(10);
         while ss_runtime::wake(cid).is_ok() {
             assert!(Instant::now() < deadline, "the id was never retired");
             ss_runtime::yield_now().await;
@@ -443,4 +449,48 @@ fn the_watch_wakes_with_the_workers_after_a_quiet_spell() {
         spawned_runs_beside_a_long_poll(Duration::from_millis(1500)),
         "the spawned coroutine waited for its spawner's poll to end"
     );
+}
+
+/// With one worker, a coroutine woken from inside a poll runs before an equal
+/// that was ready first (hot wake-ups, the default); with `hot_wakes(false)`
+/// the paper's FIFO order among equals holds.
+#[test]
+fn what_a_poll_wakes_runs_before_its_waiting_equals_unless_fifo() {
+    for hot in [true, false] {
+        let rt = Arc::new(
+            Runtime::builder()
+                .workers(1)
+                .main_priority(prio(1))
+                .hot_wakes(hot)
+                .build()
+                .unwrap(),
+        );
+        let r = rt.clone();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let o = order.clone();
+        rt.block_on(async move {
+            let o1 = o.clone();
+            let woken = ss_runtime::spawn(
+                async move {
+                    block_once().await;
+                    o1.lock().unwrap().push("woken");
+                },
+                prio(1),
+            );
+            let cid = woken.cid();
+            until_blocked(&r, cid).await;
+            let o2 = o.clone();
+            let waiting =
+                ss_runtime::spawn(async move { o2.lock().unwrap().push("waiting") }, prio(1));
+            assert_eq!(ss_runtime::wake(cid), Ok(ss_core::Wake::Queued));
+            woken.await.unwrap();
+            waiting.await.unwrap();
+        });
+        let want = if hot {
+            ["woken", "waiting"]
+        } else {
+            ["waiting", "woken"]
+        };
+        assert_eq!(*order.lock().unwrap(), want, "hot_wakes({hot})");
+    }
 }

@@ -63,7 +63,8 @@ pub(crate) fn runtime(name: &str, setup: &Setup) -> anyhow::Result<Runtime> {
         .levels(levels)
         .thread_name(name)
         .adaptive_spin(!setup.spin_always)
-        .reserve_always(setup.reserve_always);
+        .reserve_always(setup.reserve_always)
+        .hot_wakes(!setup.fifo);
     if let Some(spin) = setup.idle_spin {
         builder = builder.idle_spin(spin);
     }
