@@ -653,7 +653,7 @@ impl WorkerPlatform {
             reserve: Reserve::default(),
             reserve_after: Duration::ZERO,
             reserve_always: false,
-            hot_wakes: true,
+            hot_wakes: false,
             started: AtomicUsize::new(0),
         }
     }

@@ -120,7 +120,7 @@ impl Default for Builder {
             nudge_after: WorkerPlatform::DEFAULT_NUDGE,
             reserve_after: WorkerPlatform::DEFAULT_RESERVE_AFTER,
             reserve_always: false,
-            hot_wakes: true,
+            hot_wakes: false,
             stall_watch: WorkerPlatform::DEFAULT_STALL_WATCH,
         }
     }
@@ -257,14 +257,15 @@ impl Builder {
     }
 
     /// Whether a coroutine woken from inside a poll runs next on the worker
-    /// that woke it, ahead of its equals that waited (default `true`; see
-    /// `ss_core::platform::Park::hot_wake`). `false` keeps the paper's FIFO
-    /// order among coroutines of one priority. Priority is strict either
+    /// that woke it, ahead of its equals that waited (see
+    /// `ss_core::platform::Park::hot_wake`; default `false`: the paper's FIFO
+    /// order among coroutines of one priority). Priority is strict either
     /// way; the hot order only reorders equals, and a level serves at most
     /// [`ss_core::HOT_RUN`] hot coroutines in a row while an older one waits.
-    /// It is what keeps a worker's cache warm when many connections are
-    /// busy: one worker serving 1 024 back-to-back connections answers about
-    /// 1.5× as many requests with it (`docs/runtime.md`).
+    /// It trades tail latency for throughput where a worker's cache is the
+    /// limit: one worker serving 1 024 back-to-back connections answered
+    /// about 1.4× as many requests with it, at a higher p99; with two workers
+    /// the throughput did not move and the p99 rose (`docs/runtime.md`).
     pub fn hot_wakes(mut self, hot: bool) -> Self {
         self.hot_wakes = hot;
         self

@@ -119,11 +119,11 @@ pub struct ServerArgs {
     /// processes take half or more of the CPUs beyond one).
     #[arg(long)]
     pub reserve_always: bool,
-    /// kcuc, ktuc: keep the paper's FIFO order among connections of one
-    /// priority: what a poll wakes waits behind its equals (ss-runtime's
-    /// `Builder::hot_wakes(false)`; default: it runs next on that worker).
+    /// kcuc, ktuc: what a poll wakes runs next on that worker, ahead of its
+    /// equals that waited (ss-runtime's `Builder::hot_wakes(true)`; default:
+    /// the paper's FIFO order among connections of one priority).
     #[arg(long)]
-    pub fifo: bool,
+    pub hot_wakes: bool,
     /// kcuc, ktuc: ss-runtime's `Builder::stall_watch` in µs (default: the
     /// runtime's, 1 000 µs; 0 starts no watch).
     #[arg(long, value_name = "US")]
@@ -169,7 +169,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         spin_always: args.spin_always,
         reserve: args.reserve_us.map(Duration::from_micros),
         reserve_always: args.reserve_always,
-        fifo: args.fifo,
+        hot_wakes: args.hot_wakes,
         stall_watch: args.stall_watch_us.map(Duration::from_micros),
         nudge: args.nudge_us.map(Duration::from_micros),
     };
@@ -210,8 +210,8 @@ pub(crate) struct Setup {
     reserve: Option<Duration>,
     /// `--reserve-always`, for the ss-runtime models.
     reserve_always: bool,
-    /// `--fifo`, for the ss-runtime models.
-    fifo: bool,
+    /// `--hot-wakes`, for the ss-runtime models.
+    hot_wakes: bool,
     /// `--stall-watch-us`, for the ss-runtime models.
     stall_watch: Option<Duration>,
     /// `--nudge-us`, for the ss-runtime models.

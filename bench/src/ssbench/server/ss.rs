@@ -64,7 +64,7 @@ pub(crate) fn runtime(name: &str, setup: &Setup) -> anyhow::Result<Runtime> {
         .thread_name(name)
         .adaptive_spin(!setup.spin_always)
         .reserve_always(setup.reserve_always)
-        .hot_wakes(!setup.fifo);
+        .hot_wakes(setup.hot_wakes);
     if let Some(spin) = setup.idle_spin {
         builder = builder.idle_spin(spin);
     }
