@@ -357,6 +357,16 @@ proptest! {
     ) {
         run(ops, false)?;
     }
+}
+
+proptest! {
+    // Under Miri, fewer cases than the FIFO test above: the hot path's unsafe
+    // code (the head link and the splice) is also walked by the
+    // deterministic hot-chain test below.
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 2 } else { 512 },
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn executor_with_hot_wakes_matches_the_reference_scheduler(
