@@ -61,7 +61,7 @@ struct List<P: Platform> {
 ///
 /// Chosen by measurement (`docs/runtime.md`): one worker serving 1 024
 /// back-to-back connections answered 33–36 k requests/s in FIFO order,
-/// 39–53 k with a run of 15 (p99 52–74 ms), 40–52 k with 63 (p99 122–163
+/// 39–53 k with a run of 15 (p99 53–74 ms), 40–52 k with 63 (p99 122–163
 /// ms); tokio 39–46 k with p99 166–182 ms. Three, tokio's bound on its LIFO
 /// slot, kept too little of the gain (35–46 k).
 pub const HOT_RUN: u32 = 15;
@@ -100,7 +100,7 @@ impl<P: Platform> List<P> {
     }
 }
 
-/// The per-level FIFOs. See the module docs.
+/// The per-level queues. See the module docs.
 pub(crate) struct ReadyQueues<P: Platform> {
     lists: Box<[List<P>]>,
     bits: u64,

@@ -264,8 +264,9 @@ impl Builder {
     /// [`ss_core::HOT_RUN`] hot coroutines in a row while an older one waits.
     /// It trades tail latency for throughput where a worker's cache is the
     /// limit: one worker serving 1 024 back-to-back connections answered
-    /// about 1.4× as many requests with it, at a higher p99; with two workers
-    /// the throughput did not move and the p99 rose (`docs/runtime.md`).
+    /// 1.14–1.57× as many requests with it (four alternations), at a higher
+    /// p99; with two workers the throughput did not move and the p99 rose
+    /// (`docs/runtime.md`).
     pub fn hot_wakes(mut self, hot: bool) -> Self {
         self.hot_wakes = hot;
         self
