@@ -169,13 +169,7 @@ impl<P: Platform> ReadyQueues<P> {
         let raw = unsafe { NonNull::new_unchecked(Arc::into_raw(task).cast_mut()) };
         // SAFETY: `raw` is a live task we now own a count of; linking needs the
         // ready lock, which `&mut self` stands for.
-        unsafe {
-            if hot {
-                self.link_head(raw, level);
-            } else {
-                self.link_tail(raw, level);
-            }
-        }
+        unsafe { self.link(raw, level, hot) };
         self.len += 1;
     }
 
@@ -251,7 +245,7 @@ impl<P: Platform> ReadyQueues<P> {
             // SAFETY: queued at `old`, under the lock; relinking keeps the count.
             unsafe {
                 self.unlink(raw);
-                self.link_tail(raw, new);
+                self.link(raw, new, false);
             }
         }
         true
@@ -266,52 +260,39 @@ impl<P: Platform> ReadyQueues<P> {
         out
     }
 
+    /// Links `raw` at the head (`hot`) or the tail (cold) of `level`.
+    ///
     /// # Safety
     /// Ready lock held; `raw` is live, not queued, and carries a count for the queue.
     #[inline]
-    unsafe fn link_tail(&mut self, raw: NonNull<DynTask<P>>, level: u8) {
+    unsafe fn link(&mut self, raw: NonNull<DynTask<P>>, level: u8, hot: bool) {
         let list = &mut self.lists[usize::from(level)];
-        let old_tail = list.tail;
+        let (prev, next) = if hot {
+            (None, list.head)
+        } else {
+            (list.tail, None)
+        };
         // SAFETY: `raw` is live and its links are ours under the lock.
         unsafe {
             raw.as_ref().links.with_mut(|l| {
-                (*l).prev = old_tail;
-                (*l).next = None;
+                (*l).prev = prev;
+                (*l).next = next;
                 (*l).level = level;
             });
         }
-        match old_tail {
+        match prev {
             None => list.head = Some(raw),
-            // SAFETY: `t` is queued at this level, hence live; under the lock.
-            Some(t) => unsafe { t.as_ref().links.with_mut(|l| (*l).next = Some(raw)) },
+            // SAFETY: a queued neighbour is live; under the lock.
+            Some(p) => unsafe { p.as_ref().links.with_mut(|l| (*l).next = Some(raw)) },
         }
-        list.tail = Some(raw);
-        if list.cold.is_none() {
+        match next {
+            None => list.tail = Some(raw),
+            // SAFETY: a queued neighbour is live; under the lock.
+            Some(n) => unsafe { n.as_ref().links.with_mut(|l| (*l).prev = Some(raw)) },
+        }
+        if !hot && list.cold.is_none() {
             list.cold = Some(raw);
         }
-        self.bits |= Priority::new(level).map_or(0, Priority::bit);
-    }
-
-    /// # Safety
-    /// As [`link_tail`](Self::link_tail).
-    #[inline]
-    unsafe fn link_head(&mut self, raw: NonNull<DynTask<P>>, level: u8) {
-        let list = &mut self.lists[usize::from(level)];
-        let old_head = list.head;
-        // SAFETY: `raw` is live and its links are ours under the lock.
-        unsafe {
-            raw.as_ref().links.with_mut(|l| {
-                (*l).prev = None;
-                (*l).next = old_head;
-                (*l).level = level;
-            });
-        }
-        match old_head {
-            None => list.tail = Some(raw),
-            // SAFETY: `h` is queued at this level, hence live; under the lock.
-            Some(h) => unsafe { h.as_ref().links.with_mut(|l| (*l).prev = Some(raw)) },
-        }
-        list.head = Some(raw);
         self.bits |= Priority::new(level).map_or(0, Priority::bit);
     }
 

@@ -345,11 +345,16 @@ fn run(ops: Vec<Op>, hot: bool) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 4 } else { 512 },
+/// 512 cases, or `under_miri` under Miri.
+fn cases(under_miri: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: if cfg!(miri) { under_miri } else { 512 },
         ..ProptestConfig::default()
-    })]
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(4))]
 
     #[test]
     fn executor_matches_the_reference_scheduler(
@@ -363,10 +368,7 @@ proptest! {
     // Under Miri, fewer cases than the FIFO test above: the hot path's unsafe
     // code (the head link and the splice) is also walked by the
     // deterministic hot-chain test below.
-    #![proptest_config(ProptestConfig {
-        cases: if cfg!(miri) { 2 } else { 512 },
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(cases(2))]
 
     #[test]
     fn executor_with_hot_wakes_matches_the_reference_scheduler(
