@@ -261,20 +261,25 @@ impl Drop for Live {
 }
 
 /// ss-runtime: one connection, receive → send all, until the peer closes.
+/// Receives through one multishot receive that stays armed (`recv_stream`):
+/// the bytes arrive in buffers of the worker's pool and are copied into the
+/// buffer the send owns.
 async fn ss_serve(stream: ss_runtime::net::TcpStream, live: Live) {
+    let mut incoming = stream.recv_stream();
     let mut buf = Vec::with_capacity(BUF);
     loop {
-        buf.clear();
-        let (n, b) = stream.recv(buf).await;
-        match n {
-            Ok(0) => break,
-            Ok(_) => {}
+        match incoming.next().await {
+            Ok(got) if got.is_empty() => break,
+            Ok(got) => {
+                buf.clear();
+                buf.extend_from_slice(&got);
+            }
             Err(_) => {
                 live.0.errors.fetch_add(1, Ordering::Relaxed);
                 break;
             }
         }
-        let (r, b) = stream.send_all(b).await;
+        let (r, b) = stream.send_all(buf).await;
         if r.is_err() {
             live.0.errors.fetch_add(1, Ordering::Relaxed);
             break;

@@ -2,12 +2,15 @@
 //! ss-runtime coroutines per connection at its priority; their socket I/O goes
 //! through io_uring, and each completion wakes the issuing coroutine by id
 //! (the kernel's io_uring plays the paper's kernel coroutine). The queues wake
-//! by id too.
+//! by id too. Each connection's receiving coroutine reads through one
+//! multishot receive that stays armed (`TcpStream::recv_stream`), unless
+//! `--single-shot-recv` asks for a pooled receive per read.
 
 use std::io;
 use std::net::Shutdown;
 use std::sync::Arc;
 
+use ss_runtime::io::RecvStream;
 use ss_runtime::net::{TcpListener, TcpStream};
 use ss_runtime::prio;
 
@@ -20,14 +23,25 @@ use super::{probe_io_uring, Policy, Running, Setup};
 /// A connection's socket, shared by its receiving and sending coroutines.
 struct Uring(Arc<TcpStream>);
 
-impl RecvIo for Uring {
-    /// A pooled receive: a connection waiting for its next request holds no
-    /// receive buffer (the kernel picks one of the worker's when bytes come);
-    /// the bytes are copied into the framer, which keeps memory only for a
-    /// frame still incomplete.
+/// The receiving side: a multishot receive that stays armed (one SQE per
+/// connection, not one per read), or — with `--single-shot-recv` — a pooled
+/// receive submitted per read.
+struct UringRecv {
+    /// Declared first, so dropped before the socket's last reference.
+    stream: Option<RecvStream>,
+    socket: Arc<TcpStream>,
+}
+
+impl RecvIo for UringRecv {
+    /// A connection waiting for its next request holds no receive buffer (the
+    /// kernel picks one of the worker's when bytes come); the bytes are copied
+    /// into the framer, which keeps memory only for a frame still incomplete.
     async fn recv(&mut self, framer: &mut Framer) -> io::Result<usize> {
         framer.release_if_empty();
-        let buf = self.0.recv_pooled().await?;
+        let buf = match &mut self.stream {
+            Some(stream) => stream.next().await?,
+            None => self.socket.recv_pooled().await?,
+        };
         framer.extend(&buf);
         Ok(buf.len())
     }
@@ -54,22 +68,36 @@ pub(crate) fn start(setup: Setup) -> anyhow::Result<Running> {
     let rt = ss::runtime("kcuc", &setup)?;
     let listener = TcpListener::from_std(setup.listener);
     let policy = Arc::new(setup.policy);
-    rt.spawn(accept_loop(listener, policy), prio(ACCEPT_PRIORITY))?;
+    let multishot = !setup.single_shot_recv;
+    rt.spawn(
+        accept_loop(listener, policy, multishot),
+        prio(ACCEPT_PRIORITY),
+    )?;
     Ok(Box::new(rt))
 }
 
-async fn accept_loop(listener: TcpListener, policy: Arc<Policy>) {
-    accept::serve("kcuc", listener, |stream| start_connection(stream, &policy)).await;
+async fn accept_loop(listener: TcpListener, policy: Arc<Policy>, multishot: bool) {
+    accept::serve("kcuc", listener, |stream| {
+        start_connection(stream, &policy, multishot)
+    })
+    .await;
 }
 
 accept::tcp_listener!(TcpListener, TcpStream, ss_runtime::time::sleep);
 
-fn start_connection(stream: TcpStream, policy: &Arc<Policy>) {
+fn start_connection(stream: TcpStream, policy: &Arc<Policy>, multishot: bool) {
     let priority = policy.on_accept();
     let stream = Arc::new(stream);
     let (queues, hooks) = ss::connection(policy);
     let futures = (
-        pipeline::receive(Uring(stream.clone()), queues.clone(), hooks.clone()),
+        pipeline::receive(
+            UringRecv {
+                stream: multishot.then(|| stream.recv_stream()),
+                socket: stream.clone(),
+            },
+            queues.clone(),
+            hooks.clone(),
+        ),
         pipeline::handle(queues.clone(), hooks.clone()),
         pipeline::send(Uring(stream), queues.clone()),
     );

@@ -124,6 +124,11 @@ pub struct ServerArgs {
     /// the paper's FIFO order among connections of one priority).
     #[arg(long)]
     pub hot_wakes: bool,
+    /// kcuc: one pooled receive submitted per read of a connection, instead
+    /// of one multishot receive that stays armed (ss-runtime's
+    /// `TcpStream::recv_stream`; an ablation knob).
+    #[arg(long)]
+    pub single_shot_recv: bool,
     /// kcuc, ktuc: ss-runtime's `Builder::stall_watch` in µs (default: the
     /// runtime's, 1 000 µs; 0 starts no watch).
     #[arg(long, value_name = "US")]
@@ -170,6 +175,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         reserve: args.reserve_us.map(Duration::from_micros),
         reserve_always: args.reserve_always,
         hot_wakes: args.hot_wakes,
+        single_shot_recv: args.single_shot_recv,
         stall_watch: args.stall_watch_us.map(Duration::from_micros),
         nudge: args.nudge_us.map(Duration::from_micros),
     };
@@ -212,6 +218,8 @@ pub(crate) struct Setup {
     reserve_always: bool,
     /// `--hot-wakes`, for the ss-runtime models.
     hot_wakes: bool,
+    /// `--single-shot-recv`, for kcuc.
+    single_shot_recv: bool,
     /// `--stall-watch-us`, for the ss-runtime models.
     stall_watch: Option<Duration>,
     /// `--nudge-us`, for the ss-runtime models.

@@ -70,6 +70,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::rc::Rc;
@@ -78,9 +79,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, squeue, types, IoUring, Probe};
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use ss_core::{CoroutineId, Executor};
 
+use super::multishot::STREAM_CAP;
 use super::pool::{self, BufPool};
 use super::Config;
 use crate::park::Parker;
@@ -107,6 +109,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Whom a completion wakes.
+#[derive(Clone)]
 pub(crate) enum Waiter {
     /// A coroutine of the runtime's executor, by id (the paper's wake-by-cid).
     Cid(CoroutineId),
@@ -162,6 +165,19 @@ enum SlotState {
     /// The completion's result and flags (a provided buffer's id is in them).
     Done(i32, u32),
     Abandoned(Keep),
+    /// A multishot operation (one SQE, many CQEs): its completions queue here,
+    /// oldest first, until its future takes them; `armed` until the kernel
+    /// posted the last one (without `IORING_CQE_F_MORE`).
+    Stream {
+        waiter: Waiter,
+        queue: VecDeque<(i32, u32)>,
+        armed: bool,
+        /// Its cancellation was asked (too many completions queued).
+        stopping: bool,
+    },
+    /// A multishot operation dropped while armed: each completion gives its
+    /// buffer back; the last one frees the slot.
+    AbandonedStream,
 }
 
 struct Slot {
@@ -190,19 +206,19 @@ impl Slots {
             .filter(|s| s.generation == generation && !matches!(s.state, SlotState::Free))
     }
 
-    fn insert(&mut self, waiter: Waiter) -> u64 {
+    fn insert(&mut self, state: SlotState) -> u64 {
         self.in_kernel += 1;
         match self.free.pop() {
             Some(index) => {
                 let slot = &mut self.slots[index as usize];
-                slot.state = SlotState::InFlight(waiter);
+                slot.state = state;
                 Self::key(index, slot.generation)
             }
             None => {
                 let index = u32::try_from(self.slots.len()).expect("2^32 operations in flight");
                 self.slots.push(Slot {
                     generation: 0,
-                    state: SlotState::InFlight(waiter),
+                    state,
                 });
                 Self::key(index, 0)
             }
@@ -235,6 +251,11 @@ pub(crate) struct Stats {
     pub(crate) completions: AtomicU64,
     /// `io_uring_enter` calls of any kind.
     pub(crate) enters: AtomicU64,
+    /// Multishot operations armed.
+    pub(crate) streams: AtomicU64,
+    /// Multishot operations the driver stopped for holding too many
+    /// completions (`multishot::STREAM_CAP`).
+    pub(crate) throttled: AtomicU64,
 }
 
 /// How the rings are set up: the best the kernel accepts.
@@ -354,7 +375,81 @@ impl Ring {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed_error());
         }
-        Ok(slots.insert(waiter))
+        Ok(slots.insert(SlotState::InFlight(waiter)))
+    }
+
+    /// Registers a new multishot operation, each of whose completions wakes
+    /// `waiter` (updated by [`Ring::poll_stream`]) when none were waiting.
+    pub(crate) fn register_stream(&self, waiter: Waiter) -> io::Result<u64> {
+        let mut slots = lock(&self.slots);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed_error());
+        }
+        Ok(slots.insert(SlotState::Stream {
+            waiter,
+            queue: VecDeque::new(),
+            armed: true,
+            stopping: false,
+        }))
+    }
+
+    /// The oldest completion of multishot operation `key` not yet taken, and
+    /// whether it was its last (the slot is then freed: the key is dead);
+    /// `None` records whom to wake for the next one.
+    pub(crate) fn poll_stream(&self, key: u64, waker: &Waker) -> Option<((i32, u32), bool)> {
+        let mut slots = lock(&self.slots);
+        let slot = slots
+            .get(key)
+            .expect("a multishot operation polled after its slot was freed");
+        let SlotState::Stream { waiter, queue, .. } = &mut slot.state else {
+            unreachable!("a multishot operation's slot holds another state");
+        };
+        match queue.pop_front() {
+            Some(item) => {
+                let last = !cqueue::more(item.1);
+                if last {
+                    slots.remove(key);
+                }
+                Some((item, last))
+            }
+            None => {
+                waiter.update(waker, &self.exec);
+                None
+            }
+        }
+    }
+
+    /// The future of multishot operation `key` is gone: the buffers of its
+    /// untaken completions go back; if it is still armed, the kernel is asked
+    /// to cancel it and later completions give theirs back as they come.
+    pub(crate) fn abandon_stream(self: &Arc<Self>, key: u64) {
+        let mut slots = lock(&self.slots);
+        let Some(slot) = slots.get(key) else {
+            return;
+        };
+        let SlotState::Stream { queue, armed, .. } =
+            std::mem::replace(&mut slot.state, SlotState::AbandonedStream)
+        else {
+            unreachable!("a multishot operation's slot holds another state");
+        };
+        if let Some(pool) = &self.pool {
+            for (_, flags) in &queue {
+                pool.give_back_selected(*flags);
+            }
+        }
+        if !armed {
+            slots.remove(key);
+            return;
+        }
+        if self.closed.load(Ordering::Acquire) {
+            // The owner gave up on it at teardown (and leaked the pool).
+            return;
+        }
+        drop(slots);
+        match local_of(self) {
+            Some(local) => local.cancel(key),
+            None => self.cancel_remote(key),
+        }
     }
 
     /// Forgets a registered operation that was never pushed.
@@ -393,8 +488,8 @@ impl Ring {
                 slots.remove(key);
                 Some(done)
             }
-            SlotState::Free | SlotState::Abandoned(_) => {
-                unreachable!("an operation polled after it was abandoned")
+            _ => {
+                unreachable!("an operation polled after it was abandoned, or as a stream")
             }
         }
     }
@@ -452,6 +547,7 @@ impl Ring {
         (key, res, flags): (u64, i32, u32),
         wake: &mut Vec<Waiter>,
         free: &mut Vec<Keep>,
+        stop: &mut Vec<u64>,
     ) {
         if let Some(pool) = &self.pool {
             pool.note_selected(flags);
@@ -464,6 +560,42 @@ impl Ring {
             }
             return;
         };
+        let last = !cqueue::more(flags);
+        match &mut slot.state {
+            SlotState::Stream {
+                waiter,
+                queue,
+                armed,
+                stopping,
+            } => {
+                if queue.is_empty() {
+                    // Its future took every earlier one: tell it of this one.
+                    wake.push(waiter.clone());
+                }
+                queue.push_back((res, flags));
+                if last {
+                    *armed = false;
+                    slots.in_kernel -= 1;
+                } else if queue.len() >= STREAM_CAP && !*stopping {
+                    // Its reader is behind: stop taking the socket's bytes
+                    // into the pool (it re-arms once it has caught up).
+                    *stopping = true;
+                    stop.push(key);
+                }
+                return;
+            }
+            SlotState::AbandonedStream => {
+                if let Some(pool) = &self.pool {
+                    pool.give_back_selected(flags);
+                }
+                if last {
+                    slots.remove(key);
+                    slots.in_kernel -= 1;
+                }
+                return;
+            }
+            _ => {}
+        }
         match std::mem::replace(&mut slot.state, SlotState::Done(res, flags)) {
             SlotState::InFlight(waiter) => {
                 slots.in_kernel -= 1;
@@ -478,8 +610,8 @@ impl Ring {
                     pool.give_back_selected(flags);
                 }
             }
-            // A second completion for one key cannot happen (no multishot ops).
-            other @ (SlotState::Done(..) | SlotState::Free) => slot.state = other,
+            // A second completion for a single-shot key cannot happen.
+            other => slot.state = other,
         }
     }
 }
@@ -600,6 +732,17 @@ pub(crate) fn run_local() {
     if let Some(l) = local() {
         l.run();
     }
+}
+
+/// For tests: has the kernel post the calling worker's completions without
+/// reaping them (they wait in the completion queue); returns how many wait.
+#[cfg(test)]
+pub(crate) fn post_without_reaping_local() -> usize {
+    let l = local().expect("a worker with a ring");
+    l.enter(0, None);
+    // SAFETY: owner thread; the queue handle is dropped at once.
+    let waiting = unsafe { l.uring.completion_shared() }.len();
+    waiting
 }
 
 /// Submits the calling worker's queued SQEs (a batch deferred by `Op`) if it
@@ -875,6 +1018,7 @@ impl Local {
         }
         let mut wake = std::mem::take(&mut *self.wake.borrow_mut());
         let mut free = Vec::new();
+        let mut stop = Vec::new();
         {
             let mut slots = lock(&self.ring.slots);
             loop {
@@ -894,9 +1038,17 @@ impl Local {
                             (key, cqe.result(), cqe.flags()),
                             &mut wake,
                             &mut free,
+                            &mut stop,
                         ),
                     }
                 }
+            }
+        }
+        for key in stop {
+            self.ring.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            if !self.push_cancel(key) {
+                // Full: submitted at the next run.
+                self.ring.remote.put_back(&[key]);
             }
         }
         for w in wake.drain(..) {
@@ -920,7 +1072,13 @@ impl Local {
                         .iter()
                         .enumerate()
                         .filter(|(_, s)| {
-                            matches!(s.state, SlotState::InFlight(_) | SlotState::Abandoned(_))
+                            matches!(
+                                s.state,
+                                SlotState::InFlight(_)
+                                    | SlotState::Abandoned(_)
+                                    | SlotState::Stream { armed: true, .. }
+                                    | SlotState::AbandonedStream
+                            )
                         })
                         .map(|(i, s)| Slots::key(i as u32, s.generation))
                         .collect()
@@ -968,11 +1126,12 @@ impl Local {
         let mut slots = lock(&self.ring.slots);
         self.ring.closed.store(true, Ordering::Release);
         for slot in &mut slots.slots {
-            if let SlotState::Abandoned(keep) = std::mem::replace(&mut slot.state, SlotState::Free)
-            {
-                std::mem::forget(keep);
-            } else if let SlotState::InFlight(_) = slot.state {
-                // Stays InFlight: `abandon` leaks it when its op drops.
+            match std::mem::replace(&mut slot.state, SlotState::Free) {
+                SlotState::Abandoned(keep) => std::mem::forget(keep),
+                // Nothing of ours but the pool's buffers (the pool is leaked below).
+                SlotState::AbandonedStream => {}
+                // Stays: `abandon` or `abandon_stream` leaks it when its op drops.
+                other => slot.state = other,
             }
         }
         let stuck = slots.in_kernel;

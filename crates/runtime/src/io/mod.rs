@@ -148,12 +148,14 @@
 
 mod addr;
 pub(crate) mod driver;
+mod multishot;
 mod op;
 mod ops;
 pub mod pool;
 mod remote;
 
 pub(crate) use driver::Driver;
+pub use multishot::RecvStream;
 pub use op::Submitted;
 #[allow(unused_imports)] // the ring's raw plumbing, for `net` and `time`
 pub(crate) use op::{Op, Operation};

@@ -120,6 +120,25 @@ fn submit<T: Operation>(
     }
 }
 
+/// For a re-poll of an operation whose SQE (number `seq`) may still wait in
+/// `ring`'s queue: submits it if this thread owns the ring. `false` means the
+/// kernel refused the batch for now (EBUSY/EAGAIN): the caller returns
+/// `Pending`, woken to retry. On another thread it cannot submit; the owner
+/// does at its next run (it pushed the SQE and runs its ring within a few
+/// polls or when it idles), and the completion wakes the caller.
+pub(crate) fn flush_unsubmitted(ring: &Arc<Ring>, seq: u64, cx: &Context<'_>) -> bool {
+    if ring.unsubmitted(seq) {
+        if let Some(local) = local_of(ring) {
+            local.flush();
+            if ring.unsubmitted(seq) {
+                cx.waker().wake_by_ref();
+                return false;
+            }
+        }
+    }
+    true
+}
+
 impl<T: Operation> Op<T> {
     /// An operation submitted on its first poll.
     pub(crate) fn new(data: T) -> Self {
@@ -180,18 +199,8 @@ impl<T: Operation> Future for Op<T> {
         let State::Submitted { ring, key, seq, .. } = &this.state else {
             panic!("an io operation polled after it completed");
         };
-        if ring.unsubmitted(*seq) {
-            // Only the owner can submit; elsewhere, the owner does at its next
-            // run (it pushed the SQE and runs its ring within a few polls or when
-            // it idles), and the completion wakes us.
-            if let Some(local) = local_of(ring) {
-                local.flush();
-                if ring.unsubmitted(*seq) {
-                    // The kernel refused the batch for now (EBUSY/EAGAIN): retry.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-            }
+        if !flush_unsubmitted(ring, *seq, cx) {
+            return Poll::Pending;
         }
         match ring.poll_result(*key, cx.waker()) {
             None => Poll::Pending,

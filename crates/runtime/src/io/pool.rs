@@ -367,29 +367,9 @@ impl Operation for RecvPooled {
     }
 
     fn complete_with(self, res: i32, flags: u32) -> Pooled {
-        let selected = cqueue::buffer_select(flags);
-        let Some(pool) = self.pool else {
-            return Pooled::NoBuffer;
-        };
-        if res < 0 {
-            if let Some(bid) = selected {
-                // Not expected with an error, but never lose a buffer.
-                pool.give_back(bid);
-            }
-            if res == -libc::ENOBUFS {
-                return Pooled::NoBuffer;
-            }
-            return Pooled::Got(Err(io::Error::from_raw_os_error(-res)));
-        }
-        match selected {
-            Some(bid) => match pool.took(bid, res as usize) {
-                Some(buf) => Pooled::Got(Ok(buf)),
-                None => Pooled::Got(Err(io::Error::other(
-                    "io_uring named a receive buffer the pool does not have",
-                ))),
-            },
-            // End of file (0 bytes) takes no buffer.
-            None => Pooled::Got(Ok(RecvBuf(Inner::Owned(Vec::new())))),
+        match &self.pool {
+            Some(pool) => completed(pool, res, flags),
+            None => Pooled::NoBuffer,
         }
     }
 
@@ -399,6 +379,32 @@ impl Operation for RecvPooled {
             return Pooled::NoBuffer;
         }
         Pooled::Got(Err(e))
+    }
+}
+
+/// What a receive's completion (`res`, `flags`) from `pool`'s ring means; a
+/// buffer it names becomes the caller's [`RecvBuf`] (or goes back).
+pub(crate) fn completed(pool: &Arc<BufPool>, res: i32, flags: u32) -> Pooled {
+    let selected = cqueue::buffer_select(flags);
+    if res < 0 {
+        if let Some(bid) = selected {
+            // Not expected with an error, but never lose a buffer.
+            pool.give_back(bid);
+        }
+        if res == -libc::ENOBUFS {
+            return Pooled::NoBuffer;
+        }
+        return Pooled::Got(Err(io::Error::from_raw_os_error(-res)));
+    }
+    match selected {
+        Some(bid) => match pool.took(bid, res as usize) {
+            Some(buf) => Pooled::Got(Ok(buf)),
+            None => Pooled::Got(Err(io::Error::other(
+                "io_uring named a receive buffer the pool does not have",
+            ))),
+        },
+        // End of file (0 bytes) takes no buffer.
+        None => Pooled::Got(Ok(RecvBuf(Inner::Owned(Vec::new())))),
     }
 }
 
@@ -420,13 +426,21 @@ impl Operation for RecvPooled {
 ///
 /// [`Config::recv_buffers`]: super::Config::recv_buffers
 pub async fn recv_pooled(fd: impl AsFd) -> io::Result<RecvBuf> {
-    let fd = fd.as_fd().as_raw_fd();
+    recv_pooled_fd(fd.as_fd().as_raw_fd()).await
+}
+
+/// [`recv_pooled`] on a raw descriptor.
+pub(crate) async fn recv_pooled_fd(fd: RawFd) -> io::Result<RecvBuf> {
     match Op::new(RecvPooled::new(fd)).await {
         Pooled::Got(r) => r,
-        Pooled::NoBuffer => {
-            let size = super::driver::current_pool_size().unwrap_or(4096);
-            let (r, buf) = Op::new(super::ops::ReadInto::recv(fd, Vec::with_capacity(size))).await;
-            r.map(|_| RecvBuf(Inner::Owned(buf)))
-        }
+        Pooled::NoBuffer => recv_owned(fd).await,
     }
+}
+
+/// One receive into a buffer of its own (the pool's buffer size; 4 KiB on a
+/// ring without a pool), as a [`RecvBuf`].
+pub(crate) async fn recv_owned(fd: RawFd) -> io::Result<RecvBuf> {
+    let size = super::driver::current_pool_size().unwrap_or(4096);
+    let (r, buf) = Op::new(super::ops::ReadInto::recv(fd, Vec::with_capacity(size))).await;
+    r.map(|_| RecvBuf(Inner::Owned(buf)))
 }

@@ -817,7 +817,7 @@ fn pooled_recv_sees_the_end_of_file_and_errors() {
 }
 
 #[test]
-fn without_a_pool_pooled_recvs_use_buffers_of_their_own() {
+fn without_a_pool_pooled_recvs_and_streams_use_buffers_of_their_own() {
     let rt = Runtime::builder()
         .workers(1)
         .io(Config::new().recv_buffers(0, 0))
@@ -825,7 +825,14 @@ fn without_a_pool_pooled_recvs_use_buffers_of_their_own() {
         .unwrap();
     let (a, mut b) = tcp_pair();
     b.write_all(b"plain").unwrap();
-    let buf = rt.block_on(async move { recv_pooled(&a).await.unwrap() });
+    let buf = rt.block_on(async move {
+        let once = recv_pooled(&a).await.unwrap();
+        b.write_all(b"stream").unwrap();
+        let streamed = RecvStream::new(&a).next().await.unwrap();
+        assert!(!streamed.is_pooled());
+        assert_eq!(&streamed[..], b"stream");
+        once
+    });
     assert!(!buf.is_pooled());
     assert_eq!(&buf[..], b"plain");
 }
@@ -850,4 +857,233 @@ fn a_bad_pool_shape_is_a_clear_build_error() {
         );
         assert!(e.to_string().contains("recv_buffers"), "{e}");
     }
+}
+
+// ---- multishot receives (`multishot`) ----
+
+/// The driver's counters (summed over the rings).
+fn stats(rt: &Runtime) -> Arc<driver::Shared> {
+    rt.inner().io().unwrap().shared().clone()
+}
+
+/// Reads from `stream` until `n` bytes came (or the end of file).
+async fn next_bytes(stream: &mut RecvStream, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let buf = stream.next().await.unwrap();
+        if buf.is_empty() {
+            break;
+        }
+        got.extend_from_slice(&buf);
+    }
+    got
+}
+
+#[test]
+fn a_recv_stream_is_armed_once_for_many_messages_then_sees_the_end() {
+    let rt = rt_pool(1, 8, 256);
+    let shared = stats(&rt);
+    let (a, mut b) = tcp_pair();
+    let echo = rt
+        .spawn(
+            async move {
+                let mut stream = RecvStream::new(&a);
+                let mut texts = Vec::new();
+                loop {
+                    let buf = stream.next().await.unwrap();
+                    if buf.is_empty() {
+                        break;
+                    }
+                    assert!(buf.is_pooled(), "a pool buffer was free");
+                    texts.extend_from_slice(&buf);
+                    // Tell the peer to send the next one.
+                    crate::io::send(&a, vec![b'.']).await.0.unwrap();
+                }
+                texts
+            },
+            prio(2),
+        )
+        .unwrap();
+    let mut sent = Vec::new();
+    for i in 0..50 {
+        let msg = format!("message {i};");
+        b.write_all(msg.as_bytes()).unwrap();
+        sent.extend_from_slice(msg.as_bytes());
+        let mut ack = [0u8; 1];
+        b.read_exact(&mut ack).unwrap();
+    }
+    b.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(rt.block_on(echo).unwrap(), sent);
+    // One SQE for fifty messages (the end of file ends the stream).
+    assert_eq!(shared.stats.streams.load(Ordering::Relaxed), 1);
+    assert_eq!(shared.stats.throttled.load(Ordering::Relaxed), 0);
+    assert_eq!(pool_out(&rt), 0);
+    assert_eq!(rt.inner().io().unwrap().in_kernel(), 0);
+}
+
+#[test]
+fn a_reader_that_falls_behind_has_its_stream_stopped_and_loses_no_byte() {
+    // Buffers of 16 bytes: 4 000 bytes are 250 completions, far beyond the cap.
+    let rt = rt_pool(1, 64, 16);
+    let shared = stats(&rt);
+    let (a, mut b) = tcp_pair();
+    let armed = Arc::new(AtomicUsize::new(0));
+    let armed2 = armed.clone();
+    let reader = rt
+        .spawn(
+            async move {
+                let mut stream = RecvStream::new(&a);
+                let mut got = next_bytes(&mut stream, 1).await;
+                armed2.store(1, Ordering::SeqCst);
+                // Behind: the bytes keep coming while this one sleeps.
+                crate::time::sleep(Duration::from_millis(200)).await;
+                got.extend(next_bytes(&mut stream, 4001 - got.len()).await);
+                got
+            },
+            prio(2),
+        )
+        .unwrap();
+    b.write_all(b"x").unwrap();
+    hold_worker_until(&armed, 1);
+    let sent: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    for chunk in sent.chunks(100) {
+        b.write_all(chunk).unwrap();
+    }
+    let got = rt.block_on(reader).unwrap();
+    assert_eq!(got[0], b'x');
+    assert_eq!(&got[1..], &sent[..]);
+    assert!(shared.stats.throttled.load(Ordering::Relaxed) >= 1);
+    assert!(
+        shared.stats.streams.load(Ordering::Relaxed) >= 2,
+        "not re-armed after the stop"
+    );
+    assert!(eventually(|| pool_out(&rt) == 0));
+}
+
+#[test]
+fn a_dropped_stream_gives_back_its_buffers_on_any_thread() {
+    let rt = rt_pool(2, 16, 64);
+    let (a, mut b) = tcp_pair();
+    let a = Arc::new(a);
+    for dropped_here in [true, false] {
+        let a2 = a.clone();
+        b.write_all(&[7u8; 64]).unwrap(); // the first receive's bytes
+        let stream = rt.block_on(async move {
+            let mut stream = RecvStream::new(&*a2);
+            drop(stream.next().await.unwrap());
+            stream
+        });
+        // Armed, with completions queued that nobody takes.
+        b.write_all(&[9u8; 200]).unwrap();
+        assert!(eventually(|| pool_out(&rt) >= 1), "nothing queued");
+        if dropped_here {
+            drop(stream); // not a worker: through the owner's remote queue
+        } else {
+            rt.block_on(async move { drop(stream) });
+        }
+        assert!(eventually(|| rt.inner().io().unwrap().in_kernel() == 0));
+        assert!(eventually(|| pool_out(&rt) == 0), "a buffer was lost");
+        // The socket is still usable; drain what the stream had not taken.
+        let mut c = &*a;
+        c.set_nonblocking(true).unwrap();
+        let mut junk = [0u8; 512];
+        while c.read(&mut junk).is_ok_and(|n| n > 0) {}
+        c.set_nonblocking(false).unwrap();
+    }
+    b.write_all(b"after").unwrap();
+    let buf = rt.block_on(async move { recv_pooled(&*a).await.unwrap() });
+    assert_eq!(&buf[..], b"after");
+}
+
+#[test]
+fn completions_posted_before_a_stream_is_dropped_give_their_buffers_back() {
+    let rt = rt_pool(1, 16, 64);
+    let (a, mut b) = tcp_pair();
+    b.write_all(b"first").unwrap();
+    rt.block_on(async move {
+        let mut stream = RecvStream::new(&a);
+        assert_eq!(&stream.next().await.unwrap()[..], b"first");
+        // Posted by the kernel, not yet reaped, when the stream goes: they
+        // reach an abandoned slot.
+        b.write_all(&[5u8; 300]).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while driver::post_without_reaping_local() == 0 {
+            assert!(std::time::Instant::now() < deadline, "nothing posted");
+            std::thread::yield_now();
+        }
+        let ring = driver::current_local().unwrap().ring().clone();
+        drop(stream);
+        while ring.in_kernel() != 0 {
+            assert!(std::time::Instant::now() < deadline, "never cancelled");
+            driver::run_local();
+            std::thread::yield_now();
+        }
+        assert_eq!(ring.pool().unwrap().out(), 0, "a buffer was lost");
+    });
+}
+
+#[test]
+fn a_recv_stream_reports_errors_and_arms_again() {
+    let rt = rt_pool(1, 4, 64);
+    let (rx, _tx) = pipe();
+    rt.block_on(async move {
+        let mut stream = RecvStream::new(&rx);
+        // A pipe is no socket: ENOTSOCK, twice (the second call arms again).
+        for _ in 0..2 {
+            let e = stream.next().await.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ENOTSOCK));
+        }
+    });
+    assert_eq!(pool_out(&rt), 0);
+    assert_eq!(stats(&rt).stats.streams.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_stream_finding_the_pool_empty_receives_into_a_buffer_of_its_own() {
+    // A pool whose buffers are all held: the stream ends with ENOBUFS and its
+    // reader gets the bytes in a buffer of its own.
+    let rt = rt_pool(1, 2, 64);
+    let (a, mut b) = tcp_pair();
+    let (c, mut d) = tcp_pair();
+    b.write_all(&[1u8; 128]).unwrap();
+    let held = rt.block_on(async move {
+        let mut stream = RecvStream::new(&a);
+        let held = (stream.next().await.unwrap(), stream.next().await.unwrap());
+        (held, stream)
+    });
+    assert!(held.0 .0.is_pooled() && held.0 .1.is_pooled());
+    d.write_all(b"no room").unwrap();
+    let buf = rt.block_on(async move { RecvStream::new(&c).next().await.unwrap() });
+    assert!(!buf.is_pooled());
+    assert_eq!(&buf[..], b"no room");
+    drop(held);
+    assert!(eventually(|| pool_out(&rt) == 0));
+}
+
+#[test]
+fn shutdown_with_streams_armed_leaks_nothing() {
+    let rt = rt_pool(2, 8, 64);
+    let inner = rt.inner().clone();
+    let pairs: Vec<_> = (0..6).map(|_| tcp_pair()).collect();
+    let mut peers = Vec::new();
+    for (a, b) in pairs {
+        peers.push(b);
+        rt.spawn(
+            async move {
+                let mut stream = RecvStream::new(&a);
+                while !stream.next().await.unwrap().is_empty() {}
+            },
+            prio(4),
+        )
+        .unwrap();
+    }
+    assert!(eventually(|| inner.io().unwrap().in_kernel() == 6));
+    // Some with completions queued, some waiting.
+    for b in &mut peers[..3] {
+        b.write_all(b"pending").unwrap();
+    }
+    rt.shutdown();
+    let driver = inner.io().unwrap();
+    assert!(driver.rings_closed());
+    assert_eq!(driver.in_kernel(), 0);
 }

@@ -194,6 +194,15 @@ impl TcpStream {
         crate::io::recv_pooled(&self.inner).await
     }
 
+    /// A stream of what this socket receives: one multishot receive that stays
+    /// armed in the kernel and fills buffers of the worker's pool as bytes
+    /// arrive, instead of one receive submitted per call (see
+    /// [`RecvStream`](crate::io::RecvStream)). Drop it before the socket: the
+    /// kernel holds the socket while the stream is armed.
+    pub fn recv_stream(&self) -> crate::io::RecvStream {
+        crate::io::RecvStream::new(&self.inner)
+    }
+
     /// Sends `buf` once; returns the count sent (maybe fewer than `buf.len()`).
     ///
     /// # Errors
