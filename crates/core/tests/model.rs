@@ -354,7 +354,9 @@ fn cases(under_miri: u32) -> ProptestConfig {
 }
 
 proptest! {
-    #![proptest_config(cases(4))]
+    // Under Miri, 2 cases (each one ~20 s there): the CI's time budget; the
+    // unit run takes 512.
+    #![proptest_config(cases(2))]
 
     #[test]
     fn executor_matches_the_reference_scheduler(
@@ -365,9 +367,9 @@ proptest! {
 }
 
 proptest! {
-    // Under Miri, fewer cases than the FIFO test above: the hot path's unsafe
-    // code (the head link and the splice) is also walked by the
-    // deterministic hot-chain test below.
+    // Under Miri, 2 cases as above: the hot path's unsafe code (the head
+    // link and the splice) is also walked by the deterministic hot-chain
+    // test below.
     #![proptest_config(cases(2))]
 
     #[test]

@@ -48,6 +48,21 @@
 //!              Abandoned(buffers) ──CQE──► Free (buffers dropped)
 //! ```
 //!
+//! A multishot operation (a [`RecvStream`](super::RecvStream)) posts many
+//! completions for one key; its slot queues them until the last (a CQE
+//! without `IORING_CQE_F_MORE`):
+//!
+//! ```text
+//!   register_stream ──► Stream { queue, armed } ──CQE (MORE)──► queue += (res, flags)
+//!                          │                    ──last CQE──► armed = false
+//!                          │  poll_stream takes the oldest; taking the last ──► Free
+//!                     stream dropped (queued buffers go back)
+//!                          ▼
+//!                     armed: AbandonedStream ──CQEs give their buffers back;
+//!                                              the last ──► Free
+//!                     not armed: Free
+//! ```
+//!
 //! The kernel may write into an operation's memory from submission until its
 //! completion is posted, so that memory is freed only on the right of a `CQE`
 //! arrow: by the op future that takes a `Done` result, or by the owning worker
