@@ -345,18 +345,14 @@ fn run(ops: Vec<Op>, hot: bool) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// 512 cases, or `under_miri` under Miri.
-fn cases(under_miri: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases: if cfg!(miri) { under_miri } else { 512 },
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    // Under Miri, 2 cases (each one ~20 s there): the CI's time budget; the
-    // unit run takes 512.
-    #![proptest_config(cases(2))]
+    // 512 cases; under Miri 2 (each ~20 s there: the CI's time budget). The
+    // hot path's unsafe code (the head link and the splice) is also walked by
+    // the deterministic hot-chain test below.
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 2 } else { 512 },
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn executor_matches_the_reference_scheduler(
@@ -364,13 +360,6 @@ proptest! {
     ) {
         run(ops, false)?;
     }
-}
-
-proptest! {
-    // Under Miri, 2 cases as above: the hot path's unsafe code (the head
-    // link and the splice) is also walked by the deterministic hot-chain
-    // test below.
-    #![proptest_config(cases(2))]
 
     #[test]
     fn executor_with_hot_wakes_matches_the_reference_scheduler(

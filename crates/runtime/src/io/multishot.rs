@@ -169,28 +169,32 @@ impl RecvStream {
             let Some(((res, flags), last)) = ring.poll_stream(*key, cx.waker()) else {
                 return Poll::Pending;
             };
-            let ring = ring.clone();
-            if last {
-                self.armed = None;
-            }
             let first = !self.got_any;
-            self.got_any = true;
-            if last && res == -libc::ECANCELED {
+            let item = if last && res == -libc::ECANCELED {
                 // The driver stopped it (too many queued): arm again.
                 if let Some(pool) = ring.pool() {
                     pool.give_back_selected(flags); // none expected
                 }
-                continue;
+                None
+            } else {
+                Some(match (res, ring.pool()) {
+                    (r, _) if r == -libc::EINVAL && first => Item::Unsupported,
+                    (r, Some(pool)) => match pool::completed(pool, r, flags) {
+                        pool::Pooled::Got(got) => Item::Got(got),
+                        pool::Pooled::NoBuffer => Item::NoBuffer,
+                    },
+                    // Armed only on a ring with a pool.
+                    (_, None) => Item::NoBuffer,
+                })
+            };
+            self.got_any = true;
+            if last {
+                self.armed = None;
             }
-            return Poll::Ready(match (res, ring.pool()) {
-                (r, _) if r == -libc::EINVAL && first => Item::Unsupported,
-                (r, Some(pool)) => match pool::completed(pool, r, flags) {
-                    pool::Pooled::Got(got) => Item::Got(got),
-                    pool::Pooled::NoBuffer => Item::NoBuffer,
-                },
-                // Armed only on a ring with a pool.
-                (_, None) => Item::NoBuffer,
-            });
+            match item {
+                Some(item) => return Poll::Ready(item),
+                None => continue,
+            }
         }
     }
 
