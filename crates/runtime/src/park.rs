@@ -114,7 +114,10 @@
 //! timed looks (1 ms apart, backing off to 8 ms while nothing waits) with
 //! nothing popped between them: the first worker is stuck in a poll or off its
 //! CPU — or when the machine frees up. It goes back when it next finds nothing
-//! to do.
+//! to do. Its doorbell says whether it is in reserve (`Parker::reserved`):
+//! a multishot receive armed on its ring follows its reader to the worker
+//! that polls it (`io::multishot`), where single-shot operations move by
+//! themselves.
 //!
 //! ```text
 //!   W0 (first): polls everything      W1 (in reserve): io_uring_enter(min 1, ≤ 1–8 ms)
@@ -538,6 +541,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub(crate) struct Parker {
     efd: OwnedFd,
+    /// Its worker is held in reserve (see the module docs): set when it goes
+    /// in, cleared when it is called out or leaves. Read by multishot
+    /// receives armed on the worker's ring, which then follow their readers
+    /// to the worker that polls them (`io::multishot`).
+    reserved: std::sync::atomic::AtomicBool,
 }
 
 impl Parker {
@@ -549,7 +557,21 @@ impl Parker {
         }
         // SAFETY: a fresh descriptor that nobody else owns.
         let efd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Arc::new(Parker { efd }))
+        Ok(Arc::new(Parker {
+            efd,
+            reserved: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// Whether its worker is held in reserve now (advisory: it may be called
+    /// out at any moment).
+    pub(crate) fn reserved(&self) -> bool {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_reserved(&self, on: bool) {
+        self.reserved.store(on, Ordering::Relaxed);
     }
 
     /// The eventfd (blocking: io_uring arms a poll for a read that would block).
@@ -738,6 +760,7 @@ impl WorkerPlatform {
         self.reserve.held.store(false, Ordering::SeqCst);
         let parked = std::mem::take(&mut *lock(&self.reserve.parked));
         for p in parked {
+            p.reserved.store(false, Ordering::Relaxed);
             p.notify();
         }
     }
@@ -842,6 +865,7 @@ impl Park for WorkerPlatform {
         }
         if let Some(me) = current_parker() {
             let mut parked = lock(&self.reserve.parked);
+            me.reserved.store(true, Ordering::Relaxed);
             if !parked.iter().any(|p| Arc::ptr_eq(p, &me)) {
                 parked.push(me);
             }
@@ -852,11 +876,21 @@ impl Park for WorkerPlatform {
 
     /// Asked only by a worker that `enter_reserve` held (never the first).
     fn in_reserve(&self) -> bool {
-        self.reserve.held.load(Ordering::SeqCst)
+        let held = self.reserve.held.load(Ordering::SeqCst);
+        if !held {
+            // Called out (a third worker's leaving ends everyone's reserve).
+            PARKER.with(|p| {
+                if let Some(me) = &*p.borrow() {
+                    me.reserved.store(false, Ordering::Relaxed);
+                }
+            });
+        }
+        held
     }
 
     fn leave_reserve(&self) {
         if let Some(me) = PARKER.with(|p| p.borrow().clone()) {
+            me.reserved.store(false, Ordering::Relaxed);
             lock(&self.reserve.parked).retain(|p| !Arc::ptr_eq(p, &me));
         }
         // The others in reserve (more than two workers) come out at their
@@ -1167,6 +1201,39 @@ mod tests {
         assert_eq!(Contention::crowded(1000, 4), Some(false));
         // One CPU: a spin always takes the only CPU from someone.
         assert_eq!(Contention::crowded(0, 1), Some(true));
+    }
+
+    #[test]
+    fn a_worker_s_doorbell_says_whether_it_is_held_in_reserve() {
+        // The flag that multishot receives armed on the worker's ring read.
+        let p = WorkerPlatform::with_spin(Duration::ZERO)
+            .with_rings(true)
+            .with_reserve_after(Duration::from_millis(10))
+            .with_reserve_always(true);
+        // A worker other than the first (run on its own thread: the index and
+        // the doorbell are thread-locals).
+        std::thread::spawn(move || {
+            WORKER_INDEX.with(|w| w.set(1));
+            let me = current_parker().unwrap();
+            assert!(!me.reserved());
+            assert!(p.enter_reserve());
+            assert!(me.reserved() && p.in_reserve());
+            // Called out: cleared before its doorbell rings.
+            p.call_out();
+            assert!(!me.reserved());
+            assert!(p.enter_reserve() && me.reserved());
+            // Leaving on its own (the work stalled).
+            p.leave_reserve();
+            assert!(!me.reserved());
+            // Another worker's leaving ends the reserve: it sees so at its
+            // next look.
+            assert!(p.enter_reserve() && me.reserved());
+            p.reserve.held.store(false, Ordering::SeqCst);
+            assert!(!p.in_reserve());
+            assert!(!me.reserved());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -271,6 +271,9 @@ pub(crate) struct Stats {
     /// Multishot operations the driver stopped for holding too many
     /// completions (`multishot::STREAM_CAP`).
     pub(crate) throttled: AtomicU64,
+    /// Multishot receives stopped so that they follow their reader off a
+    /// worker held in reserve (`multishot`'s module docs).
+    pub(crate) followed: AtomicU64,
 }
 
 /// How the rings are set up: the best the kernel accepts.
@@ -465,6 +468,46 @@ impl Ring {
             Some(local) => local.cancel(key),
             None => self.cancel_remote(key),
         }
+    }
+
+    /// Whether the worker that owns this ring is held in reserve now (see
+    /// `park`'s module docs; advisory).
+    pub(crate) fn owner_reserved(&self) -> bool {
+        self.parker.reserved()
+    }
+
+    /// Marks this ring's owner as held in reserve, or not (tests only).
+    #[cfg(test)]
+    pub(crate) fn set_owner_reserved(&self, on: bool) {
+        self.parker.set_reserved(on);
+    }
+
+    /// Stops multishot operation `key` (still armed, not yet stopping) so that
+    /// its reader arms the next one on its own ring: as the driver stops a
+    /// stream whose reader is behind, its last completion is an `ECANCELED`
+    /// after every completion the kernel posted before. Returns whether it
+    /// asked.
+    pub(crate) fn stop_stream(self: &Arc<Self>, key: u64) -> bool {
+        let mut slots = lock(&self.slots);
+        let Some(SlotState::Stream {
+            armed: true,
+            stopping,
+            ..
+        }) = slots.get(key).map(|s| &mut s.state)
+        else {
+            return false;
+        };
+        if *stopping || self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        *stopping = true;
+        drop(slots);
+        self.stats.followed.fetch_add(1, Ordering::Relaxed);
+        match local_of(self) {
+            Some(local) => local.cancel(key),
+            None => self.cancel_remote(key),
+        }
+        true
     }
 
     /// Forgets a registered operation that was never pushed.

@@ -22,6 +22,15 @@
 //! connections of buffers: with [`STREAM_CAP`] completions queued, the driver
 //! cancels the stream, and the reader re-arms it once it has caught up.
 //!
+//! **Follows its reader.** Only the worker that owns a ring delivers its
+//! completions. A stream armed on a worker that is then held in reserve
+//! (`park`'s module docs: one worker while the machine is crowded) would wake
+//! that worker for every message, to hand the reader to the worker that polls
+//! it — where single-shot operations move to the poller's ring by themselves.
+//! A reader that finds nothing queued on a ring whose owner is in reserve
+//! stops the stream (as the cap does); its `ECANCELED` comes after every
+//! completion posted before, and the reader arms the next on its own ring.
+//!
 //! **Fallbacks.** With no pool on the ring, or none of its buffers free
 //! (`ENOBUFS` ends the stream), one receive goes into a buffer of its own, as
 //! [`recv_pooled`] does; a kernel without multishot receive (`EINVAL` on the
@@ -167,11 +176,17 @@ impl RecvStream {
                 return Poll::Pending;
             }
             let Some(((res, flags), last)) = ring.poll_stream(*key, cx.waker()) else {
+                if ring.owner_reserved() {
+                    // Follow the reader off a worker held in reserve; the
+                    // stop's `ECANCELED` wakes it to arm on its own ring.
+                    ring.stop_stream(*key);
+                }
                 return Poll::Pending;
             };
             let first = !self.got_any;
             let item = if last && res == -libc::ECANCELED {
-                // The driver stopped it (too many queued): arm again.
+                // The driver stopped it (too many queued, or to follow its
+                // reader): arm again.
                 if let Some(pool) = ring.pool() {
                     pool.give_back_selected(flags); // none expected
                 }

@@ -917,6 +917,8 @@ fn a_recv_stream_is_armed_once_for_many_messages_then_sees_the_end() {
     // One SQE for fifty messages (the end of file ends the stream).
     assert_eq!(shared.stats.streams.load(Ordering::Relaxed), 1);
     assert_eq!(shared.stats.throttled.load(Ordering::Relaxed), 0);
+    // No worker in reserve, so it never had to follow its reader.
+    assert_eq!(shared.stats.followed.load(Ordering::Relaxed), 0);
     assert_eq!(pool_out(&rt), 0);
     assert_eq!(rt.inner().io().unwrap().in_kernel(), 0);
 }
@@ -958,6 +960,58 @@ fn a_reader_that_falls_behind_has_its_stream_stopped_and_loses_no_byte() {
         "not re-armed after the stop"
     );
     assert!(eventually(|| pool_out(&rt) == 0));
+}
+
+#[test]
+fn a_stream_on_a_worker_in_reserve_follows_its_reader_and_loses_no_byte() {
+    let rt = rt_pool(2, 64, 64);
+    let shared = stats(&rt);
+    assert!(eventually(|| shared.rings().len() == 2));
+    // Every ring's owner said to be in reserve: each time the reader finds
+    // nothing queued it stops its stream and arms the next on the ring of the
+    // worker polling it (the owners' own threads: cancelled locally or, from
+    // the other worker, through the remote queue).
+    for ring in shared.rings() {
+        ring.set_owner_reserved(true);
+    }
+    let (a, mut b) = tcp_pair();
+    let sent: Vec<u8> = (0..20_000u32).map(|i| (i % 253) as u8).collect();
+    let n = sent.len();
+    let reader = rt
+        .spawn(
+            async move {
+                let mut stream = RecvStream::new(&a);
+                next_bytes(&mut stream, n).await
+            },
+            prio(2),
+        )
+        .unwrap();
+    let sent2 = sent.clone();
+    let writer = std::thread::spawn(move || {
+        for (i, chunk) in sent2.chunks(500).enumerate() {
+            b.write_all(chunk).unwrap();
+            if i % 4 == 0 {
+                // The reader catches up and waits on an empty queue.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        b
+    });
+    let got = rt.block_on(reader).unwrap();
+    let _b = writer.join().unwrap();
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "bytes lost or reordered across a stop");
+    let followed = shared.stats.followed.load(Ordering::Relaxed);
+    assert!(followed >= 1, "never followed its reader");
+    assert!(
+        shared.stats.streams.load(Ordering::Relaxed) > followed,
+        "not armed again after each stop"
+    );
+    for ring in shared.rings() {
+        ring.set_owner_reserved(false);
+    }
+    assert!(eventually(|| rt.inner().io().unwrap().in_kernel() == 0));
+    assert!(eventually(|| pool_out(&rt) == 0), "a buffer was lost");
 }
 
 #[test]
