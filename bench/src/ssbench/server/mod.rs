@@ -129,6 +129,15 @@ pub struct ServerArgs {
     /// `TcpStream::recv_stream`; an ablation knob).
     #[arg(long)]
     pub single_shot_recv: bool,
+    /// kcuc, ktuc: each worker's receive pool, COUNT buffers of SIZE bytes
+    /// (ss-runtime's `io::Config::recv_buffers`; the runtime's default is
+    /// 256,4096). This server's requests are ~1 KiB (912 bytes at the paper's
+    /// n = 15) and every connection may have one in flight: with fewer
+    /// buffers than such connections the pool runs dry and each receive that
+    /// finds it so costs three operations (`docs/runtime.md`, "Sizing the
+    /// pool").
+    #[arg(long, value_name = "COUNT,SIZE", value_parser = parse_recv_buffers, default_value = "4096,1024")]
+    pub recv_buffers: (u16, u32),
     /// kcuc, ktuc: ss-runtime's `Builder::stall_watch` in µs (default: the
     /// runtime's, 1 000 µs; 0 starts no watch).
     #[arg(long, value_name = "US")]
@@ -137,6 +146,16 @@ pub struct ServerArgs {
     /// runtime's, 100 µs; 0 nudges no worker).
     #[arg(long, value_name = "US")]
     pub nudge_us: Option<u64>,
+}
+
+/// `--recv-buffers COUNT,SIZE` (the runtime checks the shape when it starts).
+fn parse_recv_buffers(s: &str) -> Result<(u16, u32), String> {
+    let bad = || format!("{s:?}: give COUNT,SIZE, e.g. 4096,1024");
+    let (count, size) = s.split_once(',').ok_or_else(bad)?;
+    Ok((
+        count.trim().parse().map_err(|_| bad())?,
+        size.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 /// The most priority levels (ss-runtime's executor has 64).
@@ -176,6 +195,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         reserve_always: args.reserve_always,
         hot_wakes: args.hot_wakes,
         single_shot_recv: args.single_shot_recv,
+        recv_buffers: args.recv_buffers,
         stall_watch: args.stall_watch_us.map(Duration::from_micros),
         nudge: args.nudge_us.map(Duration::from_micros),
     };
@@ -220,6 +240,8 @@ pub(crate) struct Setup {
     hot_wakes: bool,
     /// `--single-shot-recv`, for kcuc.
     single_shot_recv: bool,
+    /// `--recv-buffers`, for the ss-runtime models.
+    recv_buffers: (u16, u32),
     /// `--stall-watch-us`, for the ss-runtime models.
     stall_watch: Option<Duration>,
     /// `--nudge-us`, for the ss-runtime models.
@@ -326,4 +348,19 @@ fn probe_io_uring() -> anyhow::Result<()> {
         "io_uring is unavailable here (kernel too old, or disabled by \
          kernel.io_uring_disabled / a seccomp filter); use --model ktut, ktuc or tokio",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_recv_buffers;
+
+    #[test]
+    fn recv_buffers_take_a_count_and_a_size() {
+        assert_eq!(parse_recv_buffers("4096,1024"), Ok((4096, 1024)));
+        assert_eq!(parse_recv_buffers(" 256 , 4096 "), Ok((256, 4096)));
+        for bad in ["4096", "4096,", ",1024", "a,b", "70000,1024", "-1,1024"] {
+            let e = parse_recv_buffers(bad).unwrap_err();
+            assert!(e.contains("COUNT,SIZE"), "{bad}: {e}");
+        }
+    }
 }

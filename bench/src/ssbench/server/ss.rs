@@ -64,7 +64,8 @@ pub(crate) fn runtime(name: &str, setup: &Setup) -> anyhow::Result<Runtime> {
         .thread_name(name)
         .adaptive_spin(!setup.spin_always)
         .reserve_always(setup.reserve_always)
-        .hot_wakes(setup.hot_wakes);
+        .hot_wakes(setup.hot_wakes)
+        .io(ss_runtime::io::Config::new().recv_buffers(setup.recv_buffers.0, setup.recv_buffers.1));
     if let Some(spin) = setup.idle_spin {
         builder = builder.idle_spin(spin);
     }
