@@ -485,9 +485,9 @@ impl Ring {
     /// Stops multishot operation `key` (still armed, not yet stopping) so that
     /// its reader arms the next one on its own ring: as the driver stops a
     /// stream whose reader is behind, its last completion is an `ECANCELED`
-    /// after every completion the kernel posted before. Returns whether it
-    /// asked.
-    pub(crate) fn stop_stream(self: &Arc<Self>, key: u64) -> bool {
+    /// after every completion the kernel posted before. Does nothing for a
+    /// stream already stopping or ended.
+    pub(crate) fn stop_stream(self: &Arc<Self>, key: u64) {
         let mut slots = lock(&self.slots);
         let Some(SlotState::Stream {
             armed: true,
@@ -495,10 +495,10 @@ impl Ring {
             ..
         }) = slots.get(key).map(|s| &mut s.state)
         else {
-            return false;
+            return;
         };
         if *stopping || self.closed.load(Ordering::Acquire) {
-            return false;
+            return;
         }
         *stopping = true;
         drop(slots);
@@ -507,7 +507,6 @@ impl Ring {
             Some(local) => local.cancel(key),
             None => self.cancel_remote(key),
         }
-        true
     }
 
     /// Forgets a registered operation that was never pushed.
