@@ -178,6 +178,16 @@ pub struct Config {
     /// up to [`pool::MAX_BUFFERS`]; 0: no pool) of how many bytes. The memory
     /// is reserved per worker as the worker starts and touched as the kernel
     /// fills buffers. See [`pool`].
+    ///
+    /// A buffer is lent from the moment bytes arrive until the reader takes
+    /// them: give the pool about as many buffers as connections that may have
+    /// bytes waiting at once (for a server that falls behind, every
+    /// connection). With fewer it runs dry, and each receive that finds it so
+    /// costs three operations instead of one (`ENOBUFS`, a receive into a
+    /// buffer of its own, a re-arm) just when the worker is behind. Measured
+    /// with `ssbench` at 1 024 and 4 096 busy connections (`docs/runtime.md`,
+    /// "Sizing the pool"): 4 096 buffers of 1 KiB for ~1 KiB requests kept
+    /// up where the default 256 × 4 KiB fell behind.
     pub recv_buffers: (u16, u32),
 }
 
