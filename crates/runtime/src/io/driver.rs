@@ -464,10 +464,7 @@ impl Ring {
             return;
         }
         drop(slots);
-        match local_of(self) {
-            Some(local) => local.cancel(key),
-            None => self.cancel_remote(key),
-        }
+        self.cancel(key);
     }
 
     /// Whether the worker that owns this ring is held in reserve now (see
@@ -503,10 +500,7 @@ impl Ring {
         *stopping = true;
         drop(slots);
         self.stats.followed.fetch_add(1, Ordering::Relaxed);
-        match local_of(self) {
-            Some(local) => local.cancel(key),
-            None => self.cancel_remote(key),
-        }
+        self.cancel(key);
     }
 
     /// Forgets a registered operation that was never pushed.
@@ -571,10 +565,7 @@ impl Ring {
             }
             slot.state = SlotState::Abandoned(keep);
             drop(slots);
-            match local_of(self) {
-                Some(local) => local.cancel(key),
-                None => self.cancel_remote(key),
-            }
+            self.cancel(key);
         } else {
             let state = slots.remove(key);
             drop(slots);
@@ -583,6 +574,15 @@ impl Ring {
                 // Completed, never taken: a buffer it was handed goes back.
                 pool.give_back_selected(flags);
             }
+        }
+    }
+
+    /// Asks the kernel to cancel operation `key`: at once on the ring's owner,
+    /// through its remote queue from any other thread.
+    fn cancel(self: &Arc<Self>, key: u64) {
+        match local_of(self) {
+            Some(local) => local.cancel(key),
+            None => self.cancel_remote(key),
         }
     }
 
