@@ -313,8 +313,8 @@ impl Builder {
         self.levels
             .check(self.main_priority)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        if let (count @ 1.., size) = self.io.recv_buffers {
-            crate::io::pool::validate(count, size)?;
+        if self.io.recv_buffers.0 != 0 {
+            crate::io::pool::validate(self.io.pool_shape())?;
         }
         let global = self
             .coordination

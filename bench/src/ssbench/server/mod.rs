@@ -130,14 +130,17 @@ pub struct ServerArgs {
     #[arg(long)]
     pub single_shot_recv: bool,
     /// kcuc, ktuc: each worker's receive pool, COUNT buffers of SIZE bytes
-    /// (ss-runtime's `io::Config::recv_buffers`; the runtime's default is
-    /// 256,4096). This server's requests are ~1 KiB (912 bytes at the paper's
-    /// n = 15) and every connection may have one in flight: with fewer
-    /// buffers than such connections the pool runs dry and each receive that
-    /// finds it so costs three operations (`docs/runtime.md`, "Sizing the
-    /// pool").
-    #[arg(long, value_name = "COUNT,SIZE", value_parser = parse_recv_buffers, default_value = "4096,1024")]
-    pub recv_buffers: (u16, u32),
+    /// at first, growing to MAX when it runs dry (ss-runtime's
+    /// `io::Config::recv_buffers` and `recv_buffers_max`; the runtime's
+    /// default is 256,4096,4096; MAX omitted: the runtime's, 4096; MAX at or
+    /// below COUNT: a pool that does not grow). This server's requests are
+    /// ~1 KiB (912 bytes at the paper's n = 15) and every connection may have
+    /// one in flight: a pool with fewer buffers than such connections runs
+    /// dry, and each receive that finds it so costs three operations
+    /// (`docs/runtime.md`, "Sizing the pool"); so the default starts at 256
+    /// buffers of 1 KiB and grows to 4 096 as the connections ask.
+    #[arg(long, value_name = "COUNT,SIZE[,MAX]", value_parser = parse_recv_buffers, default_value = "256,1024")]
+    pub recv_buffers: RecvBuffers,
     /// kcuc, ktuc: ss-runtime's `Builder::stall_watch` in µs (default: the
     /// runtime's, 1 000 µs; 0 starts no watch).
     #[arg(long, value_name = "US")]
@@ -148,14 +151,33 @@ pub struct ServerArgs {
     pub nudge_us: Option<u64>,
 }
 
-/// `--recv-buffers COUNT,SIZE` (the runtime checks the shape when it starts).
-fn parse_recv_buffers(s: &str) -> Result<(u16, u32), String> {
-    let bad = || format!("{s:?}: give COUNT,SIZE, e.g. 4096,1024");
-    let (count, size) = s.split_once(',').ok_or_else(bad)?;
-    Ok((
-        count.trim().parse().map_err(|_| bad())?,
-        size.trim().parse().map_err(|_| bad())?,
-    ))
+/// `--recv-buffers`: a receive pool's starting count, buffer size and
+/// ceiling (`None`: the runtime's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecvBuffers {
+    /// Buffers at first.
+    pub count: u16,
+    /// Bytes per buffer.
+    pub size: u32,
+    /// The most it grows to (`None`: the runtime's ceiling).
+    pub max: Option<u16>,
+}
+
+/// `--recv-buffers COUNT,SIZE[,MAX]` (the runtime checks the shape when it
+/// starts).
+fn parse_recv_buffers(s: &str) -> Result<RecvBuffers, String> {
+    let bad = || format!("{s:?}: give COUNT,SIZE[,MAX], e.g. 4096,1024 or 256,1024,4096");
+    let mut parts = s.split(',').map(str::trim);
+    let (Some(count), Some(size), max, None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    Ok(RecvBuffers {
+        count: count.parse().map_err(|_| bad())?,
+        size: size.parse().map_err(|_| bad())?,
+        max: max.map(|m| m.parse().map_err(|_| bad())).transpose()?,
+    })
 }
 
 /// The most priority levels (ss-runtime's executor has 64).
@@ -241,7 +263,7 @@ pub(crate) struct Setup {
     /// `--single-shot-recv`, for kcuc.
     single_shot_recv: bool,
     /// `--recv-buffers`, for the ss-runtime models.
-    recv_buffers: (u16, u32),
+    recv_buffers: RecvBuffers,
     /// `--stall-watch-us`, for the ss-runtime models.
     stall_watch: Option<Duration>,
     /// `--nudge-us`, for the ss-runtime models.
@@ -352,15 +374,30 @@ fn probe_io_uring() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_recv_buffers;
+    use super::{parse_recv_buffers, RecvBuffers};
 
     #[test]
-    fn recv_buffers_take_a_count_and_a_size() {
-        assert_eq!(parse_recv_buffers("4096,1024"), Ok((4096, 1024)));
-        assert_eq!(parse_recv_buffers(" 256 , 4096 "), Ok((256, 4096)));
-        for bad in ["4096", "4096,", ",1024", "a,b", "70000,1024", "-1,1024"] {
+    fn recv_buffers_take_a_count_a_size_and_a_ceiling() {
+        let rb = |count, size, max| RecvBuffers { count, size, max };
+        assert_eq!(parse_recv_buffers("4096,1024"), Ok(rb(4096, 1024, None)));
+        assert_eq!(parse_recv_buffers(" 256 , 4096 "), Ok(rb(256, 4096, None)));
+        assert_eq!(
+            parse_recv_buffers("256,1024,4096"),
+            Ok(rb(256, 1024, Some(4096)))
+        );
+        for bad in [
+            "4096",
+            "4096,",
+            ",1024",
+            "a,b",
+            "70000,1024",
+            "-1,1024",
+            "256,1024,",
+            "256,1024,x",
+            "256,1024,4096,1",
+        ] {
             let e = parse_recv_buffers(bad).unwrap_err();
-            assert!(e.contains("COUNT,SIZE"), "{bad}: {e}");
+            assert!(e.contains("COUNT,SIZE[,MAX]"), "{bad}: {e}");
         }
     }
 }

@@ -65,7 +65,14 @@ pub(crate) fn runtime(name: &str, setup: &Setup) -> anyhow::Result<Runtime> {
         .adaptive_spin(!setup.spin_always)
         .reserve_always(setup.reserve_always)
         .hot_wakes(setup.hot_wakes)
-        .io(ss_runtime::io::Config::new().recv_buffers(setup.recv_buffers.0, setup.recv_buffers.1));
+        .io({
+            let rb = setup.recv_buffers;
+            let config = ss_runtime::io::Config::new().recv_buffers(rb.count, rb.size);
+            match rb.max {
+                Some(max) => config.recv_buffers_max(max),
+                None => config,
+            }
+        });
     if let Some(spin) = setup.idle_spin {
         builder = builder.idle_spin(spin);
     }

@@ -608,6 +608,11 @@ impl Ring {
     ) {
         if let Some(pool) = &self.pool {
             pool.note_selected(flags);
+            if res == -libc::ENOBUFS {
+                // Judged now, while the buffers the reaped completions name
+                // are still lent (their readers may run much later).
+                pool.ran_dry();
+            }
         }
         let Some(slot) = slots.get(key) else {
             // Not ours to keep (never happens: every op's key is live until
@@ -751,17 +756,18 @@ pub(crate) fn current_local() -> io::Result<Rc<Local>> {
     }
 }
 
-/// A receive pool of `count` buffers of `size` bytes, registered with `uring`
-/// as buffer group [`pool::GROUP`]; `None` if none is configured, or the kernel
-/// refuses (before Linux 5.19): pooled receives then use buffers of their own.
-fn register_pool(uring: &IoUring, (count, size): (u16, u32)) -> Option<Arc<BufPool>> {
-    if count == 0 {
+/// A receive pool of `shape`, registered with `uring` as buffer group
+/// [`pool::GROUP`]; `None` if none is configured, or the kernel refuses (before
+/// Linux 5.19): pooled receives then use buffers of their own.
+fn register_pool(uring: &IoUring, shape: pool::Shape) -> Option<Arc<BufPool>> {
+    if shape.count == 0 {
         return None;
     }
-    let pool = BufPool::new(count, size).ok()?;
+    let pool = BufPool::new(shape).ok()?;
     let (addr, entries) = pool.ring_addr();
-    // SAFETY: the ring memory is page aligned, `entries` long, initialised (every
-    // buffer in it), and outlives the registration: the pool is held by the
+    // SAFETY: the ring memory is page aligned, `entries` long, initialised (the
+    // starting buffers' entries written, the rest zeroed: the kernel reads only
+    // between its head and our tail), and outlives the registration: the pool is held by the
     // ring's `Ring` (and so by every operation on it) and the teardown
     // unregisters the group before the last `Arc` can go.
     unsafe {
@@ -1215,8 +1221,8 @@ pub(crate) struct Shared {
     /// The kernel has `IORING_OP_FUTEX_WAIT` (deferring workers wait on the
     /// global page through their rings).
     futex_ok: bool,
-    /// Each ring's receive pool: buffers and their size (0 buffers: none).
-    recv_buffers: (u16, u32),
+    /// Each ring's receive pool (0 buffers: none).
+    recv_buffers: pool::Shape,
     pub(crate) stats: Arc<Stats>,
 }
 
@@ -1330,7 +1336,7 @@ impl Driver {
                 batch: u64::from(config.submit_batch.max(1)),
                 mode,
                 futex_ok: probe.is_supported(opcode::FutexWait::CODE),
-                recv_buffers: config.recv_buffers,
+                recv_buffers: config.pool_shape(),
                 stats: Arc::new(Stats::default()),
             }),
             done: AtomicBool::new(false),

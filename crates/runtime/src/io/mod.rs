@@ -174,21 +174,28 @@ pub struct Config {
     /// Submit as soon as this many SQEs wait, even if other coroutines are ready
     /// (see the module docs on batching). 1 submits every operation at once.
     pub submit_batch: u32,
-    /// Each worker's pool for [`recv_pooled`]: how many buffers (a power of two
-    /// up to [`pool::MAX_BUFFERS`]; 0: no pool) of how many bytes. The memory
-    /// is reserved per worker as the worker starts and touched as the kernel
-    /// fills buffers. See [`pool`].
+    /// Each worker's pool for [`recv_pooled`] and [`RecvStream`]: how many
+    /// buffers it starts with (a power of two up to [`pool::MAX_BUFFERS`]; 0:
+    /// no pool) of how many bytes. It grows when it runs dry, up to
+    /// [`recv_buffers_max`](Config::recv_buffers_max). See [`pool`].
     ///
     /// A buffer is lent from the moment bytes arrive until the reader takes
-    /// them: give the pool about as many buffers as connections that may have
+    /// them: a pool needs about as many buffers as connections that may have
     /// bytes waiting at once (for a server that falls behind, every
     /// connection). With fewer it runs dry, and each receive that finds it so
     /// costs three operations instead of one (`ENOBUFS`, a receive into a
-    /// buffer of its own, a re-arm) just when the worker is behind. Measured
-    /// with `ssbench` at 1 024 and 4 096 busy connections (`docs/runtime.md`,
-    /// "Sizing the pool"): 4 096 buffers of 1 KiB for ~1 KiB requests kept
-    /// up where the default 256 × 4 KiB fell behind.
+    /// buffer of its own, a re-arm) just when the worker is behind — which is
+    /// why it grows. Measured with `ssbench` at 1 024 and 4 096 busy
+    /// connections (`docs/runtime.md`, "Sizing the pool").
     pub recv_buffers: (u16, u32),
+    /// The most buffers each worker's pool grows to when it runs dry (a power
+    /// of two up to [`pool::MAX_BUFFERS`]; at or below the starting count, the
+    /// pool does not grow). A receive that meets the pool dry while at least
+    /// half of its buffers are lent doubles it. The address space for the
+    /// ceiling is reserved as the worker starts (`max × size` bytes, no memory
+    /// until written); the buffers added are touched only as the kernel fills
+    /// them, and the pool never shrinks.
+    pub recv_buffers_max: u16,
 }
 
 impl Default for Config {
@@ -197,6 +204,7 @@ impl Default for Config {
             entries: 1024,
             submit_batch: 32,
             recv_buffers: (256, 4096),
+            recv_buffers_max: 4096,
         }
     }
 }
@@ -227,6 +235,24 @@ impl Config {
     pub fn recv_buffers(mut self, count: u16, size: u32) -> Self {
         self.recv_buffers = (count, size);
         self
+    }
+
+    /// Sets [`recv_buffers_max`](Config::recv_buffers_max): the most buffers
+    /// each worker's pool grows to (at or below the starting count: a pool
+    /// that does not grow). The runtime's build fails with `InvalidInput` for
+    /// a ceiling that is not 0 or a power of two up to [`pool::MAX_BUFFERS`].
+    pub fn recv_buffers_max(mut self, max: u16) -> Self {
+        self.recv_buffers_max = max;
+        self
+    }
+
+    /// The pool's shape, for the driver.
+    pub(crate) fn pool_shape(&self) -> pool::Shape {
+        pool::Shape {
+            count: self.recv_buffers.0,
+            max: self.recv_buffers_max,
+            size: self.recv_buffers.1,
+        }
     }
 }
 

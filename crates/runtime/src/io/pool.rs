@@ -29,6 +29,20 @@
 //! and [`recv_pooled`] receives into a buffer of its own instead (allocated for
 //! that one receive; the result is a [`RecvBuf`] all the same).
 //!
+//! **A dry pool grows.** The ring has room for `max` buffers
+//! ([`Config::recv_buffers_max`](super::Config::recv_buffers_max)) and the
+//! memory for all of them is reserved (an anonymous mapping, `MAP_NORESERVE`:
+//! address space, no memory until a page is written), but only `count` are
+//! put in the ring at first. A receive that meets the pool dry while at least
+//! half of its buffers are lent (real demand, not a dry report from an
+//! episode already over; judged as its completion is reaped, since a reader
+//! may run milliseconds later) doubles the buffers in the ring, up to `max`: the
+//! new buffers' memory is touched only once the kernel fills them. A program
+//! with few connections keeps the small pool; a server whose connections all
+//! have bytes waiting at once grows to what it needs after a few dry
+//! receives. The pool never shrinks: the kernel takes buffers in ring order,
+//! so every buffer in the ring is soon written (resident) anyway.
+//!
 //! **Lifetime.** The pool's memory is freed when the last of its worker ring,
 //! its in-flight operations and its `RecvBuf`s lets go of it. A completion for
 //! an operation abandoned in flight (its future dropped) gives its buffer back
@@ -42,7 +56,7 @@ use std::io;
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use io_uring::{cqueue, opcode, squeue, types};
@@ -60,18 +74,46 @@ pub const MAX_BUFFERS: u16 = 1 << 15;
 /// buffers than this only waste memory for receives).
 pub const MAX_BUFFER_SIZE: u32 = 1 << 20;
 
+/// A pool's shape: `count` buffers of `size` bytes at first, growing to `max`
+/// when it runs dry (`max ≤ count`: a pool that does not grow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub(crate) count: u16,
+    pub(crate) max: u16,
+    pub(crate) size: u32,
+}
+
+impl Shape {
+    /// The most buffers the pool holds (its ring's entries).
+    pub(crate) fn ceiling(self) -> u16 {
+        self.max.max(self.count)
+    }
+}
+
 /// Checks a pool's shape: `count` a power of two up to [`MAX_BUFFERS`],
-/// `size` 1 ..= [`MAX_BUFFER_SIZE`].
+/// `max` 0 or a power of two up to [`MAX_BUFFERS`], `size` 1 ..=
+/// [`MAX_BUFFER_SIZE`].
 ///
 /// # Errors
 /// `InvalidInput`, saying which and what would do.
-pub(crate) fn validate(count: u16, size: u32) -> io::Result<()> {
+pub(crate) fn validate(shape: Shape) -> io::Result<()> {
+    let Shape { count, max, size } = shape;
     if !count.is_power_of_two() || count > MAX_BUFFERS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
                 "io::Config::recv_buffers: {count} buffers; use a power of two \
                  up to {MAX_BUFFERS} (or 0 for no pool)"
+            ),
+        ));
+    }
+    if max != 0 && (!max.is_power_of_two() || max > MAX_BUFFERS) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "io::Config::recv_buffers_max: {max} buffers; use a power of two \
+                 up to {MAX_BUFFERS} (at or below the starting count: a pool \
+                 that does not grow)"
             ),
         ));
     }
@@ -89,91 +131,119 @@ pub(crate) fn validate(count: u16, size: u32) -> io::Result<()> {
 
 /// A worker's pool of receive buffers (see the module docs).
 pub(crate) struct BufPool {
-    /// `count * size` bytes: buffer `bid` is at `bid * size`.
+    /// `max * size` bytes mapped (`MAP_NORESERVE`): buffer `bid` is at
+    /// `bid * size`; only the first `count` buffers were ever in the ring.
     mem: NonNull<u8>,
-    mem_layout: Layout,
-    /// `count` ring entries (16 bytes each, page aligned); the tail is the last
+    mem_len: usize,
+    /// `max` ring entries (16 bytes each, page aligned); the tail is the last
     /// two bytes of entry 0 (`BufRingEntry::tail`).
     ring: NonNull<types::BufRingEntry>,
     ring_layout: Layout,
     size: u32,
-    count: u16,
-    /// Our tail (the next entry we write): the producer side, serialised here.
-    tail: Mutex<u16>,
+    /// The ring's entries: the most buffers the pool may grow to.
+    max: u16,
+    /// The producer side, serialised here.
+    producer: Mutex<Producer>,
     /// Buffers out of the kernel's hands: named by a reaped completion, not yet
-    /// given back (for tests and `Debug`).
+    /// given back.
     out: AtomicUsize,
+    /// Buffers in the pool now (a copy of `Producer::count` for readers).
+    count: AtomicU16,
+    /// Receives that met the pool dry (`ENOBUFS`).
+    dry: AtomicU64,
+}
+
+/// What only the producer touches (under `BufPool::producer`).
+struct Producer {
+    /// Our tail: the next entry we write.
+    tail: u16,
+    /// Buffers in the pool: `0..count` are the bids ever put in the ring.
+    count: u16,
 }
 
 // SAFETY: the memory the pointers name is owned by the pool and shared only
 // with the kernel. Buffer `bid` is read (through `RecvBuf`) only between the
 // completion that handed it out and its `give_back`, while neither the kernel
-// nor anyone else writes it; the ring entries are written only under `tail`.
+// nor anyone else writes it; the ring entries are written only under
+// `producer`.
 unsafe impl Send for BufPool {}
-// SAFETY: see `Send`; every shared mutation goes through `tail` or atomics.
+// SAFETY: see `Send`; every shared mutation goes through `producer` or atomics.
 unsafe impl Sync for BufPool {}
 
 impl fmt::Debug for BufPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BufPool")
-            .field("count", &self.count)
+            .field("count", &self.count.load(Ordering::Relaxed))
+            .field("max", &self.max)
             .field("size", &self.size)
             .field("out", &self.out.load(Ordering::Relaxed))
+            .field("dry", &self.dry.load(Ordering::Relaxed))
             .finish()
     }
 }
 
 impl BufPool {
-    /// A pool of `count` buffers (a power of two, at most [`MAX_BUFFERS`]) of
-    /// `size` bytes (1 ..= [`MAX_BUFFER_SIZE`]), every buffer in the ring.
+    /// A pool of `shape.count` buffers of `shape.size` bytes, every one in
+    /// the ring, with room (ring entries and reserved memory) for
+    /// [`Shape::ceiling`].
     ///
     /// # Errors
-    /// `InvalidInput` for a bad count or size; `OutOfMemory`.
-    pub(crate) fn new(count: u16, size: u32) -> io::Result<Arc<BufPool>> {
-        validate(count, size)?;
+    /// `InvalidInput` for a bad shape; `OutOfMemory`.
+    pub(crate) fn new(shape: Shape) -> io::Result<Arc<BufPool>> {
+        validate(shape)?;
         let oom = || io::Error::new(io::ErrorKind::OutOfMemory, "no memory for the receive pool");
-        let bytes = usize::from(count)
-            .checked_mul(size as usize)
+        let max = shape.ceiling();
+        let mem_len = usize::from(max)
+            .checked_mul(shape.size as usize)
             .ok_or_else(oom)?;
-        let mem_layout = Layout::from_size_align(bytes, 64).map_err(|_| oom())?;
         let ring_layout = Layout::from_size_align(
-            usize::from(count) * std::mem::size_of::<types::BufRingEntry>(),
+            usize::from(max) * std::mem::size_of::<types::BufRingEntry>(),
             4096,
         )
         .map_err(|_| oom())?;
-        // SAFETY: both layouts have a non-zero size (count ≥ 1, size ≥ 1).
-        let (mem, ring) = unsafe { (alloc_zeroed(mem_layout), alloc_zeroed(ring_layout)) };
-        let (Some(mem), Some(ring)) = (NonNull::new(mem), NonNull::new(ring.cast())) else {
-            // SAFETY: whichever succeeded came from `alloc_zeroed` with its layout.
-            unsafe {
-                if !mem.is_null() {
-                    dealloc(mem, mem_layout);
-                }
-                if !ring.is_null() {
-                    dealloc(ring, ring_layout);
-                }
-            }
+        // SAFETY: an anonymous private mapping of `mem_len` (> 0) bytes at an
+        // address of the kernel's choosing; no file, no fixed address.
+        let mem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mem_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if mem == libc::MAP_FAILED {
+            return Err(oom());
+        }
+        // SAFETY: the layout has a non-zero size (max ≥ count ≥ 1).
+        let ring = unsafe { alloc_zeroed(ring_layout) };
+        let (Some(mem), Some(ring)) = (NonNull::new(mem.cast::<u8>()), NonNull::new(ring.cast()))
+        else {
+            // SAFETY: `mem` is the mapping made above, `mem_len` long (a
+            // successful mmap never returns null).
+            unsafe { libc::munmap(mem, mem_len) };
             return Err(oom());
         };
         let pool = Arc::new(BufPool {
             mem,
-            mem_layout,
+            mem_len,
             ring,
             ring_layout,
-            size,
-            count,
-            tail: Mutex::new(0),
-            out: AtomicUsize::new(usize::from(count)),
+            size: shape.size,
+            max,
+            producer: Mutex::new(Producer { tail: 0, count: 0 }),
+            out: AtomicUsize::new(0),
+            count: AtomicU16::new(0),
+            dry: AtomicU64::new(0),
         });
-        for bid in 0..count {
-            pool.give_back(bid);
-        }
+        pool.add_buffers(shape.count);
         Ok(pool)
     }
 
     /// The ring's address and entry count, for `IORING_REGISTER_PBUF_RING`.
     pub(crate) fn ring_addr(&self) -> (u64, u16) {
-        (self.ring.as_ptr() as u64, self.count)
+        (self.ring.as_ptr() as u64, self.max)
     }
 
     /// The size of each buffer.
@@ -187,39 +257,91 @@ impl BufPool {
         self.out.load(Ordering::Relaxed)
     }
 
-    /// Puts buffer `bid` back in the ring, for the kernel to pick again.
-    pub(crate) fn give_back(&self, bid: u16) {
-        if bid >= self.count {
-            return; // not ours (the kernel never hands out one it was not given)
-        }
-        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-        let index = usize::from(*tail & (self.count - 1));
-        // SAFETY: `index < count`, inside the ring allocation. The kernel reads
-        // entries between its head and our tail only; at most `count` buffers
-        // exist and `bid` is out of its hands, so it has already read this entry
-        // (or never will before the tail passes it).
+    /// Buffers in the pool now (it grows when it runs dry, up to its ceiling).
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u16 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Receives that met the pool dry.
+    #[cfg(test)]
+    pub(crate) fn dry(&self) -> u64 {
+        self.dry.load(Ordering::Relaxed)
+    }
+
+    /// Writes the ring entry at the producer's tail for buffer `bid` (`<
+    /// max`) and advances the tail; [`publish`](Self::publish) makes it the
+    /// kernel's.
+    fn push(&self, p: &mut Producer, bid: u16) {
+        let index = usize::from(p.tail & (self.max - 1));
+        // SAFETY: `index < max`, inside the ring allocation. The kernel reads
+        // entries between its head and our tail only; at most `count ≤ max`
+        // buffers exist and `bid` is out of its hands, so it has already read
+        // this entry (or never will before the tail passes it).
         let entry = unsafe { &mut *self.ring.as_ptr().add(index) };
-        // SAFETY: `bid < count`: the offset is inside `mem`.
+        // SAFETY: `bid < max`: the offset is inside `mem`.
         let addr = unsafe { self.mem.as_ptr().add(usize::from(bid) * self.size as usize) };
         // Field by field: entry 0's last field is the tail, not to be clobbered.
         entry.set_addr(addr as u64);
         entry.set_len(self.size);
         entry.set_bid(bid);
-        *tail = tail.wrapping_add(1);
+        p.tail = p.tail.wrapping_add(1);
+    }
+
+    /// Hands the entries pushed so far to the kernel.
+    fn publish(&self, p: &Producer) {
         // SAFETY: the tail field lies in entry 0, inside the ring allocation, is
-        // 2-aligned, and is written only here (under the lock) and read by the
-        // kernel; the release store publishes the entry written above.
+        // 2-aligned, and is written only here (under the producer's lock) and
+        // read by the kernel; the release store publishes the entries written
+        // before it.
         let tail_word = unsafe {
             AtomicU16::from_ptr(types::BufRingEntry::tail(self.ring.as_ptr()).cast_mut())
         };
-        tail_word.store(*tail, Ordering::Release);
-        drop(tail);
+        tail_word.store(p.tail, Ordering::Release);
+    }
+
+    /// Puts buffers `count..count + n` (clamped to the ceiling) in the ring.
+    fn add_buffers(&self, n: u16) {
+        let mut p = self.producer.lock().unwrap_or_else(|e| e.into_inner());
+        let new = p.count.saturating_add(n).min(self.max);
+        for bid in p.count..new {
+            self.push(&mut p, bid);
+        }
+        p.count = new;
+        self.publish(&p);
+        self.count.store(new, Ordering::Relaxed);
+    }
+
+    /// A receive met the pool dry (called as its completion is reaped, when
+    /// the buffers of the completions reaped before it are still lent even if
+    /// their readers run much later): if at least half of its buffers are
+    /// lent (the demand is real, not a dry report from an episode already
+    /// over) and it is below its ceiling, doubles the buffers in the ring.
+    pub(crate) fn ran_dry(&self) {
+        self.dry.fetch_add(1, Ordering::Relaxed);
+        let count = self.count.load(Ordering::Relaxed);
+        if count < self.max && self.out.load(Ordering::Relaxed) * 2 >= usize::from(count) {
+            // Two receives that meet it dry at once may both double it: a
+            // dry pool at that moment had earned both.
+            self.add_buffers(count);
+        }
+    }
+
+    /// Puts buffer `bid` back in the ring, for the kernel to pick again.
+    pub(crate) fn give_back(&self, bid: u16) {
+        if bid >= self.max {
+            return; // not ours (the kernel never hands out one it was not given)
+        }
+        let mut p = self.producer.lock().unwrap_or_else(|e| e.into_inner());
+        self.push(&mut p, bid);
+        self.publish(&p);
+        drop(p);
         self.out.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A completion handed buffer `bid` out with `len` bytes in it.
     fn took(self: &Arc<Self>, bid: u16, len: usize) -> Option<RecvBuf> {
-        if bid >= self.count {
+        if bid >= self.max {
             return None;
         }
         Some(RecvBuf(Inner::Pooled {
@@ -248,12 +370,12 @@ impl BufPool {
 
 impl Drop for BufPool {
     fn drop(&mut self) {
-        // SAFETY: both came from `alloc_zeroed` with these layouts; the last
-        // reference is gone, so neither the kernel (the ring unregistered its
-        // group before letting go: `Local` drops its ring first) nor a `RecvBuf`
-        // uses them.
+        // SAFETY: the mapping and the ring came from `mmap` and `alloc_zeroed`
+        // with these lengths; the last reference is gone, so neither the kernel
+        // (the ring unregistered its group before letting go: `Local` drops its
+        // ring first) nor a `RecvBuf` uses them.
         unsafe {
-            dealloc(self.mem.as_ptr(), self.mem_layout);
+            libc::munmap(self.mem.as_ptr().cast(), self.mem_len);
             dealloc(self.ring.as_ptr().cast(), self.ring_layout);
         }
     }
@@ -392,7 +514,7 @@ pub(crate) fn completed(pool: &Arc<BufPool>, res: i32, flags: u32) -> Pooled {
             pool.give_back(bid);
         }
         if res == -libc::ENOBUFS {
-            return Pooled::NoBuffer;
+            return Pooled::NoBuffer; // judged as it was reaped (`BufPool::ran_dry`)
         }
         return Pooled::Got(Err(io::Error::from_raw_os_error(-res)));
     }

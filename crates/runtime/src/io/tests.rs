@@ -637,10 +637,20 @@ fn shutdown_with_operations_in_flight_on_every_worker_frees_everything() {
 
 // ---- pooled receives (`pool`) ----
 
+/// A runtime whose workers' pools have `count` buffers of `size` bytes and
+/// do not grow.
 fn rt_pool(workers: usize, count: u16, size: u32) -> Runtime {
+    rt_growing_pool(workers, count, 0, size)
+}
+
+/// A runtime whose workers' pools start with `count` buffers of `size` bytes
+/// and grow to `max`.
+fn rt_growing_pool(workers: usize, count: u16, max: u16, size: u32) -> Runtime {
     Runtime::builder()
         .workers(workers)
-        .io(Config::new().recv_buffers(count, size))
+        .io(Config::new()
+            .recv_buffers(count, size)
+            .recv_buffers_max(max))
         .build()
         .unwrap()
 }
@@ -732,6 +742,107 @@ fn an_exhausted_pool_falls_back_to_buffers_of_their_own() {
     let buf = rt.block_on(async move { recv_pooled(&pairs[0].0).await.unwrap() });
     assert!(buf.is_pooled());
     assert_eq!(&buf[..], b"again");
+}
+
+#[test]
+fn a_dry_pool_doubles_while_half_its_buffers_are_lent_up_to_its_ceiling() {
+    let rt = rt_growing_pool(1, 2, 8, 64);
+    let pairs: Arc<Vec<_>> = Arc::new((0..12).map(|_| tcp_pair()).collect());
+    for (i, (_, b)) in pairs.iter().enumerate() {
+        let mut b = b;
+        b.write_all(format!("msg{i}").as_bytes()).unwrap();
+    }
+    let p2 = pairs.clone();
+    // Each receive's bytes are waiting: the pool hands out its buffers in
+    // turn; the receive that meets it dry gets a buffer of its own and
+    // doubles it (2 → 4 → 8), and at the ceiling it stays.
+    let (held, counts) = rt.block_on(async move {
+        let mut held = Vec::new();
+        let mut counts = Vec::new();
+        for (a, _) in p2.iter() {
+            held.push(recv_pooled(a).await.unwrap());
+            let ring = driver::current_local().unwrap().ring().clone();
+            counts.push(ring.pool().unwrap().count());
+        }
+        (held, counts)
+    });
+    let texts: Vec<String> = held
+        .iter()
+        .map(|b| String::from_utf8(b.to_vec()).unwrap())
+        .collect();
+    let want: Vec<String> = (0..12).map(|i| format!("msg{i}")).collect();
+    assert_eq!(texts, want, "a byte lost or out of order");
+    let pooled: Vec<bool> = held.iter().map(|b| b.is_pooled()).collect();
+    assert_eq!(
+        pooled,
+        [true, true, false, true, true, false, true, true, true, true, false, false]
+    );
+    assert_eq!(counts, [2, 2, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8]);
+    let pool = rt.inner().io().unwrap().shared().rings()[0]
+        .pool()
+        .unwrap()
+        .clone();
+    assert_eq!(pool.dry(), 4);
+    assert_eq!(pool.out(), 8);
+    drop(held);
+    assert_eq!(pool.out(), 0);
+    // Every buffer came back, the grown ones too: eight lent at once again.
+    for (_, b) in pairs.iter().take(8) {
+        let mut b = b;
+        b.write_all(b"again").unwrap();
+    }
+    let p3 = pairs.clone();
+    let again = rt.block_on(async move {
+        let mut held = Vec::new();
+        for (a, _) in p3.iter().take(8) {
+            held.push(recv_pooled(a).await.unwrap());
+        }
+        held
+    });
+    assert!(again.iter().all(|b| b.is_pooled() && &b[..] == b"again"));
+    assert_eq!((pool.count(), pool.dry()), (8, 4));
+}
+
+#[test]
+fn a_pool_dry_only_for_a_moment_does_not_grow() {
+    let rt = rt_growing_pool(1, 4, 64, 64);
+    let (a, mut b) = tcp_pair();
+    let a = Arc::new(a);
+    let ring_pool = || {
+        rt.inner().io().unwrap().shared().rings()[0]
+            .pool()
+            .unwrap()
+            .clone()
+    };
+    // Thousands of receives, each buffer given back at once: the pool never
+    // runs dry and stays at its starting size.
+    for round in 0..200u32 {
+        let msg = format!("round {round}");
+        b.write_all(msg.as_bytes()).unwrap();
+        let a2 = a.clone();
+        let buf = rt.block_on(async move { recv_pooled(&*a2).await.unwrap() });
+        assert_eq!(&buf[..], msg.as_bytes());
+    }
+    let pool = ring_pool();
+    assert_eq!((pool.count(), pool.dry(), pool.out()), (4, 0, 0));
+    // A dry report while most buffers are back (the episode is over) leaves
+    // it as it is; with half of them lent it doubles.
+    pool.ran_dry();
+    assert_eq!((pool.count(), pool.dry()), (4, 1));
+    let a2 = a.clone();
+    let held = rt.block_on(async move {
+        let mut held = Vec::new();
+        for i in 0..2u8 {
+            b.write_all(&[i]).unwrap();
+            held.push(recv_pooled(&*a2).await.unwrap());
+        }
+        held
+    });
+    assert_eq!(pool.out(), 2);
+    pool.ran_dry();
+    assert_eq!((pool.count(), pool.dry()), (8, 2));
+    drop(held);
+    assert_eq!(pool.out(), 0);
 }
 
 #[test]
@@ -839,24 +950,38 @@ fn without_a_pool_pooled_recvs_and_streams_use_buffers_of_their_own() {
 
 #[test]
 fn a_bad_pool_shape_is_a_clear_build_error() {
-    for (count, size) in [
-        (3, 4096),
-        (1 << 15 | 1, 4096),
-        (4, 0),
-        (4, pool::MAX_BUFFER_SIZE + 1),
+    for (count, max, size) in [
+        (3, 0, 4096),
+        (1 << 15 | 1, 0, 4096),
+        (4, 0, 0),
+        (4, 0, pool::MAX_BUFFER_SIZE + 1),
+        (4, 12, 4096),
+        (4, 1 << 15 | 1, 4096),
     ] {
         let e = Runtime::builder()
             .workers(1)
-            .io(Config::new().recv_buffers(count, size))
+            .io(Config::new()
+                .recv_buffers(count, size)
+                .recv_buffers_max(max))
             .build()
             .unwrap_err();
         assert_eq!(
             e.kind(),
             std::io::ErrorKind::InvalidInput,
-            "{count} × {size}"
+            "{count} × {size} up to {max}"
         );
         assert!(e.to_string().contains("recv_buffers"), "{e}");
     }
+    // A ceiling at or below the starting count: a pool that does not grow.
+    let rt = rt_growing_pool(1, 8, 4, 64);
+    rt.block_on(async {}); // the worker has started (and made its ring)
+    let pool = rt.inner().io().unwrap().shared().rings()[0]
+        .pool()
+        .unwrap()
+        .clone();
+    assert_eq!(pool.count(), 8);
+    pool.ran_dry();
+    assert_eq!(pool.count(), 8);
 }
 
 // ---- multishot receives (`multishot`) ----
@@ -1110,6 +1235,49 @@ fn a_stream_finding_the_pool_empty_receives_into_a_buffer_of_its_own() {
     let buf = rt.block_on(async move { RecvStream::new(&c).next().await.unwrap() });
     assert!(!buf.is_pooled());
     assert_eq!(&buf[..], b"no room");
+    drop(held);
+    assert!(eventually(|| pool_out(&rt) == 0));
+}
+
+#[test]
+fn a_stream_grows_a_dry_pool_and_loses_no_byte() {
+    // The reader keeps every buffer it gets: the pool (2 growing to 16) runs
+    // dry again and again; it doubles to its ceiling, then the stream's
+    // receives go into buffers of their own, every byte in order.
+    let rt = rt_growing_pool(1, 2, 16, 64);
+    let (a, b) = tcp_pair();
+    let sent: Vec<u8> = (0..40 * 64u32).map(|i| (i % 251) as u8).collect();
+    let s2 = sent.clone();
+    let writer = std::thread::spawn(move || {
+        let mut b = b;
+        for chunk in s2.chunks(64) {
+            b.write_all(chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        b
+    });
+    let held = rt.block_on(async move {
+        let mut stream = RecvStream::new(&a);
+        let mut held = Vec::new();
+        let mut got = 0;
+        while got < 40 * 64 {
+            let buf = stream.next().await.unwrap();
+            assert!(!buf.is_empty());
+            got += buf.len();
+            held.push(buf);
+        }
+        held
+    });
+    let _b = writer.join().unwrap();
+    let got: Vec<u8> = held.iter().flat_map(|b| b.iter().copied()).collect();
+    assert_eq!(got, sent, "a byte lost or out of order");
+    let pool = rt.inner().io().unwrap().shared().rings()[0]
+        .pool()
+        .unwrap()
+        .clone();
+    assert_eq!(pool.count(), 16);
+    assert!(pool.dry() >= 4, "{} dry receives", pool.dry());
+    assert_eq!(held.iter().filter(|b| b.is_pooled()).count(), 16);
     drop(held);
     assert!(eventually(|| pool_out(&rt) == 0));
 }
