@@ -96,11 +96,18 @@ impl Server {
 
     /// `ssbench server --model model` as a child process.
     fn linux(model: &'static str) -> Server {
+        Server::linux_with(model, &[], Stdio::inherit())
+    }
+
+    /// `ssbench server --model model ARGS…` as a child process, its stderr
+    /// to `stderr`.
+    fn linux_with(model: &'static str, args: &[&str], stderr: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ssbench"))
             .args(["server", "--model", model, "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start ssbench server");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -701,4 +708,58 @@ fn the_server_stops_on_stdin_end_of_file_and_on_sigterm() {
         assert_eq!(sent, 0);
         assert_eq!(by_signal.wait_exit(), Some(0), "{}: SIGTERM", server.model);
     });
+}
+
+#[test]
+fn io_stats_tell_what_the_runtime_did_as_the_server_stops() {
+    for model in ["kcuc", "ktuc"] {
+        let mut server = Server::linux_with(model, &["--io-stats"], Stdio::piped());
+        let mut client = Client::new(server.connect(), false);
+        for id in 1..=5 {
+            client.round_trip(id, 15);
+        }
+        drop(server.child().stdin.take());
+        assert_eq!(server.wait_exit(), Some(0), "{model}");
+        let mut err = String::new();
+        server
+            .child()
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&format!("ssbench server {model}: io IoMetrics {{")))
+            .unwrap_or_else(|| panic!("{model}: no io line in {err:?}"));
+        let completions: u64 = line
+            .split("completions: ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{model}: no completions in {line:?}"));
+        // kcuc's I/O is the runtime's (an accept, the receives, the sends);
+        // ktuc's goes through its epoll poller, but the runtime still runs
+        // its timers and wake-ups on its rings.
+        if model == "kcuc" {
+            assert!(completions >= 6, "{model}: {line}");
+        }
+        assert!(line.contains("recv_buffers: "), "{line}");
+    }
+    // A model without the runtime says so.
+    let mut server = Server::linux_with("tokio", &["--io-stats"], Stdio::piped());
+    drop(server.child().stdin.take());
+    assert_eq!(server.wait_exit(), Some(0));
+    let mut err = String::new();
+    server
+        .child()
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("--io-stats: Tokio has no ss-runtime"),
+        "{err:?}"
+    );
 }

@@ -594,6 +594,24 @@ impl Runtime {
         self.inner.exec.platform().watch.unparks()
     }
 
+    /// The io_uring driver's counters (submissions, completions, multishot
+    /// receives, the receive pools), or `None` if this runtime has no
+    /// io_uring.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let rt = ss_runtime::Runtime::builder().workers(1).build()?;
+    /// rt.block_on(ss_runtime::time::sleep(Duration::from_millis(1)));
+    /// if let Some(m) = rt.io_metrics() {
+    ///     assert!(m.completions >= 1, "the sleep's timeout completed: {m:?}");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn io_metrics(&self) -> Option<crate::io::IoMetrics> {
+        self.inner.io().ok().map(Driver::metrics)
+    }
+
     /// The coordinator client, when coordinated: its view of the global
     /// bitmap, this process's ceiling, its levels.
     pub fn coordinator(&self) -> Option<&ss_coord::Client> {

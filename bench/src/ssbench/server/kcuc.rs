@@ -73,7 +73,10 @@ pub(crate) fn start(setup: Setup) -> anyhow::Result<Running> {
         accept_loop(listener, policy, multishot),
         prio(ACCEPT_PRIORITY),
     )?;
-    Ok(Box::new(rt))
+    Ok(Box::new(ss::Serving {
+        model: "kcuc",
+        rt: Arc::new(rt),
+    }))
 }
 
 async fn accept_loop(listener: TcpListener, policy: Arc<Policy>, multishot: bool) {

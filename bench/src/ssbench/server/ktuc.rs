@@ -323,7 +323,7 @@ pub(crate) fn start(setup: Setup) -> anyhow::Result<Running> {
     std::thread::Builder::new()
         .name("ktuc-accept".into())
         .spawn(move || accept_loop(&listener, &runtime, &poller, &policy))?;
-    Ok(Box::new(rt))
+    Ok(Box::new(ss::Serving { model: "ktuc", rt }))
 }
 
 fn accept_loop(

@@ -141,6 +141,12 @@ pub struct ServerArgs {
     /// buffers of 1 KiB and grows to 4 096 as the connections ask.
     #[arg(long, value_name = "COUNT,SIZE[,MAX]", value_parser = parse_recv_buffers, default_value = "256,1024")]
     pub recv_buffers: RecvBuffers,
+    /// kcuc, ktuc: print the runtime's I/O counters (ss-runtime's
+    /// `Runtime::io_metrics`: submissions, completions, multishot receives,
+    /// the receive pools and how often they ran dry) to stderr as the server
+    /// stops.
+    #[arg(long)]
+    pub io_stats: bool,
     /// kcuc, ktuc: ss-runtime's `Builder::stall_watch` in µs (default: the
     /// runtime's, 1 000 µs; 0 starts no watch).
     #[arg(long, value_name = "US")]
@@ -222,7 +228,7 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         nudge: args.nudge_us.map(Duration::from_micros),
     };
     // Kept until the process exits: the model's runtime and threads.
-    let _server = match args.model {
+    let server = match args.model {
         Model::Kcuc => kcuc::start(setup),
         Model::Kcut => kcut::start(setup),
         Model::Ktut => ktut::start(setup),
@@ -237,6 +243,15 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
     wait_for_stop(signals);
+    if args.io_stats {
+        match server.downcast_ref::<ss::Serving>() {
+            Some(serving) => serving.report(),
+            None => eprintln!(
+                "ssbench server: --io-stats: {:?} has no ss-runtime",
+                args.model
+            ),
+        }
+    }
     // Exit without tearing the model down: threads blocked in system calls and
     // runtimes holding thousands of connections need not be unwound to stop.
     std::process::exit(0)

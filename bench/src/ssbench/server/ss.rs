@@ -54,6 +54,23 @@ impl Wakeup for SsWake {
     }
 }
 
+/// A running ss-runtime model (what `kcuc` and `ktuc` keep until the
+/// process exits).
+pub(crate) struct Serving {
+    pub(crate) model: &'static str,
+    pub(crate) rt: Arc<Runtime>,
+}
+
+impl Serving {
+    /// `--io-stats`: the runtime's I/O counters, one line on stderr.
+    pub(crate) fn report(&self) {
+        match self.rt.io_metrics() {
+            Some(m) => eprintln!("ssbench server {}: io {m:?}", self.model),
+            None => eprintln!("ssbench server {}: io: no io_uring", self.model),
+        }
+    }
+}
+
 /// Builds the runtime: `--workers` threads, `--levels` priorities, and the
 /// idle spin of `--idle-spin-us` if given.
 pub(crate) fn runtime(name: &str, setup: &Setup) -> anyhow::Result<Runtime> {

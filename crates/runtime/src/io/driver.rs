@@ -1241,6 +1241,32 @@ impl Shared {
     pub(crate) fn rings(&self) -> Vec<Arc<Ring>> {
         lock(&self.rings).clone()
     }
+
+    /// A snapshot of the counters, the pools summed over the rings.
+    pub(crate) fn metrics(&self) -> super::IoMetrics {
+        let s = &*self.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut m = super::IoMetrics {
+            enters: get(&s.enters),
+            submit_calls: get(&s.submit_calls),
+            submitted: get(&s.submitted),
+            completions: get(&s.completions),
+            inline: get(&s.inline),
+            streams: get(&s.streams),
+            throttled: get(&s.throttled),
+            followed: get(&s.followed),
+            ..Default::default()
+        };
+        for ring in self.rings() {
+            if let Some(pool) = ring.pool() {
+                let (count, lent, dry) = pool.counts();
+                m.recv_buffers += u64::from(count);
+                m.recv_buffers_lent += lent as u64;
+                m.recv_pool_dry += dry;
+            }
+        }
+        m
+    }
 }
 
 /// The io_uring driver of a runtime. See the module docs of [`crate::io`].
@@ -1341,6 +1367,11 @@ impl Driver {
             }),
             done: AtomicBool::new(false),
         })
+    }
+
+    /// A snapshot of the driver's counters.
+    pub(crate) fn metrics(&self) -> super::IoMetrics {
+        self.shared.metrics()
     }
 
     /// The state operations share (for tests).

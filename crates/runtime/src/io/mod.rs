@@ -163,6 +163,41 @@ pub use ops::{accept, close, connect, read, recv, send, submit_read, submit_writ
 pub(crate) use ops::{ReadInto, Timeout, WriteFrom};
 pub use pool::{recv_pooled, RecvBuf};
 
+/// A snapshot of the io_uring driver's counters since the runtime started,
+/// summed over the workers' rings ([`Runtime::io_metrics`](crate::Runtime::io_metrics)).
+/// Each is read on its own (relaxed): a snapshot taken while the runtime
+/// works is a close, not an exact, picture.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IoMetrics {
+    /// `io_uring_enter` calls of any kind.
+    pub enters: u64,
+    /// Of those, calls that submitted something.
+    pub submit_calls: u64,
+    /// SQEs submitted by them (`submitted / submit_calls`: the batch).
+    pub submitted: u64,
+    /// Completions reaped.
+    pub completions: u64,
+    /// Operations whose first poll submitted them and found the completion
+    /// already there (no wake-up, no second poll).
+    pub inline: u64,
+    /// Multishot receives armed ([`RecvStream`]).
+    pub streams: u64,
+    /// Multishot receives stopped for holding too many completions while
+    /// their reader was behind.
+    pub throttled: u64,
+    /// Multishot receives stopped so that they follow their reader off a
+    /// worker held in reserve.
+    pub followed: u64,
+    /// Receive buffers in the workers' pools now (they grow when they run
+    /// dry: [`Config::recv_buffers_max`]).
+    pub recv_buffers: u64,
+    /// Of those, lent now: named by a completion, not yet given back.
+    pub recv_buffers_lent: u64,
+    /// Receives that met a pool dry (each then went into a buffer of its own).
+    pub recv_pool_dry: u64,
+}
+
 /// The io_uring driver's configuration ([`Builder::io`](crate::Builder::io)).
 #[derive(Clone, Debug)]
 #[non_exhaustive]

@@ -251,6 +251,16 @@ impl BufPool {
         self.size
     }
 
+    /// Buffers in the pool now, those lent (named by a reaped completion, not
+    /// yet given back), and the receives that met it dry.
+    pub(crate) fn counts(&self) -> (u16, usize, u64) {
+        (
+            self.count.load(Ordering::Relaxed),
+            self.out.load(Ordering::Relaxed),
+            self.dry.load(Ordering::Relaxed),
+        )
+    }
+
     /// Buffers not in the ring (handed out by completions, not yet returned).
     #[cfg(test)]
     pub(crate) fn out(&self) -> usize {

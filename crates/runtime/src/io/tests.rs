@@ -801,6 +801,15 @@ fn a_dry_pool_doubles_while_half_its_buffers_are_lent_up_to_its_ceiling() {
     });
     assert!(again.iter().all(|b| b.is_pooled() && &b[..] == b"again"));
     assert_eq!((pool.count(), pool.dry()), (8, 4));
+    // What the runtime tells its user.
+    let m = rt.io_metrics().unwrap();
+    assert_eq!(
+        (m.recv_buffers, m.recv_buffers_lent, m.recv_pool_dry),
+        (8, 8, 4)
+    );
+    assert!(m.completions >= 20 && m.submitted >= 20, "{m:?}");
+    drop(again);
+    assert_eq!(rt.io_metrics().unwrap().recv_buffers_lent, 0);
 }
 
 #[test]
@@ -1278,6 +1287,9 @@ fn a_stream_grows_a_dry_pool_and_loses_no_byte() {
     assert_eq!(pool.count(), 16);
     assert!(pool.dry() >= 4, "{} dry receives", pool.dry());
     assert_eq!(held.iter().filter(|b| b.is_pooled()).count(), 16);
+    let m = rt.io_metrics().unwrap();
+    assert!(m.streams >= 2, "re-armed after a dry stop: {m:?}");
+    assert_eq!((m.recv_buffers, m.recv_pool_dry), (16, pool.dry()));
     drop(held);
     assert!(eventually(|| pool_out(&rt) == 0));
 }
