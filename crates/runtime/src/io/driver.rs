@@ -609,8 +609,10 @@ impl Ring {
         if let Some(pool) = &self.pool {
             pool.note_selected(flags);
             if res == -libc::ENOBUFS {
-                // Judged now, while the buffers the reaped completions name
-                // are still lent (their readers may run much later).
+                // A receive that selects a buffer met the pool dry (nothing
+                // else on these rings fails so). Judged now, while the
+                // buffers the reaped completions name are still lent (their
+                // readers may run much later).
                 pool.ran_dry();
             }
         }
@@ -765,11 +767,12 @@ fn register_pool(uring: &IoUring, shape: pool::Shape) -> Option<Arc<BufPool>> {
     }
     let pool = BufPool::new(shape).ok()?;
     let (addr, entries) = pool.ring_addr();
-    // SAFETY: the ring memory is page aligned, `entries` long, initialised (the
-    // starting buffers' entries written, the rest zeroed: the kernel reads only
-    // between its head and our tail), and outlives the registration: the pool is held by the
-    // ring's `Ring` (and so by every operation on it) and the teardown
-    // unregisters the group before the last `Arc` can go.
+    // SAFETY: the ring memory is page aligned, `entries` long, initialised
+    // (the starting buffers' entries written, the rest zeroed: the kernel
+    // reads only between its head and our tail), and outlives the
+    // registration: the pool is held by the ring's `Ring` (and so by every
+    // operation on it) and the teardown unregisters the group before the last
+    // `Arc` can go.
     unsafe {
         uring
             .submitter()
@@ -1250,6 +1253,7 @@ impl Shared {
             enters: get(&s.enters),
             submit_calls: get(&s.submit_calls),
             submitted: get(&s.submitted),
+            deferred: get(&s.deferred),
             completions: get(&s.completions),
             inline: get(&s.inline),
             streams: get(&s.streams),

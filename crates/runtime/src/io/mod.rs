@@ -176,6 +176,9 @@ pub struct IoMetrics {
     pub submit_calls: u64,
     /// SQEs submitted by them (`submitted / submit_calls`: the batch).
     pub submitted: u64,
+    /// Operations whose submission waited for others to join the batch
+    /// ([`Config::submit_batch`]).
+    pub deferred: u64,
     /// Completions reaped.
     pub completions: u64,
     /// Operations whose first poll submitted them and found the completion
