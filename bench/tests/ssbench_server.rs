@@ -167,6 +167,21 @@ impl Server {
             .expect("VmRSS in /proc/<pid>/status")
     }
 
+    /// Closes the server's stdin, checks that it exits with 0, and returns
+    /// what it wrote to its stderr (started with `Stdio::piped()` there).
+    fn stop_for_stderr(&mut self) -> String {
+        drop(self.child().stdin.take());
+        assert_eq!(self.wait_exit(), Some(0), "{}", self.model);
+        let mut err = String::new();
+        self.child()
+            .stderr
+            .take()
+            .expect("stderr piped")
+            .read_to_string(&mut err)
+            .unwrap();
+        err
+    }
+
     /// Waits (bounded) for the process to exit; its exit code.
     fn wait_exit(&mut self) -> Option<i32> {
         let deadline = Instant::now() + timeout();
@@ -718,16 +733,7 @@ fn io_stats_tell_what_the_runtime_did_as_the_server_stops() {
         for id in 1..=5 {
             client.round_trip(id, 15);
         }
-        drop(server.child().stdin.take());
-        assert_eq!(server.wait_exit(), Some(0), "{model}");
-        let mut err = String::new();
-        server
-            .child()
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = server.stop_for_stderr();
         let line = err
             .lines()
             .find(|l| l.starts_with(&format!("ssbench server {model}: io IoMetrics {{")))
@@ -747,17 +753,7 @@ fn io_stats_tell_what_the_runtime_did_as_the_server_stops() {
         assert!(line.contains("recv_buffers: "), "{line}");
     }
     // A model without the runtime says so.
-    let mut server = Server::linux_with("tokio", &["--io-stats"], Stdio::piped());
-    drop(server.child().stdin.take());
-    assert_eq!(server.wait_exit(), Some(0));
-    let mut err = String::new();
-    server
-        .child()
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = Server::linux_with("tokio", &["--io-stats"], Stdio::piped()).stop_for_stderr();
     assert!(
         err.contains("--io-stats: Tokio has no ss-runtime"),
         "{err:?}"
