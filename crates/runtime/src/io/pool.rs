@@ -57,7 +57,7 @@ use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use io_uring::{cqueue, opcode, squeue, types};
 
@@ -147,8 +147,6 @@ pub(crate) struct BufPool {
     /// Buffers out of the kernel's hands: named by a reaped completion, not yet
     /// given back.
     out: AtomicUsize,
-    /// Buffers in the pool now (a copy of `Producer::count` for readers).
-    count: AtomicU16,
     /// Receives that met the pool dry (`ENOBUFS`).
     dry: AtomicU64,
 }
@@ -173,7 +171,7 @@ unsafe impl Sync for BufPool {}
 impl fmt::Debug for BufPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BufPool")
-            .field("count", &self.count.load(Ordering::Relaxed))
+            .field("count", &self.producer().count)
             .field("max", &self.max)
             .field("size", &self.size)
             .field("out", &self.out.load(Ordering::Relaxed))
@@ -234,10 +232,9 @@ impl BufPool {
             max,
             producer: Mutex::new(Producer { tail: 0, count: 0 }),
             out: AtomicUsize::new(0),
-            count: AtomicU16::new(0),
             dry: AtomicU64::new(0),
         });
-        pool.add_buffers(shape.count);
+        pool.add_buffers(&mut pool.producer(), shape.count);
         Ok(pool)
     }
 
@@ -255,7 +252,7 @@ impl BufPool {
     /// yet given back), and the receives that met it dry.
     pub(crate) fn counts(&self) -> (u16, usize, u64) {
         (
-            self.count.load(Ordering::Relaxed),
+            self.producer().count,
             self.out.load(Ordering::Relaxed),
             self.dry.load(Ordering::Relaxed),
         )
@@ -270,7 +267,12 @@ impl BufPool {
     /// Buffers in the pool now (it grows when it runs dry, up to its ceiling).
     #[cfg(test)]
     pub(crate) fn count(&self) -> u16 {
-        self.count.load(Ordering::Relaxed)
+        self.producer().count
+    }
+
+    /// The producer side, locked.
+    fn producer(&self) -> MutexGuard<'_, Producer> {
+        self.producer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Receives that met the pool dry.
@@ -311,15 +313,13 @@ impl BufPool {
     }
 
     /// Puts buffers `count..count + n` (clamped to the ceiling) in the ring.
-    fn add_buffers(&self, n: u16) {
-        let mut p = self.producer.lock().unwrap_or_else(|e| e.into_inner());
+    fn add_buffers(&self, p: &mut Producer, n: u16) {
         let new = p.count.saturating_add(n).min(self.max);
         for bid in p.count..new {
-            self.push(&mut p, bid);
+            self.push(p, bid);
         }
         p.count = new;
-        self.publish(&p);
-        self.count.store(new, Ordering::Relaxed);
+        self.publish(p);
     }
 
     /// A receive met the pool dry (called as its completion is reaped, when
@@ -329,11 +329,12 @@ impl BufPool {
     /// over) and it is below its ceiling, doubles the buffers in the ring.
     pub(crate) fn ran_dry(&self) {
         self.dry.fetch_add(1, Ordering::Relaxed);
-        let count = self.count.load(Ordering::Relaxed);
+        let mut p = self.producer();
+        let count = p.count;
         if count < self.max && self.out.load(Ordering::Relaxed) * 2 >= usize::from(count) {
-            // Two receives that meet it dry at once may both double it: a
-            // dry pool at that moment had earned both.
-            self.add_buffers(count);
+            // Two dry receives reaped together may both double it: a pool
+            // still half lent after the first doubling had earned both.
+            self.add_buffers(&mut p, count);
         }
     }
 
@@ -342,7 +343,7 @@ impl BufPool {
         if bid >= self.max {
             return; // not ours (the kernel never hands out one it was not given)
         }
-        let mut p = self.producer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.producer();
         self.push(&mut p, bid);
         self.publish(&p);
         drop(p);
