@@ -128,6 +128,11 @@ struct Args {
     /// (`Builder::adaptive_spin(false)`; default: only while spins pay).
     #[arg(long)]
     spin_always: bool,
+    /// The ss-runtime server reads with one receive submitted per read
+    /// (`TcpStream::recv`) instead of one multishot receive that stays armed
+    /// (`TcpStream::recv_stream`): an ablation knob.
+    #[arg(long)]
+    single_shot_recv: bool,
     /// Worker threads of the ss-runtime server only (default: 2, as tokio's).
     /// An experiment knob: with 1 the summary no longer compares like with
     /// like, and the header says so.
@@ -144,6 +149,7 @@ struct SsTuning {
     reserve: Option<Duration>,
     stall_watch: Option<Duration>,
     spin_always: bool,
+    single_shot_recv: bool,
     workers: Option<usize>,
 }
 
@@ -224,6 +230,7 @@ fn main() -> Result<()> {
                     reserve: args.reserve_us.map(Duration::from_micros),
                     stall_watch: args.stall_watch_us.map(Duration::from_micros),
                     spin_always: args.spin_always,
+                    single_shot_recv: args.single_shot_recv,
                     workers: args.ss_workers.map(usize::from),
                 },
             )
@@ -288,18 +295,49 @@ async fn ss_serve(stream: ss_runtime::net::TcpStream, live: Live) {
     }
 }
 
+/// ss-runtime, `--single-shot-recv`: one connection, one receive submitted
+/// per read into the buffer the send then owns.
+async fn ss_serve_single_shot(stream: ss_runtime::net::TcpStream, live: Live) {
+    let mut buf = Vec::with_capacity(BUF);
+    loop {
+        buf.clear();
+        let (n, b) = stream.recv(buf).await;
+        match n {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => {
+                live.0.errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        let (r, b) = stream.send_all(b).await;
+        if r.is_err() {
+            live.0.errors.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+        buf = b;
+    }
+}
+
 /// ss-runtime: accepts up to `max_accepts` connections, a coroutine for each.
 async fn ss_accept(
     listener: ss_runtime::net::TcpListener,
     stats: Arc<ServerStats>,
     max_accepts: u64,
+    single_shot: bool,
 ) {
     for _ in 0..max_accepts {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
                 let live = Live::new(&stats);
-                if ss_runtime::try_spawn(ss_serve(stream, live), prio(SERVER_LEVEL)).is_err() {
+                let spawned = if single_shot {
+                    ss_runtime::try_spawn(ss_serve_single_shot(stream, live), prio(SERVER_LEVEL))
+                        .map(drop)
+                } else {
+                    ss_runtime::try_spawn(ss_serve(stream, live), prio(SERVER_LEVEL)).map(drop)
+                };
+                if spawned.is_err() {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -410,7 +448,12 @@ fn start_ss(max_accepts: u64, tuning: SsTuning) -> Result<Server> {
     let stats = Arc::new(ServerStats::default());
     let listener = ss_runtime::net::TcpListener::from_std(std_listener);
     rt.spawn(
-        ss_accept(listener, stats.clone(), max_accepts),
+        ss_accept(
+            listener,
+            stats.clone(),
+            max_accepts,
+            tuning.single_shot_recv,
+        ),
         prio(SERVER_LEVEL),
     )
     .map_err(|e| anyhow!("spawning the ss-runtime accept loop: {e}"))?;
@@ -769,6 +812,12 @@ fn bench(connections: &[usize], plan: Plan, tuning: SsTuning) -> Result<()> {
     }
     if let Some(period) = tuning.stall_watch {
         println!("ss-runtime: stall_watch({period:?}) (zero: no watch)");
+    }
+    if tuning.single_shot_recv {
+        println!(
+            "ss-runtime: one receive submitted per read (TcpStream::recv), not one \
+             multishot receive per connection (recv_stream)"
+        );
     }
     let workers = match tuning.workers.filter(|&n| n != WORKERS) {
         Some(n) => {
