@@ -259,6 +259,11 @@ impl Live {
         stats.live.fetch_add(1, Ordering::Relaxed);
         Live(stats.clone())
     }
+
+    /// Counts a failed receive or send of this connection.
+    fn error(&self) {
+        self.0.errors.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Live {
@@ -281,17 +286,12 @@ async fn ss_serve(stream: ss_runtime::net::TcpStream, live: Live) {
                 buf.clear();
                 buf.extend_from_slice(&got);
             }
-            Err(_) => {
-                live.0.errors.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
+            Err(_) => return live.error(),
         }
-        let (r, b) = stream.send_all(buf).await;
-        if r.is_err() {
-            live.0.errors.fetch_add(1, Ordering::Relaxed);
-            break;
+        match stream.send_all(buf).await {
+            (Ok(()), b) => buf = b,
+            (Err(_), _) => return live.error(),
         }
-        buf = b;
     }
 }
 
@@ -301,21 +301,15 @@ async fn ss_serve_single_shot(stream: ss_runtime::net::TcpStream, live: Live) {
     let mut buf = Vec::with_capacity(BUF);
     loop {
         buf.clear();
-        let (n, b) = stream.recv(buf).await;
-        match n {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) => {
-                live.0.errors.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
+        buf = match stream.recv(buf).await {
+            (Ok(0), _) => break,
+            (Ok(_), b) => b,
+            (Err(_), _) => return live.error(),
+        };
+        match stream.send_all(buf).await {
+            (Ok(()), b) => buf = b,
+            (Err(_), _) => return live.error(),
         }
-        let (r, b) = stream.send_all(b).await;
-        if r.is_err() {
-            live.0.errors.fetch_add(1, Ordering::Relaxed);
-            break;
-        }
-        buf = b;
     }
 }
 
@@ -356,14 +350,10 @@ async fn tokio_serve(mut stream: tokio::net::TcpStream, live: Live) {
         let n = match stream.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => n,
-            Err(_) => {
-                live.0.errors.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
+            Err(_) => return live.error(),
         };
         if stream.write_all(&buf[..n]).await.is_err() {
-            live.0.errors.fetch_add(1, Ordering::Relaxed);
-            break;
+            return live.error();
         }
     }
 }
