@@ -48,6 +48,11 @@
 //!              Abandoned(buffers) ──CQE──► Free (buffers dropped)
 //! ```
 //!
+//! A result nobody takes — the op dropped on either side of its `CQE` — goes
+//! to the operation's `release` ([`Orphan`]) before its memory is dropped: an
+//! accept's new descriptor is closed there (so its peer sees the end, not a
+//! socket nobody reads), and a pooled receive's buffer goes back to the pool.
+//!
 //! A multishot operation (a [`RecvStream`](super::RecvStream)) posts many
 //! completions for one key; its slot queues them until the last (a CQE
 //! without `IORING_CQE_F_MORE`):
@@ -83,7 +88,6 @@
 //! issue is cancellable), its buffers are deliberately leaked rather than freed
 //! under the kernel's feet, and stderr says so.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
@@ -171,8 +175,18 @@ impl Waiter {
     }
 }
 
+/// An operation whose future is gone before it took its completion: the
+/// driver keeps it (the memory the kernel may still write) until the
+/// completion, then hands it the result nobody will take.
+pub(crate) trait Orphan: Send {
+    /// The completion's `result` (≥ 0, or `-errno`) will never be taken:
+    /// releases what it handed over (an accepted connection's descriptor),
+    /// and the operation's memory with it.
+    fn release(self: Box<Self>, result: i32);
+}
+
 /// Memory an abandoned operation leaves with the driver until its completion.
-pub(crate) type Keep = Box<dyn Any + Send>;
+pub(crate) type Keep = Box<dyn Orphan>;
 
 enum SlotState {
     Free,
@@ -197,6 +211,9 @@ enum SlotState {
 
 struct Slot {
     generation: u32,
+    /// Its operation takes a buffer of the ring's pool (`BUFFER_SELECT`):
+    /// only then does `ENOBUFS` say the pool ran dry.
+    pooled: bool,
     state: SlotState,
 }
 
@@ -221,18 +238,20 @@ impl Slots {
             .filter(|s| s.generation == generation && !matches!(s.state, SlotState::Free))
     }
 
-    fn insert(&mut self, state: SlotState) -> u64 {
+    fn insert(&mut self, state: SlotState, pooled: bool) -> u64 {
         self.in_kernel += 1;
         match self.free.pop() {
             Some(index) => {
                 let slot = &mut self.slots[index as usize];
                 slot.state = state;
+                slot.pooled = pooled;
                 Self::key(index, slot.generation)
             }
             None => {
                 let index = u32::try_from(self.slots.len()).expect("2^32 operations in flight");
                 self.slots.push(Slot {
                     generation: 0,
+                    pooled,
                     state,
                 });
                 Self::key(index, 0)
@@ -387,13 +406,14 @@ impl Ring {
         &self.stats
     }
 
-    /// Registers a new operation, to be woken through `waiter`.
-    pub(crate) fn register(&self, waiter: Waiter) -> io::Result<u64> {
+    /// Registers a new operation, to be woken through `waiter`; `pooled` if
+    /// it takes a buffer of the ring's pool.
+    pub(crate) fn register(&self, waiter: Waiter, pooled: bool) -> io::Result<u64> {
         let mut slots = lock(&self.slots);
         if self.closed.load(Ordering::Acquire) {
             return Err(closed_error());
         }
-        Ok(slots.insert(SlotState::InFlight(waiter)))
+        Ok(slots.insert(SlotState::InFlight(waiter), pooled))
     }
 
     /// Registers a new multishot operation, each of whose completions wakes
@@ -403,12 +423,15 @@ impl Ring {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed_error());
         }
-        Ok(slots.insert(SlotState::Stream {
-            waiter,
-            queue: VecDeque::new(),
-            armed: true,
-            stopping: false,
-        }))
+        Ok(slots.insert(
+            SlotState::Stream {
+                waiter,
+                queue: VecDeque::new(),
+                armed: true,
+                stopping: false,
+            },
+            true,
+        ))
     }
 
     /// The oldest completion of multishot operation `key` not yet taken, and
@@ -569,9 +592,14 @@ impl Ring {
         } else {
             let state = slots.remove(key);
             drop(slots);
-            drop(keep);
-            if let (SlotState::Done(_, flags), Some(pool)) = (state, &self.pool) {
-                // Completed, never taken: a buffer it was handed goes back.
+            let SlotState::Done(res, flags) = state else {
+                drop(keep);
+                return;
+            };
+            // Completed, never taken: what it was handed goes back — a
+            // descriptor to be closed, a buffer to the pool.
+            keep.release(res);
+            if let Some(pool) = &self.pool {
                 pool.give_back_selected(flags);
             }
         }
@@ -603,18 +631,11 @@ impl Ring {
         slots: &mut Slots,
         (key, res, flags): (u64, i32, u32),
         wake: &mut Vec<Waiter>,
-        free: &mut Vec<Keep>,
+        free: &mut Vec<(Keep, i32)>,
         stop: &mut Vec<u64>,
     ) {
         if let Some(pool) = &self.pool {
             pool.note_selected(flags);
-            if res == -libc::ENOBUFS {
-                // A receive that selects a buffer met the pool dry (nothing
-                // else on these rings fails so). Judged now, while the
-                // buffers the reaped completions name are still lent (their
-                // readers may run much later).
-                pool.ran_dry();
-            }
         }
         let Some(slot) = slots.get(key) else {
             // Not ours to keep (never happens: every op's key is live until
@@ -624,6 +645,17 @@ impl Ring {
             }
             return;
         };
+        if let Some(pool) = self
+            .pool
+            .as_ref()
+            .filter(|_| slot.pooled && res == -libc::ENOBUFS)
+        {
+            // A receive that selects a buffer met the pool dry (a send or a
+            // connect may fail with ENOBUFS too: the network's, not the
+            // pool's). Judged now, while the buffers the reaped completions
+            // name are still lent (their readers may run much later).
+            pool.ran_dry();
+        }
         let last = !cqueue::more(flags);
         match &mut slot.state {
             SlotState::Stream {
@@ -668,7 +700,7 @@ impl Ring {
             SlotState::Abandoned(keep) => {
                 slots.remove(key);
                 slots.in_kernel -= 1;
-                free.push(keep);
+                free.push((keep, res));
                 if let Some(pool) = &self.pool {
                     // Nobody waits for the bytes: the buffer goes back.
                     pool.give_back_selected(flags);
@@ -1120,7 +1152,10 @@ impl Local {
         for w in wake.drain(..) {
             w.wake(&self.ring.exec);
         }
-        drop(free);
+        // Outside the slot lock: a release may close a descriptor.
+        for (keep, res) in free {
+            keep.release(res);
+        }
         *self.wake.borrow_mut() = wake;
     }
 

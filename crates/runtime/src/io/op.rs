@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 
 use io_uring::squeue;
 
-use super::driver::{current_local, local_of, Local, Push, Ring, Waiter};
+use super::driver::{current_local, local_of, Local, Orphan, Push, Ring, Waiter};
 
 /// One kind of operation: the memory it needs while in flight, how to describe
 /// it to the kernel, and how to turn the completion into the caller's output.
@@ -50,8 +50,23 @@ pub(crate) trait Operation: Send + Unpin + 'static {
         true
     }
 
+    /// Whether the SQE takes a buffer of the ring's pool (`BUFFER_SELECT`).
+    fn selects_buffer(&self) -> bool {
+        false
+    }
+
     /// The kernel's result: a value ≥ 0, or `-errno`.
     fn complete(self, result: i32) -> Self::Output;
+
+    /// The kernel's result, which nobody will take (the future was dropped
+    /// after the completion, or while the kernel held the operation and the
+    /// cancellation came too late): releases whatever the result hands over.
+    /// By default there is nothing but the operation's memory.
+    fn release(self, _result: i32)
+    where
+        Self: Sized,
+    {
+    }
 
     /// The kernel's result and the completion's flags (a provided buffer's id);
     /// by default, [`Operation::complete`].
@@ -94,7 +109,7 @@ fn submit<T: Operation>(
     if !data.attach(ring) {
         return Err((Err(io::Error::from_raw_os_error(libc::ENOBUFS)), data));
     }
-    let key = match ring.register(waiter) {
+    let key = match ring.register(waiter, data.selects_buffer()) {
         Ok(key) => key,
         Err(e) => return Err((Err(e), data)),
     };
@@ -278,6 +293,12 @@ impl<T: Operation> Op<T> {
                 Poll::Pending
             }
         }
+    }
+}
+
+impl<T: Operation> Orphan for T {
+    fn release(self: Box<Self>, result: i32) {
+        Operation::release(*self, result);
     }
 }
 

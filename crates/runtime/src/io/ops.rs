@@ -156,6 +156,16 @@ impl Operation for Accept {
         Ok((fd, peer))
     }
 
+    /// A connection accepted for a future that is gone: closed, so its peer
+    /// sees the end rather than a socket nobody reads.
+    fn release(self, result: i32) {
+        if result >= 0 {
+            // SAFETY: as in `complete`: the new descriptor is owned by nobody
+            // else, and this is the only use of this result.
+            drop(unsafe { OwnedFd::from_raw_fd(result) });
+        }
+    }
+
     fn fail(self, e: io::Error) -> Self::Output {
         Err(e)
     }

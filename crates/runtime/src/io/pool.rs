@@ -487,6 +487,10 @@ impl Operation for RecvPooled {
         self.pool.is_some()
     }
 
+    fn selects_buffer(&self) -> bool {
+        true
+    }
+
     fn sqe(&mut self) -> squeue::Entry {
         let size = self.pool.as_ref().map_or(0, |p| p.size());
         opcode::Recv::new(types::Fd(self.fd), std::ptr::null_mut(), size)

@@ -391,7 +391,10 @@ fn shutdown_with_operations_pending_leaks_nothing() {
     // Idempotent; and new operations are refused with a reason.
     driver.shutdown();
     let e = driver.shared().rings()[0]
-        .register(driver::Waiter::Waker(futures_util::task::noop_waker()))
+        .register(
+            driver::Waiter::Waker(futures_util::task::noop_waker()),
+            false,
+        )
         .unwrap_err();
     assert!(e.to_string().contains("shut down"), "{e}");
 }
@@ -1320,4 +1323,184 @@ fn shutdown_with_streams_armed_leaks_nothing() {
     let driver = inner.io().unwrap();
     assert!(driver.rings_closed());
     assert_eq!(driver.in_kernel(), 0);
+}
+
+/// A pipe read that records the results handed to it after its future was
+/// dropped (`Operation::release`).
+struct Released {
+    fd: std::os::fd::RawFd,
+    buf: Vec<u8>,
+    got: Arc<std::sync::Mutex<Vec<i32>>>,
+}
+
+impl Operation for Released {
+    type Output = i32;
+
+    fn sqe(&mut self) -> io_uring::squeue::Entry {
+        io_uring::opcode::Read::new(
+            io_uring::types::Fd(self.fd),
+            self.buf.as_mut_ptr(),
+            self.buf.len() as u32,
+        )
+        .build()
+    }
+
+    fn complete(self, result: i32) -> i32 {
+        result
+    }
+
+    fn fail(self, _: std::io::Error) -> i32 {
+        i32::MIN
+    }
+
+    fn release(self, result: i32) {
+        self.got.lock().unwrap().push(result);
+    }
+}
+
+#[test]
+fn a_result_nobody_takes_is_released_to_its_operation() {
+    let rt = rt(1);
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    rt.block_on(async move {
+        let (r, w) = pipe();
+        (&std::fs::File::from(w)).write_all(b"0123456789").unwrap();
+        let read = |n| Released {
+            fd: r.as_raw_fd(),
+            buf: vec![0; n],
+            got: g.clone(),
+        };
+        let waiter = || driver::Waiter::Waker(futures_util::task::noop_waker());
+        let ring = driver::current_local().unwrap().ring().clone();
+        let settle = || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while ring.in_kernel() != 0 {
+                assert!(std::time::Instant::now() < deadline, "no completion");
+                driver::run_local();
+                std::thread::yield_now();
+            }
+        };
+        // Completed and reaped (the slot holds the result), then dropped.
+        let op = Op::submit_now(read(4), waiter()).unwrap();
+        settle();
+        drop(op);
+        assert_eq!(*g.lock().unwrap(), [4]);
+        // Dropped while the driver has not reaped it yet: it is abandoned
+        // (a cancellation asked, too late), and its completion, once reaped,
+        // goes to `release` all the same.
+        let op = Op::submit_now(read(3), waiter()).unwrap();
+        drop(op);
+        settle();
+        // Taken by its future: nothing released.
+        let op = Op::submit_now(read(2), waiter());
+        let taken = op.unwrap().await;
+        assert_eq!(taken, 2);
+    });
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], 4);
+    // The read either completed (3 bytes) or was cancelled in time.
+    assert!(got[1] == 3 || got[1] == -libc::ECANCELED, "{got:?}");
+}
+
+#[test]
+fn an_accept_dropped_after_its_completion_closes_the_connection() {
+    let rt = rt(1);
+    let listener = Arc::new(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let addr = listener.local_addr().unwrap();
+    let l2 = listener.clone();
+    let client = rt.block_on(async move {
+        let mut fut = Box::pin(accept(&*l2));
+        std::future::poll_fn(|cx| {
+            assert!(std::future::Future::poll(fut.as_mut(), cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        // The accept is with the kernel; a client connects.
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let ring = driver::current_local().unwrap().ring().clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while ring.in_kernel() != 0 {
+            assert!(std::time::Instant::now() < deadline, "no completion");
+            driver::run_local();
+            std::thread::yield_now();
+        }
+        // Completed (its slot holds the new descriptor), never taken.
+        drop(fut);
+        client
+    });
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let r = loop {
+        match (&client).read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r,
+        }
+    };
+    assert!(
+        matches!(r, Ok(0)),
+        "the accepted connection was leaked (still open): read gave {r:?}"
+    );
+}
+
+/// A receive that selects from a buffer group the ring does not have: the
+/// kernel fails it with `ENOBUFS`, though the ring's pool played no part.
+struct OtherGroup(std::os::fd::RawFd);
+
+impl Operation for OtherGroup {
+    type Output = i32;
+
+    fn sqe(&mut self) -> io_uring::squeue::Entry {
+        io_uring::opcode::Recv::new(io_uring::types::Fd(self.0), std::ptr::null_mut(), 64)
+            .buf_group(0x7e57)
+            .build()
+            .flags(io_uring::squeue::Flags::BUFFER_SELECT)
+    }
+
+    fn complete(self, result: i32) -> i32 {
+        result
+    }
+
+    fn fail(self, _: std::io::Error) -> i32 {
+        i32::MIN
+    }
+}
+
+#[test]
+fn only_a_receive_from_the_pool_that_finds_it_dry_grows_it() {
+    let rt = rt_growing_pool(1, 2, 8, 64);
+    let pairs: Arc<Vec<_>> = Arc::new((0..4).map(|_| tcp_pair()).collect());
+    for (_, b) in pairs.iter() {
+        let mut b = b;
+        b.write_all(b"bytes").unwrap();
+    }
+    let p2 = pairs.clone();
+    let (held, other, counts) = rt.block_on(async move {
+        // Both buffers lent: the pool is dry, and a receive of its own that
+        // met it so would double it.
+        let mut held = vec![
+            recv_pooled(&p2[0].0).await.unwrap(),
+            recv_pooled(&p2[1].0).await.unwrap(),
+        ];
+        let pool = driver::current_local()
+            .unwrap()
+            .ring()
+            .pool()
+            .unwrap()
+            .clone();
+        let before = (pool.count(), pool.dry());
+        // An ENOBUFS that is not the pool's.
+        let other = Op::new(OtherGroup(p2[2].0.as_raw_fd())).await;
+        let after_other = (pool.count(), pool.dry());
+        // One of the pool's: it grows.
+        held.push(recv_pooled(&p2[3].0).await.unwrap());
+        let after_own = (pool.count(), pool.dry());
+        (held, other, [before, after_other, after_own])
+    });
+    assert_eq!(other, -libc::ENOBUFS);
+    assert_eq!(counts, [(2, 0), (2, 0), (4, 1)], "(buffers, dry receives)");
+    assert!(held.iter().all(|b| &b[..] == b"bytes"));
 }
