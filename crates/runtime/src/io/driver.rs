@@ -155,12 +155,16 @@ impl Waiter {
         }
     }
 
-    /// Records a re-poll's waker, if it differs from the one recorded.
-    fn update(&mut self, waker: &Waker, exec: &Executor<WorkerPlatform>) {
+    /// Records a re-poll's waker, if it differs from the one recorded;
+    /// returns the one it replaced, for the caller to drop once it has let go
+    /// of the slot lock (a foreign waker may be the last reference to a task
+    /// whose future, dropped with it, abandons an operation of this ring).
+    #[must_use = "drop the replaced waiter after the slot lock"]
+    fn update(&mut self, waker: &Waker, exec: &Executor<WorkerPlatform>) -> Option<Waiter> {
         match (exec.own_cid(waker), &*self) {
-            (Some(cid), Waiter::Cid(old)) if *old == cid => {}
-            (None, Waiter::Waker(old)) if old.will_wake(waker) => {}
-            _ => *self = Waiter::of(waker, exec),
+            (Some(cid), Waiter::Cid(old)) if *old == cid => None,
+            (None, Waiter::Waker(old)) if old.will_wake(waker) => None,
+            _ => Some(std::mem::replace(self, Waiter::of(waker, exec))),
         }
     }
 
@@ -445,34 +449,42 @@ impl Ring {
         let SlotState::Stream { waiter, queue, .. } = &mut slot.state else {
             unreachable!("a multishot operation's slot holds another state");
         };
-        match queue.pop_front() {
+        // Dropped after the lock (see `Waiter::update`).
+        let (out, _gone) = match queue.pop_front() {
             Some(item) => {
                 let last = !cqueue::more(item.1);
-                if last {
-                    slots.remove(key);
-                }
-                Some((item, last))
+                let gone = last.then(|| slots.remove(key));
+                (Some((item, last)), gone)
             }
-            None => {
-                waiter.update(waker, &self.exec);
-                None
-            }
-        }
+            None => (
+                None,
+                waiter.update(waker, &self.exec).map(SlotState::InFlight),
+            ),
+        };
+        drop(slots);
+        out
     }
 
     /// The future of multishot operation `key` is gone: the buffers of its
     /// untaken completions go back; if it is still armed, the kernel is asked
     /// to cancel it and later completions give theirs back as they come.
     pub(crate) fn abandon_stream(self: &Arc<Self>, key: u64) {
+        // Declared before the lock, so dropped after it (see `Waiter::update`).
+        let _waiter: Waiter;
         let mut slots = lock(&self.slots);
         let Some(slot) = slots.get(key) else {
             return;
         };
-        let SlotState::Stream { queue, armed, .. } =
-            std::mem::replace(&mut slot.state, SlotState::AbandonedStream)
+        let SlotState::Stream {
+            queue,
+            armed,
+            waiter,
+            ..
+        } = std::mem::replace(&mut slot.state, SlotState::AbandonedStream)
         else {
             unreachable!("a multishot operation's slot holds another state");
         };
+        _waiter = waiter;
         if let Some(pool) = &self.pool {
             for (_, flags) in &queue {
                 pool.give_back_selected(*flags);
@@ -530,8 +542,10 @@ impl Ring {
     pub(crate) fn unregister(&self, key: u64) {
         let mut slots = lock(&self.slots);
         if slots.get(key).is_some() {
-            slots.remove(key);
+            let gone = slots.remove(key);
             slots.in_kernel -= 1;
+            drop(slots);
+            drop(gone);
         }
     }
 
@@ -554,7 +568,9 @@ impl Ring {
             .expect("an operation polled after its slot was freed");
         match &mut slot.state {
             SlotState::InFlight(waiter) => {
-                waiter.update(waker, &self.exec);
+                let replaced = waiter.update(waker, &self.exec);
+                drop(slots);
+                drop(replaced);
                 None
             }
             SlotState::Done(res, flags) => {
@@ -586,8 +602,9 @@ impl Ring {
                 std::mem::forget(keep);
                 return;
             }
-            slot.state = SlotState::Abandoned(keep);
+            let waiter = std::mem::replace(&mut slot.state, SlotState::Abandoned(keep));
             drop(slots);
+            drop(waiter);
             self.cancel(key);
         } else {
             let state = slots.remove(key);

@@ -1504,3 +1504,69 @@ fn only_a_receive_from_the_pool_that_finds_it_dry_grows_it() {
     assert_eq!(counts, [(2, 0), (2, 0), (4, 1)], "(buffers, dry receives)");
     assert!(held.iter().all(|b| &b[..] == b"bytes"));
 }
+
+/// A foreign waker that owns a future: dropping the waker's last reference
+/// drops the future (as an executor whose idle tasks only their wakers hold).
+struct Owning(
+    std::sync::Mutex<Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>>,
+);
+
+impl std::task::Wake for Owning {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// Polls `fut` once with `waker`; it must be pending.
+fn poll_pending<F: std::future::Future + ?Sized>(
+    fut: std::pin::Pin<&mut F>,
+    waker: &std::task::Waker,
+) {
+    let mut cx = std::task::Context::from_waker(waker);
+    assert!(fut.poll(&mut cx).is_pending());
+}
+
+#[test]
+fn a_waker_the_driver_lets_go_of_may_drop_an_operation_of_the_same_ring() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // On a thread of its own: the defect this guards against was a deadlock.
+    std::thread::spawn(move || {
+        let rt = rt(1);
+        rt.block_on(async {
+            let noop = futures_util::task::noop_waker();
+            let (r1, _w1) = pipe();
+            let (r2, _w2) = pipe();
+            let (r3, w3) = pipe();
+            for replaced_by in ["a re-poll", "a drop"] {
+                // B: a read with the kernel, owned by the waker W.
+                let mut b: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+                    Box::pin({
+                        let r2 = r2.try_clone().unwrap();
+                        async move {
+                            let _ = read(r2, Vec::with_capacity(8)).await;
+                        }
+                    });
+                poll_pending(b.as_mut(), &noop);
+                let w = std::task::Waker::from(Arc::new(Owning(std::sync::Mutex::new(Some(b)))));
+                // A: a read with the kernel, whose slot holds W — the only
+                // reference to it once `w` is gone.
+                let mut a = Box::pin(read(r1.try_clone().unwrap(), Vec::with_capacity(8)));
+                poll_pending(a.as_mut(), &w);
+                drop(w);
+                // The driver lets go of W (so drops B, which abandons its
+                // read on this ring): replaced by another waker, or with A.
+                match replaced_by {
+                    "a re-poll" => poll_pending(a.as_mut(), &noop),
+                    _ => drop(a),
+                }
+            }
+            // The ring still serves.
+            std::fs::File::from(w3).write_all(b"ok").unwrap();
+            let (n, buf) = read(r3, Vec::with_capacity(8)).await;
+            assert_eq!((n.unwrap(), &buf[..]), (2, &b"ok"[..]));
+        });
+        rt.shutdown();
+        done_tx.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the driver deadlocked dropping a waker under its slot lock");
+}
