@@ -1507,9 +1507,11 @@ fn only_a_receive_from_the_pool_that_finds_it_dry_grows_it() {
 
 /// A foreign waker that owns a future: dropping the waker's last reference
 /// drops the future (as an executor whose idle tasks only their wakers hold).
-struct Owning(
-    std::sync::Mutex<Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>>,
-);
+struct Owning {
+    /// Never read: held, so that it drops with the waker's last reference.
+    _held:
+        std::sync::Mutex<Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>>,
+}
 
 impl std::task::Wake for Owning {
     fn wake(self: Arc<Self>) {}
@@ -1545,7 +1547,9 @@ fn a_waker_the_driver_lets_go_of_may_drop_an_operation_of_the_same_ring() {
                         }
                     });
                 poll_pending(b.as_mut(), &noop);
-                let w = std::task::Waker::from(Arc::new(Owning(std::sync::Mutex::new(Some(b)))));
+                let w = std::task::Waker::from(Arc::new(Owning {
+                    _held: std::sync::Mutex::new(Some(b)),
+                }));
                 // A: a read with the kernel, whose slot holds W — the only
                 // reference to it once `w` is gone.
                 let mut a = Box::pin(read(r1.try_clone().unwrap(), Vec::with_capacity(8)));
