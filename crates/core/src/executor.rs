@@ -483,6 +483,14 @@ pub struct Executor<P: Platform = SpinPlatform> {
     shared: Arc<Shared<P>>,
 }
 
+impl<P: Platform> Executor<P> {
+    /// The state its coroutines share (tests of the modules beneath).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared<P>> {
+        &self.shared
+    }
+}
+
 impl Executor<SpinPlatform> {
     /// An executor with the paper's eight levels on [`SpinPlatform`].
     pub fn new() -> Self {
@@ -597,12 +605,20 @@ impl<P: Platform> Executor<P> {
                     .trace(&task, CoroutineState::Create, CoroutineState::Ready);
                 self.shared.enqueue(task, false);
             }
-            Err(s) if s & DONE == 0 => {
-                // CANCEL was set while Create: we own the future.
-                let prev = task.state.swap(DONE, Ordering::AcqRel);
-                self.shared.finish(&task, prev);
+            Err(_) => {
+                // CANCEL was set while Create (⑪): whoever moves the word to
+                // DONE owns the future — we, unless a shutdown did first (it
+                // takes a cancelled Create to DONE and drops the future
+                // itself; a plain swap here exited it twice).
+                if let Ok(prev) =
+                    task.state
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                            (s & DONE == 0).then_some(DONE)
+                        })
+                {
+                    self.shared.finish(&task, prev);
+                }
             }
-            Err(_) => {} // shut down: shutdown dropped the future.
         }
         Ok(cid)
     }

@@ -6,7 +6,13 @@
 //! generation changes whenever its coroutine exits, so the id of an exited
 //! coroutine never names a later one that reuses the slot, and a forged or stale id
 //! (a system call argument, a completion record) finds nothing. Generation 0 is
-//! never issued, so the raw id 0 is never valid.
+//! never issued, so the raw id 0 is never valid. A slot whose coroutine exits
+//! at the last generation (2³² − 1) is retired, never reused: its generations
+//! do not wrap round to name, with an old id, a coroutine that came later.
+//! (They did until 2026-11-29: one slot spawned into and exited 2³² − 1 times
+//! — minutes of a hot spawn loop, the free list being last in, first out —
+//! gave every stale id of it a live coroutine again.) A retired slot costs its
+//! few bytes, once per 2³² − 1 coroutines.
 //!
 //! Slots live in fixed pages of [`PAGE`] slots that never move: growing the
 //! registry allocates one page and copies nothing. (A single doubling `Vec` would
@@ -47,11 +53,10 @@ fn split(cid: CoroutineId) -> (usize, u32) {
     ((raw & 0xffff_ffff) as usize, (raw >> 32) as u32)
 }
 
-/// The next generation of a slot; skips 0 on wrap-around so the raw id 0 stays
-/// invalid.
+/// The next generation of a slot, or `None` at the last: the slot is retired.
 #[inline]
-fn next_generation(g: u32) -> u32 {
-    g.wrapping_add(1).max(1)
+fn next_generation(g: u32) -> Option<u32> {
+    g.checked_add(1)
 }
 
 impl<P: Platform> Registry<P> {
@@ -136,9 +141,11 @@ impl<P: Platform> Registry<P> {
             return None;
         }
         let task = slot.task.take()?;
-        slot.generation = next_generation(slot.generation);
-        slot.next_free = free_head;
-        self.free_head = index as u32;
+        if let Some(g) = next_generation(slot.generation) {
+            slot.generation = g;
+            slot.next_free = free_head;
+            self.free_head = index as u32;
+        }
         self.len -= 1;
         Some(task)
     }
@@ -153,9 +160,11 @@ impl<P: Platform> Registry<P> {
                 break;
             };
             if let Some(task) = slot.task.take() {
-                slot.generation = next_generation(slot.generation);
-                slot.next_free = free_head;
-                self.free_head = index as u32;
+                if let Some(g) = next_generation(slot.generation) {
+                    slot.generation = g;
+                    slot.next_free = free_head;
+                    self.free_head = index as u32;
+                }
                 out.push(task);
             }
         }
@@ -177,5 +186,59 @@ impl<P: Platform> Registry<P> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::SpinPlatform;
+    use crate::Executor;
+    use ss_abi::{CoroutineKind, Priority};
+
+    fn task(exec: &Executor) -> Arc<DynTask<SpinPlatform>> {
+        crate::task::Task::new_arc(
+            async {},
+            CoroutineKind::Normal,
+            Priority::new(0).unwrap(),
+            0,
+            exec.shared().clone(),
+        )
+    }
+
+    #[test]
+    fn a_slot_at_its_last_generation_is_retired_not_wrapped() {
+        let exec = Executor::new();
+        let mut reg = Registry::<SpinPlatform>::new();
+        let first = reg.insert(task(&exec)).unwrap();
+        assert_eq!(split(first), (0, 1));
+        // Slot 0 near the end of its generations (as after 2³² − 3 exits).
+        reg.remove(first).unwrap();
+        reg.slot_mut(0).unwrap().generation = u32::MAX - 1;
+        let mut stale = Vec::new();
+        for g in [u32::MAX - 1, u32::MAX] {
+            let cid = reg.insert(task(&exec)).unwrap();
+            assert_eq!(split(cid), (0, g));
+            reg.remove(cid).unwrap();
+            stale.push(cid);
+        }
+        // Retired: the next coroutines take other slots, however many come and
+        // go, and no old id of slot 0 names one of them.
+        for round in 0..3 {
+            let cid = reg.insert(task(&exec)).unwrap();
+            assert_eq!(split(cid).0, 1, "round {round}: slot 0 was reused");
+            for old in stale.iter().chain([&first]) {
+                assert!(reg.get(*old).is_none(), "{old} names a live coroutine");
+                assert!(reg.remove(*old).is_none());
+            }
+            reg.remove(cid).unwrap();
+        }
+        // A shutdown's drain retires the same way.
+        let a = reg.insert(task(&exec)).unwrap();
+        reg.slot_mut(split(a).0).unwrap().generation = u32::MAX;
+        assert_eq!(reg.drain().len(), 1);
+        let b = reg.insert(task(&exec)).unwrap();
+        assert_ne!(split(b).0, split(a).0);
+        assert_eq!(reg.len(), 1);
     }
 }

@@ -810,3 +810,76 @@ fn what_a_cpu_in_reserve_delivers_reaches_a_sleeper() {
         assert_eq!(s.drops.load(SeqCst), 1);
     });
 }
+
+/// A platform that checks every transition it is told of is one the paper's
+/// state model allows (an exit after an exit is not).
+struct Checked;
+
+impl ss_core::platform::Park for Checked {
+    fn park(&self) {}
+    fn unpark_one(&self) {}
+}
+
+impl ss_core::platform::Critical for Checked {
+    type Guard = ();
+    fn enter(&self) {}
+}
+
+impl ss_core::platform::Platform for Checked {
+    fn on_transition(
+        &self,
+        cid: ss_core::CoroutineId,
+        from: ss_core::CoroutineState,
+        to: ss_core::CoroutineState,
+    ) {
+        assert!(
+            from.can_become(to),
+            "coroutine {cid}: illegal transition {from} -> {to}"
+        );
+    }
+}
+
+/// Pending for ever; counts its drops.
+struct Forever(Arc<StdCount>);
+
+impl Future for Forever {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+impl Drop for Forever {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+#[test]
+fn spawn_races_cancel_and_shutdown() {
+    // A cancel by id (ids are predictable: the first coroutine is slot 0,
+    // generation 1) lands while the spawn still holds its coroutine in
+    // Create, and a shutdown runs meanwhile: exactly one of them exits it and
+    // drops its future. (Before 2026-11-29 the spawn, seeing the cancel, took
+    // the word to DONE with a swap even when the shutdown had got there
+    // first: two exits, the future dropped from two threads at once.)
+    model(|| {
+        let exec = Arc::new(Executor::with_platform(Levels::DEFAULT, Checked));
+        let first = ss_core::CoroutineId::from_raw(1 << 32);
+        let drops = Arc::new(StdCount::new(0));
+        let e1 = exec.clone();
+        let canceller = thread::spawn(move || {
+            let _ = e1.cancel(first);
+        });
+        let e2 = exec.clone();
+        let shutter = thread::spawn(move || {
+            e2.shutdown();
+        });
+        if let Ok(cid) = exec.spawn(Forever(drops.clone()), p(1)) {
+            assert_eq!(cid, first);
+        }
+        canceller.join().unwrap();
+        shutter.join().unwrap();
+        assert_eq!(drops.load(SeqCst), 1, "the future dropped once");
+    });
+}

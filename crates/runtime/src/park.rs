@@ -208,7 +208,12 @@ const RESERVE_LOOK_MAX: Duration = Duration::from_millis(8);
 #[derive(Debug, Default)]
 struct Reserve {
     /// Workers beyond the first stay in reserve when idle (cleared by a
-    /// call-out, set again by a worker that goes idle).
+    /// call-out, set again by a worker that goes idle). Written only under
+    /// `parked`'s lock, so that a call-out either finds a worker entering
+    /// reserve listed (and rings it) or comes after that worker set it —
+    /// never between, which left `held` set with the worker neither listed
+    /// nor marked reserved, out of the next call-out's reach (found in
+    /// review, 2026-11-29).
     held: std::sync::atomic::AtomicBool,
     /// The doorbells of the workers in reserve now.
     parked: Mutex<Vec<Arc<Parker>>>,
@@ -757,8 +762,11 @@ impl WorkerPlatform {
 
     /// Calls every worker in reserve out: they run until they go idle again.
     pub(crate) fn call_out(&self) {
-        self.reserve.held.store(false, Ordering::SeqCst);
-        let parked = std::mem::take(&mut *lock(&self.reserve.parked));
+        let parked = {
+            let mut list = lock(&self.reserve.parked);
+            self.reserve.held.store(false, Ordering::SeqCst);
+            std::mem::take(&mut *list)
+        };
         for p in parked {
             p.reserved.store(false, Ordering::Relaxed);
             p.notify();
@@ -863,14 +871,16 @@ impl Park for WorkerPlatform {
         if !self.reserving() {
             return false;
         }
-        if let Some(me) = current_parker() {
-            let mut parked = lock(&self.reserve.parked);
+        let me = current_parker();
+        let mut parked = lock(&self.reserve.parked);
+        if let Some(me) = me {
             me.reserved.store(true, Ordering::Relaxed);
             if !parked.iter().any(|p| Arc::ptr_eq(p, &me)) {
                 parked.push(me);
             }
         }
         self.reserve.held.store(true, Ordering::SeqCst);
+        drop(parked);
         true
     }
 
@@ -889,9 +899,11 @@ impl Park for WorkerPlatform {
     }
 
     fn leave_reserve(&self) {
-        if let Some(me) = PARKER.with(|p| p.borrow().clone()) {
+        let me = PARKER.with(|p| p.borrow().clone());
+        let mut parked = lock(&self.reserve.parked);
+        if let Some(me) = me {
             me.reserved.store(false, Ordering::Relaxed);
-            lock(&self.reserve.parked).retain(|p| !Arc::ptr_eq(p, &me));
+            parked.retain(|p| !Arc::ptr_eq(p, &me));
         }
         // The others in reserve (more than two workers) come out at their
         // next look and go back in when they find nothing.
