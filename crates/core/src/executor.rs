@@ -576,22 +576,23 @@ impl<P: Platform> Executor<P> {
         let priority = self.shared.levels.check(priority)?;
         let task = Task::new_arc(future, kind, priority, CREATED, self.shared.clone());
         let mut g = self.shared.lock_registry();
+        // A task refused is dropped (with its future) after the lock.
         let inserted = g.with(|r| {
             if self.shared.ready_closed_hint() {
-                return Err(task);
+                return Err((task, Error::Closed));
             }
             match r.insert(task) {
-                Some(cid) => Ok(r.get(cid).cloned()),
-                None => Ok(None),
+                Ok(cid) => Ok(r.get(cid).cloned()),
+                Err(full) => Err((full, Error::TooManyCoroutines)),
             }
         });
         drop(g);
         let task = match inserted {
             Ok(Some(t)) => t,
-            Ok(None) => return Err(Error::TooManyCoroutines),
-            Err(refused) => {
+            Ok(None) => unreachable!("a coroutine just registered is in the registry"),
+            Err((refused, e)) => {
                 drop(refused);
-                return Err(Error::Closed);
+                return Err(e);
             }
         };
         let cid = task.cid();

@@ -87,16 +87,23 @@ impl<P: Platform> Registry<P> {
 
     /// Stores `task`, writing its id into it first. `task` must be unshared.
     ///
-    /// Returns `None` when all 2³² − 1 slots are taken.
-    pub(crate) fn insert(&mut self, mut task: Arc<DynTask<P>>) -> Option<CoroutineId> {
+    /// Gives `task` back when all 2³² − 1 slots are taken (for the caller to
+    /// drop outside its lock: dropping it drops its future).
+    pub(crate) fn insert(
+        &mut self,
+        mut task: Arc<DynTask<P>>,
+    ) -> Result<CoroutineId, Arc<DynTask<P>>> {
         let index = if self.free_head != NO_SLOT {
             let i = self.free_head;
-            self.free_head = self.slot(i as usize)?.next_free;
+            let Some(slot) = self.slot(i as usize) else {
+                return Err(task);
+            };
+            self.free_head = slot.next_free;
             i
         } else {
             let i = self.high;
             if i == NO_SLOT {
-                return None;
+                return Err(task);
             }
             if i as usize % PAGE == 0 {
                 let page: Box<[Slot<P>]> = (0..PAGE)
@@ -111,7 +118,9 @@ impl<P: Platform> Registry<P> {
             self.high += 1;
             i
         };
-        let slot = self.slot_mut(index as usize)?;
+        let Some(slot) = self.slot_mut(index as usize) else {
+            return Err(task);
+        };
         let cid = CoroutineId::from_raw(u64::from(slot.generation) << 32 | u64::from(index));
         Arc::get_mut(&mut task)
             .expect("a task being registered is not shared yet")
@@ -119,7 +128,7 @@ impl<P: Platform> Registry<P> {
             .cid = cid;
         slot.task = Some(task);
         self.len += 1;
-        Some(cid)
+        Ok(cid)
     }
 
     #[inline]
@@ -210,14 +219,14 @@ mod tests {
     fn a_slot_at_its_last_generation_is_retired_not_wrapped() {
         let exec = Executor::new();
         let mut reg = Registry::<SpinPlatform>::new();
-        let first = reg.insert(task(&exec)).unwrap();
+        let first = reg.insert(task(&exec)).ok().unwrap();
         assert_eq!(split(first), (0, 1));
         // Slot 0 near the end of its generations (as after 2³² − 3 exits).
         reg.remove(first).unwrap();
         reg.slot_mut(0).unwrap().generation = u32::MAX - 1;
         let mut stale = Vec::new();
         for g in [u32::MAX - 1, u32::MAX] {
-            let cid = reg.insert(task(&exec)).unwrap();
+            let cid = reg.insert(task(&exec)).ok().unwrap();
             assert_eq!(split(cid), (0, g));
             reg.remove(cid).unwrap();
             stale.push(cid);
@@ -225,7 +234,7 @@ mod tests {
         // Retired: the next coroutines take other slots, however many come and
         // go, and no old id of slot 0 names one of them.
         for round in 0..3 {
-            let cid = reg.insert(task(&exec)).unwrap();
+            let cid = reg.insert(task(&exec)).ok().unwrap();
             assert_eq!(split(cid).0, 1, "round {round}: slot 0 was reused");
             for old in stale.iter().chain([&first]) {
                 assert!(reg.get(*old).is_none(), "{old} names a live coroutine");
@@ -234,10 +243,10 @@ mod tests {
             reg.remove(cid).unwrap();
         }
         // A shutdown's drain retires the same way.
-        let a = reg.insert(task(&exec)).unwrap();
+        let a = reg.insert(task(&exec)).ok().unwrap();
         reg.slot_mut(split(a).0).unwrap().generation = u32::MAX;
         assert_eq!(reg.drain().len(), 1);
-        let b = reg.insert(task(&exec)).unwrap();
+        let b = reg.insert(task(&exec)).ok().unwrap();
         assert_ne!(split(b).0, split(a).0);
         assert_eq!(reg.len(), 1);
     }
