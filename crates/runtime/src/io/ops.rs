@@ -96,6 +96,10 @@ pub(crate) struct WriteFrom {
     pub(crate) buf: Vec<u8>,
     pub(crate) start: usize,
     pub(crate) socket: bool,
+    /// A socket send that completes only once every byte is sent (or an
+    /// error ends it: then the count sent so far): `MSG_WAITALL`, with which
+    /// io_uring re-issues a short stream send itself.
+    pub(crate) all: bool,
 }
 
 impl Operation for WriteFrom {
@@ -107,8 +111,9 @@ impl Operation for WriteFrom {
         let len = clamp(self.buf.len() - start);
         if self.socket {
             // MSG_NOSIGNAL: a peer that went away is an EPIPE, not a SIGPIPE.
+            let all = if self.all { libc::MSG_WAITALL } else { 0 };
             opcode::Send::new(types::Fd(self.fd), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
+                .flags(libc::MSG_NOSIGNAL | all)
                 .build()
         } else {
             opcode::Write::new(types::Fd(self.fd), ptr, len)
@@ -316,6 +321,7 @@ async fn write_from(fd: RawFd, buf: Vec<u8>, socket: bool) -> (io::Result<usize>
         buf,
         start: 0,
         socket,
+        all: false,
     })
     .await
 }
@@ -430,6 +436,7 @@ pub fn submit_write(
         buf,
         start: 0,
         socket: false,
+        all: false,
     };
     Submitted::new(Op::submit_now(data, Waiter::Cid(cid)))
 }

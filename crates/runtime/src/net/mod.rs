@@ -16,8 +16,12 @@
 //! - **[`futures_io::AsyncRead`] / [`futures_io::AsyncWrite`]**, for the
 //!   ecosystem's codecs and `AsyncReadExt`/`AsyncWriteExt`. The stream keeps a
 //!   buffer and at most one operation in flight per direction. A write is
-//!   *accepted* once copied into the stream's buffer and sent in the background;
-//!   a send error surfaces on the next `poll_write`/`poll_flush`, and
+//!   *accepted* once copied into the stream's buffer and sent in the background,
+//!   whole (`MSG_WAITALL`: io_uring re-issues a short stream send itself, so
+//!   what was accepted goes out without another poll — a client may write a
+//!   request and then only read); a write whose send completes at once
+//!   reports what the socket took. A send error surfaces on the next
+//!   `poll_write`/`poll_flush`, and
 //!   `poll_flush` waits until everything accepted was sent. Call `flush` (or
 //!   `close`) before dropping a stream you wrote to with `AsyncWrite`.
 //!

@@ -109,6 +109,14 @@ impl fmt::Debug for TcpStream {
     }
 }
 
+/// A send that the socket took nothing of.
+fn write_zero() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::WriteZero,
+        "the socket accepted no bytes; the connection is unusable",
+    )
+}
+
 /// A new `socket(2)` for `addr`'s family.
 fn socket_for(addr: &SocketAddr) -> io::Result<OwnedFd> {
     let family = if addr.is_ipv4() {
@@ -224,19 +232,12 @@ impl TcpStream {
                 buf,
                 start,
                 socket: true,
+                all: true,
             })
             .await;
             buf = b;
             match r {
-                Ok(0) => {
-                    return (
-                        Err(io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            "the socket accepted no bytes; the connection is unusable",
-                        )),
-                        buf,
-                    )
-                }
+                Ok(0) => return (Err(write_zero()), buf),
                 Ok(n) => start += n,
                 Err(e) => return (Err(e), buf),
             }
@@ -303,14 +304,12 @@ impl TcpStream {
                         buf,
                         start: self.wr.start,
                         socket: true,
+                        all: true,
                     }));
                 }
                 Ok(0) if self.wr.start < buf.len() => {
                     self.wr.spare = buf;
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "the socket accepted no bytes; the connection is unusable",
-                    )));
+                    return Poll::Ready(Err(write_zero()));
                 }
                 Ok(_) => {
                     self.wr.spare = buf;
@@ -403,6 +402,7 @@ impl futures_io::AsyncWrite for TcpStream {
             buf,
             start: 0,
             socket: true,
+            all: true,
         });
         this.wr.start = 0;
         match Pin::new(&mut op).poll(cx) {
@@ -411,10 +411,17 @@ impl futures_io::AsyncWrite for TcpStream {
                 this.wr.spare = buf;
                 Poll::Ready(Err(e))
             }
-            // (A first poll never completes otherwise.)
-            Poll::Ready((Ok(_), buf)) => {
+            // Completed during its submission: say what the socket took. (A
+            // send that ends early — an error after some bytes — returns what
+            // it sent, and `write_all` offers the rest again; this claimed
+            // all `n` until 2026-11-29, losing the bytes between.)
+            Poll::Ready((Ok(0), buf)) => {
                 this.wr.spare = buf;
-                Poll::Ready(Ok(n))
+                Poll::Ready(Err(write_zero()))
+            }
+            Poll::Ready((Ok(sent), buf)) => {
+                this.wr.spare = buf;
+                Poll::Ready(Ok(sent.min(n)))
             }
             Poll::Pending => {
                 // The caller will not poll this op again soon: submit it now
