@@ -1170,10 +1170,12 @@ impl<P: Platform> Poller<P> {
             let mut stop = false;
             let mut round = 0u32;
             shared.platform.spin_idle(&mut || {
-                // `keep_going` may cost more than a load: ask it now and then.
+                // `keep_going` may cost more than a load: ask it now and then,
+                // and whether the executor shut down (a long spin otherwise
+                // held a shutdown up for its whole length).
                 round = round.wrapping_add(1);
                 if round % 64 == 0 {
-                    stop = !keep_going(None);
+                    stop = !keep_going(None) || shared.ready_closed_hint();
                 }
                 !stop && shared.ready_line.bitmap.load(Ordering::Acquire) == 0
             });

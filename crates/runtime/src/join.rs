@@ -10,6 +10,7 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -135,13 +136,17 @@ impl<T> Slot<T> {
 
 /// The future the executor runs for a spawned coroutine: see the module docs.
 pub(crate) struct Harness<F: Future> {
-    future: F,
+    /// Dropped by hand in `Drop`, before the slot is completed.
+    future: ManuallyDrop<F>,
     slot: Arc<Slot<F::Output>>,
 }
 
 impl<F: Future> Harness<F> {
     pub(crate) fn new(future: F, slot: Arc<Slot<F::Output>>) -> Self {
-        Harness { future, slot }
+        Harness {
+            future: ManuallyDrop::new(future),
+            slot,
+        }
     }
 }
 
@@ -153,7 +158,7 @@ impl<F: Future> Future for Harness<F> {
         // pinned `Harness` (not in `Drop` either), and `slot` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above.
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
         budget::refill();
         crate::io::reap_now_and_then();
         match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
@@ -172,8 +177,28 @@ impl<F: Future> Future for Harness<F> {
 
 impl<F: Future> Drop for Harness<F> {
     fn drop(&mut self) {
-        // Dropped before finishing: cancelled. (After finishing, a no-op.)
-        self.slot.complete(Err(JoinError::Cancelled));
+        /// Dropped before finishing: cancelled (after finishing, a no-op) —
+        /// also when the future's destructor panics.
+        struct Cancelled<'a, T>(&'a Slot<T>);
+        impl<T> Drop for Cancelled<'_, T> {
+            fn drop(&mut self) {
+                self.0.complete(Err(JoinError::Cancelled));
+            }
+        }
+        let _cancelled = Cancelled(&self.slot);
+        // The future first, so that a handle told `Cancelled` finds what the
+        // coroutine held released (until 2026-11-29 the slot was completed
+        // first, and an awaiter on another worker could run while the
+        // destructor still held a port, a lock, a file). A destructor that
+        // panics is that coroutine's panic, told to its handle, not the
+        // worker's (it unwound through the executor and ended the thread).
+        let future = &mut self.future;
+        // SAFETY: dropped once, here, in place (which pinning allows); the
+        // field is not used again, whether or not the drop unwinds.
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(future) }))
+        {
+            self.slot.complete(Err(JoinError::Panic(panic)));
+        }
     }
 }
 

@@ -506,12 +506,23 @@ impl Runtime {
     /// docs). A panic of the main coroutine resumes on the calling thread.
     ///
     /// # Panics
-    /// If the runtime is shut down, or the main coroutine is cancelled.
+    /// If the runtime is shut down, or the main coroutine is cancelled; and,
+    /// at once, if called on a worker thread of a runtime (from inside a
+    /// coroutine): that worker would sleep until the main coroutine ends, and
+    /// with one worker nobody would ever run it. Await the future there, or
+    /// `spawn` it.
     pub fn block_on<F>(&self, future: F) -> F::Output
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        assert!(
+            context::try_with_current(|_| ()).is_none(),
+            "Runtime::block_on called on a thread that already runs a SharedScheduler \
+             runtime (from inside a coroutine?): it would put this worker to sleep until \
+             the future ends, and no worker might be left to run it; `.await` the future \
+             or `spawn` it instead"
+        );
         let _enter = context::enter(self.inner.clone());
         let mut handle =
             match self

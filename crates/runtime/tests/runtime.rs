@@ -491,3 +491,149 @@ fn what_a_poll_wakes_runs_before_its_waiting_equals_only_with_hot_wakes() {
         assert_eq!(*order.lock().unwrap(), want, "hot_wakes({hot})");
     }
 }
+
+/// Runs `f` on a thread of its own and returns its result, failing the test
+/// with `hang` if it takes longer than `limit` (the defects these guard
+/// against were hangs).
+fn within<T: Send + 'static>(
+    limit: Duration,
+    hang: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| panic!("{hang}"))
+}
+
+#[test]
+fn block_on_inside_a_coroutine_is_a_clear_panic_not_a_hang() {
+    let message = within(
+        Duration::from_secs(20),
+        "block_on inside a worker hung",
+        || {
+            let rt = Arc::new(rt(1));
+            let rt2 = rt.clone();
+            let inner = rt.block_on(async move {
+                ss_runtime::spawn(async move { rt2.block_on(async { 1 }) }, prio(1)).await
+            });
+            let Err(JoinError::Panic(p)) = inner else {
+                panic!("the nested block_on did not panic")
+            };
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        },
+    );
+    assert!(
+        message.contains("block_on called on a thread that already runs"),
+        "{message}"
+    );
+}
+
+/// Sets its flag as it finishes dropping, slowly.
+struct SlowDrop(Arc<AtomicBool>);
+
+impl Drop for SlowDrop {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(100));
+        self.0.store(true, SeqCst);
+    }
+}
+
+#[test]
+fn a_cancelled_handle_resolves_after_the_coroutine_let_go_of_what_it_held() {
+    // The abort lands while the coroutine is in a long poll on the other
+    // worker (so its drop is deferred to that worker); the awaiter, told
+    // `Cancelled`, must find the coroutine's destructors run. (The handle
+    // resolved first until 2026-11-29: found in review.) Workers spin while
+    // idle so the awaiter runs at once on the other worker.
+    let rt = Runtime::builder()
+        .workers(2)
+        .idle_spin(Duration::from_secs(10))
+        .adaptive_spin(false)
+        .build()
+        .unwrap();
+    let dropped = rt.block_on(async {
+        let flag = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicBool::new(false));
+        let (f2, s2) = (flag.clone(), started.clone());
+        let h = ss_runtime::spawn(
+            async move {
+                let _held = SlowDrop(f2);
+                s2.store(true, SeqCst);
+                std::thread::sleep(Duration::from_millis(200)); // a long poll
+                std::future::pending::<()>().await;
+            },
+            prio(1),
+        );
+        wait_for(&started).await;
+        std::thread::sleep(Duration::from_millis(20));
+        h.abort();
+        assert!(h.await.unwrap_err().is_cancelled());
+        flag.load(SeqCst)
+    });
+    assert!(
+        dropped,
+        "the handle said Cancelled before the future was dropped"
+    );
+}
+
+#[test]
+fn shutdown_does_not_wait_out_an_idle_spin() {
+    // Workers that spin for ten minutes when idle: dropping the runtime
+    // must stop them (it waited out the whole spin until 2026-11-29).
+    within(
+        Duration::from_secs(60),
+        "shutdown waited for the idle spin",
+        || {
+            let rt = Runtime::builder()
+                .workers(2)
+                .idle_spin(Duration::from_secs(600))
+                .adaptive_spin(false)
+                .build()
+                .unwrap();
+            assert_eq!(rt.block_on(async { 7 }), 7);
+            drop(rt);
+        },
+    );
+}
+
+/// Panics as it is dropped.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a destructor that panics");
+    }
+}
+
+#[test]
+fn a_destructor_that_panics_is_its_coroutine_s_panic_not_the_worker_s() {
+    let rt = rt(2);
+    let out = rt.block_on(async {
+        let started = Arc::new(AtomicBool::new(false));
+        let s2 = started.clone();
+        let h = ss_runtime::spawn(
+            async move {
+                let _bomb = PanicsOnDrop;
+                s2.store(true, SeqCst);
+                std::future::pending::<()>().await;
+            },
+            prio(1),
+        );
+        wait_for(&started).await;
+        h.abort();
+        let e = h.await.unwrap_err();
+        // The worker that dropped it survived: both still run coroutines.
+        let (a, b) = (
+            ss_runtime::spawn(async { 40 }, prio(1)),
+            ss_runtime::spawn(async { 2 }, prio(1)),
+        );
+        (e.is_panic(), a.await.unwrap() + b.await.unwrap())
+    });
+    assert_eq!(out, (true, 42));
+    assert_eq!(rt.workers(), 2);
+}

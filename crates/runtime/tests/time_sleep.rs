@@ -146,3 +146,25 @@ fn many_concurrent_sleepers_all_wake() {
     });
     assert_eq!(n, 200);
 }
+
+#[test]
+fn durations_beyond_what_an_instant_holds_mean_never_not_a_panic() {
+    let rt = ss_runtime::Runtime::builder().workers(1).build().unwrap();
+    rt.block_on(async {
+        // "No timeout": the future's own answer.
+        let v = ss_runtime::time::timeout(Duration::MAX, async { 5 }).await;
+        assert_eq!(v.unwrap(), 5);
+        // A sleep of for ever does not end within 10 ms.
+        let s = ss_runtime::time::timeout(
+            Duration::from_millis(10),
+            ss_runtime::time::sleep(Duration::MAX),
+        )
+        .await;
+        assert!(s.is_err());
+        // An interval of for ever: its first tick at once, its second never.
+        let mut iv = ss_runtime::time::interval(Duration::MAX);
+        iv.tick().await;
+        let second = ss_runtime::time::timeout(Duration::from_millis(10), iv.tick()).await;
+        assert!(second.is_err());
+    });
+}

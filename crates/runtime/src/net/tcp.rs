@@ -145,7 +145,15 @@ impl TcpStream {
     pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
         let mut last = None;
         for a in addr.to_socket_addrs()? {
-            let sock = socket_for(&a)?;
+            // A family this host cannot make sockets of (IPv6 switched off,
+            // say) is that address's failure, not the end of the list.
+            let sock = match socket_for(&a) {
+                Ok(sock) => sock,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
             match crate::io::connect(&sock, a).await {
                 Ok(()) => return Ok(TcpStream::from_fd(sock)),
                 Err(e) => last = Some(e),

@@ -8,8 +8,7 @@
 //! itself, so a spurious wake-up is harmless. The thread is joined when the
 //! runtime shuts down (no thread outlives it).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Waker;
@@ -18,9 +17,13 @@ use std::time::Instant;
 
 #[derive(Default)]
 struct State {
-    /// Deadlines and registration ids; an id whose waker is gone was dropped.
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    wakers: HashMap<u64, Waker>,
+    /// Whom to wake, by deadline (and registration id, which makes the keys
+    /// unique).
+    due: BTreeMap<(Instant, u64), Waker>,
+    /// Each registration's deadline, so that a cancel removes its entry at
+    /// once (until 2026-11-29 a cancelled registration stayed until its
+    /// deadline: a loop of `timeout(1 h, …)` grew the timers for an hour).
+    deadlines: HashMap<u64, Instant>,
     next_id: u64,
     closed: bool,
 }
@@ -56,23 +59,25 @@ impl Timers {
         if s.closed {
             return Ok(None);
         }
-        let id = match id {
-            Some(id) if s.wakers.contains_key(&id) => {
-                if let Some(w) = s.wakers.get_mut(&id) {
+        if let Some(id) = id {
+            if let Some(&at) = s.deadlines.get(&id) {
+                let mut replaced = None;
+                if let Some(w) = s.due.get_mut(&(at, id)) {
                     if !w.will_wake(waker) {
-                        w.clone_from(waker);
+                        replaced = Some(std::mem::replace(w, waker.clone()));
                     }
                 }
+                // A waker let go of after the lock: it may own a task whose
+                // future, dropped with it, cancels a timer here.
+                drop(s);
+                drop(replaced);
                 return Ok(Some(id));
             }
-            _ => {
-                let id = s.next_id;
-                s.next_id += 1;
-                s.wakers.insert(id, waker.clone());
-                s.heap.push(Reverse((deadline, id)));
-                id
-            }
-        };
+        }
+        let id = s.next_id;
+        s.next_id += 1;
+        s.deadlines.insert(id, deadline);
+        s.due.insert((deadline, id), waker.clone());
         drop(s);
         cv.notify_one();
         Ok(Some(id))
@@ -80,7 +85,22 @@ impl Timers {
 
     /// Forgets registration `id` (its sleep was dropped or is done).
     pub(crate) fn cancel(&self, id: u64) {
-        lock(&self.shared.0).wakers.remove(&id);
+        let mut s = lock(&self.shared.0);
+        let gone = s
+            .deadlines
+            .remove(&id)
+            .and_then(|at| s.due.remove(&(at, id)));
+        drop(s);
+        // After the lock (see `register`).
+        drop(gone);
+    }
+
+    /// Registrations waiting (tests).
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        let s = lock(&self.shared.0);
+        debug_assert_eq!(s.due.len(), s.deadlines.len());
+        s.due.len()
     }
 
     fn ensure_thread(&self, thread_name: &str) -> io::Result<()> {
@@ -98,13 +118,15 @@ impl Timers {
 
     /// Stops and joins the thread; later registrations are refused.
     pub(crate) fn shutdown(&self) {
-        {
+        let waiting = {
             let mut s = lock(&self.shared.0);
             s.closed = true;
-            // Wake whoever still waits: their sleeps see the runtime closed.
-            for (_, w) in s.wakers.drain() {
-                w.wake();
-            }
+            s.deadlines.clear();
+            std::mem::take(&mut s.due)
+        };
+        // Wake whoever still waits: their sleeps see the runtime closed.
+        for w in waiting.into_values() {
+            w.wake();
         }
         self.shared.1.notify_all();
         if let Some(t) = lock(&self.thread).take() {
@@ -122,16 +144,15 @@ fn run(shared: &(Mutex<State>, Condvar)) {
             return;
         }
         let now = Instant::now();
-        while let Some(&Reverse((deadline, id))) = s.heap.peek() {
+        while let Some(entry) = s.due.first_entry() {
+            let (deadline, id) = *entry.key();
             if deadline > now {
                 break;
             }
-            s.heap.pop();
-            if let Some(w) = s.wakers.remove(&id) {
-                due.push(w);
-            }
+            due.push(entry.remove());
+            s.deadlines.remove(&id);
         }
-        let next = s.heap.peek().map(|Reverse((d, _))| *d);
+        let next = s.due.first_key_value().map(|((d, _), _)| *d);
         if !due.is_empty() {
             drop(s);
             for w in due.drain(..) {
@@ -146,5 +167,55 @@ fn run(shared: &(Mutex<State>, Condvar)) {
                 .map_or_else(|e| e.into_inner().0, |(g, _)| g),
             None => cv.wait(s).unwrap_or_else(|e| e.into_inner()),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_cancelled_timer_is_gone_at_once_and_a_due_one_wakes() {
+        let timers = Timers::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let hour = Instant::now() + Duration::from_secs(3600);
+        // As a loop of `timeout(1 h, quick)` leaves them: each cancelled.
+        for _ in 0..1000 {
+            let id = timers
+                .register(None, hour, &waker, "test")
+                .unwrap()
+                .unwrap();
+            assert_eq!(timers.waiting(), 1);
+            timers.cancel(id);
+        }
+        assert_eq!(timers.waiting(), 0, "cancelled timers stayed");
+        // Re-registering an id updates it (one entry), and it comes due.
+        let soon = Instant::now() + Duration::from_millis(5);
+        let id = timers.register(None, soon, &waker, "test").unwrap();
+        assert_eq!(timers.register(id, soon, &waker, "test").unwrap(), id);
+        assert_eq!(timers.waiting(), 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count.0.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "a due timer never woke");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(timers.waiting(), 0);
+        // Shut down: what waits is woken, later registrations refused.
+        timers.register(None, hour, &waker, "test").unwrap();
+        timers.shutdown();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(timers.register(None, hour, &waker, "test").unwrap(), None);
     }
 }

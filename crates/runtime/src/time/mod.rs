@@ -48,7 +48,20 @@ pub(crate) use fallback::Timers;
 /// fallback timer thread can be set up (the message says why): a timer that
 /// cannot be set must not return early.
 pub fn sleep(duration: Duration) -> Sleep {
-    sleep_until(Instant::now() + duration)
+    sleep_until(after(Instant::now(), duration))
+}
+
+/// How far off "never" is: a deadline past what `Instant` can hold (a sleep
+/// or a timeout of `Duration::MAX`, the usual way to say "no timeout") is
+/// this far from now instead.
+const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// `t + d`, or [`FAR`] after `t` where that sum does not fit an `Instant`
+/// (it panicked until 2026-11-29).
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(FAR.min(d)))
+        .unwrap_or(t)
 }
 
 /// Sleeps until `deadline` (at least).
@@ -257,12 +270,12 @@ impl Interval {
         let at = self.next;
         sleep_until(at).await;
         let now = Instant::now();
-        self.next = at + self.period;
+        self.next = after(at, self.period);
         if self.next <= now {
             // Late by more than a period: skip to the next tick in the future.
             let behind = (now - self.next).as_nanos() / self.period.as_nanos() + 1;
             let behind = u32::try_from(behind).unwrap_or(u32::MAX);
-            self.next += self.period.saturating_mul(behind);
+            self.next = after(self.next, self.period.saturating_mul(behind));
         }
         at
     }
