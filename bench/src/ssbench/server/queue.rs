@@ -23,6 +23,19 @@ use std::task::{Context, Poll, Waker};
 /// never reads holds at most this many answers (of at most 16 KiB) per queue.
 pub(crate) const QUEUE_CAP: usize = 32;
 
+/// Buffers a queue's free list keeps for its producer: a closed-loop
+/// connection has one request (and one answer) in flight, so two spare ones
+/// cover it; more would only hold what a burst of pipelined requests left.
+pub(crate) const FREE_KEEP: usize = 2;
+
+/// The largest buffer worth keeping for reuse: a frame of the paper's 15 × 15
+/// and a little more (an answer of 15 × 15 is 1 816 bytes). A bigger one —
+/// a burst of 64 × 64 frames — goes back to the allocator: an idle
+/// connection keeps only small buffers. (Until 2026-11-29 the free list kept
+/// up to 32 buffers of any size: after one burst an idle connection held
+/// 0.4–1.4 MiB, found in review.)
+pub(crate) const KEEP_BYTES: usize = 4096;
+
 /// How a model remembers a waiting component and wakes it.
 pub(crate) trait Wakeup: Send + 'static {
     /// The component polled with `cx`.
@@ -161,11 +174,14 @@ impl<T, W: Wakeup> Queue<T, W> {
         b
     }
 
-    /// Gives a buffer back for the producer to reuse (kept if the free list is
-    /// short, so it never holds more than a queue's worth).
+    /// Gives a buffer back for the producer to reuse (kept if the free list
+    /// is short and the buffer small: [`FREE_KEEP`], [`KEEP_BYTES`]).
     pub(crate) fn recycle(&self, buf: Vec<u8>) {
+        if buf.capacity() > KEEP_BYTES {
+            return;
+        }
         let mut s = self.lock();
-        if s.free.len() < QUEUE_CAP {
+        if s.free.len() < FREE_KEEP {
             s.free.push(buf);
         }
     }
@@ -255,5 +271,21 @@ mod tests {
         assert_eq!(q.recycled().capacity(), 2);
         q.close();
         assert!(!block_on(q.take_all_into(&mut out)));
+    }
+
+    #[test]
+    fn the_free_list_keeps_a_few_small_buffers_only() {
+        let q: Queue<Vec<u8>, Waker> = Queue::new();
+        for _ in 0..10 {
+            q.recycle(Vec::with_capacity(KEEP_BYTES));
+            q.recycle(Vec::with_capacity(KEEP_BYTES + 1));
+        }
+        let kept: Vec<usize> = (0..FREE_KEEP + 1)
+            .map(|_| q.recycled().capacity())
+            .collect();
+        // FREE_KEEP small ones, then a fresh (empty) one: nothing big kept.
+        let mut want = vec![KEEP_BYTES; FREE_KEEP];
+        want.push(0);
+        assert_eq!(kept, want);
     }
 }
