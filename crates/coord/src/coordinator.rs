@@ -43,7 +43,7 @@ use crate::query;
 use crate::sys::CpuMask;
 use crate::sys::{self, Epoll};
 use crate::weights::{self, ProcessWeights, Recent, Weight, WeightsState};
-use crate::wire::{Hello, Refusal, Reply, MSG_LEN, NOTIFY};
+use crate::wire::{Hello, Refusal, Reply, Welcome, MSG_LEN, NOTIFY};
 
 /// How a coordinator runs.
 #[derive(Clone, Debug)]
@@ -212,6 +212,8 @@ enum Conn {
         sock: OwnedFd,
         since: Instant,
         uid: u32,
+        /// The peer's executable, read before the welcome was sent.
+        exe: Option<PathBuf>,
     },
     Registered(Box<Registered>),
 }
@@ -446,6 +448,31 @@ impl Coordinator {
                         sys::close_gracefully(sock);
                         continue;
                     }
+                    // Identity (see `handshake`): the kernel attaches the
+                    // checked sender of every message from here on; the
+                    // executable is read now, and only a hello sent after this
+                    // read, i.e. after the welcome, is taken.
+                    if sys::set_passcred(sock.as_fd()).is_err() {
+                        continue;
+                    }
+                    let exe = policy::exe_of(cred.pid as u32);
+                    if sys::has_input(sock.as_fd()) {
+                        self.counters.refused += 1;
+                        self.dirty = true;
+                        self.log(format_args!(
+                            "pid {}: sent its hello before the welcome",
+                            cred.pid
+                        ));
+                        let reply = Reply {
+                            result: Err(Refusal::BadHello),
+                        };
+                        let _ = sys::send_msg(sock.as_fd(), &reply.encode(), &[], true);
+                        sys::close_gracefully(sock);
+                        continue;
+                    }
+                    if sys::send_msg(sock.as_fd(), &Welcome.encode(), &[], true).is_err() {
+                        continue;
+                    }
                     let id = self.next_conn;
                     self.next_conn += 1;
                     if self.epoll.add(sock.as_fd(), id << 2 | KIND_SOCK).is_ok() {
@@ -455,6 +482,7 @@ impl Coordinator {
                                 sock,
                                 since: Instant::now(),
                                 uid,
+                                exe,
                             },
                         );
                     }
@@ -506,7 +534,16 @@ impl Coordinator {
             Err(_) => return self.drop_pending(id, Some(Refusal::Internal)),
         };
         let (pid, uid) = (cred.pid as u32, cred.uid);
-        if hello.pid != pid {
+        // The hello must come from the process that connected: the pid it
+        // names and the kernel-checked sender (`SCM_CREDENTIALS`) are both the
+        // `SO_PEERCRED` pid. Otherwise another process holding the socket
+        // could register under a connected trusted program's identity.
+        let sender = msg.cred.map(|c| (c.pid, c.uid));
+        if hello.pid != pid || sender != Some((cred.pid, cred.uid)) {
+            self.log(format_args!(
+                "pid {pid}: hello names pid {}, sent by {sender:?}",
+                hello.pid
+            ));
             return self.drop_pending(id, Some(Refusal::PidMismatch));
         }
         let page = match ProcessPageReader::open(&page_fd) {
@@ -526,8 +563,31 @@ impl Coordinator {
         let Ok(pidfd) = sys::peer_pidfd(sock.as_fd(), cred.pid) else {
             return self.drop_pending(id, Some(Refusal::Internal));
         };
+        // The executable before the welcome and now: the hello was sent in
+        // between, by one of them (or one exec'd between them), so the
+        // registration gets the less important of their ceilings. A process
+        // that execs a trusted program after its hello gains nothing.
+        let Some(Conn::Pending { exe: before, .. }) = self.conns.get(&id) else {
+            unreachable!("checked at the top");
+        };
+        let before = before.clone();
         let exe = policy::exe_of(pid);
-        let ceiling = self.cfg.policy.ceiling(uid, exe.as_deref());
+        let ceiling = {
+            let a = self.cfg.policy.ceiling(uid, before.as_deref());
+            let b = self.cfg.policy.ceiling(uid, exe.as_deref());
+            if a.is_more_important_than(b) {
+                b
+            } else {
+                a
+            }
+        };
+        if before != exe {
+            self.log(format_args!(
+                "pid {pid}: executable changed during the handshake ({} -> {})",
+                before.as_deref().unwrap_or(Path::new("?")).display(),
+                exe.as_deref().unwrap_or(Path::new("?")).display()
+            ));
+        }
         let source = self.bitmap.add_source_capped(ceiling);
         let reply = Reply {
             result: Ok((
