@@ -55,6 +55,23 @@ impl Client {
                 ),
             )
         })?;
+        // Only a coordinator of this user or root is trusted: anyone may bind
+        // a socket path first (e.g. `/tmp/ss-coord-<uid>.sock`), and the
+        // global page decides when this process yields.
+        let peer = sys::peer_cred(sock.as_fd())?;
+        // SAFETY: getuid cannot fail.
+        let me = unsafe { libc::getuid() };
+        if peer.uid != me && peer.uid != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the process listening at {} (pid {}) runs as uid {}, not as this user ({me}) or root: not a coordinator to trust",
+                    path.display(),
+                    peer.pid,
+                    peer.uid
+                ),
+            ));
+        }
         let page = ProcessPageWriter::create()?;
         let hello = Hello {
             pid: std::process::id(),

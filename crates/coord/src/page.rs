@@ -185,10 +185,10 @@ impl std::fmt::Display for PageError {
         match self {
             PageError::NotMemfd(e) => write!(
                 f,
-                "the process page must be a memfd created with MFD_ALLOW_SEALING ({e}); use ss_coord::Client"
+                "a shared page must be a memfd created with MFD_ALLOW_SEALING ({e}); use ss_coord::Client"
             ),
             PageError::NotSealed => f.write_str(
-                "the process page memfd must be sealed with F_SEAL_SHRINK before registering",
+                "a shared page memfd must be sealed with F_SEAL_SHRINK before it is sent",
             ),
             PageError::TooSmall(n) => write!(
                 f,
@@ -200,6 +200,16 @@ impl std::fmt::Display for PageError {
 }
 
 impl std::error::Error for PageError {}
+
+/// Whether a page another process sent is one whose mapping can never fault:
+/// a memfd (`F_GET_SEALS` succeeds) sealed against shrinking.
+fn check_sealed_memfd(fd: BorrowedFd<'_>) -> Result<(), PageError> {
+    let seals = sys::seals(fd).map_err(PageError::NotMemfd)?;
+    if seals & libc::F_SEAL_SHRINK == 0 {
+        return Err(PageError::NotSealed);
+    }
+    Ok(())
+}
 
 /// A client's process page as the coordinator sees it: read-only, untrusted.
 pub struct ProcessPageReader {
@@ -213,10 +223,7 @@ impl ProcessPageReader {
     /// does. A whole page is mapped, so fields appended after that length read
     /// as 0 from a shorter file (the rest of its last page is zero-filled).
     pub fn open(fd: &OwnedFd) -> Result<ProcessPageReader, PageError> {
-        let seals = sys::seals(fd.as_fd()).map_err(PageError::NotMemfd)?;
-        if seals & libc::F_SEAL_SHRINK == 0 {
-            return Err(PageError::NotSealed);
-        }
+        check_sealed_memfd(fd.as_fd())?;
         let size = sys::file_size(fd.as_fd()).map_err(PageError::Map)?;
         if size < PROCESS_PAGE_MIN_LEN as u64 {
             return Err(PageError::TooSmall(size));
@@ -337,8 +344,17 @@ pub struct GlobalPageReader {
 const SEQLOCK_SPINS: u32 = 128;
 
 impl GlobalPageReader {
-    /// Maps the descriptor the coordinator sent and checks its header.
+    /// Maps the descriptor the coordinator sent and checks its header. Only
+    /// a memfd sealed against shrinking is accepted: a coordinator (or an
+    /// impostor) that sent a file it could truncate would make every later
+    /// read of the mapping die of SIGBUS.
     pub fn open(fd: &OwnedFd) -> io::Result<GlobalPageReader> {
+        check_sealed_memfd(fd.as_fd()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the coordinator's global page is refused: {e}"),
+            )
+        })?;
         let size = sys::file_size(fd.as_fd())?;
         if size < size_of::<GlobalPage>() as u64 {
             return Err(io::Error::new(
