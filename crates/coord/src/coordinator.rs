@@ -38,7 +38,7 @@ use ss_abi::{Levels, Priority};
 use ss_core::global::{GlobalBitmap, GlobalView, SourceId};
 
 use crate::page::{GlobalPageWriter, ProcessPageReader};
-use crate::policy::{self, Budget, Policy};
+use crate::policy::{self, Budget, Holder, Policy};
 use crate::query;
 use crate::sys::CpuMask;
 use crate::sys::{self, Epoll};
@@ -187,7 +187,8 @@ struct Registered {
     uid: u32,
     exe: Option<PathBuf>,
     ceiling: Priority,
-    budget: Budget,
+    /// Its part in the budget of its uid and ceiling (`Coordinator::budgets`).
+    holder: Holder,
     raw: u64,
     effective: u64,
     header_ok: bool,
@@ -266,6 +267,12 @@ pub struct Coordinator {
     dirty: bool,
     query_listener: Option<OwnedFd>,
     weights: WeightsState,
+    /// The top-level budgets, by uid and ceiling level: kept across
+    /// registrations (so reconnecting does not empty one) until no
+    /// registration uses one and it has drained.
+    budgets: HashMap<(u32, u8), Budget>,
+    /// When unused budgets were last looked for.
+    budgets_pruned: Instant,
 }
 
 /// Stops a running coordinator from another thread (or a signal handler: it
@@ -337,6 +344,8 @@ impl Coordinator {
             dirty: true,
             query_listener: Some(query_listener),
             weights,
+            budgets: HashMap::new(),
+            budgets_pruned: Instant::now(),
         })
     }
 
@@ -610,6 +619,9 @@ impl Coordinator {
             unreachable!("checked at the top");
         };
         let now = Instant::now();
+        self.budgets
+            .entry((uid, ceiling.level()))
+            .or_insert_with(|| Budget::new(ceiling));
         self.log(format_args!(
             "registered pid {pid} uid {uid} exe {} as source {} with ceiling {}",
             exe.as_deref().unwrap_or(Path::new("?")).display(),
@@ -627,7 +639,7 @@ impl Coordinator {
                 uid,
                 exe,
                 ceiling,
-                budget: Budget::new(ceiling),
+                holder: Holder::default(),
                 raw: 0,
                 effective: 0,
                 header_ok: true,
@@ -727,10 +739,14 @@ impl Coordinator {
         };
         let levels: Levels = self.cfg.policy.levels;
         let clamped = policy::clamp(raw, levels, r.ceiling);
-        let was_demoted = r.budget.demoted();
-        let effective = r.budget.observe(clamped, now, &self.cfg.policy);
+        let budget = self
+            .budgets
+            .entry((r.uid, r.ceiling.level()))
+            .or_insert_with(|| Budget::new(r.ceiling));
+        let was_demoted = budget.demoted();
+        let effective = budget.observe(&mut r.holder, clamped, now, &self.cfg.policy);
         if (snap.ready, effective, ok) != (r.raw, r.effective, r.header_ok)
-            || was_demoted != r.budget.demoted()
+            || was_demoted != budget.demoted()
         {
             self.dirty = true;
         }
@@ -747,6 +763,27 @@ impl Coordinator {
         }
         self.bitmap.update(r.source, effective);
         self.counters.scans += 1;
+    }
+
+    /// Once a [`RATE_WINDOW`]: forgets the budgets no registration uses that
+    /// have drained (so their number stays that of uids and ceilings seen
+    /// recently).
+    fn prune_budgets(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.budgets_pruned) < RATE_WINDOW {
+            return;
+        }
+        self.budgets_pruned = now;
+        let used: std::collections::HashSet<(u32, u8)> = self
+            .conns
+            .values()
+            .filter_map(|c| match c {
+                Conn::Registered(r) => Some((r.uid, r.ceiling.level())),
+                Conn::Pending { .. } => None,
+            })
+            .collect();
+        let policy = &self.cfg.policy;
+        self.budgets
+            .retain(|k, b| used.contains(k) || !b.drained(now, policy));
     }
 
     /// Once a [`RATE_WINDOW`]: each process's yields per second.
@@ -829,6 +866,7 @@ impl Coordinator {
         }
         self.update_rates(now);
         self.update_weights(now);
+        self.prune_budgets(now);
         // Ticks alone do not mark the status dirty: only what they change does.
     }
 
@@ -845,23 +883,26 @@ impl Coordinator {
                 .conns
                 .values()
                 .filter_map(|c| match c {
-                    Conn::Registered(r) => Some(ClientStatus {
-                        source: r.source.index() as u32,
-                        pid: r.pid,
-                        uid: r.uid,
-                        exe: r.exe.clone(),
-                        ceiling: r.ceiling,
-                        raw: r.raw,
-                        effective: r.effective,
-                        header_ok: r.header_ok,
-                        demoted: r.budget.demoted(),
-                        budget_percent: r.budget.fill_percent(&self.cfg.policy),
-                        yields: r.yields,
-                        yields_per_sec: r.yields_per_sec,
-                        os_weight: r.weights.applied(),
-                        weighted_threads: r.weights.threads(),
-                        weight_error: r.weights.error().map(str::to_string),
-                    }),
+                    Conn::Registered(r) => {
+                        let budget = self.budgets.get(&(r.uid, r.ceiling.level()));
+                        Some(ClientStatus {
+                            source: r.source.index() as u32,
+                            pid: r.pid,
+                            uid: r.uid,
+                            exe: r.exe.clone(),
+                            ceiling: r.ceiling,
+                            raw: r.raw,
+                            effective: r.effective,
+                            header_ok: r.header_ok,
+                            demoted: budget.is_some_and(Budget::demoted),
+                            budget_percent: budget.map_or(0, |b| b.fill_percent(&self.cfg.policy)),
+                            yields: r.yields,
+                            yields_per_sec: r.yields_per_sec,
+                            os_weight: r.weights.applied(),
+                            weighted_threads: r.weights.threads(),
+                            weight_error: r.weights.error().map(str::to_string),
+                        })
+                    }
                     Conn::Pending { .. } => None,
                 })
                 .collect();

@@ -86,7 +86,10 @@ fn a_borrowed_pid_does_not_lend_its_ceiling() {
     let _ = child.wait();
     match r.map(|r| r.result) {
         Some(Ok((_, ceiling, _))) => {
-            assert_eq!(ceiling, 5, "the trusted program's ceiling was lent: {status:?}")
+            assert_eq!(
+                ceiling, 5,
+                "the trusted program's ceiling was lent: {status:?}"
+            )
         }
         Some(Err(_)) | None => {}
     }
@@ -138,7 +141,12 @@ fn a_hello_sent_before_exec_gets_the_senders_ceiling() {
             }
             .encode();
             let fd = std::os::fd::BorrowedFd::borrow_raw(page_fd);
-            sys::send_msg(std::os::fd::BorrowedFd::borrow_raw(raw), &hello, &[fd], false)?;
+            sys::send_msg(
+                std::os::fd::BorrowedFd::borrow_raw(raw),
+                &hello,
+                &[fd],
+                false,
+            )?;
             Ok(())
         });
     }
@@ -149,7 +157,10 @@ fn a_hello_sent_before_exec_gets_the_senders_ceiling() {
     let _ = child.wait();
     match r {
         Some(Ok((_, ceiling, _))) => {
-            assert_eq!(ceiling, 5, "the trusted program's ceiling was taken: {status:?}")
+            assert_eq!(
+                ceiling, 5,
+                "the trusted program's ceiling was taken: {status:?}"
+            )
         }
         other => panic!("an honest-looking registration was refused: {other:?}"),
     }

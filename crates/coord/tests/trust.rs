@@ -63,7 +63,9 @@ fn a_global_page_that_can_shrink_is_refused() {
     let ro = std::fs::File::open(&file_path).unwrap();
     let _ = std::fs::remove_file(&file_path);
     let t = fake(&path, ro.into());
-    let err = Client::connect(&path).err().expect("a regular file was accepted");
+    let err = Client::connect(&path)
+        .err()
+        .expect("a regular file was accepted");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
     t.join().unwrap();
     let _ = std::fs::remove_file(&path);
@@ -102,7 +104,10 @@ fn a_coordinator_of_another_user_is_refused() {
         for (d, s) in a.sun_path.iter_mut().zip(bytes) {
             *d = *s as libc::c_char;
         }
-        (a, (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t)
+        (
+            a,
+            (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t,
+        )
     };
     // A real, sealed global page: only the peer's uid is wrong.
     let page = GlobalPageWriter::create().unwrap();

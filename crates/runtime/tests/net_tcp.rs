@@ -276,7 +276,9 @@ fn read_checked(s: &mut std::net::TcpStream, limit: usize) -> (usize, Option<usi
             break;
         }
         if bad.is_none() {
-            bad = (0..n).find(|&i| buf[i] != pattern(got + i)).map(|i| got + i);
+            bad = (0..n)
+                .find(|&i| buf[i] != pattern(got + i))
+                .map(|i| got + i);
         }
         got += n;
         reads += 1;
