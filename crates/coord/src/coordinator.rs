@@ -249,6 +249,11 @@ const TIMER: u64 = (1 << 63) | 1;
 const STOP: u64 = (1 << 63) | 2;
 /// Notifications read from one client per turn; the rest wait for the next.
 const NOTIFY_BATCH: usize = 64;
+/// After `accept` failed for want of descriptors, try again at the latest
+/// after this long.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// At most one log line per this long about failing accepts.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A coordinator bound to its socket, ready to [`run`](Coordinator::run).
 pub struct Coordinator {
@@ -273,6 +278,12 @@ pub struct Coordinator {
     budgets: HashMap<(u32, u8), Budget>,
     /// When unused budgets were last looked for.
     budgets_pruned: Instant,
+    /// Since when the listener is out of the epoll set because `accept`
+    /// failed (out of descriptors): a level-triggered listener with a
+    /// connection it cannot take would wake the loop at once, forever.
+    accept_paused: Option<Instant>,
+    /// When an accept failure was last logged, and how many since.
+    accept_logged: (Option<Instant>, u64),
 }
 
 /// Stops a running coordinator from another thread (or a signal handler: it
@@ -300,6 +311,9 @@ impl Coordinator {
     /// # Errors
     /// Another coordinator already serves `cfg.socket`, or a system call failed.
     pub fn bind(cfg: Config) -> io::Result<Coordinator> {
+        // Each client costs two descriptors (socket, pidfd); a 1024 soft
+        // limit would hold about 500 of the default 1024 clients.
+        let _ = sys::raise_nofile_limit();
         let query_path = cfg.query_path();
         claim(&cfg.socket, false)?;
         claim(&query_path, true)?;
@@ -346,6 +360,8 @@ impl Coordinator {
             weights,
             budgets: HashMap::new(),
             budgets_pruned: Instant::now(),
+            accept_paused: None,
+            accept_logged: (None, 0),
         })
     }
 
@@ -465,19 +481,24 @@ impl Coordinator {
                         continue;
                     }
                     let exe = policy::exe_of(cred.pid as u32);
-                    if sys::has_input(sock.as_fd()) {
-                        self.counters.refused += 1;
-                        self.dirty = true;
-                        self.log(format_args!(
-                            "pid {}: sent its hello before the welcome",
-                            cred.pid
-                        ));
-                        let reply = Reply {
-                            result: Err(Refusal::BadHello),
-                        };
-                        let _ = sys::send_msg(sock.as_fd(), &reply.encode(), &[], true);
-                        sys::close_gracefully(sock);
-                        continue;
+                    match sys::peek_input(sock.as_fd()) {
+                        None => {}
+                        // Gone already (or an empty message): nothing to say.
+                        Some(0) => continue,
+                        Some(_) => {
+                            self.counters.refused += 1;
+                            self.dirty = true;
+                            self.log(format_args!(
+                                "pid {}: sent its hello before the welcome",
+                                cred.pid
+                            ));
+                            let reply = Reply {
+                                result: Err(Refusal::BadHello),
+                            };
+                            let _ = sys::send_msg(sock.as_fd(), &reply.encode(), &[], true);
+                            sys::close_gracefully(sock);
+                            continue;
+                        }
                     }
                     if sys::send_msg(sock.as_fd(), &Welcome.encode(), &[], true).is_err() {
                         continue;
@@ -497,13 +518,45 @@ impl Coordinator {
                     }
                 }
                 Ok(None) => return,
-                // EMFILE and the like: leave the rest in the backlog until a
-                // tick or a disconnect frees descriptors.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO)
+                    ) => {}
+                // EMFILE and the like: the connection stays in the backlog.
+                // Stop watching the listener (it would report it at once,
+                // forever) until a descriptor is freed (`resume_accepting`).
                 Err(e) => {
-                    self.log(format_args!("accept: {e}"));
+                    self.epoll.remove(self.listener.as_fd());
+                    self.accept_paused = Some(Instant::now());
+                    let now = Instant::now();
+                    let (last, n) = self.accept_logged;
+                    if last.is_none_or(|l| now.saturating_duration_since(l) >= ACCEPT_LOG_EVERY) {
+                        self.accept_logged = (Some(now), 0);
+                        self.log(format_args!(
+                            "accept: {e}; not accepting until a descriptor is freed \
+                             ({n} more such pauses since the last message; raise RLIMIT_NOFILE \
+                             or lower --max-clients)"
+                        ));
+                    } else {
+                        self.accept_logged = (last, n + 1);
+                    }
                     return;
                 }
             }
+        }
+    }
+
+    /// Watches the listener again after `accept` failed: when a connection
+    /// has freed descriptors, or `ACCEPT_RETRY` after the failure (the
+    /// query thread frees its own).
+    fn resume_accepting(&mut self, freed: bool, now: Instant) {
+        let Some(since) = self.accept_paused else {
+            return;
+        };
+        if freed || now.saturating_duration_since(since) >= ACCEPT_RETRY {
+            self.accept_paused = None;
+            let _ = self.epoll.add(self.listener.as_fd(), LISTENER);
         }
     }
 
@@ -527,8 +580,16 @@ impl Coordinator {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(_) => return self.drop_pending(id, None),
         };
-        if msg.len == 0 && msg.fds.is_empty() {
+        if msg.len == 0 && msg.fds.is_empty() && !msg.truncated {
             return self.drop_pending(id, None);
+        }
+        // A descriptor cut off because this process is at its limit is our
+        // failure, not a bad hello.
+        if msg.ctrunc && !sys::can_open_descriptor(sock.as_fd()) {
+            self.log(format_args!(
+                "a hello's page descriptor was cut off: out of descriptors"
+            ));
+            return self.drop_pending(id, Some(Refusal::Internal));
         }
         let hello = Hello::decode(&buf[..msg.len]).filter(|_| !msg.truncated);
         let Some(hello) = hello else {
@@ -659,6 +720,7 @@ impl Coordinator {
         let Some(Conn::Pending { sock, .. }) = self.conns.remove(&id) else {
             return;
         };
+        self.resume_accepting(true, Instant::now());
         self.epoll.remove(sock.as_fd());
         if let Some(r) = refusal {
             self.counters.refused += 1;
@@ -704,6 +766,7 @@ impl Coordinator {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
+        self.resume_accepting(true, Instant::now());
         self.epoll.remove(conn.sock().as_fd());
         if let Conn::Registered(mut r) = conn {
             self.epoll.remove(r.pidfd.as_fd());
@@ -867,6 +930,7 @@ impl Coordinator {
         self.update_rates(now);
         self.update_weights(now);
         self.prune_budgets(now);
+        self.resume_accepting(false, now);
         // Ticks alone do not mark the status dirty: only what they change does.
     }
 

@@ -452,9 +452,10 @@ pub fn set_passcred(sock: BorrowedFd<'_>) -> io::Result<()> {
     .map(drop)
 }
 
-/// Whether anything waits to be read on a non-blocking socket (a message, a
-/// descriptor or end of stream), without reading it.
-pub fn has_input(sock: BorrowedFd<'_>) -> bool {
+/// What waits to be read on a non-blocking socket, without reading it:
+/// `None` if nothing, `Some(0)` for end of stream (or an empty message),
+/// `Some(n)` for a message of at least `n` bytes.
+pub fn peek_input(sock: BorrowedFd<'_>) -> Option<usize> {
     let mut b = [0u8; 1];
     // SAFETY: `b` is valid for one byte of writes.
     let n = unsafe {
@@ -465,7 +466,11 @@ pub fn has_input(sock: BorrowedFd<'_>) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    !(n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock)
+    if n < 0 {
+        // EAGAIN: nothing; anything else is an error the next read reports.
+        return (io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock).then_some(0);
+    }
+    Some(n as usize)
 }
 
 /// The peer's credentials as the kernel recorded them at `connect`.
@@ -510,6 +515,30 @@ pub fn peer_pidfd(sock: BorrowedFd<'_>, pid: libc::pid_t) -> io::Result<OwnedFd>
     // SAFETY: plain syscall; returns a new descriptor or -1.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     owned(r as libc::c_int)
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (every
+/// client costs the coordinator two descriptors); returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `l` is a valid rlimit for writes.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) })?;
+    if l.rlim_cur < l.rlim_max {
+        l.rlim_cur = l.rlim_max;
+        // SAFETY: `l` is a valid rlimit.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) })?;
+    }
+    Ok(l.rlim_cur as u64)
+}
+
+/// Whether this process can open one more descriptor now (it is not at its
+/// `RLIMIT_NOFILE`): duplicates `fd` and closes the copy.
+pub fn can_open_descriptor(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: plain fcntl; a new descriptor is owned (and closed) at once.
+    owned(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) }).is_ok()
 }
 
 /// An epoll instance.
