@@ -173,6 +173,9 @@ pub enum PageError {
     /// The memfd is not sealed against shrinking, so the owner could truncate it
     /// under the coordinator's mapping and make its reads fault.
     NotSealed,
+    /// The memfd is backed by huge pages (`MFD_HUGETLB`): a mapping of it
+    /// spans a whole huge page, not the one page the reader maps and unmaps.
+    HugePages(u64),
     /// The file is smaller than the first version-1 [`ProcessPage`]
     /// ([`PROCESS_PAGE_MIN_LEN`] bytes).
     TooSmall(u64),
@@ -190,6 +193,10 @@ impl std::fmt::Display for PageError {
             PageError::NotSealed => f.write_str(
                 "a shared page memfd must be sealed with F_SEAL_SHRINK before it is sent",
             ),
+            PageError::HugePages(n) => write!(
+                f,
+                "a shared page memfd must be of ordinary pages, not MFD_HUGETLB ({n}-byte pages)"
+            ),
             PageError::TooSmall(n) => write!(
                 f,
                 "the process page memfd has {n} bytes; it must hold a ProcessPage (at least {PROCESS_PAGE_MIN_LEN} bytes): ftruncate it to a page"
@@ -201,12 +208,20 @@ impl std::fmt::Display for PageError {
 
 impl std::error::Error for PageError {}
 
-/// Whether a page another process sent is one whose mapping can never fault:
-/// a memfd (`F_GET_SEALS` succeeds) sealed against shrinking.
+/// Whether a page another process sent is one whose mapping can never fault
+/// and is exactly what [`Mapping`] maps: a memfd (`F_GET_SEALS` succeeds)
+/// sealed against shrinking, of ordinary pages.
 fn check_sealed_memfd(fd: BorrowedFd<'_>) -> Result<(), PageError> {
     let seals = sys::seals(fd).map_err(PageError::NotMemfd)?;
     if seals & libc::F_SEAL_SHRINK == 0 {
         return Err(PageError::NotSealed);
+    }
+    // A hugetlbfs memfd reports its huge page size as the block size; its
+    // mapping would be a whole huge page, which `Mapping` (one page) would
+    // fail to unmap and leak.
+    let block = sys::block_size(fd).map_err(PageError::Map)?;
+    if block > sys::page_size() as u64 {
+        return Err(PageError::HugePages(block));
     }
     Ok(())
 }
@@ -454,5 +469,42 @@ impl GlobalPageReader {
             let word = unsafe { self.map.as_ptr().add(FUTEX_OFFSET) };
             sys::futex_wait(word.cast(), seen as u32, left);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    #[test]
+    fn a_hugetlb_page_is_refused() {
+        // SAFETY: the name is NUL-terminated.
+        let fd = unsafe {
+            libc::memfd_create(
+                c"huge".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB,
+            )
+        };
+        if fd < 0 {
+            eprintln!(
+                "skipped: no MFD_HUGETLB here ({})",
+                io::Error::last_os_error()
+            );
+            return;
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: plain call on a descriptor we own (one 2 MiB huge page).
+        let r = unsafe { libc::ftruncate(fd.as_raw_fd(), 2 << 20) };
+        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+        sys::add_seals(fd.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW).unwrap();
+        match ProcessPageReader::open(&fd) {
+            Err(PageError::HugePages(n)) => assert!(n > 4096, "{n}"),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a hugetlb page was accepted"),
+        }
+        let err = GlobalPageReader::open(&fd).err().expect("accepted");
+        assert!(err.to_string().contains("MFD_HUGETLB"), "{err}");
     }
 }

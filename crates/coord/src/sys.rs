@@ -65,6 +65,17 @@ pub fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(u64::try_from(st.st_size).unwrap_or(0))
 }
 
+/// The preferred I/O block size of the file behind `fd` (`st_blksize`): the
+/// huge page size for a hugetlbfs file.
+pub fn block_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is valid for writes of one `stat`.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(u64::try_from(st.st_blksize).unwrap_or(0))
+}
+
 /// Reopens `fd` read-only through `/proc/self/fd`: a descriptor whose file can
 /// never be mapped writable (`mmap(PROT_WRITE, MAP_SHARED)` and a later
 /// `mprotect(PROT_WRITE)` both fail with `EACCES`).
