@@ -530,7 +530,7 @@ pub fn peer_pidfd(sock: BorrowedFd<'_>, pid: libc::pid_t) -> io::Result<OwnedFd>
 
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (every
 /// client costs the coordinator two descriptors); returns the new soft limit.
-pub fn raise_nofile_limit() -> io::Result<u64> {
+pub fn raise_nofile_limit() -> io::Result<libc::rlim_t> {
     let mut l = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -542,7 +542,7 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         // SAFETY: `l` is a valid rlimit.
         cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) })?;
     }
-    Ok(l.rlim_cur as u64)
+    Ok(l.rlim_cur)
 }
 
 /// Whether this process can open one more descriptor now (it is not at its
