@@ -44,16 +44,24 @@ fn reply(sock: &OwnedFd) -> Option<Reply> {
     None
 }
 
-/// The reviewer's attack: a child connects the socket and execs a trusted
-/// program; the parent sends the hello with the child's pid and its own page.
-#[test]
-fn a_borrowed_pid_does_not_lend_its_ceiling() {
+/// A coordinator that grants `/usr/bin/sleep` ceiling 0 and everyone else 5,
+/// an unconnected socket with the coordinator's address, and a `sleep 30`
+/// to spawn.
+struct Setup {
+    /// `sleep 30`, to spawn.
+    cmd: Command,
+    coord: ss_coord::Running,
+    sock: OwnedFd,
+    addr: (libc::sockaddr_un, libc::socklen_t),
+}
+
+fn setup(name: &str) -> Option<Setup> {
     let sleep = Path::new("/usr/bin/sleep");
     if !sleep.exists() {
         eprintln!("skipped: no /usr/bin/sleep");
-        return;
+        return None;
     }
-    let (coord, path) = start("borrowed-pid", |c| {
+    let (coord, path) = start(name, |c| {
         c.policy.hold = None;
         c.policy.apply(&["default", "5"]).unwrap();
         c.policy.apply(&["program", "/usr/bin/sleep", "0"]).unwrap();
@@ -63,10 +71,30 @@ fn a_borrowed_pid_does_not_lend_its_ceiling() {
     assert!(s >= 0);
     // SAFETY: a fresh descriptor we own.
     let sock = unsafe { OwnedFd::from_raw_fd(s) };
-    let (a, len) = addr(&path);
-    let raw = sock.as_raw_fd();
     let mut cmd = Command::new(sleep);
     cmd.arg("30");
+    Some(Setup {
+        cmd,
+        coord,
+        sock,
+        addr: addr(&path),
+    })
+}
+
+/// The reviewer's attack: a child connects the socket and execs a trusted
+/// program; the parent sends the hello with the child's pid and its own page.
+#[test]
+fn a_borrowed_pid_does_not_lend_its_ceiling() {
+    let Some(Setup {
+        mut cmd,
+        coord,
+        sock,
+        addr: (a, len),
+    }) = setup("borrowed-pid")
+    else {
+        return;
+    };
+    let raw = sock.as_raw_fd();
     // SAFETY: the closure only makes one async-signal-safe syscall.
     unsafe {
         cmd.pre_exec(move || {
@@ -103,27 +131,18 @@ fn a_borrowed_pid_does_not_lend_its_ceiling() {
 /// own, so it gets the default ceiling, not the program's.
 #[test]
 fn a_hello_sent_before_exec_gets_the_senders_ceiling() {
-    let sleep = Path::new("/usr/bin/sleep");
-    if !sleep.exists() {
-        eprintln!("skipped: no /usr/bin/sleep");
+    let Some(Setup {
+        mut cmd,
+        coord,
+        sock,
+        addr: (a, len),
+    }) = setup("pre-exec")
+    else {
         return;
-    }
-    let (coord, path) = start("pre-exec", |c| {
-        c.policy.hold = None;
-        c.policy.apply(&["default", "5"]).unwrap();
-        c.policy.apply(&["program", "/usr/bin/sleep", "0"]).unwrap();
-    });
-    // SAFETY: plain socket call.
-    let s = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-    assert!(s >= 0);
-    // SAFETY: a fresh descriptor we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(s) };
-    let (a, len) = addr(&path);
+    };
     let raw = sock.as_raw_fd();
     let page = ProcessPageWriter::create().unwrap();
     let page_fd = page.fd().as_raw_fd();
-    let mut cmd = Command::new(sleep);
-    cmd.arg("30");
     // SAFETY: the closure makes only syscalls on stack data (no allocation).
     unsafe {
         cmd.pre_exec(move || {

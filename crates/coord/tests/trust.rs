@@ -62,26 +62,26 @@ fn a_global_page_that_can_shrink_is_refused() {
     page_file(&mut f);
     let ro = std::fs::File::open(&file_path).unwrap();
     let _ = std::fs::remove_file(&file_path);
-    let t = fake(&path, ro.into());
-    let err = Client::connect(&path)
-        .err()
-        .expect("a regular file was accepted");
-    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
-    t.join().unwrap();
-    let _ = std::fs::remove_file(&path);
+    refused(&path, ro.into(), "a regular file");
 
     // A memfd without F_SEAL_SHRINK.
     let path = socket_path("fake-unsealed");
     let memfd = sys::memfd(c"unsealed-global", 4096).unwrap();
     let mut f = std::fs::File::from(memfd.try_clone().unwrap());
     page_file(&mut f);
-    let t = fake(&path, memfd);
-    let err = Client::connect(&path)
+    refused(&path, memfd, "an unsealed memfd");
+}
+
+/// A client of the fake coordinator at `path` serving `page` fails to
+/// register, and says the data was bad.
+fn refused(path: &Path, page: OwnedFd, what: &str) {
+    let t = fake(path, page);
+    let err = Client::connect(path)
         .err()
-        .expect("an unsealed memfd was accepted");
+        .unwrap_or_else(|| panic!("{what} was accepted"));
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
     t.join().unwrap();
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(path);
 }
 
 #[test]
