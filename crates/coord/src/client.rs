@@ -12,7 +12,7 @@ use ss_core::PrioBitmap;
 use crate::page::{GlobalPageReader, ProcessPageWriter};
 use crate::policy::clamp;
 use crate::sys;
-use crate::wire::{Hello, Reply, MSG_LEN, NOTIFY};
+use crate::wire::{Hello, Reply, Welcome, MSG_LEN, NOTIFY};
 
 /// A process registered with the coordinator.
 ///
@@ -55,20 +55,37 @@ impl Client {
                 ),
             )
         })?;
+        // Only a coordinator of this user or root is trusted: anyone may bind
+        // a socket path first (e.g. `/tmp/ss-coord-<uid>.sock`), and the
+        // global page decides when this process yields.
+        let peer = sys::peer_cred(sock.as_fd())?;
+        // SAFETY: getuid cannot fail.
+        let me = unsafe { libc::getuid() };
+        if peer.uid != me && peer.uid != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the process listening at {} (pid {}) runs as uid {}, not as this user ({me}) or root: not a coordinator to trust",
+                    path.display(),
+                    peer.pid,
+                    peer.uid
+                ),
+            ));
+        }
         let page = ProcessPageWriter::create()?;
         let hello = Hello {
             pid: std::process::id(),
         };
-        // A coordinator that refuses at once (`--max-per-uid`) sends its reply
-        // and closes, so the hello may fail while the refusal waits unread.
-        let sent = sys::send_msg(sock.as_fd(), &hello.encode(), &[page.fd()], false);
         sys::set_recv_timeout(sock.as_fd(), REPLY_TIMEOUT)?;
         let mut buf = [0u8; MSG_LEN + 1];
-        let msg = match (sent, sys::recv_msg(sock.as_fd(), &mut buf, false)) {
-            (Ok(_), received) => received?,
-            (Err(e), Ok(m)) if m.len == 0 => return Err(e),
-            (Err(_), Ok(m)) => m,
-            (Err(e), Err(_)) => return Err(e),
+        // The coordinator speaks first: a welcome (send the hello now), or a
+        // refusal (`--max-per-uid`) in place of one.
+        let first = sys::recv_msg(sock.as_fd(), &mut buf, false)?;
+        let msg = if Welcome::decode(&buf[..first.len]).is_some() && !first.truncated {
+            sys::send_msg(sock.as_fd(), &hello.encode(), &[page.fd()], false)?;
+            sys::recv_msg(sock.as_fd(), &mut buf, false)?
+        } else {
+            first
         };
         let reply = Reply::decode(&buf[..msg.len])
             .filter(|_| !msg.truncated)

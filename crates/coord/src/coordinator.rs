@@ -38,12 +38,12 @@ use ss_abi::{Levels, Priority};
 use ss_core::global::{GlobalBitmap, GlobalView, SourceId};
 
 use crate::page::{GlobalPageWriter, ProcessPageReader};
-use crate::policy::{self, Budget, Policy};
+use crate::policy::{self, Budget, Holder, Policy};
 use crate::query;
 use crate::sys::CpuMask;
 use crate::sys::{self, Epoll};
 use crate::weights::{self, ProcessWeights, Recent, Weight, WeightsState};
-use crate::wire::{Hello, Refusal, Reply, MSG_LEN, NOTIFY};
+use crate::wire::{Hello, Refusal, Reply, Welcome, MSG_LEN, NOTIFY};
 
 /// How a coordinator runs.
 #[derive(Clone, Debug)]
@@ -187,7 +187,8 @@ struct Registered {
     uid: u32,
     exe: Option<PathBuf>,
     ceiling: Priority,
-    budget: Budget,
+    /// Its part in the budget of its uid and ceiling (`Coordinator::budgets`).
+    holder: Holder,
     raw: u64,
     effective: u64,
     header_ok: bool,
@@ -212,6 +213,8 @@ enum Conn {
         sock: OwnedFd,
         since: Instant,
         uid: u32,
+        /// The peer's executable, read before the welcome was sent.
+        exe: Option<PathBuf>,
     },
     Registered(Box<Registered>),
 }
@@ -246,6 +249,11 @@ const TIMER: u64 = (1 << 63) | 1;
 const STOP: u64 = (1 << 63) | 2;
 /// Notifications read from one client per turn; the rest wait for the next.
 const NOTIFY_BATCH: usize = 64;
+/// After `accept` failed for want of descriptors, try again at the latest
+/// after this long.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// At most one log line per this long about failing accepts.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A coordinator bound to its socket, ready to [`run`](Coordinator::run).
 pub struct Coordinator {
@@ -264,6 +272,18 @@ pub struct Coordinator {
     dirty: bool,
     query_listener: Option<OwnedFd>,
     weights: WeightsState,
+    /// The top-level budgets, by uid and ceiling level: kept across
+    /// registrations (so reconnecting does not empty one) until no
+    /// registration uses one and it has drained.
+    budgets: HashMap<(u32, u8), Budget>,
+    /// When unused budgets were last looked for.
+    budgets_pruned: Instant,
+    /// Since when the listener is out of the epoll set because `accept`
+    /// failed (out of descriptors): a level-triggered listener with a
+    /// connection it cannot take would wake the loop at once, forever.
+    accept_paused: Option<Instant>,
+    /// When an accept failure was last logged, and how many since.
+    accept_logged: (Option<Instant>, u64),
 }
 
 /// Stops a running coordinator from another thread (or a signal handler: it
@@ -291,6 +311,9 @@ impl Coordinator {
     /// # Errors
     /// Another coordinator already serves `cfg.socket`, or a system call failed.
     pub fn bind(cfg: Config) -> io::Result<Coordinator> {
+        // Each client costs two descriptors (socket, pidfd); a 1024 soft
+        // limit would hold about 500 of the default 1024 clients.
+        let _ = sys::raise_nofile_limit();
         let query_path = cfg.query_path();
         claim(&cfg.socket, false)?;
         claim(&query_path, true)?;
@@ -335,6 +358,10 @@ impl Coordinator {
             dirty: true,
             query_listener: Some(query_listener),
             weights,
+            budgets: HashMap::new(),
+            budgets_pruned: Instant::now(),
+            accept_paused: None,
+            accept_logged: (None, 0),
         })
     }
 
@@ -446,6 +473,36 @@ impl Coordinator {
                         sys::close_gracefully(sock);
                         continue;
                     }
+                    // Identity (see `handshake`): the kernel attaches the
+                    // checked sender of every message from here on; the
+                    // executable is read now, and only a hello sent after this
+                    // read, i.e. after the welcome, is taken.
+                    if sys::set_passcred(sock.as_fd()).is_err() {
+                        continue;
+                    }
+                    let exe = policy::exe_of(cred.pid as u32);
+                    match sys::peek_input(sock.as_fd()) {
+                        None => {}
+                        // Gone already (or an empty message): nothing to say.
+                        Some(0) => continue,
+                        Some(_) => {
+                            self.counters.refused += 1;
+                            self.dirty = true;
+                            self.log(format_args!(
+                                "pid {}: sent its hello before the welcome",
+                                cred.pid
+                            ));
+                            let reply = Reply {
+                                result: Err(Refusal::BadHello),
+                            };
+                            let _ = sys::send_msg(sock.as_fd(), &reply.encode(), &[], true);
+                            sys::close_gracefully(sock);
+                            continue;
+                        }
+                    }
+                    if sys::send_msg(sock.as_fd(), &Welcome.encode(), &[], true).is_err() {
+                        continue;
+                    }
                     let id = self.next_conn;
                     self.next_conn += 1;
                     if self.epoll.add(sock.as_fd(), id << 2 | KIND_SOCK).is_ok() {
@@ -455,18 +512,51 @@ impl Coordinator {
                                 sock,
                                 since: Instant::now(),
                                 uid,
+                                exe,
                             },
                         );
                     }
                 }
                 Ok(None) => return,
-                // EMFILE and the like: leave the rest in the backlog until a
-                // tick or a disconnect frees descriptors.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO)
+                    ) => {}
+                // EMFILE and the like: the connection stays in the backlog.
+                // Stop watching the listener (it would report it at once,
+                // forever) until a descriptor is freed (`resume_accepting`).
                 Err(e) => {
-                    self.log(format_args!("accept: {e}"));
+                    self.epoll.remove(self.listener.as_fd());
+                    self.accept_paused = Some(Instant::now());
+                    let now = Instant::now();
+                    let (last, n) = self.accept_logged;
+                    if last.is_none_or(|l| now.saturating_duration_since(l) >= ACCEPT_LOG_EVERY) {
+                        self.accept_logged = (Some(now), 0);
+                        self.log(format_args!(
+                            "accept: {e}; not accepting until a descriptor is freed \
+                             ({n} more such pauses since the last message; raise RLIMIT_NOFILE \
+                             or lower --max-clients)"
+                        ));
+                    } else {
+                        self.accept_logged = (last, n + 1);
+                    }
                     return;
                 }
             }
+        }
+    }
+
+    /// Watches the listener again after `accept` failed: when a connection
+    /// has freed descriptors, or `ACCEPT_RETRY` after the failure (the
+    /// query thread frees its own).
+    fn resume_accepting(&mut self, freed: bool, now: Instant) {
+        let Some(since) = self.accept_paused else {
+            return;
+        };
+        if freed || now.saturating_duration_since(since) >= ACCEPT_RETRY {
+            self.accept_paused = None;
+            let _ = self.epoll.add(self.listener.as_fd(), LISTENER);
         }
     }
 
@@ -490,8 +580,16 @@ impl Coordinator {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(_) => return self.drop_pending(id, None),
         };
-        if msg.len == 0 && msg.fds.is_empty() {
+        if msg.len == 0 && msg.fds.is_empty() && !msg.truncated {
             return self.drop_pending(id, None);
+        }
+        // A descriptor cut off because this process is at its limit is our
+        // failure, not a bad hello.
+        if msg.ctrunc && !sys::can_open_descriptor(sock.as_fd()) {
+            self.log(format_args!(
+                "a hello's page descriptor was cut off: out of descriptors"
+            ));
+            return self.drop_pending(id, Some(Refusal::Internal));
         }
         let hello = Hello::decode(&buf[..msg.len]).filter(|_| !msg.truncated);
         let Some(hello) = hello else {
@@ -506,7 +604,16 @@ impl Coordinator {
             Err(_) => return self.drop_pending(id, Some(Refusal::Internal)),
         };
         let (pid, uid) = (cred.pid as u32, cred.uid);
-        if hello.pid != pid {
+        // The hello must come from the process that connected: the pid it
+        // names and the kernel-checked sender (`SCM_CREDENTIALS`) are both the
+        // `SO_PEERCRED` pid. Otherwise another process holding the socket
+        // could register under a connected trusted program's identity.
+        let sender = msg.cred.map(|c| (c.pid, c.uid));
+        if hello.pid != pid || sender != Some((cred.pid, cred.uid)) {
+            self.log(format_args!(
+                "pid {pid}: hello names pid {}, sent by {sender:?}",
+                hello.pid
+            ));
             return self.drop_pending(id, Some(Refusal::PidMismatch));
         }
         let page = match ProcessPageReader::open(&page_fd) {
@@ -526,8 +633,31 @@ impl Coordinator {
         let Ok(pidfd) = sys::peer_pidfd(sock.as_fd(), cred.pid) else {
             return self.drop_pending(id, Some(Refusal::Internal));
         };
+        // The executable before the welcome and now: the hello was sent in
+        // between, by one of them (or one exec'd between them), so the
+        // registration gets the less important of their ceilings. A process
+        // that execs a trusted program after its hello gains nothing.
+        let Some(Conn::Pending { exe: before, .. }) = self.conns.get(&id) else {
+            unreachable!("checked at the top");
+        };
+        let before = before.clone();
         let exe = policy::exe_of(pid);
-        let ceiling = self.cfg.policy.ceiling(uid, exe.as_deref());
+        let ceiling = {
+            let a = self.cfg.policy.ceiling(uid, before.as_deref());
+            let b = self.cfg.policy.ceiling(uid, exe.as_deref());
+            if a.is_more_important_than(b) {
+                b
+            } else {
+                a
+            }
+        };
+        if before != exe {
+            self.log(format_args!(
+                "pid {pid}: executable changed during the handshake ({} -> {})",
+                before.as_deref().unwrap_or(Path::new("?")).display(),
+                exe.as_deref().unwrap_or(Path::new("?")).display()
+            ));
+        }
         let source = self.bitmap.add_source_capped(ceiling);
         let reply = Reply {
             result: Ok((
@@ -550,6 +680,9 @@ impl Coordinator {
             unreachable!("checked at the top");
         };
         let now = Instant::now();
+        self.budgets
+            .entry((uid, ceiling.level()))
+            .or_insert_with(|| Budget::new(ceiling));
         self.log(format_args!(
             "registered pid {pid} uid {uid} exe {} as source {} with ceiling {}",
             exe.as_deref().unwrap_or(Path::new("?")).display(),
@@ -567,7 +700,7 @@ impl Coordinator {
                 uid,
                 exe,
                 ceiling,
-                budget: Budget::new(ceiling),
+                holder: Holder::default(),
                 raw: 0,
                 effective: 0,
                 header_ok: true,
@@ -587,6 +720,7 @@ impl Coordinator {
         let Some(Conn::Pending { sock, .. }) = self.conns.remove(&id) else {
             return;
         };
+        self.resume_accepting(true, Instant::now());
         self.epoll.remove(sock.as_fd());
         if let Some(r) = refusal {
             self.counters.refused += 1;
@@ -632,6 +766,7 @@ impl Coordinator {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
+        self.resume_accepting(true, Instant::now());
         self.epoll.remove(conn.sock().as_fd());
         if let Conn::Registered(mut r) = conn {
             self.epoll.remove(r.pidfd.as_fd());
@@ -667,10 +802,14 @@ impl Coordinator {
         };
         let levels: Levels = self.cfg.policy.levels;
         let clamped = policy::clamp(raw, levels, r.ceiling);
-        let was_demoted = r.budget.demoted();
-        let effective = r.budget.observe(clamped, now, &self.cfg.policy);
+        let budget = self
+            .budgets
+            .entry((r.uid, r.ceiling.level()))
+            .or_insert_with(|| Budget::new(r.ceiling));
+        let was_demoted = budget.demoted();
+        let effective = budget.observe(&mut r.holder, clamped, now, &self.cfg.policy);
         if (snap.ready, effective, ok) != (r.raw, r.effective, r.header_ok)
-            || was_demoted != r.budget.demoted()
+            || was_demoted != budget.demoted()
         {
             self.dirty = true;
         }
@@ -687,6 +826,27 @@ impl Coordinator {
         }
         self.bitmap.update(r.source, effective);
         self.counters.scans += 1;
+    }
+
+    /// Once a [`RATE_WINDOW`]: forgets the budgets no registration uses that
+    /// have drained (so their number stays that of uids and ceilings seen
+    /// recently).
+    fn prune_budgets(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.budgets_pruned) < RATE_WINDOW {
+            return;
+        }
+        self.budgets_pruned = now;
+        let used: std::collections::HashSet<(u32, u8)> = self
+            .conns
+            .values()
+            .filter_map(|c| match c {
+                Conn::Registered(r) => Some((r.uid, r.ceiling.level())),
+                Conn::Pending { .. } => None,
+            })
+            .collect();
+        let policy = &self.cfg.policy;
+        self.budgets
+            .retain(|k, b| used.contains(k) || !b.drained(now, policy));
     }
 
     /// Once a [`RATE_WINDOW`]: each process's yields per second.
@@ -769,6 +929,8 @@ impl Coordinator {
         }
         self.update_rates(now);
         self.update_weights(now);
+        self.prune_budgets(now);
+        self.resume_accepting(false, now);
         // Ticks alone do not mark the status dirty: only what they change does.
     }
 
@@ -785,23 +947,26 @@ impl Coordinator {
                 .conns
                 .values()
                 .filter_map(|c| match c {
-                    Conn::Registered(r) => Some(ClientStatus {
-                        source: r.source.index() as u32,
-                        pid: r.pid,
-                        uid: r.uid,
-                        exe: r.exe.clone(),
-                        ceiling: r.ceiling,
-                        raw: r.raw,
-                        effective: r.effective,
-                        header_ok: r.header_ok,
-                        demoted: r.budget.demoted(),
-                        budget_percent: r.budget.fill_percent(&self.cfg.policy),
-                        yields: r.yields,
-                        yields_per_sec: r.yields_per_sec,
-                        os_weight: r.weights.applied(),
-                        weighted_threads: r.weights.threads(),
-                        weight_error: r.weights.error().map(str::to_string),
-                    }),
+                    Conn::Registered(r) => {
+                        let budget = self.budgets.get(&(r.uid, r.ceiling.level()));
+                        Some(ClientStatus {
+                            source: r.source.index() as u32,
+                            pid: r.pid,
+                            uid: r.uid,
+                            exe: r.exe.clone(),
+                            ceiling: r.ceiling,
+                            raw: r.raw,
+                            effective: r.effective,
+                            header_ok: r.header_ok,
+                            demoted: budget.is_some_and(Budget::demoted),
+                            budget_percent: budget.map_or(0, |b| b.fill_percent(&self.cfg.policy)),
+                            yields: r.yields,
+                            yields_per_sec: r.yields_per_sec,
+                            os_weight: r.weights.applied(),
+                            weighted_threads: r.weights.threads(),
+                            weight_error: r.weights.error().map(str::to_string),
+                        })
+                    }
                     Conn::Pending { .. } => None,
                 })
                 .collect();

@@ -173,6 +173,9 @@ pub enum PageError {
     /// The memfd is not sealed against shrinking, so the owner could truncate it
     /// under the coordinator's mapping and make its reads fault.
     NotSealed,
+    /// The memfd is backed by huge pages (`MFD_HUGETLB`): a mapping of it
+    /// spans a whole huge page, not the one page the reader maps and unmaps.
+    HugePages(u64),
     /// The file is smaller than the first version-1 [`ProcessPage`]
     /// ([`PROCESS_PAGE_MIN_LEN`] bytes).
     TooSmall(u64),
@@ -185,10 +188,14 @@ impl std::fmt::Display for PageError {
         match self {
             PageError::NotMemfd(e) => write!(
                 f,
-                "the process page must be a memfd created with MFD_ALLOW_SEALING ({e}); use ss_coord::Client"
+                "a shared page must be a memfd created with MFD_ALLOW_SEALING ({e}); use ss_coord::Client"
             ),
             PageError::NotSealed => f.write_str(
-                "the process page memfd must be sealed with F_SEAL_SHRINK before registering",
+                "a shared page memfd must be sealed with F_SEAL_SHRINK before it is sent",
+            ),
+            PageError::HugePages(n) => write!(
+                f,
+                "a shared page memfd must be of ordinary pages, not MFD_HUGETLB ({n}-byte pages)"
             ),
             PageError::TooSmall(n) => write!(
                 f,
@@ -200,6 +207,24 @@ impl std::fmt::Display for PageError {
 }
 
 impl std::error::Error for PageError {}
+
+/// Whether a page another process sent is one whose mapping can never fault
+/// and is exactly what [`Mapping`] maps: a memfd (`F_GET_SEALS` succeeds)
+/// sealed against shrinking, of ordinary pages.
+fn check_sealed_memfd(fd: BorrowedFd<'_>) -> Result<(), PageError> {
+    let seals = sys::seals(fd).map_err(PageError::NotMemfd)?;
+    if seals & libc::F_SEAL_SHRINK == 0 {
+        return Err(PageError::NotSealed);
+    }
+    // A hugetlbfs memfd reports its huge page size as the block size; its
+    // mapping would be a whole huge page, which `Mapping` (one page) would
+    // fail to unmap and leak.
+    let block = sys::block_size(fd).map_err(PageError::Map)?;
+    if block > sys::page_size() as u64 {
+        return Err(PageError::HugePages(block));
+    }
+    Ok(())
+}
 
 /// A client's process page as the coordinator sees it: read-only, untrusted.
 pub struct ProcessPageReader {
@@ -213,10 +238,7 @@ impl ProcessPageReader {
     /// does. A whole page is mapped, so fields appended after that length read
     /// as 0 from a shorter file (the rest of its last page is zero-filled).
     pub fn open(fd: &OwnedFd) -> Result<ProcessPageReader, PageError> {
-        let seals = sys::seals(fd.as_fd()).map_err(PageError::NotMemfd)?;
-        if seals & libc::F_SEAL_SHRINK == 0 {
-            return Err(PageError::NotSealed);
-        }
+        check_sealed_memfd(fd.as_fd())?;
         let size = sys::file_size(fd.as_fd()).map_err(PageError::Map)?;
         if size < PROCESS_PAGE_MIN_LEN as u64 {
             return Err(PageError::TooSmall(size));
@@ -337,8 +359,17 @@ pub struct GlobalPageReader {
 const SEQLOCK_SPINS: u32 = 128;
 
 impl GlobalPageReader {
-    /// Maps the descriptor the coordinator sent and checks its header.
+    /// Maps the descriptor the coordinator sent and checks its header. Only
+    /// a memfd sealed against shrinking is accepted: a coordinator (or an
+    /// impostor) that sent a file it could truncate would make every later
+    /// read of the mapping die of SIGBUS.
     pub fn open(fd: &OwnedFd) -> io::Result<GlobalPageReader> {
+        check_sealed_memfd(fd.as_fd()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the coordinator's global page is refused: {e}"),
+            )
+        })?;
         let size = sys::file_size(fd.as_fd())?;
         if size < size_of::<GlobalPage>() as u64 {
             return Err(io::Error::new(
@@ -438,5 +469,42 @@ impl GlobalPageReader {
             let word = unsafe { self.map.as_ptr().add(FUTEX_OFFSET) };
             sys::futex_wait(word.cast(), seen as u32, left);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    #[test]
+    fn a_hugetlb_page_is_refused() {
+        // SAFETY: the name is NUL-terminated.
+        let fd = unsafe {
+            libc::memfd_create(
+                c"huge".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB,
+            )
+        };
+        if fd < 0 {
+            eprintln!(
+                "skipped: no MFD_HUGETLB here ({})",
+                io::Error::last_os_error()
+            );
+            return;
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: plain call on a descriptor we own (one 2 MiB huge page).
+        let r = unsafe { libc::ftruncate(fd.as_raw_fd(), 2 << 20) };
+        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+        sys::add_seals(fd.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW).unwrap();
+        match ProcessPageReader::open(&fd) {
+            Err(PageError::HugePages(n)) => assert!(n > 4096, "{n}"),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a hugetlb page was accepted"),
+        }
+        let err = GlobalPageReader::open(&fd).err().expect("accepted");
+        assert!(err.to_string().contains("MFD_HUGETLB"), "{err}");
     }
 }

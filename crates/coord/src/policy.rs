@@ -110,34 +110,47 @@ pub fn clamp(raw: u64, levels: Levels, ceiling: Priority) -> u64 {
     }
 }
 
-/// One source's top-level budget: a leaky bucket of holding time (see the
-/// module docs).
+/// A top-level budget: a leaky bucket of holding time (see the module docs).
+///
+/// The coordinator keeps one per uid and ceiling, across registrations, so a
+/// process cannot empty its bucket by registering anew, nor multiply it by
+/// registering several times: every registration of that uid at that ceiling
+/// charges the same bucket (each its own holding time, so two holding at once
+/// fill it twice as fast), and the bucket leaks once, at `hold_share` of real
+/// time. Each registration keeps its own [`Holder`] (when it was last scanned
+/// and whether it was then claiming).
 #[derive(Clone, Debug)]
 pub struct Budget {
     ceiling: Priority,
     /// Holding time charged and not yet leaked, at most the burst.
     level: Duration,
-    /// When the last scan was.
+    /// Up to when the leak has been applied.
+    leaked_at: Option<Instant>,
+    demoted: bool,
+}
+
+/// One registration's part in a shared [`Budget`].
+#[derive(Clone, Debug, Default)]
+pub struct Holder {
+    /// When this registration was last scanned.
     last: Option<Instant>,
     /// The last scan saw an honoured claim at the ceiling: the interval up to
     /// the next scan is charged.
     charging: bool,
-    demoted: bool,
 }
 
 impl Budget {
-    /// The empty bucket of a source with this ceiling.
+    /// The empty bucket of sources with this ceiling.
     pub fn new(ceiling: Priority) -> Budget {
         Budget {
             ceiling,
             level: Duration::ZERO,
-            last: None,
-            charging: false,
+            leaked_at: None,
             demoted: false,
         }
     }
 
-    /// Whether the source is demoted now.
+    /// Whether its sources are demoted now.
     pub fn demoted(&self) -> bool {
         self.demoted
     }
@@ -150,20 +163,12 @@ impl Budget {
         }
     }
 
-    /// Takes one scan's clamped bitmap at `now`; returns the bitmap to fold.
-    pub fn observe(&mut self, clamped: u64, now: Instant, policy: &Policy) -> u64 {
-        let c = self.ceiling;
-        let Some(cap) = policy.hold.filter(|h| !h.is_zero()) else {
-            *self = Budget::new(c);
-            return clamped;
-        };
+    /// Leaks the bucket up to `now` and updates the demotion.
+    fn settle(&mut self, now: Instant, policy: &Policy, cap: Duration) {
         let dt = self
-            .last
+            .leaked_at
             .map_or(Duration::ZERO, |l| now.saturating_duration_since(l));
-        self.last = Some(now);
-        if self.charging {
-            self.level = self.level.saturating_add(dt);
-        }
+        self.leaked_at = Some(self.leaked_at.map_or(now, |l| l.max(now)));
         let share = u128::from(policy.hold_share.min(100));
         let leak = dt.as_nanos() * share / 100;
         let leak = Duration::from_nanos(u64::try_from(leak).unwrap_or(u64::MAX));
@@ -173,8 +178,45 @@ impl Budget {
         } else if self.demoted && self.level <= cap / 2 {
             self.demoted = false;
         }
+    }
+
+    /// Whether the bucket, leaked up to `now`, is empty and not demoted: a
+    /// bucket no registration uses any more can then be forgotten.
+    pub fn drained(&mut self, now: Instant, policy: &Policy) -> bool {
+        match policy.hold.filter(|h| !h.is_zero()) {
+            Some(cap) => {
+                self.settle(now, policy, cap);
+                self.level.is_zero() && !self.demoted
+            }
+            None => true,
+        }
+    }
+
+    /// Takes one scan's clamped bitmap of the registration `holder` at `now`;
+    /// returns the bitmap to fold.
+    pub fn observe(
+        &mut self,
+        holder: &mut Holder,
+        clamped: u64,
+        now: Instant,
+        policy: &Policy,
+    ) -> u64 {
+        let c = self.ceiling;
+        let Some(cap) = policy.hold.filter(|h| !h.is_zero()) else {
+            *self = Budget::new(c);
+            *holder = Holder::default();
+            return clamped;
+        };
+        let dt = holder
+            .last
+            .map_or(Duration::ZERO, |l| now.saturating_duration_since(l));
+        holder.last = Some(now);
+        if holder.charging {
+            self.level = self.level.saturating_add(dt);
+        }
+        self.settle(now, policy, cap);
         let claims = clamped & c.bit() != 0;
-        self.charging = claims && !self.demoted;
+        holder.charging = claims && !self.demoted;
         if !(claims && self.demoted) {
             return clamped;
         }
@@ -412,26 +454,28 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut b = Budget::new(p(0));
+        let mut h = Holder::default();
         // Holding fills at 1 - 50 % = half speed: full after 20 ms.
-        assert_eq!(b.observe(0b101, ms(0), &pol), 0b101);
-        assert_eq!(b.observe(0b101, ms(19), &pol), 0b101);
+        assert_eq!(b.observe(&mut h, 0b101, ms(0), &pol), 0b101);
+        assert_eq!(b.observe(&mut h, 0b101, ms(19), &pol), 0b101);
         assert_eq!(b.fill_percent(&pol), 95);
-        assert_eq!(b.observe(0b101, ms(20), &pol), 0b110);
+        assert_eq!(b.observe(&mut h, 0b101, ms(20), &pol), 0b110);
         assert!(b.demoted());
         // Demoted claims are not charged: the bucket drains at 50 %, and the
         // demotion ends at half (5 ms of 10) after 10 ms.
-        assert_eq!(b.observe(0b001, ms(29), &pol), 0b010);
-        assert_eq!(b.observe(0b001, ms(30), &pol), 0b001);
+        assert_eq!(b.observe(&mut h, 0b001, ms(29), &pol), 0b010);
+        assert_eq!(b.observe(&mut h, 0b001, ms(30), &pol), 0b001);
         assert!(!b.demoted());
         // Dropping the level does not reset the bucket: it drains at the leak
         // rate only, so claiming again soon is demoted soon.
-        assert_eq!(b.observe(0b100, ms(31), &pol), 0b100);
-        assert_eq!(b.observe(0b001, ms(32), &pol), 0b001);
-        assert_eq!(b.observe(0b001, ms(43), &pol), 0b010);
+        assert_eq!(b.observe(&mut h, 0b100, ms(31), &pol), 0b100);
+        assert_eq!(b.observe(&mut h, 0b001, ms(32), &pol), 0b001);
+        assert_eq!(b.observe(&mut h, 0b001, ms(43), &pol), 0b010);
         // At the least important level the demoted bit is dropped.
         let mut last = Budget::new(p(7));
-        assert_eq!(last.observe(0x80, ms(0), &pol), 0x80);
-        assert_eq!(last.observe(0x80, ms(20), &pol), 0);
+        let mut lh = Holder::default();
+        assert_eq!(last.observe(&mut lh, 0x80, ms(0), &pol), 0x80);
+        assert_eq!(last.observe(&mut lh, 0x80, ms(20), &pol), 0);
     }
 
     #[test]
@@ -441,15 +485,16 @@ mod tests {
         let pol = budget(10, 50);
         let t0 = Instant::now();
         let mut b = Budget::new(p(0));
+        let mut h = Holder::default();
         let mut demoted_at = None;
         for cycle in 0..20u64 {
             let start = t0 + Duration::from_millis(cycle * 10);
-            b.observe(1, start, &pol);
-            if b.observe(1, start + Duration::from_millis(9), &pol) == 0b10 {
+            b.observe(&mut h, 1, start, &pol);
+            if b.observe(&mut h, 1, start + Duration::from_millis(9), &pol) == 0b10 {
                 demoted_at = Some(cycle);
                 break;
             }
-            b.observe(0, start + Duration::from_millis(9), &pol);
+            b.observe(&mut h, 0, start + Duration::from_millis(9), &pol);
         }
         assert!(demoted_at.is_some(), "never demoted: {b:?}");
     }
@@ -465,13 +510,44 @@ mod tests {
             },
         ] {
             let mut b = Budget::new(p(0));
+            let mut h = Holder::default();
             for i in 0..100 {
-                assert_eq!(b.observe(1, t0 + Duration::from_millis(i), &pol), 1);
+                assert_eq!(b.observe(&mut h, 1, t0 + Duration::from_millis(i), &pol), 1);
             }
             assert!(!b.demoted());
         }
         let err = Policy::parse("hold-share 101").unwrap_err();
         assert!(err.message.contains("percentage"), "{err}");
         assert_eq!(Policy::parse("hold-share 0").unwrap().hold_share, 0);
+    }
+
+    #[test]
+    fn registrations_of_one_bucket_share_it() {
+        // A new registration does not start from empty: the bucket the old
+        // one filled is the one it charges.
+        let pol = budget(10, 50);
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut b = Budget::new(p(0));
+        let (mut old, mut new) = (Holder::default(), Holder::default());
+        b.observe(&mut old, 1, ms(0), &pol);
+        b.observe(&mut old, 1, ms(15), &pol);
+        // The old one leaves; a new one claims at once and is demoted when
+        // the shared bucket is full (5 ms later at half speed), not 20 ms later.
+        assert_eq!(b.observe(&mut new, 1, ms(15), &pol), 1);
+        assert_eq!(b.observe(&mut new, 1, ms(20), &pol), 0b10);
+        // Two holding at once fill it three times as fast as one (2 - 0.5
+        // per ms): full after 7 ms rather than 20.
+        let mut b = Budget::new(p(0));
+        let (mut x, mut y) = (Holder::default(), Holder::default());
+        b.observe(&mut x, 1, ms(0), &pol);
+        b.observe(&mut y, 1, ms(0), &pol);
+        assert_eq!(b.observe(&mut x, 1, ms(6), &pol), 1);
+        assert_eq!(b.observe(&mut y, 1, ms(6), &pol), 1);
+        assert_eq!(b.observe(&mut x, 1, ms(7), &pol), 1);
+        assert_eq!(b.observe(&mut y, 1, ms(7), &pol), 0b10);
+        // An unused bucket drains and may then be forgotten.
+        assert!(!b.drained(ms(20), &pol));
+        assert!(b.drained(ms(40), &pol));
     }
 }

@@ -65,6 +65,17 @@ pub fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(u64::try_from(st.st_size).unwrap_or(0))
 }
 
+/// The preferred I/O block size of the file behind `fd` (`st_blksize`): the
+/// huge page size for a hugetlbfs file.
+pub fn block_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is valid for writes of one `stat`.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(u64::try_from(st.st_blksize).unwrap_or(0))
+}
+
 /// Reopens `fd` read-only through `/proc/self/fd`: a descriptor whose file can
 /// never be mapped writable (`mmap(PROT_WRITE, MAP_SHARED)` and a later
 /// `mprotect(PROT_WRITE)` both fail with `EACCES`).
@@ -368,6 +379,13 @@ pub struct Received {
     pub fds: Vec<OwnedFd>,
     /// The payload or the descriptors did not fit (`MSG_TRUNC`/`MSG_CTRUNC`).
     pub truncated: bool,
+    /// The ancillary data did not fit or a descriptor could not be installed
+    /// (`MSG_CTRUNC`: e.g. the receiver is at its descriptor limit).
+    pub ctrunc: bool,
+    /// The sender's credentials as the kernel checked them at `sendmsg`
+    /// (`SCM_CREDENTIALS`; only when the receiving socket has
+    /// [`set_passcred`]): pid, uid, gid.
+    pub cred: Option<libc::ucred>,
 }
 
 /// Receives one message and any descriptors attached to it (close-on-exec).
@@ -377,13 +395,14 @@ pub fn recv_msg(sock: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> io::
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let mut cbuf = [0u64; 8];
+    // Room for MAX_FDS descriptors and one SCM_CREDENTIALS.
+    let mut cbuf = [0u64; 16];
     // SAFETY: all-zero is a valid msghdr.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = size_of::<[u64; 8]>() as _;
+    msg.msg_controllen = size_of::<[u64; 16]>() as _;
     let mut flags = libc::MSG_CMSG_CLOEXEC;
     if nonblocking {
         flags |= libc::MSG_DONTWAIT;
@@ -394,6 +413,7 @@ pub fn recv_msg(sock: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> io::
         return Err(io::Error::last_os_error());
     }
     let mut fds = Vec::new();
+    let mut cred = None;
     // SAFETY: the kernel filled `msg.msg_control`/`msg_controllen` with well-formed
     // cmsg headers inside `cbuf`; the CMSG_* macros walk exactly those. Every
     // SCM_RIGHTS descriptor is a new descriptor we now own.
@@ -406,6 +426,12 @@ pub fn recv_msg(sock: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> io::
                 for i in 0..bytes / size_of::<RawFd>() {
                     fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
                 }
+            } else if (*c).cmsg_level == libc::SOL_SOCKET
+                && (*c).cmsg_type == libc::SCM_CREDENTIALS
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(size_of::<libc::ucred>() as libc::c_uint) as usize
+            {
+                cred = Some(libc::CMSG_DATA(c).cast::<libc::ucred>().read_unaligned());
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
@@ -414,7 +440,48 @@ pub fn recv_msg(sock: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> io::
         len: n as usize,
         fds,
         truncated: msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0,
+        ctrunc: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        cred,
     })
+}
+
+/// Makes the kernel attach the sender's checked credentials
+/// (`SCM_CREDENTIALS`) to every message received on, or sent from, `sock`
+/// (`SO_PASSCRED`): a sender cannot name a pid other than its own.
+pub fn set_passcred(sock: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid c_int of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// What waits to be read on a non-blocking socket, without reading it:
+/// `None` if nothing, `Some(0)` for end of stream (or an empty message),
+/// `Some(n)` for a message of at least `n` bytes.
+pub fn peek_input(sock: BorrowedFd<'_>) -> Option<usize> {
+    let mut b = [0u8; 1];
+    // SAFETY: `b` is valid for one byte of writes.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        // EAGAIN: nothing; anything else is an error the next read reports.
+        return (io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock).then_some(0);
+    }
+    Some(n as usize)
 }
 
 /// The peer's credentials as the kernel recorded them at `connect`.
@@ -459,6 +526,30 @@ pub fn peer_pidfd(sock: BorrowedFd<'_>, pid: libc::pid_t) -> io::Result<OwnedFd>
     // SAFETY: plain syscall; returns a new descriptor or -1.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     owned(r as libc::c_int)
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (every
+/// client costs the coordinator two descriptors); returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<libc::rlim_t> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `l` is a valid rlimit for writes.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) })?;
+    if l.rlim_cur < l.rlim_max {
+        l.rlim_cur = l.rlim_max;
+        // SAFETY: `l` is a valid rlimit.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) })?;
+    }
+    Ok(l.rlim_cur)
+}
+
+/// Whether this process can open one more descriptor now (it is not at its
+/// `RLIMIT_NOFILE`): duplicates `fd` and closes the copy.
+pub fn can_open_descriptor(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: plain fcntl; a new descriptor is owned (and closed) at once.
+    owned(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) }).is_ok()
 }
 
 /// An epoll instance.

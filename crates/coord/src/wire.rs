@@ -1,12 +1,19 @@
 //! The registration protocol on the coordinator's `SOCK_SEQPACKET` Unix socket.
 //!
-//! Three messages, little-endian, fixed size:
+//! Four messages, little-endian, fixed size:
 //!
 //! | message | direction | bytes | descriptors (`SCM_RIGHTS`) |
 //! |---|---|---|---|
-//! | [`Hello`] | client → coordinator, first message | 16: `"SSCH"`, version `u32`, pid `u32`, 0 `u32` | exactly one: the process page memfd |
+//! | [`Welcome`] | coordinator → client, first message, once it has accepted the connection | 16: `"SSCW"`, version `u32`, 0 `u64` | none |
+//! | [`Hello`] | client → coordinator, first message, only after the welcome (the kernel attaches its checked `SCM_CREDENTIALS`) | 16: `"SSCH"`, version `u32`, pid `u32`, 0 `u32` | exactly one: the process page memfd |
 //! | [`Reply`] | coordinator → client, answer to hello | 16: `"SSCR"`, status `u32`, source id `u32`, ceiling `u8`, levels `u8`, 0 `u16` | the global page (read-only) when status is 0 |
 //! | [`NOTIFY`] | client → coordinator, any time after | 1: `b'!'` | none |
+//!
+//! The welcome exists for the policy: the coordinator reads the client's
+//! executable *before* sending it, and a hello that was already waiting then
+//! is refused, so the hello is known to have been sent after that read (see
+//! `Coordinator` on identity). A refusal [`Reply`] (`--max-per-uid`) may come
+//! instead of the welcome.
 //!
 //! Anything else — a wrong length, magic, version or byte, a missing or extra
 //! descriptor, a truncated message — ends that connection's registration and
@@ -16,6 +23,8 @@ use ss_abi::page::PAGE_VERSION;
 
 /// `magic` of a [`Hello`]: `b"SSCH"`.
 pub const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"SSCH");
+/// `magic` of a [`Welcome`]: `b"SSCW"`.
+pub const WELCOME_MAGIC: u32 = u32::from_le_bytes(*b"SSCW");
 /// `magic` of a [`Reply`]: `b"SSCR"`.
 pub const REPLY_MAGIC: u32 = u32::from_le_bytes(*b"SSCR");
 /// Protocol version: that of the page layouts.
@@ -24,6 +33,26 @@ pub const PROTOCOL_VERSION: u32 = PAGE_VERSION;
 pub const NOTIFY: u8 = b'!';
 /// Length of [`Hello`] and [`Reply`] on the wire.
 pub const MSG_LEN: usize = 16;
+
+/// The coordinator's first message on an accepted connection: "send your
+/// hello now".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Welcome;
+
+impl Welcome {
+    /// The wire bytes.
+    pub fn encode(&self) -> [u8; MSG_LEN] {
+        let mut b = [0u8; MSG_LEN];
+        b[0..4].copy_from_slice(&WELCOME_MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        b
+    }
+
+    /// Whether `b` is exactly a welcome of this protocol version.
+    pub fn decode(b: &[u8]) -> Option<Welcome> {
+        (b == Welcome.encode()).then_some(Welcome)
+    }
+}
 
 /// A client's registration request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,11 +88,14 @@ impl Hello {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Refusal {
-    /// The hello was malformed or of another protocol version.
+    /// The hello was malformed or of another protocol version, or was sent
+    /// before the coordinator's [`Welcome`].
     BadHello = 1,
     /// The process page descriptor was missing or unusable.
     BadPage = 2,
-    /// The pid in the hello is not the socket peer's.
+    /// The pid in the hello is not the socket peer's, or the hello was sent
+    /// by another process than the one that connected (its kernel-checked
+    /// `SCM_CREDENTIALS`).
     PidMismatch = 3,
     /// The coordinator has as many clients as it accepts.
     Full = 4,
@@ -92,13 +124,13 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Refusal::BadHello => {
-                "the coordinator refused the hello: client and coordinator were built from different ss-coord versions"
+                "the coordinator refused the hello: client and coordinator were built from different ss-coord versions (or the hello came before the coordinator's welcome)"
             }
             Refusal::BadPage => {
                 "the coordinator refused the process page: it must be a one-page memfd sealed with F_SEAL_SHRINK"
             }
             Refusal::PidMismatch => {
-                "the coordinator refused the registration: the pid sent is not the connecting process's"
+                "the coordinator refused the registration: the pid sent, or the process that sent the hello, is not the one that connected"
             }
             Refusal::Full => {
                 "the coordinator has its maximum number of clients; raise --max-clients or retry later"
@@ -164,6 +196,8 @@ mod tests {
         bad[4] ^= 1;
         assert_eq!(Hello::decode(&bad), None);
         assert_eq!(Hello::decode(&h.encode()[..15]), None);
+        assert_eq!(Welcome::decode(&Welcome.encode()), Some(Welcome));
+        assert_eq!(Welcome::decode(&h.encode()), None);
         for r in [
             Reply {
                 result: Ok((7, 2, 8)),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{start, wait_view, WAIT};
 use ss_coord::page::ProcessPageWriter;
 use ss_coord::sys;
-use ss_coord::wire::{Hello, Refusal, Reply, MSG_LEN, NOTIFY};
+use ss_coord::wire::{Hello, Refusal, Reply, Welcome, MSG_LEN, NOTIFY};
 use ss_coord::Client;
 
 /// A tiny deterministic generator for "random" bytes.
@@ -26,17 +26,19 @@ impl XorShift {
     }
 }
 
-/// Sends `bytes` with `fds` on a fresh connection; returns the socket and the
-/// reply, if one came.
+/// Sends `bytes` with `fds` on a fresh connection, after the coordinator's
+/// welcome; returns the socket and the reply, if one came.
 fn raw(
     path: &std::path::Path,
     bytes: &[u8],
     fds: &[std::os::fd::BorrowedFd<'_>],
 ) -> (OwnedFd, Option<Reply>) {
     let sock = sys::connect(path).unwrap();
-    sys::send_msg(sock.as_fd(), bytes, fds, false).unwrap();
     sys::set_recv_timeout(sock.as_fd(), Duration::from_secs(5)).unwrap();
     let mut buf = [0u8; MSG_LEN + 1];
+    let m = sys::recv_msg(sock.as_fd(), &mut buf, false).unwrap();
+    assert!(Welcome::decode(&buf[..m.len]).is_some(), "no welcome");
+    sys::send_msg(sock.as_fd(), bytes, fds, false).unwrap();
     let reply = sys::recv_msg(sock.as_fd(), &mut buf, false)
         .ok()
         .and_then(|m| Reply::decode(&buf[..m.len]));

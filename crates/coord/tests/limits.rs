@@ -157,3 +157,41 @@ fn brief_gaps_do_not_keep_the_top_level() {
     // While demoted, its level-0 claim is seen at level 1.
     assert_eq!((c.raw, c.effective), (1, 0b10), "{c:?}");
 }
+
+#[test]
+fn reconnecting_does_not_reset_the_budget() {
+    // A process that registers anew every 40 ms (the new registration before
+    // dropping the old) used to start each one with an empty bucket and so
+    // kept level 0 all the time; the budget is the uid's, kept across
+    // registrations.
+    let hold = Duration::from_millis(30);
+    let (_coord, path) = start("reconnect", |c| {
+        c.policy.hold = Some(hold);
+        c.policy.hold_share = 50;
+    });
+    let observer = Client::connect(&path).unwrap();
+    let mut current = Client::connect(&path).unwrap();
+    current.publish(1).unwrap();
+    let (mut held, mut samples) = (0u32, 0u32);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        let round = Instant::now();
+        while round.elapsed() < Duration::from_millis(40) {
+            samples += 1;
+            if observer.view().global.bits() & 1 != 0 {
+                held += 1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let next = Client::connect(&path).unwrap();
+        next.publish(1).unwrap();
+        current = next;
+    }
+    drop(current);
+    let fraction = f64::from(held) / f64::from(samples);
+    assert!(
+        fraction < 0.7,
+        "level 0 was held {:.0} % of the time",
+        fraction * 100.0
+    );
+}
