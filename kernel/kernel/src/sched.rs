@@ -482,6 +482,11 @@ pub fn wake_at(deadline: u64, w: &Waker) {
     }
 }
 
+/// Kernel coroutines registered with [`wake_at`] and [`sleep_kernel`] now.
+pub fn kernel_sleepers() -> usize {
+    KERNEL_SLEEPERS.lock().len()
+}
+
 /// Forgets `w` (registered with [`wake_at`]).
 pub fn forget_wake(w: &Waker) {
     KERNEL_SLEEPERS.lock().retain(|(_, k)| !k.will_wake(w));
