@@ -6,7 +6,8 @@
 //! `read`, `write`, `sleep` and `accept` with a coroutine id other than
 //! `ASYNC_ARG_NONE` check every argument exactly as the synchronous form does
 //! (a refused argument is the call's return value, nothing starts), copy a
-//! `write`'s bytes in, reserve one of the process's [`MAX_INFLIGHT`] slots,
+//! `write`'s bytes in, reserve one of the process's [`MAX_INFLIGHT`] slots
+//! and charge the process ([`crate::kmem`]) for the call's kernel memory,
 //! spawn an [`OpTask`] — a kernel coroutine in the kernel Executor, one level
 //! more important than the process — and return the call's operation id
 //! (per process, rising from 1). The calling thread never blocks; only the
@@ -72,6 +73,8 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 
+use alloc::task::Wake;
+
 use ss_abi::completion::{
     entry_offset, free_slots, Completion, CompletionHeader, CQ_HEAD_OFFSET, CQ_IPIS_OFFSET,
     CQ_MAGIC, CQ_RESETS_OFFSET, CQ_TAIL_OFFSET, CQ_UPCALLS_OFFSET, CQ_VERSION,
@@ -83,6 +86,7 @@ use ss_kernel_logic::user::UserRange;
 
 use crate::arch::{self, reg, TrapFrame};
 use crate::fd::Fd;
+use crate::kmem::{self, Charge};
 use crate::proc::{Process, Thread};
 use crate::sync::IrqMutex;
 use crate::syscall::{
@@ -94,6 +98,11 @@ use ss_abi::syscall::IoMode;
 /// Asynchronous calls a process may have started and not yet seen delivered
 /// into its completion queue.
 pub const MAX_INFLIGHT: usize = 4096;
+
+/// What a call in flight is charged to its process ([`crate::kmem`]) besides
+/// a `write`'s bytes: its kernel coroutine (the task, ss-core's block, the
+/// wakers it leaves).
+pub const OP_CHARGE: usize = core::mem::size_of::<OpTask>() + 256;
 
 /// Kernel coroutines of asynchronous calls now alive (all processes).
 pub static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -126,6 +135,9 @@ pub struct Aio {
     /// Of those, the ones a hart is polling now (trying the transfer: a
     /// `read` may be writing its buffer); `cancel` waits for them.
     polling: BTreeSet<u64>,
+    /// Finished `accept`s still in `done`, by operation id: the connection
+    /// each installed (closed if the call is cancelled before delivery).
+    accepted: BTreeMap<u64, Arc<net::Conn>>,
     next_op: u64,
     upcalls: u64,
     ipis: u64,
@@ -252,7 +264,7 @@ pub fn carry_accept(t: &Arc<Thread>, frame: &mut TrapFrame, fd: usize) -> Result
 
 fn carry(t: &Arc<Thread>, frame: &mut TrapFrame, op: Op) -> Result<()> {
     let p = &t.proc;
-    let id = reserve(p)?;
+    let (id, charge) = reserve(p, &op)?;
     // The result if the coroutine never delivers one (it could not start).
     frame.regs[reg::A0] = SysError::OutOfMemory.to_ret() as usize;
     let mut task = OpTask {
@@ -260,8 +272,11 @@ fn carry(t: &Arc<Thread>, frame: &mut TrapFrame, op: Op) -> Result<()> {
         id,
         target: Target::Thread(None),
         op,
+        own: own_waker(),
         waker: None,
         finished: false,
+        accepted: None,
+        _charge: charge,
     };
     t.block_with(|th| task.target = Target::Thread(Some(th)));
     // A refused spawn drops the task, which wakes the thread.
@@ -282,8 +297,14 @@ pub fn submit_sleep(t: &Arc<Thread>, cid: u64, prio: Option<Priority>, ns: u64) 
     )
 }
 
-/// Takes one of `p`'s in-flight slots; an operation id.
-fn reserve(p: &Process) -> Result<u64> {
+/// Takes one of `p`'s in-flight slots and charges `p` for `op`'s kernel
+/// memory; an operation id and the charge (held by the call's coroutine).
+fn reserve(p: &Process, op: &Op) -> Result<(u64, Charge)> {
+    let bytes = match op {
+        Op::Write { data, .. } => data.capacity(),
+        _ => 0,
+    };
+    let charge = kmem::charge(&p.kmem, OP_CHARGE + bytes)?;
     let mut a = p.aio.lock();
     if a.inflight >= MAX_INFLIGHT {
         return Err(SysError::Limit);
@@ -291,7 +312,15 @@ fn reserve(p: &Process) -> Result<u64> {
     a.inflight += 1;
     a.next_op += 1;
     LIVE.fetch_add(1, Ordering::SeqCst);
-    Ok(a.next_op)
+    Ok((a.next_op, charge))
+}
+
+/// A fresh [`OpWake`] and its waker.
+fn own_waker() -> (Waker, Arc<OpWake>) {
+    let wake = Arc::new(OpWake {
+        poller: IrqMutex::new(None),
+    });
+    (Waker::from(wake.clone()), wake)
 }
 
 /// One level above the process an operation works for: on a hart where the
@@ -307,7 +336,7 @@ fn op_priority(p: &Process) -> Priority {
 /// above the process.
 fn submit(t: &Arc<Thread>, cid: u64, prio: Option<Priority>, op: Op) -> Result<usize> {
     let p = &t.proc;
-    let id = reserve(p)?;
+    let (id, charge) = reserve(p, &op)?;
     p.aio.lock().queued.insert(id);
     let prio = prio.unwrap_or_else(|| op_priority(p));
     let task = OpTask {
@@ -315,8 +344,11 @@ fn submit(t: &Arc<Thread>, cid: u64, prio: Option<Priority>, op: Op) -> Result<u
         id,
         target: Target::Queue { cid },
         op,
+        own: own_waker(),
         waker: None,
         finished: false,
+        accepted: None,
+        _charge: charge,
     };
     if io_mode(t) == IoMode::KernelThread {
         poller_add(task, op_priority(p));
@@ -383,12 +415,9 @@ async fn poller() {
         };
         let before = ops.len();
         ops.retain_mut(|op| match Pin::new(&mut *op).poll(cx) {
-            Poll::Ready(()) => {
-                // Its waker is this thread's, which other operations still
-                // need where they wait: leave it there.
-                op.waker = None;
-                false
-            }
+            // Its drop takes its own waker from where it waited; the other
+            // operations' registrations stay.
+            Poll::Ready(()) => false,
             Poll::Pending => true,
         });
         let progressed = ops.len() != before;
@@ -412,21 +441,48 @@ async fn poller() {
     .await
 }
 
+/// The waker an operation leaves where it waits: its own, one per call, so
+/// that each call is registered once wherever it waits and its end removes
+/// exactly its own registrations. It wakes whatever polls the call now (the
+/// call's own kernel coroutine, or the polling thread).
+struct OpWake {
+    poller: IrqMutex<Option<Waker>>,
+}
+
+impl Wake for OpWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let w = self.poller.lock().clone();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+}
+
 /// The kernel coroutine of one asynchronous call.
 struct OpTask {
     p: Arc<Process>,
     id: u64,
     target: Target,
     op: Op,
-    /// The waker it left with the object it waits on.
+    /// Its own waker (see [`OpWake`]) and what it wakes.
+    own: (Waker, Arc<OpWake>),
+    /// The waker it left with the object it waits on (its own).
     waker: Option<Waker>,
     finished: bool,
+    /// The connection an `accept` installed (its result's descriptor).
+    accepted: Option<Arc<net::Conn>>,
+    /// Its kernel memory, charged to its process until it ends.
+    _charge: Charge,
 }
 
 impl OpTask {
     /// Tries the operation once: `Some(result)`, or `None` after leaving
     /// `w` where the event will wake it.
-    fn attempt(&self, w: &Waker) -> Option<isize> {
+    fn attempt(&mut self, w: &Waker) -> Option<isize> {
         let ret = |r: Result<usize>| r.map_or_else(|e| e.to_ret(), |n| n as isize);
         match &self.op {
             // An empty read is 0 at once, as in the synchronous form.
@@ -435,8 +491,12 @@ impl OpTask {
                 .read(range.len(), |q| q.add_task(w))?
                 .and_then(|data| copy_out_prefix(&self.p, *range, &data).map(|_| data.len())))),
             Op::Write { f, data } => Some(ret(f.write(data, |q| q.add_task(w))?)),
-            Op::Accept { l } => Some(ret(net::accept(l, |q| q.add_task(w))?
-                .and_then(|c| install_in(&self.p, Fd::Tcp(Arc::new(c)))))),
+            Op::Accept { l } => Some(ret(net::accept(l, |q| q.add_task(w))?.and_then(|c| {
+                let c = Arc::new(c);
+                let fd = install_in(&self.p, Fd::Tcp(c.clone()))?;
+                self.accepted = Some(c);
+                Ok(fd)
+            }))),
             Op::Sleep { deadline } => {
                 if arch::time() >= *deadline {
                     Some(0)
@@ -470,19 +530,35 @@ impl Future for OpTask {
         }
         // Until this poll ends, a `cancel` of this call waits: once it
         // returns, the call never touches the process's memory again.
-        let _polling = queued.then(|| Polling(&this.p, this.id));
+        let p = this.p.clone();
+        let _polling = queued.then(|| Polling(&p, this.id));
         if this.p.is_dying() {
             return Poll::Ready(());
         }
-        match this.attempt(cx.waker()) {
+        {
+            let mut poller = this.own.1.poller.lock();
+            if !poller
+                .as_ref()
+                .is_some_and(|w| sched::same_waiter(w, cx.waker()))
+            {
+                *poller = Some(cx.waker().clone());
+            }
+        }
+        let own = this.own.0.clone();
+        match this.attempt(&own) {
             None => {
-                this.waker = Some(cx.waker().clone());
+                if this.waker.is_none() {
+                    this.waker = Some(this.own.0.clone());
+                }
                 Poll::Pending
             }
             Some(result) => {
                 this.finished = true;
                 match &mut this.target {
-                    Target::Queue { cid } => complete(&this.p, this.id, *cid, result),
+                    Target::Queue { cid } => {
+                        let accepted = this.accepted.take();
+                        complete(&this.p, this.id, *cid, result, accepted)
+                    }
                     Target::Thread(th) => {
                         this.p.aio.lock().cancel.remove(&this.id);
                         if let Some(th) = th.take() {
@@ -540,10 +616,13 @@ impl Drop for OpTask {
 
 /// Records `(cid, result)` for `p` and makes sure it is delivered soon: an
 /// IPI to the other harts running `p`, a wake-up permit for a parked thread.
-fn complete(p: &Arc<Process>, id: u64, cid: u64, result: isize) {
+fn complete(p: &Arc<Process>, id: u64, cid: u64, result: isize, accepted: Option<Arc<net::Conn>>) {
     let others = p.on_harts() & !(1u64 << (arch::hart_id() % 64));
     {
         let mut a = p.aio.lock();
+        if let Some(c) = accepted {
+            a.accepted.insert(id, c);
+        }
         a.cancel.remove(&id);
         a.queued.remove(&id);
         a.cancelled.remove(&id);
@@ -577,11 +656,28 @@ fn complete(p: &Arc<Process>, id: u64, cid: u64, result: isize) {
 /// once it returns the call never touches the process's memory again — it
 /// either finished in that poll (`false`: its result is on its way) or will
 /// end unfinished at its next one (`true`).
+///
+/// A call that finished but whose completion has not reached the process's
+/// ring yet is cancelled too (`true`): its completion is dropped, and what it
+/// carries is released — an `accept`'s new descriptor is closed — since
+/// nobody will take it.
 pub fn cancel_op(p: &Process, op: u64) -> bool {
     let waker = loop {
         let mut a = p.aio.lock();
         if !a.queued.contains(&op) {
-            return false;
+            let Some(at) = a.done.iter().position(|c| c.op == op) else {
+                return false;
+            };
+            let done = a.done.remove(at);
+            a.inflight -= 1;
+            let accepted = a.accepted.remove(&op);
+            drop(a);
+            if let (Some(c), Some(fd)) =
+                (accepted, done.and_then(|d| usize::try_from(d.result).ok()))
+            {
+                close_if(p, fd, &c);
+            }
+            return true;
         }
         if a.polling.contains(&op) {
             drop(a);
@@ -596,6 +692,23 @@ pub fn cancel_op(p: &Process, op: u64) -> bool {
         w.wake();
     }
     true
+}
+
+/// Closes `p`'s descriptor `fd` if it is still connection `c` (the program,
+/// which never saw the number, may have closed whatever held it since).
+fn close_if(p: &Process, fd: usize, c: &Arc<net::Conn>) {
+    let taken = {
+        let mut inner = p.inner.lock();
+        match inner.fds.get_mut(fd) {
+            Some(slot @ Some(Fd::Tcp(_))) => match slot {
+                Some(Fd::Tcp(x)) if Arc::ptr_eq(x, c) => slot.take(),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    // Outside the lock: closing may wake other threads.
+    drop(taken);
 }
 
 /// `p` is dying: wakes every in-flight call so it ends.
@@ -640,6 +753,8 @@ pub fn deliver(t: &Arc<Thread>, frame: &mut TrapFrame) {
         }
         a.tail = a.tail.wrapping_add(1);
         a.inflight -= 1;
+        // In the process's hands now: the program takes it or closes it.
+        a.accepted.remove(&c.op);
     }
     word(p, CQ_TAIL_OFFSET).store(a.tail, Ordering::Release);
     word(p, CQ_IPIS_OFFSET).store(a.ipis, Ordering::Relaxed);

@@ -6,6 +6,11 @@
 //! file); writing to a full pipe blocks while a read end is open (with none, the
 //! write fails with `BrokenPipe`). Closing the last end of a kind wakes the
 //! other side's waiters, who re-issue their call and see the new state.
+//!
+//! A pipe is charged to the process that made it ([`crate::kmem`]) for all
+//! it may hold, [`PIPE_CHARGE`], when it is made; its buffer grows as bytes
+//! come, fallibly (a full kernel heap makes a write wait for room, or fail
+//! with `OutOfMemory` if the pipe is empty, never panics the kernel).
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
@@ -14,11 +19,17 @@ use core::task::Waker;
 
 use ss_abi::syscall::SysError;
 
-use crate::proc::Thread;
+use crate::kmem::{self, Account, Charge};
+use crate::proc::{Thread, ThreadState};
+use crate::sched::same_waiter;
 use crate::sync::IrqMutex;
 
 /// Bytes a pipe holds.
 pub const PIPE_CAPACITY: usize = 4096;
+
+/// What a pipe is charged to its maker: its buffer at capacity and its
+/// state.
+pub const PIPE_CHARGE: usize = PIPE_CAPACITY + core::mem::size_of::<Pipe>() + 64;
 
 /// An open descriptor.
 pub enum Fd {
@@ -69,16 +80,33 @@ impl Waiters {
         }
     }
 
-    /// Adds (or refreshes) a kernel coroutine's waker.
+    /// Adds a kernel coroutine's waker, once per waiting party
+    /// (`sched::same_waiter`).
     pub fn add_task(&mut self, w: &Waker) {
-        if !self.tasks.iter().any(|k| k.will_wake(w)) {
+        if !self.tasks.iter().any(|k| same_waiter(k, w)) {
             self.tasks.push(w.clone());
         }
     }
 
     /// Forgets a kernel coroutine's waker (its call ended another way).
     pub fn remove_task(&mut self, w: &Waker) {
-        self.tasks.retain(|k| !k.will_wake(w));
+        self.tasks.retain(|k| !same_waiter(k, w));
+    }
+
+    /// Takes the threads that were killed while they waited here out of
+    /// the list (each holds its process in memory); the caller drops them
+    /// after its lock.
+    #[must_use]
+    pub fn take_dead(&mut self) -> Vec<Arc<Thread>> {
+        let mut dead = Vec::new();
+        self.threads.retain(|t| {
+            let gone = t.state() == ThreadState::Dead;
+            if gone {
+                dead.push(t.clone());
+            }
+            !gone
+        });
+        dead
     }
 
     /// Whether nobody waits.
@@ -91,11 +119,17 @@ impl Waiters {
 pub struct Pipe {
     /// Its state, under one lock.
     pub state: IrqMutex<PipeState>,
+    /// What it is charged to its maker, given back when it is freed.
+    _charge: Charge,
 }
 
 impl Pipe {
-    /// A pipe with one read and one write end.
-    pub fn open() -> (Fd, Fd) {
+    /// A pipe with one read and one write end, charged to `account`.
+    ///
+    /// # Errors
+    /// The charge's: [`SysError::Limit`], [`SysError::OutOfMemory`].
+    pub fn open(account: &Arc<Account>) -> Result<(Fd, Fd), SysError> {
+        let charge = kmem::charge(account, PIPE_CHARGE)?;
         let p = Arc::new(Pipe {
             state: IrqMutex::new(PipeState {
                 buf: VecDeque::new(),
@@ -104,12 +138,30 @@ impl Pipe {
                 read_wait: Waiters::new(),
                 write_wait: Waiters::new(),
             }),
+            _charge: charge,
         });
-        (Fd::PipeRead(p.clone()), Fd::PipeWrite(p))
+        Ok((Fd::PipeRead(p.clone()), Fd::PipeWrite(p)))
     }
 }
 
 impl Fd {
+    /// Takes threads killed while they waited on this descriptor's object
+    /// out of its wait lists (the object may be shared with another process
+    /// and outlive their process), for the caller to drop.
+    pub fn take_dead_waiters(&self) -> Vec<Arc<Thread>> {
+        match self {
+            Fd::Stdin | Fd::Stdout => Vec::new(),
+            Fd::PipeRead(p) | Fd::PipeWrite(p) => {
+                let mut s = p.state.lock();
+                let mut dead = s.read_wait.take_dead();
+                dead.append(&mut s.write_wait.take_dead());
+                dead
+            }
+            Fd::Listener(l) => l.take_dead_waiters(),
+            Fd::Tcp(c) => c.take_dead_waiters(),
+        }
+    }
+
     /// A second descriptor for the same object (for a child process).
     pub fn dup(&self) -> Fd {
         match self {
@@ -182,7 +234,24 @@ impl Pipe {
             wait(&mut s.write_wait);
             return Ok(None);
         }
-        let n = room.min(data.len());
+        let mut n = room.min(data.len());
+        let len = s.buf.len();
+        if s.buf.capacity() < len + n {
+            // Grow in powers of two up to the capacity the pipe is charged
+            // for; a full kernel heap leaves the buffer as it is.
+            let want = (len + n).next_power_of_two().min(PIPE_CAPACITY);
+            if s.buf.try_reserve_exact(want - len).is_err() {
+                n = n.min(s.buf.capacity() - len);
+                if n == 0 && len == 0 {
+                    return Err(SysError::OutOfMemory);
+                }
+                if n == 0 {
+                    // Full as far as the heap allows: wait for a reader.
+                    wait(&mut s.write_wait);
+                    return Ok(None);
+                }
+            }
+        }
         s.buf.extend(&data[..n]);
         let woken = core::mem::take(&mut s.read_wait);
         drop(s);

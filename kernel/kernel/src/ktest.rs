@@ -338,6 +338,20 @@ pub async fn run(harts: usize) -> usize {
             "no asynchronous call's coroutine and no process left after the user suite",
         ),
     ));
+    // Kernel coroutines wait in the sleeper list once each, and a call that
+    // ends takes its entry with it: after the user suite (the polling thread
+    // with an hour-long sleep pending beside 4 000 calls, `aio` mode 11; the
+    // fuzzer's sleeps) only the kernel's own few are left. (Registrations that
+    // never matched piled up one per poll: 7 914 entries after mode 11.)
+    let sleepers = sched::kernel_sleepers();
+    println!("[ktest] kernel sleepers after the user suite: {sleepers}");
+    results.push((
+        "kernel_sleepers_bounded",
+        check(
+            sleepers <= 16,
+            "at most 16 kernel sleepers left after the user suite",
+        ),
+    ));
     let mut failed = 0;
     for (name, r) in &results {
         match r {

@@ -49,6 +49,7 @@ pub mod aio;
 pub mod arch;
 pub mod console;
 pub mod fd;
+pub mod kmem;
 #[cfg(feature = "ktest")]
 mod ktest;
 pub mod loader;

@@ -133,6 +133,10 @@ pub const SOCKET_BUFFER: usize = 4096;
 /// — processes, threads, operations in flight — keeps this much headroom
 /// whatever the network peers do).
 pub const HEAP_RESERVE: usize = 4 << 20;
+
+/// Free heap below which a read keeps nothing of a socket's bytes beyond
+/// what it hands over (see [`recv`]).
+pub const STASH_FLOOR: usize = 3 << 20;
 /// Sockets a listener keeps listening. A frame that takes one (a SYN) is
 /// followed, before the next frame, by a fresh one while the listener's queue
 /// has room, so a burst of SYNs up to `LISTEN_BACKLOG` is taken however few
@@ -1264,12 +1268,22 @@ impl Listener {
     pub fn forget(&self, w: &Waker) {
         self.wait.waiters.lock().remove_task(w);
     }
+
+    /// Takes killed threads out of the wait list (`Fd::take_dead_waiters`).
+    pub fn take_dead_waiters(&self) -> Vec<Arc<crate::proc::Thread>> {
+        self.wait.waiters.lock().take_dead()
+    }
 }
 
 impl Conn {
     /// Forgets a kernel coroutine's waker (its call ended another way).
     pub fn forget(&self, w: &Waker) {
         self.wait.waiters.lock().remove_task(w);
+    }
+
+    /// Takes killed threads out of the wait list (`Fd::take_dead_waiters`).
+    pub fn take_dead_waiters(&self) -> Vec<Arc<crate::proc::Thread>> {
+        self.wait.waiters.lock().take_dead()
     }
 }
 
@@ -1388,8 +1402,18 @@ pub fn recv(
         // smoltcp then sees its whole window open again and says so (it
         // announces a window only once it has doubled, and a peer told of a
         // window under a segment waits for its persist timer, seconds).
-        let reopens = 2 * s.recv_queue() >= SOCKET_BUFFER;
-        stash.resize(s.recv_queue(), 0);
+        // Only while the heap has room to spare: a stash outlives the call
+        // (up to `SOCKET_BUFFER` per connection, beyond the `HEAP_RESERVE`
+        // checked when the connection was taken), so with the heap short the
+        // caller gets what it asked for and nothing is kept.
+        let queued = s.recv_queue();
+        let whole = crate::mm::heap_free() >= STASH_FLOOR;
+        let take = if whole { queued } else { queued.min(max) };
+        if stash.try_reserve_exact(take).is_err() {
+            return Some(Err(SysError::OutOfMemory));
+        }
+        let reopens = 2 * queued >= SOCKET_BUFFER;
+        stash.resize(take, 0);
         let got = s.recv_slice(&mut stash).unwrap_or(0);
         stash.truncate(got);
         if reopens {
@@ -1398,7 +1422,15 @@ pub fn recv(
     }
     if !stash.is_empty() {
         let take = max.min(stash.len());
-        let rest = stash.split_off(take);
+        if take == stash.len() {
+            return Some(Ok(core::mem::take(&mut *stash)));
+        }
+        let mut rest = Vec::new();
+        if rest.try_reserve_exact(stash.len() - take).is_err() {
+            return Some(Err(SysError::OutOfMemory));
+        }
+        rest.extend_from_slice(&stash[take..]);
+        stash.truncate(take);
         return Some(Ok(core::mem::replace(&mut *stash, rest)));
     }
     drop(stash);

@@ -212,6 +212,8 @@ pub struct Process {
     next_slot: AtomicUsize,
     /// Who carries out its I/O (`ss_abi::syscall::IoMode` as a number).
     pub io_mode: AtomicUsize,
+    /// Kernel memory held on its behalf (`crate::kmem`).
+    pub kmem: Arc<crate::kmem::Account>,
     dying: AtomicBool,
     exit_code: AtomicI32,
     /// Everything else, under one lock.
@@ -342,6 +344,7 @@ pub fn spawn(
         active: AtomicUsize::new(0),
         next_slot: AtomicUsize::new(1),
         io_mode: AtomicUsize::new(0),
+        kmem: Arc::new(crate::kmem::Account::default()),
         dying: AtomicBool::new(false),
         exit_code: AtomicI32::new(0),
         inner: IrqMutex::new(Inner {
@@ -561,8 +564,18 @@ impl Process {
                 core::mem::take(&mut inner.waiters),
             )
         };
+        // Every thread is dead by now. The ones that were blocked may still be
+        // in the list they waited in (the kill only marked them): a sleep
+        // (due centuries ahead, perhaps), console input, a pipe or socket
+        // shared with another process. Each holds this process in memory;
+        // they are taken out now and dropped below.
+        let mut dead = sched::take_dead_sleepers();
+        dead.append(&mut crate::console::INPUT.lock().readers.take_dead());
+        for f in fds.iter().flatten() {
+            dead.append(&mut f.take_dead_waiters());
+        }
         // Outside our lock: closing a pipe end wakes other processes' threads.
-        drop((fds, threads, parked, waiters));
+        drop((fds, threads, parked, waiters, dead));
         // Freed and reported now, or by the last hart to leave its page table
         // (each is asked to at once). The exit is reported only once the
         // frames are free, so that a parent that spawns again once its child

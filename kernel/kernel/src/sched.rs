@@ -474,17 +474,54 @@ pub fn sleep(t: &Arc<Thread>, frame: &mut arch::TrapFrame, ns: u64) -> bool {
     true
 }
 
-/// Has `w` woken at the first tick at or after `deadline`.
+/// Whether wakers `a` and `b` stand for the same waiting party: the same
+/// waker, or two wakers of the same kernel coroutine. (ss-core hands a
+/// coroutine a waker of its own for each poll, which `Waker::will_wake`
+/// never matches with a clone kept from an earlier poll: registrations
+/// deduplicated by `will_wake` alone piled up one per poll.)
+pub fn same_waiter(a: &Waker, b: &Waker) -> bool {
+    a.will_wake(b)
+        || matches!((ss_core::cid_of(a), ss_core::cid_of(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Has `w` woken at the first tick at or after `deadline`: one entry per
+/// waiting party ([`same_waiter`]), at the earliest deadline it asked for.
 pub fn wake_at(deadline: u64, w: &Waker) {
     let mut list = KERNEL_SLEEPERS.lock();
-    if !list.iter().any(|(_, k)| k.will_wake(w)) {
-        list.push((deadline, w.clone()));
+    match list.iter_mut().find(|(_, k)| same_waiter(k, w)) {
+        Some(entry) => entry.0 = entry.0.min(deadline),
+        None => list.push((deadline, w.clone())),
     }
+}
+
+/// Takes threads that were killed while they slept (synchronous `sleep`)
+/// out of the sleeper list, for the caller to drop: the list would hold each
+/// (and its process) until its deadline, which may be centuries away.
+pub fn take_dead_sleepers() -> Vec<Arc<Thread>> {
+    let mut dead = Vec::new();
+    SLEEPERS.lock().retain(|(_, t)| {
+        let gone = t.state() == crate::proc::ThreadState::Dead;
+        if gone {
+            dead.push(t.clone());
+        }
+        !gone
+    });
+    dead
+}
+
+/// Threads asleep in a synchronous `sleep` now.
+pub fn sleepers() -> usize {
+    SLEEPERS.lock().len()
+}
+
+/// Kernel coroutines registered with [`wake_at`] and [`sleep_kernel`] now.
+pub fn kernel_sleepers() -> usize {
+    KERNEL_SLEEPERS.lock().len()
 }
 
 /// Forgets `w` (registered with [`wake_at`]).
 pub fn forget_wake(w: &Waker) {
-    KERNEL_SLEEPERS.lock().retain(|(_, k)| !k.will_wake(w));
+    KERNEL_SLEEPERS.lock().retain(|(_, k)| !same_waiter(k, w));
 }
 
 /// Takes the entries of `list` whose deadline is `now` or earlier.

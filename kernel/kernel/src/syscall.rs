@@ -9,7 +9,6 @@
 //! error code.
 
 use alloc::sync::Arc;
-use alloc::vec;
 
 use ss_abi::syscall::{IoMode, SysError, Syscall, ASYNC_ARG_NONE, NO_FD};
 use ss_abi::uspace::{USER_BASE, USER_END};
@@ -248,7 +247,11 @@ fn accept(t: &Arc<Thread>, frame: &mut TrapFrame, fd: usize) -> Outcome {
 pub(crate) fn copy_in(t: &Thread, buf: usize, len: usize) -> Result<alloc::vec::Vec<u8>> {
     let len = len.min(MAX_IO);
     let range = UserRange::new(buf, len)?;
-    let mut data = vec![0u8; len];
+    // A full kernel heap refuses the call, never panics the kernel.
+    let mut data = alloc::vec::Vec::new();
+    data.try_reserve_exact(len)
+        .map_err(|_| SysError::OutOfMemory)?;
+    data.resize(len, 0);
     t.proc.with_space(|s| s.copy_in(range, &mut data))?;
     Ok(data)
 }
@@ -456,7 +459,7 @@ fn pipe(t: &Thread, fds: usize) -> Result<usize> {
     if fds % 4 != 0 {
         return Err(SysError::BadAddress);
     }
-    let (r, w) = Pipe::open();
+    let (r, w) = Pipe::open(&t.proc.kmem)?;
     let rfd = install_in(&t.proc, r)?;
     let wfd = install_in(&t.proc, w).inspect_err(|_| {
         // No room for the write end: the read end goes too (closed outside

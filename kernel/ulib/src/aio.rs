@@ -45,6 +45,7 @@ fn result_of(cid: u64, op: u64) -> Outcome {
         op,
         taken: false,
         buf: None,
+        descriptor: false,
     }
 }
 
@@ -56,6 +57,9 @@ struct Outcome {
     /// freed (as a field, after `drop`) only once the call is done or
     /// cancelled — after `cancel` returns, the kernel never writes it.
     buf: Option<Vec<u8>>,
+    /// The result is a new descriptor (`accept`): dropped untaken, it is
+    /// closed.
+    descriptor: bool,
 }
 
 impl Future for Outcome {
@@ -76,9 +80,37 @@ impl Future for Outcome {
 
 impl Drop for Outcome {
     fn drop(&mut self) {
-        if !self.taken {
-            sys::cancel(self.op);
+        if self.taken || sys::cancel(self.op) {
+            // Taken, or ended without a result (the kernel also drops a
+            // finished call's result that had not reached the queue yet,
+            // closing an accepted descriptor).
+            return;
         }
+        if self.descriptor {
+            release_descriptor(self.cid, self.op);
+        }
+    }
+}
+
+/// An `accept` whose future was dropped had already finished: its result —
+/// a descriptor the program never saw — is in the completion queue or the
+/// vDSO's results (the kernel drops one it has not delivered yet). Takes it
+/// and closes the descriptor, so a dropped `accept` leaks no connection.
+fn release_descriptor(cid: u64, op: u64) {
+    // Another thread may be draining the queue (then ours only asks it for
+    // another pass): a few tries while it finishes.
+    for _ in 0..10_000 {
+        let mut stamp = 0u64;
+        // SAFETY: `stamp` is a live `u64`.
+        let r = unsafe { (vdso().take_result)(cid, op, &mut stamp) };
+        if r != NO_RESULT {
+            if let Ok(fd) = usize::try_from(r) {
+                let _ = sys::close(fd);
+            }
+            return;
+        }
+        drain();
+        core::hint::spin_loop();
     }
 }
 
@@ -135,7 +167,9 @@ pub async fn write(fd: usize, buf: &[u8]) -> Result<usize, SysError> {
 pub async fn accept(fd: usize) -> Result<usize, SysError> {
     let (cid, prio) = me().await?;
     let op = sys::accept_submit(fd, cid, prio)?;
-    decode(result_of(cid, op).await.0)
+    let mut call = result_of(cid, op);
+    call.descriptor = true;
+    decode(call.await.0)
 }
 
 /// `sleep(ns)` asynchronously: this coroutine resumes after at least `ns`

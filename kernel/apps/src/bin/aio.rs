@@ -15,6 +15,10 @@
 //! | 7 | calls that become ready together complete in their issuers' priority order (one hart) |
 //! | 8 | an abandoned call's result, arriving before or after the next call's, never answers it |
 //! | 9 | dropped calls are cancelled: more than the in-flight limit of them all start |
+//! | 10 | a thread asleep in a synchronous `sleep` when the process exits (the kernel checks that nothing leaks) |
+//! | 11 | the polling thread (`IoMode::KernelThread`) with an hour-long sleep pending and 2 000 calls beside it (the kernel checks its sleeper list stays short) |
+//! | 12 | asynchronous writes into a full pipe until the kernel refuses (`Limit` or `OutOfMemory`, never a kernel panic) |
+//! | 13 | full pipes until the kernel refuses |
 #![no_std]
 #![no_main]
 
@@ -30,7 +34,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::task::Poll;
 
 use ss_abi::completion::{CQ_HEAD_OFFSET, CQ_RING_OFFSET, CQ_TAIL_OFFSET};
-use ss_abi::syscall::{SysError, Syscall, ASYNC_ARG_NONE};
+use ss_abi::syscall::{IoMode, SysError, Syscall, ASYNC_ARG_NONE};
 use ss_abi::uspace::{COMPLETION_PAGE_VA, GLOBAL_PAGE_VA, PROCESS_PAGE_VA, USER_BASE, USER_END};
 use ss_ulib::{aio, println, sys, Done};
 
@@ -884,6 +888,83 @@ async fn cancelled() -> Outcome {
     Ok(())
 }
 
+/// Mode 10: a thread sleeps (synchronously, for ever) when the process
+/// exits. The kernel's leak check (`async_calls_leak_nothing`) then finds the
+/// process freed: a killed sleeper must not stay in the kernel's sleeper list
+/// holding its thread and process.
+async fn sync_sleeper_at_exit() -> Outcome {
+    extern "C" fn sleeper(_: usize) -> ! {
+        sys::sleep_ns(u64::MAX);
+        sys::thread_exit()
+    }
+    sys::alloc_cpu_raw(sleeper as *const () as usize, 0).map_err(|e| format!("{e}"))?;
+    // The sleeper is asleep by then; `main` returns and the process exits.
+    sys::sleep_ns(ms(50));
+    Ok(())
+}
+
+/// Mode 11: with the polling thread carrying the I/O, an hour-long sleep
+/// stays pending while 2 000 write and read pairs go by, then is cancelled;
+/// the process exits. Each round of the polling thread re-polls every call it
+/// holds: the kernel's check (`kernel_sleepers_bounded`) finds its sleeper
+/// list short afterwards, as it would if each call were registered once.
+async fn poller_sleep_pending() -> Outcome {
+    sys::set_io_mode(IoMode::KernelThread).map_err(|e| format!("{e}"))?;
+    let (r, w) = pipe()?;
+    {
+        let mut long = core::pin::pin!(aio::sleep(3_600_000_000_000));
+        ensure!(poll_once(long.as_mut()).await.is_none(), "ended");
+        for i in 0..2000 {
+            ensure!(aio::write(w, b"x").await == Ok(1), "write {i}");
+            ensure!(aio::read(r, vec![0; 1]).await.0 == Ok(1), "read {i}");
+        }
+    } // dropped: cancelled
+    sys::sleep_ns(ms(30));
+    Ok(())
+}
+
+/// Mode 12: a full pipe, then asynchronous writes of 4 KiB into it (each
+/// holds a kernel copy of its bytes) until the kernel refuses one. Before
+/// the kernel accounted for what it holds for a process, the 4 096 in-flight
+/// calls allowed took the whole kernel heap and the kernel panicked.
+async fn many_pending_writes() -> Outcome {
+    let (_r, w) = pipe()?;
+    let buf = vec![0x55u8; 4096];
+    ensure!(sys::write(w, &buf) == Ok(4096), "fill the pipe");
+    let mut refused = false;
+    for i in 0..5000u64 {
+        match sys::write_submit(w, &buf, 1000 + i, None) {
+            Ok(_) => {}
+            Err(SysError::Limit) | Err(SysError::OutOfMemory) => {
+                refused = true;
+                break;
+            }
+            Err(e) => return Err(format!("write {i}: {e}")),
+        }
+    }
+    ensure!(refused, "5 000 pending writes of 4 KiB were all taken");
+    Ok(())
+}
+
+/// Mode 13: pipes, each filled (4 KiB of kernel memory), until the kernel
+/// refuses a pipe.
+async fn many_full_pipes() -> Outcome {
+    let buf = vec![0x55u8; 4096];
+    let mut n = 0usize;
+    loop {
+        match sys::pipe() {
+            Ok((_r, w)) => {
+                ensure!(sys::write(w, &buf) == Ok(4096), "fill pipe {n}");
+                n += 1;
+            }
+            Err(SysError::Limit) | Err(SysError::OutOfMemory) => break,
+            Err(e) => return Err(format!("pipe {n}: {e}")),
+        }
+    }
+    ensure!(n > 0, "no pipe at all");
+    Ok(())
+}
+
 async fn main(arg: usize) -> i32 {
     let mode = arg & 0xff;
     let r = match mode {
@@ -897,6 +978,10 @@ async fn main(arg: usize) -> i32 {
         7 => priority_order().await,
         8 => abandoned().await,
         9 => cancelled().await,
+        10 => sync_sleeper_at_exit().await,
+        11 => poller_sleep_pending().await,
+        12 => many_pending_writes().await,
+        13 => many_full_pipes().await,
         _ => Err(format!("no mode {mode}")),
     };
     match r {

@@ -346,6 +346,10 @@ async fn main(harts: usize) -> i32 {
     results.push(("async_upcall", aio_mode(4, 2)));
     results.push(("async_abandoned_call", aio_mode(8, 2)));
     results.push(("async_dropped_calls_cancelled", aio_mode(9, 2)));
+    results.push(("sync_sleeper_at_exit", aio_mode(10, 2)));
+    results.push(("poller_sleep_pending", aio_mode(11, 2)));
+    results.push(("many_pending_writes", aio_mode(12, 2)));
+    results.push(("many_full_pipes", aio_mode(13, 2)));
     results.push((
         "async_burst_loses_no_completion",
         aio_mode(6 | BURST_ROUNDS << 8, 2),
