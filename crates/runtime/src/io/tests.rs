@@ -30,6 +30,20 @@ fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
     (a, b)
 }
 
+/// Runs the calling worker's ring until the kernel holds none of its
+/// operations (completions reaped, cancellations done), for at most 5 s;
+/// returns the ring.
+fn settle_local(what: &str) -> Arc<driver::Ring> {
+    let ring = driver::current_local().unwrap().ring().clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ring.in_kernel() != 0 {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        driver::run_local();
+        std::thread::yield_now();
+    }
+    ring
+}
+
 /// A buffer that counts how many of its kind are alive.
 struct Counted(Arc<AtomicUsize>);
 
@@ -899,13 +913,7 @@ fn cancelled_pooled_recvs_lose_no_buffer_and_no_bytes_after_them() {
         let mut op = Op::new(pool::RecvPooled::new(a3.as_raw_fd()));
         start(&mut op).await;
         b.write_all(b"lost").unwrap();
-        let ring = driver::current_local().unwrap().ring().clone();
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while ring.in_kernel() != 0 {
-            assert!(std::time::Instant::now() < deadline, "no completion");
-            driver::run_local();
-            std::thread::yield_now();
-        }
+        let ring = settle_local("no completion");
         assert_eq!(
             ring.pool().unwrap().out(),
             1,
@@ -1202,13 +1210,8 @@ fn completions_posted_before_a_stream_is_dropped_give_their_buffers_back() {
             assert!(std::time::Instant::now() < deadline, "nothing posted");
             std::thread::yield_now();
         }
-        let ring = driver::current_local().unwrap().ring().clone();
         drop(stream);
-        while ring.in_kernel() != 0 {
-            assert!(std::time::Instant::now() < deadline, "never cancelled");
-            driver::run_local();
-            std::thread::yield_now();
-        }
+        let ring = settle_local("never cancelled");
         assert_eq!(ring.pool().unwrap().out(), 0, "a buffer was lost");
     });
 }
@@ -1372,15 +1375,7 @@ fn a_result_nobody_takes_is_released_to_its_operation() {
             got: g.clone(),
         };
         let waiter = || driver::Waiter::Waker(futures_util::task::noop_waker());
-        let ring = driver::current_local().unwrap().ring().clone();
-        let settle = || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while ring.in_kernel() != 0 {
-                assert!(std::time::Instant::now() < deadline, "no completion");
-                driver::run_local();
-                std::thread::yield_now();
-            }
-        };
+        let settle = || settle_local("no completion");
         // Completed and reaped (the slot holds the result), then dropped.
         let op = Op::submit_now(read(4), waiter()).unwrap();
         settle();
@@ -1419,13 +1414,7 @@ fn an_accept_dropped_after_its_completion_closes_the_connection() {
         .await;
         // The accept is with the kernel; a client connects.
         let client = std::net::TcpStream::connect(addr).unwrap();
-        let ring = driver::current_local().unwrap().ring().clone();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while ring.in_kernel() != 0 {
-            assert!(std::time::Instant::now() < deadline, "no completion");
-            driver::run_local();
-            std::thread::yield_now();
-        }
+        settle_local("no completion");
         // Completed (its slot holds the new descriptor), never taken.
         drop(fut);
         client
