@@ -23,6 +23,8 @@ struct Faults {
     stall: bool,
     /// Close the connection after this many answers.
     close_after: Option<u64>,
+    /// Answer a Hello with an error Response (and close).
+    refuse_hello: bool,
 }
 
 /// Starts the server; it stops accepting when the returned flag is set (its
@@ -71,6 +73,16 @@ fn serve(mut conn: TcpStream, faults: Faults) {
                     return;
                 }
                 Ok(Parsed::Complete { frame, consumed }) => match frame {
+                    ServerFrame::Hello(_) if faults.refuse_hello => {
+                        let len = encode::encode_response_error(
+                            0,
+                            ss_proto::ErrorStatus::Overloaded,
+                            &mut reply,
+                        )
+                        .unwrap();
+                        let _ = conn.write_all(&reply[..len]);
+                        return;
+                    }
                     ServerFrame::Hello(h) => (
                         encode::encode_hello_ack(h.priority.min(7), &mut reply).unwrap(),
                         consumed,
@@ -339,4 +351,25 @@ fn bad_arguments_are_refused_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dim 65"));
+}
+
+#[test]
+fn a_refused_hello_is_counted_as_refused() {
+    let (addr, stop) = tiny_server(Faults {
+        refuse_hello: true,
+        ..Faults::default()
+    });
+    let report = load::run(&LoadArgs {
+        levels: Some(2),
+        ..args(addr)
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    assert_eq!(c.refused, 8, "{c:?}");
+    assert_eq!(
+        (c.protocol_errors, c.connected, c.verified),
+        (0, 0, 0),
+        "{c:?}"
+    );
 }

@@ -835,11 +835,13 @@ impl Engine {
             self.wait()?;
         }
         for i in 0..self.conns.len() {
-            let c = &mut self.conns[i];
-            if c.state == State::Greeting {
-                c.state = State::Dead;
+            if self.conns[i].state == State::Greeting {
+                // Deregistered and shut, not only marked: a ramp of many
+                // connections must not keep the sockets of the unanswered.
+                self.kill(i);
                 self.counts.connect_errors += 1;
             }
+            let c = &mut self.conns[i];
             if c.state == State::Running {
                 let key = c.granted;
                 let next = self.hists.len();
@@ -993,6 +995,17 @@ impl Engine {
                 ClientFrame::HelloAck(ack) => {
                     c.granted = Some(ack.priority);
                     c.state = State::Running;
+                }
+                ClientFrame::Response(resp) if c.state == State::Greeting => {
+                    // The server refused the Hello (an error Response in
+                    // place of the HelloAck): refused, not a broken protocol.
+                    if resp.result.is_err() {
+                        self.counts.refused += 1;
+                    } else {
+                        self.counts.protocol_errors += 1;
+                    }
+                    self.kill(i);
+                    return used;
                 }
                 ClientFrame::Response(resp) => {
                     let Some(p) = c.inflight.pop_front() else {
