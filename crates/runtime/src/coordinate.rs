@@ -273,8 +273,10 @@ impl Global {
         if mine != old {
             self.published.store(mine, Ordering::Relaxed);
             if top_bit(mine) != top_bit(old) {
-                if self.client.publish(mine).is_err() {
-                    self.gone.store(true, Ordering::Relaxed);
+                if let Err(e) = self.client.publish(mine) {
+                    if coordinator_gone(&e) {
+                        self.gone.store(true, Ordering::Relaxed);
+                    }
                 }
             } else {
                 self.client.publish_quiet(mine);
@@ -447,5 +449,48 @@ impl Drop for Global {
         // Nothing ready, nothing running: others need not defer to us while the
         // client's socket closes (which deregisters this process).
         self.client.publish_quiet(0);
+    }
+}
+
+/// Whether a failed poke means the coordinator is gone (its end of the
+/// connection closed), rather than a moment's shortage (`ENOBUFS`, `ENOMEM`,
+/// an interrupted call) after which the page — already written — is seen at
+/// its next scan anyway. (Any error counted as gone until 2026-11-29: one
+/// `ENOBUFS` under memory pressure ended the process's deferring for its
+/// life; found in review.)
+pub(crate) fn coordinator_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coordinator_gone;
+    use std::io;
+
+    #[test]
+    fn only_a_closed_connection_means_the_coordinator_is_gone() {
+        for errno in [
+            libc::EPIPE,
+            libc::ECONNRESET,
+            libc::ENOTCONN,
+            libc::ECONNABORTED,
+        ] {
+            assert!(
+                coordinator_gone(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in [libc::ENOBUFS, libc::ENOMEM, libc::EINTR, libc::EAGAIN] {
+            assert!(
+                !coordinator_gone(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
     }
 }
