@@ -177,15 +177,6 @@ impl<F: Future> Future for Harness<F> {
 
 impl<F: Future> Drop for Harness<F> {
     fn drop(&mut self) {
-        /// Dropped before finishing: cancelled (after finishing, a no-op) —
-        /// also when the future's destructor panics.
-        struct Cancelled<'a, T>(&'a Slot<T>);
-        impl<T> Drop for Cancelled<'_, T> {
-            fn drop(&mut self) {
-                self.0.complete(Err(JoinError::Cancelled));
-            }
-        }
-        let _cancelled = Cancelled(&self.slot);
         // The future first, so that a handle told `Cancelled` finds what the
         // coroutine held released (until 2026-11-29 the slot was completed
         // first, and an awaiter on another worker could run while the
@@ -195,10 +186,12 @@ impl<F: Future> Drop for Harness<F> {
         let future = &mut self.future;
         // SAFETY: dropped once, here, in place (which pinning allows); the
         // field is not used again, whether or not the drop unwinds.
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(future) }))
-        {
-            self.slot.complete(Err(JoinError::Panic(panic)));
-        }
+        let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { ManuallyDrop::drop(future) }));
+        // Dropped before finishing: cancelled (after finishing, a no-op).
+        self.slot.complete(Err(match dropped {
+            Ok(()) => JoinError::Cancelled,
+            Err(panic) => JoinError::Panic(panic),
+        }));
     }
 }
 

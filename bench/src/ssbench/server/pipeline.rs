@@ -188,7 +188,7 @@ pub(crate) async fn send<S: SendIo, W: Wakeup>(mut io: S, queues: Arc<Queues<W>>
             io.abort();
             return;
         }
-        if out.capacity() > 4 * super::queue::KEEP_BYTES {
+        if out.capacity() > super::queue::BATCH_KEEP_BYTES {
             // A burst's batch: not kept for an idle connection to hold.
             out = Vec::new();
         }

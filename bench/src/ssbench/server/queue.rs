@@ -36,6 +36,10 @@ pub(crate) const FREE_KEEP: usize = 2;
 /// 0.4–1.4 MiB, found in review.)
 pub(crate) const KEEP_BYTES: usize = 4096;
 
+/// The largest batch buffer the sender keeps between sends (what one send of
+/// a few queued small answers needs; a burst's is dropped).
+pub(crate) const BATCH_KEEP_BYTES: usize = 4 * KEEP_BYTES;
+
 /// How a model remembers a waiting component and wakes it.
 pub(crate) trait Wakeup: Send + 'static {
     /// The component polled with `cx`.

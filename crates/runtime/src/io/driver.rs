@@ -449,20 +449,23 @@ impl Ring {
         let SlotState::Stream { waiter, queue, .. } = &mut slot.state else {
             unreachable!("a multishot operation's slot holds another state");
         };
-        // Dropped after the lock (see `Waiter::update`).
-        let (out, _gone) = match queue.pop_front() {
+        // What the slot lets go of is dropped after the lock (see
+        // `Waiter::update`).
+        match queue.pop_front() {
             Some(item) => {
                 let last = !cqueue::more(item.1);
                 let gone = last.then(|| slots.remove(key));
-                (Some((item, last)), gone)
+                drop(slots);
+                drop(gone);
+                Some((item, last))
             }
-            None => (
-                None,
-                waiter.update(waker, &self.exec).map(SlotState::InFlight),
-            ),
-        };
-        drop(slots);
-        out
+            None => {
+                let replaced = waiter.update(waker, &self.exec);
+                drop(slots);
+                drop(replaced);
+                None
+            }
+        }
     }
 
     /// The future of multishot operation `key` is gone: the buffers of its
