@@ -12,9 +12,10 @@
 //! 4. for a readable pidfd (the process exited — even if a child still holds
 //!    the socket): deregisters;
 //! 5. on a tick: scans every page (this is where the top-level budget
-//!    advances), closes stale pending connections, updates the yield rates
-//!    once a second and moves OS weights whose target changed (see
-//!    [`weights`]);
+//!    advances), leaves out of the view a process that holds the global top
+//!    and has not moved for a window (see [`stall`](crate::stall)), closes stale pending
+//!    connections, updates the yield rates once a second and moves OS
+//!    weights whose target changed (see [`weights`]);
 //! 6. publishes the global page if the view changed, and wakes its waiters.
 //!
 //! A second thread serves the read-only query socket ([`query`])
@@ -40,6 +41,7 @@ use ss_core::global::{GlobalBitmap, GlobalView, SourceId};
 use crate::page::{GlobalPageWriter, ProcessPageReader};
 use crate::policy::{self, Budget, Holder, Policy};
 use crate::query;
+use crate::stall::Stall;
 use crate::sys::CpuMask;
 use crate::sys::{self, Epoll};
 use crate::weights::{self, ProcessWeights, Recent, Weight, WeightsState};
@@ -146,6 +148,14 @@ pub struct ClientStatus {
     pub weighted_threads: usize,
     /// The last failure to read or set a thread's weight.
     pub weight_error: Option<String>,
+    /// Whether its bits are left out of the view because it held the global
+    /// top and made no progress (neither its CPU clock nor its page's `seq`
+    /// moved) for the stall window ([`stall`](crate::stall)).
+    #[serde(default)]
+    pub stalled: bool,
+    /// How many times that happened since it registered.
+    #[serde(default)]
+    pub stalls: u64,
 }
 
 /// What the coordinator is doing; for tests, logs and the live view (which
@@ -192,6 +202,10 @@ struct Registered {
     raw: u64,
     effective: u64,
     header_ok: bool,
+    /// The page's `seq` at the last scan.
+    seq: u64,
+    /// Whether it makes progress while it holds the global top.
+    stall: Stall,
     /// The page's yield counter at the last scan.
     yields_seen: u64,
     yields: u64,
@@ -704,6 +718,8 @@ impl Coordinator {
                 raw: 0,
                 effective: 0,
                 header_ok: true,
+                seq: 0,
+                stall: Stall::default(),
                 yields_seen,
                 yields: 0,
                 yields_mark: (now, 0),
@@ -807,7 +823,9 @@ impl Coordinator {
             .entry((r.uid, r.ceiling.level()))
             .or_insert_with(|| Budget::new(r.ceiling));
         let was_demoted = budget.demoted();
-        let effective = budget.observe(&mut r.holder, clamped, now, &self.cfg.policy);
+        // A stalled process claims nothing (and is not charged for it).
+        let claimed = if r.stall.stalled() { 0 } else { clamped };
+        let effective = budget.observe(&mut r.holder, claimed, now, &self.cfg.policy);
         if (snap.ready, effective, ok) != (r.raw, r.effective, r.header_ok)
             || was_demoted != budget.demoted()
         {
@@ -816,6 +834,7 @@ impl Coordinator {
         r.raw = snap.ready;
         r.effective = effective;
         r.header_ok = ok;
+        r.seq = snap.seq;
         r.recent.note(effective, now);
         if ok {
             let step = snap.yields.wrapping_sub(r.yields_seen);
@@ -826,6 +845,39 @@ impl Coordinator {
         }
         self.bitmap.update(r.source, effective);
         self.counters.scans += 1;
+    }
+
+    /// After a tick's scans: watches each registration that holds the global
+    /// top, and leaves out of the view (or takes back) one that has not moved
+    /// for the stall window (see [`stall`](crate::stall)).
+    fn check_stalls(&mut self, now: Instant) {
+        let window = self.cfg.policy.stall_window();
+        let global = self.bitmap.view().global.bits();
+        // The global top's bit (level 0 is the lowest bit); stalled
+        // registrations contribute nothing to it.
+        let top = global & global.wrapping_neg();
+        let mut changed = Vec::new();
+        for (&id, conn) in self.conns.iter_mut() {
+            let Conn::Registered(r) = conn else { continue };
+            let at_top = r.effective & top != 0 && r.weights.applied() == Weight::Original;
+            let pid = r.pid;
+            let cpu = || sys::process_cpu_time(pid).ok();
+            if r.stall.check(now, at_top, r.seq, cpu, window) {
+                changed.push((id, pid, r.stall.stalled()));
+            }
+        }
+        for (id, pid, stalled) in changed {
+            if stalled {
+                self.log(format_args!(
+                    "pid {pid}: held the top without progress for {window:?}; \
+                     its levels are left out until it moves"
+                ));
+            } else {
+                self.log(format_args!("pid {pid}: moves again; its levels count"));
+            }
+            self.dirty = true;
+            self.scan(id, now);
+        }
     }
 
     /// Once a [`RATE_WINDOW`]: forgets the budgets no registration uses that
@@ -927,6 +979,7 @@ impl Coordinator {
                 _ => {}
             }
         }
+        self.check_stalls(now);
         self.update_rates(now);
         self.update_weights(now);
         self.prune_budgets(now);
@@ -965,6 +1018,8 @@ impl Coordinator {
                             os_weight: r.weights.applied(),
                             weighted_threads: r.weights.threads(),
                             weight_error: r.weights.error().map(str::to_string),
+                            stalled: r.stall.stalled(),
+                            stalls: r.stall.stalls(),
                         })
                     }
                     Conn::Pending { .. } => None,

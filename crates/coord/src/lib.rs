@@ -71,6 +71,11 @@
 //! - A process's bits appear in the global view only at or below its ceiling,
 //!   and at its ceiling level only within its top-level budget (a burst, then
 //!   a bounded share of the time, as seen by the scans).
+//! - A process that holds the global top and makes no progress (neither its
+//!   CPU clock nor its page's `seq` moves) for the stall window — the
+//!   budget's burst, 200 ms by default — is left out of the view until it
+//!   moves ([`stall`]); one held back by more important work, or running,
+//!   never is.
 //! - A page that is not ours (bad magic or version) counts as nothing ready; any
 //!   other content is masked and clamped. A connection that sends anything but
 //!   the protocol loses its own registration and nothing else.
@@ -91,6 +96,8 @@
 //! - [`page`] — typed atomic access to the mapped pages;
 //! - [`policy`] — ceilings, clamping and the top-level budget;
 //! - [`weights`] — levels onto the worker threads' OS weights;
+//! - [`stall`] — a process that holds the top without progress stops holding
+//!   others back;
 //! - [`query`] — the read-only query socket and its snapshots (for `ss-top`);
 //! - [`wire`] — the registration messages;
 //! - [`sys`] — the system calls behind all of it, as small safe wrappers (for
@@ -105,6 +112,7 @@ pub mod coordinator;
 pub mod page;
 pub mod policy;
 pub mod query;
+pub mod stall;
 pub mod sys;
 pub mod weights;
 pub mod wire;

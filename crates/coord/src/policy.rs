@@ -98,6 +98,40 @@ impl Policy {
     }
 }
 
+/// The shortest [`Policy::stall_window`]: below it a process at the top that
+/// is merely waiting for a CPU on a loaded machine could be left out.
+pub const MIN_STALL_WINDOW: Duration = Duration::from_millis(100);
+
+impl Policy {
+    /// How long a registration holding the global top may show no progress
+    /// before its bits are left out of the view ([`crate::stall`]): the
+    /// budget's burst from empty, `hold / (1 - hold_share)` (200 ms by
+    /// default) — a process may hold the top that long anyway, so a hung one
+    /// holds others back no longer than a busy one may — and at least
+    /// [`MIN_STALL_WINDOW`]. Without a budget that bounds the burst (no
+    /// `hold`, or `hold_share` 100) it is the default policy's.
+    pub fn stall_window(&self) -> Duration {
+        let burst = |hold: Duration, share: u8| -> Option<Duration> {
+            let free = 100 - u32::from(share.min(100));
+            if hold.is_zero() || free == 0 {
+                return None;
+            }
+            Some(hold.checked_mul(100).map_or(Duration::MAX, |h| h / free))
+        };
+        let default = Policy::default();
+        let fallback = || {
+            default
+                .hold
+                .and_then(|h| burst(h, default.hold_share))
+                .unwrap_or(MIN_STALL_WINDOW)
+        };
+        self.hold
+            .and_then(|h| burst(h, self.hold_share))
+            .unwrap_or_else(fallback)
+            .max(MIN_STALL_WINDOW)
+    }
+}
+
 /// `raw` masked to `levels`, with every bit more important than `ceiling`
 /// moved to `ceiling`.
 pub fn clamp(raw: u64, levels: Levels, ceiling: Priority) -> u64 {
@@ -393,6 +427,22 @@ mod tests {
 
     fn p(l: u8) -> Priority {
         Priority::new(l).unwrap()
+    }
+
+    #[test]
+    fn the_stall_window_is_the_budgets_burst() {
+        let window = |text: &str| Policy::parse(text).unwrap().stall_window();
+        let ms = Duration::from_millis;
+        assert_eq!(window(""), ms(200));
+        assert_eq!(window("hold-ms 300\nhold-share 25\n"), ms(400));
+        assert_eq!(window("hold-ms 300\nhold-share 0\n"), ms(300));
+        // Never shorter than the minimum, and defined without a budget.
+        assert_eq!(window("hold-ms 10\n"), MIN_STALL_WINDOW);
+        assert_eq!(window("hold-ms 0\n"), ms(200));
+        assert_eq!(window("hold-share 100\n"), ms(200));
+        // No overflow on an absurd burst.
+        let huge = format!("hold-ms {}\nhold-share 99\n", u64::MAX);
+        assert!(window(&huge) >= ms(u64::MAX));
     }
 
     #[test]

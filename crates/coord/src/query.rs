@@ -71,8 +71,17 @@ impl Snapshot {
         let w = usize::from(n).max(6);
         let _ = writeln!(
             out,
-            "{:>7} {:>6} {:>4} {:<w$} {:<w$} {:>6} {:>6} {:>9} {:<8} PROGRAM",
-            "PID", "UID", "CEIL", "READY", "EFFECT", "DEMOT", "BUDGET", "YIELDS/S", "WEIGHT"
+            "{:>7} {:>6} {:>4} {:<w$} {:<w$} {:>6} {:>6} {:>5} {:>9} {:<8} PROGRAM",
+            "PID",
+            "UID",
+            "CEIL",
+            "READY",
+            "EFFECT",
+            "DEMOT",
+            "BUDGET",
+            "STALL",
+            "YIELDS/S",
+            "WEIGHT"
         );
         for c in &s.clients {
             let ready = if c.header_ok {
@@ -82,7 +91,7 @@ impl Snapshot {
             };
             let _ = writeln!(
                 out,
-                "{:>7} {:>6} {:>4} {:<w$} {:<w$} {:>6} {:>5}% {:>9} {:<8} {}",
+                "{:>7} {:>6} {:>4} {:<w$} {:<w$} {:>6} {:>5}% {:>5} {:>9} {:<8} {}",
                 c.pid,
                 c.uid,
                 c.ceiling.level(),
@@ -90,6 +99,7 @@ impl Snapshot {
                 bits_str(c.effective, n),
                 if c.demoted { "yes" } else { "no" },
                 c.budget_percent,
+                if c.stalled { "yes" } else { "no" },
                 c.yields_per_sec,
                 c.os_weight.to_string(),
                 c.exe.as_deref().unwrap_or(Path::new("?")).display(),

@@ -72,7 +72,10 @@ fn child(path: std::path::PathBuf) {
     let mut out = std::io::stdout();
     writeln!(out, "GRANDCHILD {pid}").unwrap();
     out.flush().unwrap();
+    // Keeps its CPU clock moving: a process that holds the top and never
+    // runs would be left out of the view (`stall`), and the test checks its
+    // bit is in it.
     loop {
-        std::thread::park();
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }

@@ -139,8 +139,12 @@ fn child(path: std::path::PathBuf) {
                     unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
                 }
                 tx.send(tid).unwrap();
+                // Wakes now and then, so the process's CPU clock moves: one
+                // that holds the top and never runs is left out of the view
+                // (`stall`), and the test checks the weights of one that
+                // holds it.
                 loop {
-                    std::thread::park();
+                    std::thread::sleep(Duration::from_millis(2));
                 }
             })
             .unwrap();

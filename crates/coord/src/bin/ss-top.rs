@@ -197,10 +197,11 @@ fn draw(f: &mut Frame<'_>, snap: &Result<Snapshot, String>, path: &Path, interva
             bits_str(c.effective, n),
             if c.demoted { "yes" } else { "no" }.into(),
             format!("{}%", c.budget_percent),
+            if c.stalled { "yes" } else { "no" }.into(),
             c.yields_per_sec.to_string(),
             weight,
         ]);
-        if c.demoted || !c.header_ok {
+        if c.demoted || c.stalled || !c.header_ok {
             row.style(Style::new().yellow())
         } else {
             row
@@ -218,6 +219,7 @@ fn draw(f: &mut Frame<'_>, snap: &Result<Snapshot, String>, path: &Path, interva
             Constraint::Length(w),
             Constraint::Length(7),
             Constraint::Length(6),
+            Constraint::Length(7),
             Constraint::Length(9),
             Constraint::Min(8),
         ],
@@ -232,6 +234,7 @@ fn draw(f: &mut Frame<'_>, snap: &Result<Snapshot, String>, path: &Path, interva
             "EFFECTIVE",
             "DEMOTED",
             "BUDGET",
+            "STALLED",
             "YIELDS/S",
             "OS WEIGHT",
         ])

@@ -1,0 +1,279 @@
+//! Hung processes: a registration that holds the global top and makes no
+//! progress stops holding others back.
+//!
+//! The scan folds what a page says, so a process that is stopped (`SIGSTOP`),
+//! deadlocked or blocked while its page claims levels would keep everyone
+//! with less important work deferring for as long as it stays registered.
+//! The rule: on every tick, a registration is *watched* while
+//!
+//! - the most important level of what it contributes to the view is the
+//!   global top (so nothing registered and more important keeps it from
+//!   running), and
+//! - its worker threads are at their own OS weight (the coordinator has not
+//!   lowered them, which it may still do for a weight window after it
+//!   reached the top).
+//!
+//! A watched registration *moves* when its process's CPU clock (all threads,
+//! read with `clock_getcpuclockid` + `clock_gettime`; the kernel's count, not
+//! an allegation) or its page's `seq` changes. If it does not move for the
+//! window ([`Policy::stall_window`](crate::policy::Policy::stall_window):
+//! the budget's burst, 200 ms by default) its bits are **left out of the
+//! view** ("stalled") until either moves again.
+//!
+//! Why this cannot hurt a process that works:
+//!
+//! - *Starved:* a process kept from running by more important work elsewhere
+//!   is not at the global top, so it is not watched; its window starts anew
+//!   only when it reaches the top (however long it waited before).
+//! - *One long coroutine:* it consumes CPU, so its clock moves.
+//! - *Blocked in a system call while claiming a level:* it is left out, and
+//!   that is the point — nobody gains anything by deferring to a process that
+//!   does not use the CPU. It counts again at the first tick after it runs.
+//! - *The page:* `seq` is only compared for equality; a page cannot make the
+//!   coordinator drop another registration, only its own claim can keep
+//!   others from the top (as its ceiling and budget allow).
+//! - *Unreadable clock* (the process is exiting; its pidfd removes it in the
+//!   same loop turn): never dropped on a guess.
+//!
+//! Cost: while watched (or stalled), one `clock_gettime` per registration at
+//! most every window / [`SAMPLES_PER_WINDOW`] (12.5 ms by default), plus one
+//! right before a drop, so a drop always rests on a fresh reading.
+
+use std::time::{Duration, Instant};
+
+/// The CPU clock of a watched registration is read at most this many times
+/// per window (and once more right before dropping it).
+pub const SAMPLES_PER_WINDOW: u32 = 16;
+
+/// One registration's watch (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct Stall {
+    /// While watched or stalled: when it was last seen to move (or became
+    /// watched).
+    since: Option<Instant>,
+    /// Its page's `seq` at the last check.
+    seq: u64,
+    /// Its CPU clock at the last reading, and when that was.
+    cpu: Option<(Instant, u64)>,
+    stalled: bool,
+    stalls: u64,
+}
+
+impl Stall {
+    /// Whether its bits are left out of the view now.
+    pub fn stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// How many times its bits were left out since it registered.
+    pub fn stalls(&self) -> u64 {
+        self.stalls
+    }
+
+    /// One check at `now`. `at_top`: it is watched (module docs); `seq`: its
+    /// page's `seq` now; `cpu`: reads its CPU clock in nanoseconds (`None`:
+    /// unreadable), called only when a reading is due. Returns whether
+    /// [`stalled`](Stall::stalled) changed.
+    pub fn check(
+        &mut self,
+        now: Instant,
+        at_top: bool,
+        seq: u64,
+        cpu: impl FnOnce() -> Option<u64>,
+        window: Duration,
+    ) -> bool {
+        if !self.stalled && !at_top {
+            // Nothing to hold others back with, or something more important
+            // holds it back: its window starts when it reaches the top.
+            self.since = None;
+            self.cpu = None;
+            return false;
+        }
+        let Some(since) = self.since else {
+            // It has just reached the top: the window starts now.
+            if let Some(c) = cpu() {
+                self.since = Some(now);
+                self.seq = seq;
+                self.cpu = Some((now, c));
+            }
+            return false;
+        };
+        let mut moved = seq != self.seq;
+        self.seq = seq;
+        let period = window / SAMPLES_PER_WINDOW;
+        let expired = now.saturating_duration_since(since) >= window;
+        let due = self
+            .cpu
+            .is_none_or(|(at, _)| now.saturating_duration_since(at) >= period);
+        if due || (expired && !self.stalled) {
+            let Some(c) = cpu() else {
+                // Never drop on a guess.
+                return self.unwatch();
+            };
+            moved |= self.cpu.is_none_or(|(_, old)| old != c);
+            self.cpu = Some((now, c));
+        }
+        if moved {
+            self.since = Some(now);
+            let was = self.stalled;
+            self.stalled = false;
+            return was;
+        }
+        if expired && !self.stalled {
+            self.stalled = true;
+            self.stalls += 1;
+            return true;
+        }
+        false
+    }
+
+    fn unwatch(&mut self) -> bool {
+        let was = self.stalled;
+        self.since = None;
+        self.cpu = None;
+        self.stalled = false;
+        was
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_millis(200);
+    const TICK: Duration = Duration::from_millis(1);
+
+    /// Runs `ticks` ticks from `t`, with the CPU clock given by `clock` at
+    /// each tick; returns the time after the last and how many readings
+    /// were taken.
+    fn run(
+        s: &mut Stall,
+        mut t: Instant,
+        ticks: u32,
+        at_top: bool,
+        seq: impl Fn(u32) -> u64,
+        clock: impl Fn(u32) -> Option<u64>,
+    ) -> (Instant, u32) {
+        let mut reads = 0;
+        for i in 0..ticks {
+            s.check(
+                t,
+                at_top,
+                seq(i),
+                || {
+                    reads += 1;
+                    clock(i)
+                },
+                WINDOW,
+            );
+            t += TICK;
+        }
+        (t, reads)
+    }
+
+    #[test]
+    fn a_process_at_the_top_that_does_not_move_is_left_out_until_it_moves() {
+        let mut s = Stall::default();
+        let t = Instant::now();
+        // Just under the window: still counted.
+        let (t, _) = run(&mut s, t, 200, true, |_| 7, |_| Some(1000));
+        assert!(!s.stalled());
+        let (t, _) = run(&mut s, t, 2, true, |_| 7, |_| Some(1000));
+        assert!(s.stalled());
+        assert_eq!(s.stalls(), 1);
+        // Stays out, however long, while nothing moves.
+        let (t, _) = run(&mut s, t, 1000, true, |_| 7, |_| Some(1000));
+        assert!(s.stalled());
+        // Its CPU clock moves: back within one reading period.
+        let (t, _) = run(&mut s, t, 13, true, |_| 7, |_| Some(1001));
+        assert!(!s.stalled());
+        // Stalls again after a full window, not at once.
+        let (t, _) = run(&mut s, t, 150, true, |_| 7, |_| Some(1001));
+        assert!(!s.stalled());
+        let (t, _) = run(&mut s, t, 60, true, |_| 7, |_| Some(1001));
+        assert!(s.stalled());
+        // Its seq moves (its clock does not): back at the next check.
+        assert!(s.check(t, true, 8, || Some(1001), WINDOW));
+        assert!(!s.stalled());
+        assert_eq!(s.stalls(), 2);
+    }
+
+    #[test]
+    fn a_process_whose_cpu_clock_moves_is_never_left_out() {
+        let mut s = Stall::default();
+        // One nanosecond per tick is enough; its page never changes.
+        run(
+            &mut s,
+            Instant::now(),
+            5000,
+            true,
+            |_| 0,
+            |i| Some(u64::from(i)),
+        );
+        assert!(!s.stalled());
+        assert_eq!(s.stalls(), 0);
+    }
+
+    #[test]
+    fn a_process_whose_seq_moves_is_never_left_out() {
+        let mut s = Stall::default();
+        run(
+            &mut s,
+            Instant::now(),
+            5000,
+            true,
+            |i| u64::from(i / 10),
+            |_| Some(5),
+        );
+        assert_eq!(s.stalls(), 0);
+    }
+
+    #[test]
+    fn a_starved_process_is_not_watched_and_gets_a_full_window_at_the_top() {
+        let mut s = Stall::default();
+        let t = Instant::now();
+        // Held back (not at the top) for far longer than the window.
+        let (t, reads) = run(&mut s, t, 5000, false, |_| 3, |_| Some(9));
+        assert_eq!((s.stalls(), reads), (0, 0), "not watched, not even read");
+        // At the top now: a whole window before it is left out.
+        let (t, _) = run(&mut s, t, 199, true, |_| 3, |_| Some(9));
+        assert!(!s.stalled());
+        // Held back again in between: the window starts over.
+        let (t, _) = run(&mut s, t, 1, false, |_| 3, |_| Some(9));
+        let (t, _) = run(&mut s, t, 199, true, |_| 3, |_| Some(9));
+        assert!(!s.stalled());
+        run(&mut s, t, 5, true, |_| 3, |_| Some(9));
+        assert!(s.stalled());
+    }
+
+    #[test]
+    fn an_unreadable_clock_never_drops() {
+        let mut s = Stall::default();
+        run(&mut s, Instant::now(), 5000, true, |_| 0, |_| None);
+        assert_eq!(s.stalls(), 0);
+        // Nor keeps a stalled one out.
+        let mut s = Stall::default();
+        let (t, _) = run(&mut s, Instant::now(), 300, true, |_| 0, |_| Some(1));
+        assert!(s.stalled());
+        run(&mut s, t, 20, true, |_| 0, |_| None);
+        assert!(!s.stalled());
+    }
+
+    #[test]
+    fn the_clock_is_read_a_bounded_number_of_times_per_window() {
+        let mut s = Stall::default();
+        let (_, reads) = run(
+            &mut s,
+            Instant::now(),
+            2000,
+            true,
+            |_| 0,
+            |i| Some(u64::from(i)),
+        );
+        // 2000 ticks = 10 windows: about SAMPLES_PER_WINDOW per window.
+        assert!(
+            reads <= 10 * (SAMPLES_PER_WINDOW + 1) + 1,
+            "{reads} readings"
+        );
+    }
+}
