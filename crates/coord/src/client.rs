@@ -3,6 +3,8 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use ss_abi::{Levels, Priority};
@@ -21,6 +23,20 @@ use crate::wire::{Hello, Reply, Welcome, MSG_LEN, NOTIFY};
 pub struct Client {
     sock: OwnedFd,
     page: ProcessPageWriter,
+    global_fd: OwnedFd,
+    global: GlobalPageReader,
+    /// The source id and ceiling of the current registration (a
+    /// [`reconnect`](Client::reconnect) changes them).
+    source: AtomicU32,
+    ceiling: AtomicU8,
+    levels: Levels,
+    /// Serialises [`reconnect`](Client::reconnect)s.
+    reconnecting: Mutex<()>,
+}
+
+/// One registration's outcome: what [`Client`] keeps of it.
+struct Registration {
+    sock: OwnedFd,
     global_fd: OwnedFd,
     global: GlobalPageReader,
     source: u32,
@@ -44,75 +60,61 @@ impl Client {
     /// `ss-coord`), a refusal (its message says why), or a reply that is not
     /// one (a different ss-coord version).
     pub fn connect(path: impl AsRef<Path>) -> io::Result<Client> {
-        let path = path.as_ref();
-        let sock = sys::connect(path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "no SharedScheduler coordinator at {} ({e}); start `ss-coord --socket {}`",
-                    path.display(),
-                    path.display()
-                ),
-            )
-        })?;
-        // Only a coordinator of this user or root is trusted: anyone may bind
-        // a socket path first (e.g. `/tmp/ss-coord-<uid>.sock`), and the
-        // global page decides when this process yields.
-        let peer = sys::peer_cred(sock.as_fd())?;
-        // SAFETY: getuid cannot fail.
-        let me = unsafe { libc::getuid() };
-        if peer.uid != me && peer.uid != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "the process listening at {} (pid {}) runs as uid {}, not as this user ({me}) or root: not a coordinator to trust",
-                    path.display(),
-                    peer.pid,
-                    peer.uid
-                ),
-            ));
-        }
         let page = ProcessPageWriter::create()?;
-        let hello = Hello {
-            pid: std::process::id(),
-        };
-        sys::set_recv_timeout(sock.as_fd(), REPLY_TIMEOUT)?;
-        let mut buf = [0u8; MSG_LEN + 1];
-        // The coordinator speaks first: a welcome (send the hello now), or a
-        // refusal (`--max-per-uid`) in place of one.
-        let first = sys::recv_msg(sock.as_fd(), &mut buf, false)?;
-        let msg = if Welcome::decode(&buf[..first.len]).is_some() && !first.truncated {
-            sys::send_msg(sock.as_fd(), &hello.encode(), &[page.fd()], false)?;
-            sys::recv_msg(sock.as_fd(), &mut buf, false)?
-        } else {
-            first
-        };
-        let reply = Reply::decode(&buf[..msg.len])
-            .filter(|_| !msg.truncated)
-            .ok_or_else(|| {
-                invalid("the coordinator's reply is not one: a different ss-coord version?")
-            })?;
-        let (source, ceiling, levels) = reply
-            .result
-            .map_err(|r| io::Error::new(io::ErrorKind::PermissionDenied, r.to_string()))?;
-        let mut fds = msg.fds;
-        let (Some(global_fd), None) = (fds.pop(), fds.pop()) else {
-            return Err(invalid("the coordinator's reply carried no global page"));
-        };
-        let levels = Levels::new(levels).map_err(|_| invalid("the coordinator sent bad levels"))?;
-        let ceiling = levels
-            .priority(ceiling.into())
-            .map_err(|_| invalid("the coordinator sent a ceiling outside its levels"))?;
-        let global = GlobalPageReader::open(&global_fd)?;
+        let r = register(path.as_ref(), &page, REPLY_TIMEOUT)?;
         Ok(Client {
-            sock,
+            sock: r.sock,
             page,
-            global_fd,
-            global,
-            source,
-            ceiling,
-            levels,
+            global_fd: r.global_fd,
+            global: r.global,
+            source: AtomicU32::new(r.source),
+            ceiling: AtomicU8::new(r.ceiling.level()),
+            levels: r.levels,
+            reconnecting: Mutex::new(()),
         })
+    }
+
+    /// Registers this process again, with the coordinator now listening at
+    /// `path`, after the one it registered with has gone (it restarted, say).
+    /// The client, its page and what it published stay: the new coordinator
+    /// reads the page's current bitmap at registration. The new global page
+    /// is mapped over the old one at the same address and the new socket
+    /// takes the old one's descriptor number, so threads using the client
+    /// meanwhile need no lock: each call sees the old registration or the
+    /// new one (a futex wait on the old page ends by its timeout, and a poke
+    /// on the old socket fails as it did before). The source id and ceiling
+    /// are the new coordinator's. Waits at most `timeout` for the
+    /// coordinator (to connect, and for each of its two messages).
+    ///
+    /// Use it only once [`coordinator_alive`](Client::coordinator_alive)
+    /// says no: called on a live registration it registers the process a
+    /// second time and closes the first.
+    ///
+    /// # Errors
+    /// As [`connect`](Client::connect) (nothing changes then); also
+    /// `InvalidData` if the new coordinator has other levels than this
+    /// client (connect anew instead). If mapping the new page fails the
+    /// client stays on the old registration; if only replacing the socket
+    /// fails, on the old (closed) socket with the new page, so
+    /// `coordinator_alive` still says no and a retry registers again.
+    pub fn reconnect(&self, path: impl AsRef<Path>, timeout: Duration) -> io::Result<()> {
+        let _one = self.reconnecting.lock().unwrap_or_else(|e| e.into_inner());
+        let r = register(path.as_ref(), &self.page, timeout)?;
+        if r.levels != self.levels {
+            return Err(invalid(&format!(
+                "the coordinator at {} has {} levels, this client {}: connect anew",
+                path.as_ref().display(),
+                r.levels.count(),
+                self.levels.count()
+            )));
+        }
+        // The page first: should the socket fail, it still says "gone".
+        self.global.replace_with(&r.global_fd)?;
+        sys::dup_onto(r.global_fd.as_fd(), self.global_fd.as_fd())?;
+        sys::dup_onto(r.sock.as_fd(), self.sock.as_fd())?;
+        self.source.store(r.source, Ordering::Relaxed);
+        self.ceiling.store(r.ceiling.level(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Publishes this process's ready bitmap: stores it in the process page,
@@ -176,9 +178,10 @@ impl Client {
     /// capped process competes at its ceiling). O(1), no syscall.
     #[inline]
     pub fn more_important_elsewhere(&self, mine: PrioBitmap, prio: Priority) -> bool {
-        let mine = PrioBitmap::from_bits(clamp(mine.bits(), self.levels, self.ceiling));
-        let prio = if prio.is_more_important_than(self.ceiling) {
-            self.ceiling
+        let ceiling = self.ceiling();
+        let mine = PrioBitmap::from_bits(clamp(mine.bits(), self.levels, ceiling));
+        let prio = if prio.is_more_important_than(ceiling) {
+            ceiling
         } else {
             prio
         };
@@ -216,12 +219,14 @@ impl Client {
 
     /// This process's source id at the coordinator.
     pub fn source_id(&self) -> u32 {
-        self.source
+        self.source.load(Ordering::Relaxed)
     }
 
     /// The ceiling the coordinator's policy granted this process.
     pub fn ceiling(&self) -> Priority {
-        self.ceiling
+        let c = self.ceiling.load(Ordering::Relaxed);
+        // Always one of `levels` (checked at registration).
+        Priority::new(c).unwrap_or(self.levels.least_important())
     }
 
     /// The coordinator's priority levels.
@@ -239,4 +244,74 @@ impl Client {
     pub fn page(&self) -> &ProcessPageWriter {
         &self.page
     }
+}
+
+/// Connects to `path` and registers `page` (see [`Client::connect`]).
+fn register(path: &Path, page: &ProcessPageWriter, timeout: Duration) -> io::Result<Registration> {
+    let sock = sys::connect_timeout(path, timeout).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "no SharedScheduler coordinator at {} ({e}); start `ss-coord --socket {}`",
+                path.display(),
+                path.display()
+            ),
+        )
+    })?;
+    // Only a coordinator of this user or root is trusted: anyone may bind
+    // a socket path first (e.g. `/tmp/ss-coord-<uid>.sock`), and the
+    // global page decides when this process yields.
+    let peer = sys::peer_cred(sock.as_fd())?;
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    if peer.uid != me && peer.uid != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the process listening at {} (pid {}) runs as uid {}, not as this user ({me}) or root: not a coordinator to trust",
+                path.display(),
+                peer.pid,
+                peer.uid
+            ),
+        ));
+    }
+    let hello = Hello {
+        pid: std::process::id(),
+    };
+    sys::set_recv_timeout(sock.as_fd(), timeout)?;
+    let mut buf = [0u8; MSG_LEN + 1];
+    // The coordinator speaks first: a welcome (send the hello now), or a
+    // refusal (`--max-per-uid`) in place of one.
+    let first = sys::recv_msg(sock.as_fd(), &mut buf, false)?;
+    let msg = if Welcome::decode(&buf[..first.len]).is_some() && !first.truncated {
+        sys::send_msg(sock.as_fd(), &hello.encode(), &[page.fd()], false)?;
+        sys::recv_msg(sock.as_fd(), &mut buf, false)?
+    } else {
+        first
+    };
+    let reply = Reply::decode(&buf[..msg.len])
+        .filter(|_| !msg.truncated)
+        .ok_or_else(|| {
+            invalid("the coordinator's reply is not one: a different ss-coord version?")
+        })?;
+    let (source, ceiling, levels) = reply
+        .result
+        .map_err(|r| io::Error::new(io::ErrorKind::PermissionDenied, r.to_string()))?;
+    let mut fds = msg.fds;
+    let (Some(global_fd), None) = (fds.pop(), fds.pop()) else {
+        return Err(invalid("the coordinator's reply carried no global page"));
+    };
+    let levels = Levels::new(levels).map_err(|_| invalid("the coordinator sent bad levels"))?;
+    let ceiling = levels
+        .priority(ceiling.into())
+        .map_err(|_| invalid("the coordinator sent a ceiling outside its levels"))?;
+    let global = GlobalPageReader::open(&global_fd)?;
+    Ok(Registration {
+        sock,
+        global_fd,
+        global,
+        source,
+        ceiling,
+        levels,
+    })
 }

@@ -394,6 +394,20 @@ impl GlobalPageReader {
         Ok(page)
     }
 
+    /// Checks `fd` as [`open`](GlobalPageReader::open) does, then maps it over
+    /// this reader's mapping, at the same address and in one step: readers,
+    /// futex waiters and [`futex_word`](GlobalPageReader::futex_word)
+    /// borrowers go on with the new page (a futex wait on the old one ends by
+    /// its timeout or a spurious wake-up).
+    ///
+    /// # Errors
+    /// As [`open`](GlobalPageReader::open), or the `mmap` failed (this reader
+    /// then still maps the old page).
+    pub fn replace_with(&self, fd: &OwnedFd) -> io::Result<()> {
+        drop(GlobalPageReader::open(fd)?);
+        self.map.replace_read_only(fd.as_fd())
+    }
+
     fn u32(&self, off: usize) -> &AtomicU32 {
         // SAFETY: only called with field offsets of GlobalPage: in bounds,
         // aligned; we only load from this read-only mapping.

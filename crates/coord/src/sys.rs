@@ -129,6 +129,39 @@ impl Mapping {
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
+
+    /// Maps `fd` read-only over this mapping's range, in one step
+    /// (`MAP_FIXED`): another thread reading the range meanwhile sees the old
+    /// file or the new one, never a hole.
+    pub fn replace_read_only(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        // SAFETY: the range is exactly this mapping's, which nobody else
+        // owns; every access to it goes through atomics (see `crate::page`),
+        // so the contents changing under a reader is what it is built for.
+        let p = unsafe {
+            libc::mmap(
+                self.ptr.as_ptr().cast(),
+                self.len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        debug_assert_eq!(p.cast::<u8>(), self.ptr.as_ptr());
+        Ok(())
+    }
+}
+
+/// Makes descriptor `dst` refer to what `src` refers to (`dup3`, close on
+/// exec), closing what `dst` referred to, in one step: a thread using the
+/// number meanwhile gets the old file or the new one.
+pub fn dup_onto(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: both are open descriptors; `dst` stays owned by its owner,
+    // which now owns the duplicate.
+    cvt(unsafe { libc::dup3(src.as_raw_fd(), dst.as_raw_fd(), libc::O_CLOEXEC) }).map(drop)
 }
 
 impl Drop for Mapping {
@@ -200,6 +233,23 @@ fn sockaddr(path: &std::path::Path) -> io::Result<(libc::sockaddr_un, libc::sock
 /// Connects a seqpacket socket to `path`.
 pub fn connect(path: &std::path::Path) -> io::Result<OwnedFd> {
     connect_kind(path, libc::SOCK_SEQPACKET)
+}
+
+/// Connects a seqpacket socket to `path`, waiting at most `timeout` for room
+/// in a full backlog; the socket keeps `timeout` as its send timeout.
+pub fn connect_timeout(path: &std::path::Path, timeout: Duration) -> io::Result<OwnedFd> {
+    let fd = unix_socket(libc::SOCK_SEQPACKET)?;
+    set_timeout(fd.as_fd(), libc::SO_SNDTIMEO, timeout)?;
+    let (addr, len) = sockaddr(path)?;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    cvt(unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    })?;
+    Ok(fd)
 }
 
 /// Connects a stream socket to `path` (the query socket).
@@ -299,6 +349,10 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
 
 /// Sets a receive timeout on a socket.
 pub fn set_recv_timeout(fd: BorrowedFd<'_>, d: Duration) -> io::Result<()> {
+    set_timeout(fd, libc::SO_RCVTIMEO, d)
+}
+
+fn set_timeout(fd: BorrowedFd<'_>, which: libc::c_int, d: Duration) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_usec: d.subsec_micros().into(),
@@ -308,7 +362,7 @@ pub fn set_recv_timeout(fd: BorrowedFd<'_>, d: Duration) -> io::Result<()> {
         libc::setsockopt(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
+            which,
             (&tv as *const libc::timeval).cast(),
             size_of::<libc::timeval>() as libc::socklen_t,
         )

@@ -77,3 +77,45 @@ fn a_second_coordinator_on_the_same_socket_is_refused() {
         .expect("the socket is taken");
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
 }
+
+#[test]
+fn a_client_registers_again_with_a_restarted_coordinator() {
+    let (first, path) = start("restart", |c| c.policy.hold = None);
+    let c = Client::connect(&path).unwrap();
+    c.publish(1 << 4).unwrap();
+    assert!(wait_view(&c, |g, _| g == 1 << 4));
+    let word = c.futex_word() as *const _;
+    first.stop().unwrap();
+    assert!(!c.coordinator_alive());
+    // Nobody listens yet: an error, and nothing changes.
+    assert!(c.reconnect(&path, Duration::from_millis(100)).is_err());
+    assert!(!c.coordinator_alive());
+
+    // A new coordinator on the same socket, with different ceilings.
+    let second = ss_coord::Coordinator::spawn({
+        let mut cfg = ss_coord::Config::new(&path);
+        cfg.policy.hold = None;
+        cfg.policy.default_ceiling = ss_abi::Priority::new(2).unwrap();
+        cfg
+    })
+    .unwrap();
+    let other = Client::connect(&path).unwrap();
+    other.publish(1 << 6).unwrap();
+    c.reconnect(&path, WAIT).unwrap();
+    assert!(c.coordinator_alive());
+    assert_eq!(c.ceiling().level(), 2);
+    // The same address: a futex waiter or armed wait keeps a valid word.
+    assert_eq!(c.futex_word() as *const _, word);
+    // What it had published counts at once, and
+    // it sees the new coordinator's view.
+    assert!(wait_view(&c, |g, _| g == 1 << 4 | 1 << 6));
+    let (s, ok) = second.wait_until(WAIT, |s| s.clients.len() == 2);
+    assert!(ok, "{s:?}");
+    // Its pokes reach the new coordinator.
+    c.publish(1 << 3).unwrap();
+    assert!(wait_view(&other, |g, _| g == 1 << 3 | 1 << 6));
+    // Dropping it deregisters from the new one.
+    drop(c);
+    let (s, ok) = second.wait_until(WAIT, |s| s.clients.len() == 1 && s.disconnected == 1);
+    assert!(ok, "{s:?}");
+}

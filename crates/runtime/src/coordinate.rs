@@ -34,13 +34,18 @@
 //! A coroutine that never yields is not interrupted (cooperative scheduling),
 //! but the runtime's budget ([`crate::budget`]) also ends its slice when more
 //! important work is ready elsewhere. If the coordinator goes away, the runtime
-//! stops deferring (it cannot know what others need any more) and runs on.
+//! stops deferring (it cannot know what others need any more) and runs on;
+//! its watch thread ([`Builder::stall_watch`](crate::Builder::stall_watch))
+//! looks at most once every [`RECONNECT_EVERY`] whether the coordinator is
+//! still there, and if not tries to register with whichever listens at the
+//! same socket now (a restarted one), waiting at most [`RECONNECT_TIMEOUT`];
+//! once registered again it defers again. Never from a worker.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ss_coord::Client;
@@ -63,6 +68,17 @@ pub const ENV_BIN: &str = "SS_COORD_BIN";
 
 /// How long [`Coordination::Start`] waits for a coordinator it started.
 const START_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often the watch thread checks the coordinator, and at most tries to
+/// register again while it is gone.
+pub const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long one attempt to register again may wait for the coordinator (to
+/// connect, and for each of its two messages). A coordinator that answers
+/// at all answers within a turn of its loop; one that does not costs the
+/// watch thread at most four times this long (connect, welcome, hello,
+/// reply) per [`RECONNECT_EVERY`].
+pub const RECONNECT_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The default of [`Builder::defer_recheck`](crate::Builder::defer_recheck).
 pub const DEFAULT_RECHECK: Duration = Duration::from_millis(1);
@@ -104,14 +120,15 @@ impl Coordination {
         })
     }
 
-    /// Registers with the coordinator as configured; `None` when not coordinated.
-    pub(crate) fn join(self) -> io::Result<Option<Client>> {
+    /// Registers with the coordinator as configured; `None` when not
+    /// coordinated. Also gives the socket, to register again at.
+    pub(crate) fn join(self) -> io::Result<Option<(Client, PathBuf)>> {
         match self.resolve()? {
             Coordination::FromEnv | Coordination::Off => Ok(None),
-            Coordination::Connect(path) => Client::connect(&path).map(Some),
+            Coordination::Connect(path) => Client::connect(&path).map(|c| Some((c, path))),
             Coordination::Start(path) => match Client::connect(&path) {
-                Ok(c) => Ok(Some(c)),
-                Err(e) if absent(&e) => start_coordinator(&path).map(Some),
+                Ok(c) => Ok(Some((c, path))),
+                Err(e) if absent(&e) => start_coordinator(&path).map(|c| Some((c, path))),
                 Err(e) => Err(e),
             },
         }
@@ -193,7 +210,10 @@ const SLOTS: usize = 64;
 
 /// A coordinated runtime's cross-process state, shared by its workers.
 pub(crate) struct Global {
-    client: Client,
+    /// Shared with the watch thread's [`Global::reconnector`].
+    client: Arc<Client>,
+    /// The coordinator's socket, to register again at.
+    path: PathBuf,
     /// Per worker: the bit of the level it is running (0 when it runs nothing).
     running: [AtomicU64; SLOTS],
     /// Slots in use (the highest worker index + 1).
@@ -202,8 +222,9 @@ pub(crate) struct Global {
     published: AtomicU64,
     /// Serialises publishing, so that the last one to publish saw every slot.
     publish: Mutex<()>,
-    /// The coordinator has gone: stop deferring.
-    gone: AtomicBool,
+    /// The coordinator has gone: stop deferring. Shared with the watch
+    /// thread's [`Global::reconnector`], which clears it.
+    gone: Arc<AtomicBool>,
     /// Times a worker started deferring.
     deferrals: AtomicU64,
     recheck: Duration,
@@ -216,14 +237,15 @@ fn top_bit(bits: u64) -> u64 {
 }
 
 impl Global {
-    pub(crate) fn new(client: Client, recheck: Duration) -> Global {
+    pub(crate) fn new(client: Client, path: PathBuf, recheck: Duration) -> Global {
         Global {
-            client,
+            client: Arc::new(client),
+            path,
             running: [const { AtomicU64::new(0) }; SLOTS],
             slots: AtomicUsize::new(0),
             published: AtomicU64::new(0),
             publish: Mutex::new(()),
-            gone: AtomicBool::new(false),
+            gone: Arc::new(AtomicBool::new(false)),
             deferrals: AtomicU64::new(0),
             recheck: recheck.max(Duration::from_micros(10)),
         }
@@ -237,6 +259,35 @@ impl Global {
     /// Times a worker of this runtime started deferring to another process.
     pub(crate) fn deferrals(&self) -> u64 {
         self.deferrals.load(Ordering::Relaxed)
+    }
+
+    /// What the watch thread calls at each of its looks: at most once per
+    /// [`RECONNECT_EVERY`] (a clock read otherwise), checks the coordinator
+    /// (one zero-timeout `poll`); if it has gone, marks it so and registers
+    /// with whichever coordinator listens at the socket now, waiting at most
+    /// [`RECONNECT_TIMEOUT`]. Registered again, the runtime follows the new
+    /// coordinator: it reads this process's page (what it published last)
+    /// at once.
+    pub(crate) fn reconnector(&self) -> impl FnMut() + Send + 'static {
+        let (client, gone, path) = (self.client.clone(), self.gone.clone(), self.path.clone());
+        let mut last: Option<Instant> = None;
+        move || {
+            let now = Instant::now();
+            if last.is_some_and(|l| now.saturating_duration_since(l) < RECONNECT_EVERY) {
+                return;
+            }
+            last = Some(now);
+            if client.coordinator_alive() {
+                // Also clears a `gone` set by a poke on the old socket that
+                // raced with the previous reconnect.
+                gone.store(false, Ordering::Relaxed);
+                return;
+            }
+            gone.store(true, Ordering::Relaxed);
+            if client.reconnect(&path, RECONNECT_TIMEOUT).is_ok() {
+                gone.store(false, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Whether the coordinator is still followed.

@@ -279,8 +279,10 @@ impl Builder {
     /// ends; the watch bounds that wait when the poll runs long (a coroutine
     /// that spawns another and then computes) or its worker is kept off its
     /// CPU: ~17 ms after a quiet spell, ~32 ms amid steady work (its period
-    /// doubles from this one up to 16 ms). Started with the second worker;
-    /// it sleeps while every worker has slept for a second. `docs/runtime.md`
+    /// doubles from this one up to 16 ms). Started with the second worker
+    /// (with the first in a coordinated runtime, where it also registers
+    /// again with a restarted coordinator; `Duration::ZERO` turns that off
+    /// too); it sleeps while every worker has slept for a second. `docs/runtime.md`
     /// has the design and what it costs.
     pub fn stall_watch(mut self, period: Duration) -> Self {
         self.stall_watch = period;
@@ -319,7 +321,7 @@ impl Builder {
         let global = self
             .coordination
             .join()?
-            .map(|client| crate::coordinate::Global::new(client, self.defer_recheck));
+            .map(|(client, path)| crate::coordinate::Global::new(client, path, self.defer_recheck));
         let io = Driver::new(&self.io).map_err(|e| e.to_string());
         let exec = Arc::new(Executor::with_platform(
             self.levels,
@@ -343,6 +345,9 @@ impl Builder {
             timers: crate::time::Timers::default(),
             os_yield_after: self.os_yield_after,
         });
+        if let Some(g) = &inner.global {
+            inner.exec.platform().watch.set_periodic(g.reconnector());
+        }
         let rt = Runtime { inner };
         for _ in 0..self.workers {
             rt.inner.start_worker()?;
@@ -421,8 +426,9 @@ impl Inner {
                 drop(worker);
             })?;
         workers.push(handle);
-        if workers.len() >= 2 {
-            // Somebody to wake: the watch has something to do.
+        if workers.len() >= 2 || self.global.is_some() {
+            // Somebody to wake: the watch has something to do. (Coordinated,
+            // it also looks after the registration: `Global::reconnector`.)
             self.exec
                 .platform()
                 .watch

@@ -14,7 +14,8 @@
 //!
 //! # What
 //!
-//! Once a runtime has a second worker it starts one more thread, the watch,
+//! Once a runtime has a second worker (a coordinated one: its first) it
+//! starts one more thread, the watch,
 //! which now and then takes one look ([`Executor::unpark_if_stalled`]): if
 //! coroutines were ready at this look and the last and no worker popped one
 //! in between, every worker is stuck in a poll (or the OS keeps it off its
@@ -118,7 +119,12 @@ struct Shared {
     cv: Condvar,
     /// Parked workers woken for stalled work.
     unparks: AtomicU64,
+    /// Called after every look ([`Watch::set_periodic`]).
+    periodic: std::sync::Mutex<Option<Periodic>>,
 }
+
+/// Work the watch thread does after each look.
+type Periodic = Box<dyn FnMut() + Send>;
 
 thread_local! {
     /// The calling worker's parked flag, and the watch it belongs to.
@@ -139,6 +145,17 @@ impl Watch {
     /// Parked workers the watch has woken for stalled work so far.
     pub(crate) fn unparks(&self) -> u64 {
         self.shared.unparks.load(Ordering::Relaxed)
+    }
+
+    /// Has the thread call `f` after each of its looks — every 1–16 ms while
+    /// the runtime has work, not while it sleeps deeply; `f` limits its own
+    /// rate. (The coordinated runtime checks its coordinator there.)
+    pub(crate) fn set_periodic(&self, f: impl FnMut() + Send + 'static) {
+        *self
+            .shared
+            .periodic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(f));
     }
 
     /// Starts the thread, unless it runs or the watch is off. A thread that
@@ -166,6 +183,14 @@ impl Watch {
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }
+        // What it holds (a coordinator registration) goes with the runtime.
+        drop(
+            self.shared
+                .periodic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
     }
 
     /// The calling worker takes part (as it starts): it counts as running.
@@ -285,6 +310,14 @@ impl Shared {
                 }
             }
             drop(exec);
+            if let Some(f) = self
+                .periodic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
+                f();
+            }
             if quiet >= DEEP_AFTER {
                 quiet = Duration::ZERO;
                 if self.sleep_deeply() {

@@ -2,7 +2,8 @@
 //! it defers to more important work elsewhere, resumes when that is done, keeps
 //! running its own more important work, and stops deferring when the coordinator
 //! goes away. "Another process" is a raw `ss_coord::Client` registered with the
-//! same coordinator, publishing a bitmap by hand. Every wait is bounded; nothing
+//! same coordinator, publishing a bitmap by hand. A runtime whose coordinator
+//! restarted registers with the new one. Every wait is bounded; nothing
 //! asserts how fast anything happens.
 
 use std::path::{Path, PathBuf};
@@ -195,6 +196,44 @@ fn a_dead_coordinator_stops_the_deferring() {
     });
     rt.shutdown();
     drop(other);
+}
+
+#[test]
+fn a_restarted_coordinator_is_joined_again() {
+    let (first, path) = coordinator("restart");
+    let rt = runtime(&path);
+    // Level-5 work keeps the runtime (and its watch thread) busy throughout.
+    let (count, stop) = spinner(&rt, 5);
+    first.stop().unwrap();
+    eventually("the runtime notices that the coordinator has gone", || {
+        !rt.coordinated()
+    });
+    // A new coordinator on the same socket: the runtime registers with it,
+    // with what it publishes.
+    let second = Coordinator::spawn(Config::new(&path)).unwrap();
+    let pid = std::process::id();
+    eventually("the runtime registers with the new coordinator", || {
+        rt.coordinated()
+            && second
+                .status()
+                .clients
+                .iter()
+                .any(|c| c.pid == pid && c.raw & (1 << 5) != 0)
+    });
+    // And follows its view: level-0 work elsewhere makes the level-5 work
+    // defer.
+    let other = Client::connect(&path).unwrap();
+    let before = rt.deferrals();
+    other.publish(0b1).unwrap();
+    eventually("a worker defers to work the new coordinator shows", || {
+        rt.deferrals() > before
+    });
+    assert!(count.load(Ordering::Relaxed) > 0);
+    stop.store(true, Ordering::Relaxed);
+    other.publish(0).unwrap();
+    rt.shutdown();
+    drop(other);
+    second.stop().unwrap();
 }
 
 #[test]
