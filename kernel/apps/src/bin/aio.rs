@@ -19,6 +19,7 @@
 //! | 11 | the polling thread (`IoMode::KernelThread`) with an hour-long sleep pending and 2 000 calls beside it (the kernel checks its sleeper list stays short) |
 //! | 12 | asynchronous writes into a full pipe until the kernel refuses (`Limit` or `OutOfMemory`, never a kernel panic) |
 //! | 13 | full pipes until the kernel refuses |
+//! | 14 | a thread blocked reading descriptor 3 (a pipe whose write end the kernel keeps) when another thread closes it and the process exits (run by the kernel's suite, which checks that nothing is left held) |
 #![no_std]
 #![no_main]
 
@@ -965,6 +966,45 @@ async fn many_full_pipes() -> Outcome {
     Ok(())
 }
 
+/// Mode 14 (started by the kernel's own suite, `blocked_on_closed_pipe`,
+/// with descriptor 3 the read end of a pipe whose write end the kernel
+/// keeps): a thread blocks reading descriptor 3, the main thread closes it
+/// and the process exits. The blocked thread stays in the pipe's wait list
+/// (closing a read end wakes only writers), on an object no longer in the
+/// process's table; the kernel then checks that the process was freed while
+/// it still holds the write end.
+async fn blocked_on_closed_pipe() -> Outcome {
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    static RETURNED: AtomicBool = AtomicBool::new(false);
+    extern "C" fn reader(_: usize) -> ! {
+        STARTED.store(true, Ordering::SeqCst);
+        let mut b = [0u8; 1];
+        let _ = sys::read(3, &mut b);
+        RETURNED.store(true, Ordering::SeqCst);
+        sys::thread_exit()
+    }
+    sys::alloc_cpu_raw(reader as *const () as usize, 0).map_err(|e| format!("{e}"))?;
+    let end = sys::time() + 10 * sys::TIME_HZ;
+    while !STARTED.load(Ordering::SeqCst) && sys::time() < end {
+        sys::sleep_ns(ms(1));
+    }
+    ensure!(
+        STARTED.load(Ordering::SeqCst),
+        "the reader thread never ran"
+    );
+    // The reader is blocked in the pipe by then (nobody writes to it).
+    sys::sleep_ns(ms(50));
+    sys::close(3).map_err(|e| format!("close 3: {e}"))?;
+    sys::sleep_ns(ms(20));
+    // Had it not been blocked when the descriptor closed, its read would
+    // have found it closed and returned: the test would test nothing.
+    ensure!(
+        !RETURNED.load(Ordering::SeqCst),
+        "the reader was not blocked in the pipe when descriptor 3 closed"
+    );
+    Ok(())
+}
+
 async fn main(arg: usize) -> i32 {
     let mode = arg & 0xff;
     let r = match mode {
@@ -982,6 +1022,7 @@ async fn main(arg: usize) -> i32 {
         11 => poller_sleep_pending().await,
         12 => many_pending_writes().await,
         13 => many_full_pipes().await,
+        14 => blocked_on_closed_pipe().await,
         _ => Err(format!("no mode {mode}")),
     };
     match r {
