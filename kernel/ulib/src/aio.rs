@@ -26,7 +26,7 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::{Context, Poll};
 
-use ss_abi::completion::{CQ_IPIS_OFFSET, CQ_RESETS_OFFSET, CQ_UPCALLS_OFFSET};
+use ss_abi::completion::{CQ_IPIS_OFFSET, CQ_RESETS_OFFSET, CQ_TAIL_OFFSET, CQ_UPCALLS_OFFSET};
 use ss_abi::syscall::SysError;
 use ss_abi::uspace::COMPLETION_PAGE_VA;
 use ss_abi::vdso::NO_RESULT;
@@ -201,6 +201,12 @@ pub fn upcalls() -> u64 {
 /// IPIs the kernel sent to deliver this process's completions at once.
 pub fn ipis() -> u64 {
     cq_word(CQ_IPIS_OFFSET).load(Ordering::Relaxed)
+}
+
+/// Completions the kernel has put in the queue (the ring's free-running
+/// tail).
+pub fn cq_tail() -> u64 {
+    cq_word(CQ_TAIL_OFFSET).load(Ordering::Acquire)
 }
 
 /// Times the kernel found the queue's `head` corrupt and reset it.

@@ -19,6 +19,7 @@
 //! | 11 | the polling thread (`IoMode::KernelThread`) with an hour-long sleep pending and 2 000 calls beside it (the kernel checks its sleeper list stays short) |
 //! | 12 | asynchronous writes into a full pipe until the kernel refuses (`Limit` or `OutOfMemory`, never a kernel panic) |
 //! | 13 | full pipes until the kernel refuses |
+//! | 15 | an `accept` whose future is dropped after its connection came: the connection is closed (the host sees end of file) and its descriptor freed; the host's side is `cargo xtask test-kernel`'s ([`DROPPED_ACCEPT_PORT`]) |
 //! | 14 | a thread blocked reading descriptor 3 (a pipe whose write end the kernel keeps) when another thread closes it and the process exits (run by the kernel's suite, which checks that nothing is left held) |
 #![no_std]
 #![no_main]
@@ -1005,6 +1006,93 @@ async fn blocked_on_closed_pipe() -> Outcome {
     Ok(())
 }
 
+/// The guest port of mode 15; the test boot forwards a host port to it, and
+/// `cargo xtask test-kernel`'s peer (`xtask/src/kernel.rs`,
+/// `dropped_accept_peer`) connects there.
+pub const DROPPED_ACCEPT_PORT: u16 = 7001;
+
+/// The lowest free descriptor (the next one the kernel hands out).
+fn lowest_free_fd() -> Result<usize, String> {
+    let (r, w) = pipe()?;
+    for fd in [r, w] {
+        sys::close(fd).map_err(|e| format!("close: {e}"))?;
+    }
+    Ok(r.min(w))
+}
+
+/// Mode 15: an asynchronous `accept` whose connection came, its result
+/// delivered to the process, and whose future is then dropped untaken: the
+/// program never sees the descriptor, so the drop must close it.
+///
+/// With the host's peer: it connects (A) until the guest answers `R` on it;
+/// the guest submits an `accept`, tells the peer with `G`; the peer connects
+/// (B); once the completion is in the queue the guest drops the future. The
+/// peer reads B: end of file within 20 s is `E` on A, anything else `L`.
+/// The guest checks that the descriptor B had is free again and that the
+/// peer said `E`.
+async fn dropped_accept() -> Outcome {
+    let deadline = sys::time() + 30 * sys::TIME_HZ;
+    let l = sys::listen(DROPPED_ACCEPT_PORT).map_err(|e| format!("listen: {e}"))?;
+    // A, bounded: the peer is `cargo xtask test-kernel`'s.
+    let a = {
+        let mut first = core::pin::pin!(aio::accept(l));
+        loop {
+            if let Some(r) = poll_once(first.as_mut()).await {
+                break r.map_err(|e| format!("accept A: {e}"))?;
+            }
+            ensure!(
+                sys::time() < deadline,
+                "no connection from the host's peer within 30 s (is this boot's port \
+                 {DROPPED_ACCEPT_PORT} forwarded?)"
+            );
+            // Not an asynchronous sleep: one call per coroutine at a time.
+            sys::sleep_ns(ms(5));
+            aio::drain();
+        }
+    };
+    ensure!(sys::write(a, b"R") == Ok(1), "write R");
+    let free = lowest_free_fd()?;
+    {
+        let mut second = core::pin::pin!(aio::accept(l));
+        // The tail before the call: its completion is the next entry (the
+        // process makes no other asynchronous call meanwhile).
+        let tail = aio::cq_tail();
+        ensure!(
+            poll_once(second.as_mut()).await.is_none(),
+            "accept B finished before the peer was told to connect"
+        );
+        ensure!(sys::write(a, b"G") == Ok(1), "write G");
+        while aio::cq_tail() == tail {
+            ensure!(sys::time() < deadline, "accept B never completed");
+            sys::sleep_ns(ms(1));
+        }
+        // Dropped here, untaken, its result delivered.
+    }
+    // Closed at the drop (or, queued still, at the drain that finds it).
+    loop {
+        aio::drain();
+        if lowest_free_fd()? == free {
+            break;
+        }
+        ensure!(
+            sys::time() < deadline,
+            "descriptor {free}, the dropped accept's connection, stayed open"
+        );
+        sys::sleep_ns(ms(1));
+    }
+    let mut verdict = [0u8; 1];
+    let n = sys::read(a, &mut verdict).map_err(|e| format!("read the verdict: {e}"))?;
+    ensure!(
+        n == 1 && verdict[0] == b'E',
+        "the peer did not see the dropped accept's connection closed (said {:?})",
+        &verdict[..n]
+    );
+    for fd in [a, l] {
+        sys::close(fd).map_err(|e| format!("close: {e}"))?;
+    }
+    Ok(())
+}
+
 async fn main(arg: usize) -> i32 {
     let mode = arg & 0xff;
     let r = match mode {
@@ -1023,6 +1111,7 @@ async fn main(arg: usize) -> i32 {
         12 => many_pending_writes().await,
         13 => many_full_pipes().await,
         14 => blocked_on_closed_pipe().await,
+        15 => dropped_accept().await,
         _ => Err(format!("no mode {mode}")),
     };
     match r {
