@@ -160,10 +160,11 @@ fn qemu(kernel: &Path, harts: usize, forward: Option<u16>) -> Command {
 const DROPPED_ACCEPT_PORT: u16 = 7001;
 
 /// The host's side of `aio` mode 15, for one boot on host port `port`:
-/// connects (A) until the guest answers `R`, waits for `G` (the guest's
-/// `accept` is submitted), connects (B) and, once the guest has dropped that
-/// `accept`'s future untaken, expects end of file on B within 20 s: writes
-/// `E` on A if it came, `L` if not. Gives up at `deadline` (the boot's).
+/// connects (A) until the guest answers `R`; then for each `G` on A (the
+/// guest's `accept` is submitted) connects (B) and, once the guest has
+/// dropped that `accept`'s future untaken, expects end of file on B within
+/// 20 s: writes `E` on A if it came, `L` if not. Gives up at `deadline` (the
+/// boot's).
 fn dropped_accept_peer(port: u16, deadline: Instant) {
     use std::io::Write;
     use std::net::{SocketAddr, TcpStream};
@@ -175,36 +176,48 @@ fn dropped_accept_peer(port: u16, deadline: Instant) {
             _ => None,
         }
     };
-    // Until the guest listens, QEMU takes the connection and closes it.
-    let mut a = loop {
+    // Until the guest listens, QEMU takes the connection and closes it (or,
+    // with the guest's network not up yet, holds it while it tries): a
+    // connection that stays open is waited on until the guest says `R`.
+    let mut a = 'connect: loop {
         if Instant::now() > deadline {
             return;
         }
         if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-            if read1(&mut s) == Some(b'R') {
-                break s;
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut b = [0u8; 1];
+            loop {
+                match s.read(&mut b) {
+                    Ok(1) if b[0] == b'R' => break 'connect s,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) && Instant::now() < deadline => {}
+                    _ => break,
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(250));
     };
     let _ = a.set_read_timeout(Some(Duration::from_secs(30)));
-    if read1(&mut a) != Some(b'G') {
-        return;
+    // A round per `G`, until the guest closes A.
+    while read1(&mut a) == Some(b'G') {
+        let verdict = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(mut b) => {
+                let _ = b.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut buf = [0u8; 16];
+                match b.read(&mut buf) {
+                    Ok(0) => b"E",
+                    _ => b"L",
+                }
+            }
+            Err(_) => b"L",
+        };
+        if a.write_all(verdict).is_err() {
+            return;
+        }
     }
-    let Ok(mut b) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-        let _ = a.write_all(b"L");
-        return;
-    };
-    let _ = b.set_read_timeout(Some(Duration::from_secs(20)));
-    let mut buf = [0u8; 16];
-    let verdict = match b.read(&mut buf) {
-        Ok(0) => b"E",
-        _ => b"L",
-    };
-    let _ = a.write_all(verdict);
-    // A stays open until the guest has read the verdict and closed it.
-    let _ = a.read(&mut buf);
 }
 
 /// What the test boot types on the console (the user suite reads it back

@@ -87,30 +87,11 @@ impl Drop for Outcome {
             return;
         }
         if self.descriptor {
-            release_descriptor(self.cid, self.op);
+            // Finished, its result in the completion queue or the vDSO's
+            // results: a descriptor the program never saw, which the vDSO
+            // closes (now, or when it drains the result).
+            (vdso().release_descriptor)(self.cid, self.op);
         }
-    }
-}
-
-/// An `accept` whose future was dropped had already finished: its result —
-/// a descriptor the program never saw — is in the completion queue or the
-/// vDSO's results (the kernel drops one it has not delivered yet). Takes it
-/// and closes the descriptor, so a dropped `accept` leaks no connection.
-fn release_descriptor(cid: u64, op: u64) {
-    // Another thread may be draining the queue (then ours only asks it for
-    // another pass): a few tries while it finishes.
-    for _ in 0..10_000 {
-        let mut stamp = 0u64;
-        // SAFETY: `stamp` is a live `u64`.
-        let r = unsafe { (vdso().take_result)(cid, op, &mut stamp) };
-        if r != NO_RESULT {
-            if let Ok(fd) = usize::try_from(r) {
-                let _ = sys::close(fd);
-            }
-            return;
-        }
-        drain();
-        core::hint::spin_loop();
     }
 }
 

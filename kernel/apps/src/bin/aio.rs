@@ -1022,14 +1022,17 @@ fn lowest_free_fd() -> Result<usize, String> {
 
 /// Mode 15: an asynchronous `accept` whose connection came, its result
 /// delivered to the process, and whose future is then dropped untaken: the
-/// program never sees the descriptor, so the drop must close it.
+/// program never sees the descriptor, so the drop must see it closed.
 ///
-/// With the host's peer: it connects (A) until the guest answers `R` on it;
-/// the guest submits an `accept`, tells the peer with `G`; the peer connects
-/// (B); once the completion is in the queue the guest drops the future. The
-/// peer reads B: end of file within 20 s is `E` on A, anything else `L`.
-/// The guest checks that the descriptor B had is free again and that the
-/// peer said `E`.
+/// With the host's peer: it connects (A) until the guest answers `R` on it.
+/// Then two rounds: the guest submits an `accept` and tells the peer `G`; the
+/// peer connects (B); once the completion is in the queue the guest drops the
+/// future. The peer reads B: end of file within 20 s is `E` on A, anything
+/// else `L`. The guest checks that the descriptor B had is free again and
+/// that the peer said `E`. In the first round the result is in the vDSO's
+/// results when the future is dropped (the guest drains the queue first);
+/// in the second, still in the queue (the upcall is unregistered, and
+/// nothing drains until after the drop).
 async fn dropped_accept() -> Outcome {
     let deadline = sys::time() + 30 * sys::TIME_HZ;
     let l = sys::listen(DROPPED_ACCEPT_PORT).map_err(|e| format!("listen: {e}"))?;
@@ -1051,6 +1054,22 @@ async fn dropped_accept() -> Outcome {
         }
     };
     ensure!(sys::write(a, b"R") == Ok(1), "write R");
+    dropped_accept_round(l, a, true, deadline)
+        .await
+        .map_err(|e| format!("result drained before the drop: {e}"))?;
+    sys::upcall_register(0).map_err(|e| format!("upcall_register(0): {e}"))?;
+    dropped_accept_round(l, a, false, deadline)
+        .await
+        .map_err(|e| format!("result still queued at the drop: {e}"))?;
+    for fd in [a, l] {
+        sys::close(fd).map_err(|e| format!("close: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One round of mode 15 on listener `l` with the peer's connection `a`;
+/// `drained`: drain the queue before dropping the `accept`.
+async fn dropped_accept_round(l: usize, a: usize, drained: bool, deadline: u64) -> Outcome {
     let free = lowest_free_fd()?;
     {
         let mut second = core::pin::pin!(aio::accept(l));
@@ -1066,9 +1085,12 @@ async fn dropped_accept() -> Outcome {
             ensure!(sys::time() < deadline, "accept B never completed");
             sys::sleep_ns(ms(1));
         }
+        if drained {
+            aio::drain();
+        }
         // Dropped here, untaken, its result delivered.
     }
-    // Closed at the drop (or, queued still, at the drain that finds it).
+    // Closed at the drop, or at the drain that finds it queued.
     loop {
         aio::drain();
         if lowest_free_fd()? == free {
@@ -1087,9 +1109,6 @@ async fn dropped_accept() -> Outcome {
         "the peer did not see the dropped accept's connection closed (said {:?})",
         &verdict[..n]
     );
-    for fd in [a, l] {
-        sys::close(fd).map_err(|e| format!("close: {e}"))?;
-    }
     Ok(())
 }
 
