@@ -140,19 +140,84 @@ pub fn build(test: bool) -> Result<PathBuf, String> {
 }
 
 /// QEMU for `kernel` on `harts` harts, with a virtio-net device on QEMU's user
-/// network (the test boots' `listen` checks need one; nothing is forwarded).
-fn qemu(kernel: &Path, harts: usize) -> Command {
+/// network (the test boots' `listen` checks need one), and host port
+/// `forward` forwarded to the guest's [`DROPPED_ACCEPT_PORT`] if given.
+fn qemu(kernel: &Path, harts: usize, forward: Option<u16>) -> Command {
+    let mut netdev = String::from("user,id=n0");
+    if let Some(port) = forward {
+        netdev += &format!(",hostfwd=tcp:127.0.0.1:{port}-:{DROPPED_ACCEPT_PORT}");
+    }
     let mut c = Command::new("qemu-system-riscv64");
     c.args(["-machine", "virt", "-smp", &harts.to_string(), "-m", "128M"])
         .args(["-bios", "default", "-nographic", "-no-reboot", "-kernel"])
         .arg(kernel)
-        .args([
-            "-netdev",
-            "user,id=n0",
-            "-device",
-            "virtio-net-device,netdev=n0",
-        ]);
+        .args(["-netdev", &netdev, "-device", "virtio-net-device,netdev=n0"]);
     c
+}
+
+/// The guest port of the user suite's `dropped_accept_closes` (`aio` mode 15:
+/// `DROPPED_ACCEPT_PORT` in `kernel/apps/src/bin/aio.rs`).
+const DROPPED_ACCEPT_PORT: u16 = 7001;
+
+/// The host's side of `aio` mode 15, for one boot on host port `port`:
+/// connects (A) until the guest answers `R`; then for each `G` on A (the
+/// guest's `accept` is submitted) connects (B) and, once the guest has
+/// dropped that `accept`'s future untaken, expects end of file on B within
+/// 20 s: writes `E` on A if it came, `L` if not. Gives up at `deadline` (the
+/// boot's).
+fn dropped_accept_peer(port: u16, deadline: Instant) {
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpStream};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let read1 = |s: &mut TcpStream| {
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(1) => Some(b[0]),
+            _ => None,
+        }
+    };
+    // Until the guest listens, QEMU takes the connection and closes it (or,
+    // with the guest's network not up yet, holds it while it tries): a
+    // connection that stays open is waited on until the guest says `R`.
+    let mut a = 'connect: loop {
+        if Instant::now() > deadline {
+            return;
+        }
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut b = [0u8; 1];
+            loop {
+                match s.read(&mut b) {
+                    Ok(1) if b[0] == b'R' => break 'connect s,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) && Instant::now() < deadline => {}
+                    _ => break,
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = a.set_read_timeout(Some(Duration::from_secs(30)));
+    // A round per `G`, until the guest closes A.
+    while read1(&mut a) == Some(b'G') {
+        let verdict = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(mut b) => {
+                let _ = b.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut buf = [0u8; 16];
+                match b.read(&mut buf) {
+                    Ok(0) => b"E",
+                    _ => b"L",
+                }
+            }
+            Err(_) => b"L",
+        };
+        if a.write_all(verdict).is_err() {
+            return;
+        }
+    }
 }
 
 /// What the test boot types on the console (the user suite reads it back
@@ -164,13 +229,19 @@ const KERNEL_BANNER: &str = "[kernel] SharedScheduler kernel";
 /// Boots `kernel` on `harts` harts, typing [`CONSOLE_INPUT`]; fails on a
 /// non-zero exit or after `timeout`.
 fn boot_test(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), String> {
-    let mut cmd = qemu(kernel, harts);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free host port: {e}"))?
+        .port();
+    let mut cmd = qemu(kernel, harts, Some(port));
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
     eprintln!("$ {}   (timeout {}s)", describe(&cmd), timeout.as_secs());
     let started = Instant::now();
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("could not start QEMU: {e}"))?;
+    let deadline = started + timeout;
+    std::thread::spawn(move || dropped_accept_peer(port, deadline));
     let mut stdout = child.stdout.take().ok_or("no QEMU stdout")?;
     let mut stdin = child.stdin.take();
     // Forward QEMU's output as it comes; type the input once the kernel has
@@ -313,7 +384,7 @@ fn guest_servers() -> Result<(), String> {
 pub fn qemu_interactive(harts: usize, timeout: Duration) -> Result<(), String> {
     ensure_tools()?;
     let kernel = build(false)?;
-    let mut cmd = qemu(&kernel, harts);
+    let mut cmd = qemu(&kernel, harts, None);
     eprintln!(
         "$ {}   (Ctrl-A X quits QEMU; `exit` ends the shell)",
         describe(&cmd)

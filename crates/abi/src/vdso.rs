@@ -17,8 +17,8 @@
 
 /// `magic` of the table: `b"SSVD"` little-endian.
 pub const VDSO_MAGIC: u32 = u32::from_le_bytes(*b"SSVD");
-/// Version of the table layout.
-pub const VDSO_VERSION: u32 = 4;
+/// Version of the table layout (5: [`VdsoTable::release_descriptor`]).
+pub const VDSO_VERSION: u32 = 5;
 
 /// A program's future, type-erased for the vDSO.
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +81,12 @@ pub struct VdsoTable {
     /// The level of live coroutine `cid`, or -1 for an id that is not live
     /// (an asynchronous call names its issuer's level to the kernel).
     pub priority_of: extern "C" fn(cid: u64) -> i64,
+    /// `cid` will never take the result of its `accept` call `op`, which
+    /// has finished (`cancel(op)` said so after the call's future was
+    /// dropped): the vDSO closes the descriptor — now if the result is
+    /// here, else when the queue delivers it. Nothing else would: the
+    /// program never sees the number.
+    pub release_descriptor: extern "C" fn(cid: u64, op: u64),
 }
 
 /// [`VdsoTable::take_result`]'s "nothing delivered for this cid yet".

@@ -13,7 +13,7 @@
 //! with `OutOfMemory` if the pipe is empty, never panics the kernel).
 
 use alloc::collections::VecDeque;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::task::Waker;
 
@@ -115,6 +115,32 @@ impl Waiters {
     }
 }
 
+/// A descriptor's object whose wait lists may hold blocked threads. A thread
+/// that blocks in one records it ([`Thread::record_site`]), so that teardown
+/// finds it even once no descriptor of the process names the object (another
+/// thread closed it while this one waited).
+pub trait WaitSite: Send + Sync {
+    /// Takes the threads that were killed while they waited here out of the
+    /// wait lists (each holds its process in memory), for the caller to drop
+    /// after the lock.
+    fn take_dead_waiters(&self) -> Vec<Arc<Thread>>;
+}
+
+/// A weak reference to `site`, as a thread records it (it must not keep the
+/// object alive: closing its last descriptor still frees it).
+pub fn site_of<T: WaitSite + 'static>(site: &Arc<T>) -> Weak<dyn WaitSite> {
+    Arc::downgrade(site) as Weak<dyn WaitSite>
+}
+
+impl WaitSite for Pipe {
+    fn take_dead_waiters(&self) -> Vec<Arc<Thread>> {
+        let mut s = self.state.lock();
+        let mut dead = s.read_wait.take_dead();
+        dead.append(&mut s.write_wait.take_dead());
+        dead
+    }
+}
+
 /// A pipe.
 pub struct Pipe {
     /// Its state, under one lock.
@@ -145,23 +171,6 @@ impl Pipe {
 }
 
 impl Fd {
-    /// Takes threads killed while they waited on this descriptor's object
-    /// out of its wait lists (the object may be shared with another process
-    /// and outlive their process), for the caller to drop.
-    pub fn take_dead_waiters(&self) -> Vec<Arc<Thread>> {
-        match self {
-            Fd::Stdin | Fd::Stdout => Vec::new(),
-            Fd::PipeRead(p) | Fd::PipeWrite(p) => {
-                let mut s = p.state.lock();
-                let mut dead = s.read_wait.take_dead();
-                dead.append(&mut s.write_wait.take_dead());
-                dead
-            }
-            Fd::Listener(l) => l.take_dead_waiters(),
-            Fd::Tcp(c) => c.take_dead_waiters(),
-        }
-    }
-
     /// A second descriptor for the same object (for a child process).
     pub fn dup(&self) -> Fd {
         match self {

@@ -279,6 +279,49 @@ async fn idle_harts_sleep() -> Outcome {
     )
 }
 
+/// A thread blocked on a pipe whose descriptor another thread of its process
+/// closed, when the process exits (`aio` mode 14): the kernel keeps the
+/// pipe's write end, so the pipe outlives the process and nothing wakes its
+/// readers. The process — its thread, its `Process`, everything charged to
+/// its account — must be freed all the same, and the pipe left with no
+/// waiting thread. (The killed thread stayed in the pipe's wait list,
+/// holding its process, until the pipe's next wake-up: teardown looked only
+/// in the objects still in the process's descriptor table.)
+async fn blocked_on_closed_pipe() -> Outcome {
+    let account = Arc::new(crate::kmem::Account::default());
+    let (r, w) = crate::fd::Pipe::open(&account).map_err(|_| "a pipe")?;
+    let crate::fd::Fd::PipeWrite(pipe) = &w else {
+        return Err("the pipe's write end");
+    };
+    let pipe = pipe.clone();
+    let prio = Priority::new(2).map_err(|_| "prio")?;
+    let p = proc::spawn("aio", prio, 14, None, Some(r)).map_err(|_| "aio starts")?;
+    let (pid, gone, kmem) = (p.pid, Arc::downgrade(&p), p.kmem.clone());
+    drop(p);
+    let code = proc::wait_kernel_child(pid).await;
+    if code != 0 {
+        println!("[ktest] aio mode 14 exited with {code}");
+        return Err("aio mode 14 passed its own checks");
+    }
+    // Bounded wait: the last hart to run it may hold it a moment longer.
+    let end = deadline(10_000);
+    while gone.strong_count() != 0 && arch::time() < end {
+        sched::sleep_kernel(10).await;
+    }
+    let waiting = pipe.state.lock().read_wait.threads.len();
+    check(waiting == 0, "no thread left in the pipe's wait list")?;
+    check(
+        gone.strong_count() == 0,
+        "the process freed while the pipe it waited on lives",
+    )?;
+    check(
+        Arc::strong_count(&kmem) == 1 && kmem.used() == 0,
+        "nothing charged to the process left",
+    )?;
+    drop(w);
+    Ok(())
+}
+
 /// Runs everything; returns the number of failures.
 pub async fn run(harts: usize) -> usize {
     println!("[ktest] {harts} harts");
@@ -338,6 +381,7 @@ pub async fn run(harts: usize) -> usize {
             "no asynchronous call's coroutine and no process left after the user suite",
         ),
     ));
+    results.push(("blocked_on_closed_pipe", blocked_on_closed_pipe().await));
     // Kernel coroutines wait in the sleeper list once each, and a call that
     // ends takes its entry with it: after the user suite (the polling thread
     // with an hour-long sleep pending beside 4 000 calls, `aio` mode 11; the

@@ -1268,9 +1268,10 @@ impl Listener {
     pub fn forget(&self, w: &Waker) {
         self.wait.waiters.lock().remove_task(w);
     }
+}
 
-    /// Takes killed threads out of the wait list (`Fd::take_dead_waiters`).
-    pub fn take_dead_waiters(&self) -> Vec<Arc<crate::proc::Thread>> {
+impl crate::fd::WaitSite for Listener {
+    fn take_dead_waiters(&self) -> Vec<Arc<crate::proc::Thread>> {
         self.wait.waiters.lock().take_dead()
     }
 }
@@ -1280,9 +1281,10 @@ impl Conn {
     pub fn forget(&self, w: &Waker) {
         self.wait.waiters.lock().remove_task(w);
     }
+}
 
-    /// Takes killed threads out of the wait list (`Fd::take_dead_waiters`).
-    pub fn take_dead_waiters(&self) -> Vec<Arc<crate::proc::Thread>> {
+impl crate::fd::WaitSite for Conn {
+    fn take_dead_waiters(&self) -> Vec<Arc<crate::proc::Thread>> {
         self.wait.waiters.lock().take_dead()
     }
 }

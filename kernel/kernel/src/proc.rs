@@ -36,7 +36,7 @@
 //! goes to its parent's zombie list (waking a `wait`).
 
 use alloc::collections::{BTreeMap, VecDeque};
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{
@@ -53,7 +53,7 @@ use ss_kernel_logic::elf;
 use ss_kernel_logic::sv39::{self, PAGE_SIZE};
 
 use crate::arch::TrapFrame;
-use crate::fd::Fd;
+use crate::fd::{Fd, WaitSite};
 use crate::mm::AddressSpace;
 use crate::sched;
 use crate::sync::IrqMutex;
@@ -86,6 +86,10 @@ pub struct Thread {
     /// The registers an upcall interrupted, while the thread is in the
     /// process's upcall handler (`aio`); held like `frame`.
     upcall: UnsafeCell<Option<alloc::boxed::Box<TrapFrame>>>,
+    /// The descriptor's object it last blocked in ([`Thread::record_site`]),
+    /// for teardown to take it out of the object's wait list if it was
+    /// killed there.
+    site: IrqMutex<Option<Weak<dyn WaitSite>>>,
 }
 
 // SAFETY: `frame` is only accessed by the one party holding the thread in the
@@ -152,6 +156,17 @@ impl Thread {
     pub fn block_in(self: &Arc<Self>, list: &mut VecDeque<Arc<Thread>>, frame: &mut TrapFrame) {
         frame.sepc -= 4;
         self.block_with(|t| list.push_back(t));
+    }
+
+    /// Records the descriptor's object the running thread is about to block
+    /// in (`None`: it blocks elsewhere). Teardown looks there for it: the
+    /// object may no longer be in the process's descriptor table — another
+    /// thread closed the descriptor while this one waited — and yet live on
+    /// (another process holds it, or its other end), with this thread, killed,
+    /// in its wait list holding the whole process until the object's next
+    /// wake-up, maybe never.
+    pub fn record_site(&self, site: Option<Weak<dyn WaitSite>>) {
+        *self.site.lock() = site;
     }
 
     /// Blocks the running thread; `park` stores it where its waker will find
@@ -450,6 +465,7 @@ impl Process {
             state: AtomicU8::new(ThreadState::Runnable as u8),
             frame: UnsafeCell::new(frame),
             upcall: UnsafeCell::new(None),
+            site: IrqMutex::new(None),
         });
         inner.threads.push(t.clone());
         inner.live += 1;
@@ -566,16 +582,22 @@ impl Process {
         };
         // Every thread is dead by now. The ones that were blocked may still be
         // in the list they waited in (the kill only marked them): a sleep
-        // (due centuries ahead, perhaps), console input, a pipe or socket
-        // shared with another process. Each holds this process in memory;
-        // they are taken out now and dropped below.
+        // (due centuries ahead, perhaps), console input, a pipe or socket —
+        // one another process shares, or one whose descriptor another thread
+        // closed meanwhile, so that the table no longer names it. Each holds
+        // this process in memory; they are taken out now and dropped below.
+        // A thread blocked on a descriptor's object recorded it.
         let mut dead = sched::take_dead_sleepers();
         dead.append(&mut crate::console::INPUT.lock().readers.take_dead());
-        for f in fds.iter().flatten() {
-            dead.append(&mut f.take_dead_waiters());
+        let sites: Vec<Arc<dyn WaitSite>> = threads
+            .iter()
+            .filter_map(|t| t.site.lock().take()?.upgrade())
+            .collect();
+        for site in &sites {
+            dead.append(&mut site.take_dead_waiters());
         }
         // Outside our lock: closing a pipe end wakes other processes' threads.
-        drop((fds, threads, parked, waiters, dead));
+        drop((fds, threads, parked, waiters, dead, sites));
         // Freed and reported now, or by the last hart to leave its page table
         // (each is asked to at once). The exit is reported only once the
         // frames are free, so that a parent that spawns again once its child

@@ -234,7 +234,11 @@ fn accept(t: &Arc<Thread>, frame: &mut TrapFrame, fd: usize) -> Outcome {
         Ok(_) => return Outcome::Return(SysError::BadFd.to_ret()),
         Err(e) => return Outcome::Return(e.to_ret()),
     };
-    match net::accept(&l, |w| t.block_in(&mut w.threads, frame)) {
+    let block = |w: &mut Waiters| {
+        t.record_site(Some(crate::fd::site_of(&l)));
+        t.block_in(&mut w.threads, frame);
+    };
+    match net::accept(&l, block) {
         None => Outcome::Blocked,
         Some(r) => Outcome::Return(
             r.and_then(|c| install_in(&t.proc, Fd::Tcp(Arc::new(c))))
@@ -334,6 +338,18 @@ impl FdRef {
         }
     }
 
+    /// The object, as a thread blocking in its wait list records it
+    /// (`Thread::record_site`); `None` for the console, whose readers
+    /// teardown finds in the console's own list.
+    pub(crate) fn site(&self) -> Option<alloc::sync::Weak<dyn crate::fd::WaitSite>> {
+        match self {
+            FdRef::Stdin | FdRef::Stdout => None,
+            FdRef::PipeRead(p) | FdRef::PipeWrite(p) => Some(crate::fd::site_of(p)),
+            FdRef::Listener(l) => Some(crate::fd::site_of(l)),
+            FdRef::Tcp(c) => Some(crate::fd::site_of(c)),
+        }
+    }
+
     /// Forgets a kernel coroutine's waker that a read (`writing`: a write)
     /// left with the object, when its call ended another way.
     pub(crate) fn forget(&self, w: &core::task::Waker, writing: bool) {
@@ -360,7 +376,10 @@ fn read(
     if range.is_empty() {
         return Ok(Some(0));
     }
-    let block = |w: &mut Waiters| t.block_in(&mut w.threads, frame);
+    let block = |w: &mut Waiters| {
+        t.record_site(f.site());
+        t.block_in(&mut w.threads, frame);
+    };
     let Some(data) = f.read(range.len(), block).transpose()? else {
         return Ok(None);
     };
@@ -383,8 +402,11 @@ fn write(
     len: usize,
 ) -> Result<Option<usize>> {
     let data = copy_in(t, buf, len)?;
-    f.write(&data, |w| t.block_in(&mut w.threads, frame))
-        .transpose()
+    let block = |w: &mut Waiters| {
+        t.record_site(f.site());
+        t.block_in(&mut w.threads, frame);
+    };
+    f.write(&data, block).transpose()
 }
 
 fn spawn(

@@ -22,8 +22,19 @@
 //! taking them — is swept out once the store holds more than
 //! [`Results::SWEEP`] results and more than twice as many as there are
 //! coroutines alive.
+//!
+//! **A result nobody will take is handed back, never dropped, once it is
+//! released.** An `accept`'s result is a new descriptor: dropped, its
+//! connection stays open for the life of the process. A coroutine that drops
+//! a finished `accept` untaken releases it ([`Results::release`]): the store
+//! hands the result back at once if it holds it, or when it arrives
+//! ([`Put::Released`]), for the caller to close. (The user library used to
+//! take it itself, draining the queue in a bounded loop; while another
+//! thread was draining, the loop could end first, and the result then waited
+//! here until the coroutine's next call replaced it or its exit swept it:
+//! dropped, the connection open.)
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 /// A result not yet taken.
@@ -35,10 +46,22 @@ pub struct Taken {
     pub stamp: u64,
 }
 
+/// What [`Results::put`] did with a result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Put {
+    /// Stored for its coroutine to take; the store now holds this many.
+    Stored(usize),
+    /// Not stored: its call was released ([`Results::release`]); the caller
+    /// disposes of it (closes the descriptor).
+    Released(Taken),
+}
+
 /// Results not yet taken, by coroutine id: `(op, result)`.
 #[derive(Debug, Default)]
 pub struct Results {
     by_cid: BTreeMap<u64, (u64, Taken)>,
+    /// Calls `(cid, op)` released before their result arrived.
+    released: BTreeSet<(u64, u64)>,
 }
 
 impl Results {
@@ -49,13 +72,17 @@ impl Results {
     pub const fn new() -> Results {
         Results {
             by_cid: BTreeMap::new(),
+            released: BTreeSet::new(),
         }
     }
 
     /// Stores the result of `cid`'s call `op`, replacing one of an earlier
-    /// call (which it abandoned) but never one of a later call; returns how
-    /// many results the store holds.
-    pub fn put(&mut self, cid: u64, op: u64, result: i64, stamp: u64) -> usize {
+    /// call (which it abandoned) but never one of a later call — unless the
+    /// call was released, when the result is handed back instead.
+    pub fn put(&mut self, cid: u64, op: u64, result: i64, stamp: u64) -> Put {
+        if self.released.remove(&(cid, op)) {
+            return Put::Released(Taken { result, stamp });
+        }
         let new = (op, Taken { result, stamp });
         self.by_cid
             .entry(cid)
@@ -65,7 +92,24 @@ impl Results {
                 }
             })
             .or_insert(new);
-        self.by_cid.len()
+        Put::Stored(self.by_cid.len())
+    }
+
+    /// `cid` will never take the result of its finished call `op` (it
+    /// dropped the call's future after the kernel said the result was on its
+    /// way): the result if it is here (taken out), else `None`, and the
+    /// result is handed back by [`Results::put`] when it arrives.
+    pub fn release(&mut self, cid: u64, op: u64) -> Option<Taken> {
+        if self.by_cid.get(&cid).is_some_and(|r| r.0 == op) {
+            return self.by_cid.remove(&cid).map(|(_, t)| t);
+        }
+        self.released.insert((cid, op));
+        None
+    }
+
+    /// Calls released whose result has not arrived yet.
+    pub fn released(&self) -> usize {
+        self.released.len()
     }
 
     /// Takes the result of `cid`'s call `op`, if it arrived. A result held
@@ -177,13 +221,57 @@ mod tests {
     fn forget_drops_only_the_call_it_names() {
         let mut r = Results::new();
         r.put(3, 1, -11, 1);
-        assert_eq!(r.put(3, 2, 916, 2), 1);
+        assert_eq!(r.put(3, 2, 916, 2), Put::Stored(1));
         // The drop of the older result (its wake failed) leaves the newer.
         r.forget(3, 1);
         assert_eq!(r.take(3, 2), taken(916, 2));
         r.put(4, 5, 0, 5);
         r.forget(4, 5);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_released_result_is_handed_back_whether_it_came_before_or_after() {
+        let mut r = Results::new();
+        // Arrived first: handed back by the release, not left to be dropped.
+        r.put(5, 30, 7, 1);
+        assert_eq!(r.release(5, 30), taken(7, 1));
+        assert!(r.is_empty());
+        // Released first: handed back by the put, never stored.
+        assert_eq!(r.release(6, 31), None);
+        assert_eq!(r.released(), 1);
+        assert_eq!(
+            r.put(6, 31, 9, 2),
+            Put::Released(Taken {
+                result: 9,
+                stamp: 2
+            })
+        );
+        assert!(r.is_empty());
+        assert_eq!(r.released(), 0);
+        // The coroutine's next call is not affected either way.
+        r.put(6, 32, 4, 3);
+        assert_eq!(r.take(6, 32), taken(4, 3));
+    }
+
+    #[test]
+    fn a_release_never_takes_another_calls_result() {
+        let mut r = Results::new();
+        // Coroutine 2 released call 40; the result held is call 41's.
+        r.put(2, 41, 12, 1);
+        assert_eq!(r.release(2, 40), None);
+        assert_eq!(r.take(2, 41), taken(12, 1));
+        // Call 40's result arrives late: handed back, and it replaces
+        // nothing.
+        r.put(2, 42, 13, 2);
+        assert_eq!(
+            r.put(2, 40, 5, 3),
+            Put::Released(Taken {
+                result: 5,
+                stamp: 3
+            })
+        );
+        assert_eq!(r.take(2, 42), taken(13, 2));
     }
 
     #[test]

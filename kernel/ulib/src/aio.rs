@@ -26,7 +26,7 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::{Context, Poll};
 
-use ss_abi::completion::{CQ_IPIS_OFFSET, CQ_RESETS_OFFSET, CQ_UPCALLS_OFFSET};
+use ss_abi::completion::{CQ_IPIS_OFFSET, CQ_RESETS_OFFSET, CQ_TAIL_OFFSET, CQ_UPCALLS_OFFSET};
 use ss_abi::syscall::SysError;
 use ss_abi::uspace::COMPLETION_PAGE_VA;
 use ss_abi::vdso::NO_RESULT;
@@ -87,30 +87,11 @@ impl Drop for Outcome {
             return;
         }
         if self.descriptor {
-            release_descriptor(self.cid, self.op);
+            // Finished, its result in the completion queue or the vDSO's
+            // results: a descriptor the program never saw, which the vDSO
+            // closes (now, or when it drains the result).
+            (vdso().release_descriptor)(self.cid, self.op);
         }
-    }
-}
-
-/// An `accept` whose future was dropped had already finished: its result —
-/// a descriptor the program never saw — is in the completion queue or the
-/// vDSO's results (the kernel drops one it has not delivered yet). Takes it
-/// and closes the descriptor, so a dropped `accept` leaks no connection.
-fn release_descriptor(cid: u64, op: u64) {
-    // Another thread may be draining the queue (then ours only asks it for
-    // another pass): a few tries while it finishes.
-    for _ in 0..10_000 {
-        let mut stamp = 0u64;
-        // SAFETY: `stamp` is a live `u64`.
-        let r = unsafe { (vdso().take_result)(cid, op, &mut stamp) };
-        if r != NO_RESULT {
-            if let Ok(fd) = usize::try_from(r) {
-                let _ = sys::close(fd);
-            }
-            return;
-        }
-        drain();
-        core::hint::spin_loop();
     }
 }
 
@@ -201,6 +182,12 @@ pub fn upcalls() -> u64 {
 /// IPIs the kernel sent to deliver this process's completions at once.
 pub fn ipis() -> u64 {
     cq_word(CQ_IPIS_OFFSET).load(Ordering::Relaxed)
+}
+
+/// Completions the kernel has put in the queue (the ring's free-running
+/// tail).
+pub fn cq_tail() -> u64 {
+    cq_word(CQ_TAIL_OFFSET).load(Ordering::Acquire)
 }
 
 /// Times the kernel found the queue's `head` corrupt and reset it.

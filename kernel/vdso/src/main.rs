@@ -31,7 +31,7 @@ use ss_core::platform::{Clock, Critical, Park, Platform};
 use ss_core::{DrainGate, Executor, PrioBitmap};
 use ss_kernel_logic::folded::FoldedWords;
 use ss_kernel_logic::heap::BuddyHeap;
-use ss_kernel_logic::results::Results;
+use ss_kernel_logic::results::{Put, Results};
 use ss_usys as sys;
 
 #[global_allocator]
@@ -206,6 +206,7 @@ pub static ss_vdso_table: VdsoTable = VdsoTable {
     take_result,
     drain,
     priority_of,
+    release_descriptor,
 };
 
 /// Delivered results not yet taken (see [`Results`]: nothing a coroutine
@@ -228,6 +229,23 @@ unsafe extern "C" fn take_result(cid: u64, op: u64, stamp: *mut u64) -> i64 {
     taken.result
 }
 
+/// [`VdsoTable::release_descriptor`]: the result of a dropped `accept` that
+/// had finished is closed here, now or when [`drain`] delivers it
+/// ([`Results::release`]).
+extern "C" fn release_descriptor(cid: u64, op: u64) {
+    let held = RESULTS.lock().release(cid, op);
+    if let Some(taken) = held {
+        close_result(taken.result);
+    }
+}
+
+/// Closes the descriptor an `accept` result names (an error names none).
+fn close_result(result: i64) {
+    if let Ok(fd) = usize::try_from(result) {
+        let _ = sys::close(fd);
+    }
+}
+
 fn drain_if_pending() {
     let head = page_word(COMPLETION_PAGE_VA, CQ_HEAD_OFFSET).load(Ordering::Acquire);
     if page_word(COMPLETION_PAGE_VA, CQ_TAIL_OFFSET).load(Ordering::Acquire) != head {
@@ -237,7 +255,8 @@ fn drain_if_pending() {
 
 /// Takes every entry of the completion queue, here or in the thread already
 /// draining: stores its result and wakes its coroutine (a result for a
-/// coroutine that is gone is dropped). The page is the process's own memory,
+/// coroutine that is gone is dropped; a released `accept`'s descriptor is
+/// closed: [`release_descriptor`]). The page is the process's own memory,
 /// so a corrupt `head`/`tail` pair only skips entries. Returns the entries
 /// taken here.
 extern "C" fn drain() -> u64 {
@@ -262,7 +281,15 @@ fn drain_pass() -> u64 {
     head_word.store(tail, Ordering::Release);
     let mut stored = 0;
     for (cid, result, stamp, op) in taken {
-        stored = RESULTS.lock().put(cid, op, result, stamp);
+        let put = RESULTS.lock().put(cid, op, result, stamp);
+        match put {
+            Put::Stored(n) => stored = n,
+            Put::Released(taken) => {
+                // Its future was dropped: nobody will take it.
+                close_result(taken.result);
+                continue;
+            }
+        }
         if exec().wake(CoroutineId::from_raw(cid)).is_err() {
             // Its coroutine is gone: nobody will take it.
             RESULTS.lock().forget(cid, op);

@@ -19,6 +19,8 @@
 //! | 11 | the polling thread (`IoMode::KernelThread`) with an hour-long sleep pending and 2 000 calls beside it (the kernel checks its sleeper list stays short) |
 //! | 12 | asynchronous writes into a full pipe until the kernel refuses (`Limit` or `OutOfMemory`, never a kernel panic) |
 //! | 13 | full pipes until the kernel refuses |
+//! | 15 | an `accept` whose future is dropped after its connection came: the connection is closed (the host sees end of file) and its descriptor freed; the host's side is `cargo xtask test-kernel`'s ([`DROPPED_ACCEPT_PORT`]) |
+//! | 14 | a thread blocked reading descriptor 3 (a pipe whose write end the kernel keeps) when another thread closes it and the process exits (run by the kernel's suite, which checks that nothing is left held) |
 #![no_std]
 #![no_main]
 
@@ -965,6 +967,151 @@ async fn many_full_pipes() -> Outcome {
     Ok(())
 }
 
+/// Mode 14 (started by the kernel's own suite, `blocked_on_closed_pipe`,
+/// with descriptor 3 the read end of a pipe whose write end the kernel
+/// keeps): a thread blocks reading descriptor 3, the main thread closes it
+/// and the process exits. The blocked thread stays in the pipe's wait list
+/// (closing a read end wakes only writers), on an object no longer in the
+/// process's table; the kernel then checks that the process was freed while
+/// it still holds the write end.
+async fn blocked_on_closed_pipe() -> Outcome {
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    static RETURNED: AtomicBool = AtomicBool::new(false);
+    extern "C" fn reader(_: usize) -> ! {
+        STARTED.store(true, Ordering::SeqCst);
+        let mut b = [0u8; 1];
+        let _ = sys::read(3, &mut b);
+        RETURNED.store(true, Ordering::SeqCst);
+        sys::thread_exit()
+    }
+    sys::alloc_cpu_raw(reader as *const () as usize, 0).map_err(|e| format!("{e}"))?;
+    let end = sys::time() + 10 * sys::TIME_HZ;
+    while !STARTED.load(Ordering::SeqCst) && sys::time() < end {
+        sys::sleep_ns(ms(1));
+    }
+    ensure!(
+        STARTED.load(Ordering::SeqCst),
+        "the reader thread never ran"
+    );
+    // The reader is blocked in the pipe by then (nobody writes to it).
+    sys::sleep_ns(ms(50));
+    sys::close(3).map_err(|e| format!("close 3: {e}"))?;
+    sys::sleep_ns(ms(20));
+    // Had it not been blocked when the descriptor closed, its read would
+    // have found it closed and returned: the test would test nothing.
+    ensure!(
+        !RETURNED.load(Ordering::SeqCst),
+        "the reader was not blocked in the pipe when descriptor 3 closed"
+    );
+    Ok(())
+}
+
+/// The guest port of mode 15; the test boot forwards a host port to it, and
+/// `cargo xtask test-kernel`'s peer (`xtask/src/kernel.rs`,
+/// `dropped_accept_peer`) connects there.
+pub const DROPPED_ACCEPT_PORT: u16 = 7001;
+
+/// The lowest free descriptor (the next one the kernel hands out).
+fn lowest_free_fd() -> Result<usize, String> {
+    let (r, w) = pipe()?;
+    for fd in [r, w] {
+        sys::close(fd).map_err(|e| format!("close: {e}"))?;
+    }
+    Ok(r.min(w))
+}
+
+/// Mode 15: an asynchronous `accept` whose connection came, its result
+/// delivered to the process, and whose future is then dropped untaken: the
+/// program never sees the descriptor, so the drop must see it closed.
+///
+/// With the host's peer: it connects (A) until the guest answers `R` on it.
+/// Then two rounds: the guest submits an `accept` and tells the peer `G`; the
+/// peer connects (B); once the completion is in the queue the guest drops the
+/// future. The peer reads B: end of file within 20 s is `E` on A, anything
+/// else `L`. The guest checks that the descriptor B had is free again and
+/// that the peer said `E`. In the first round the result is in the vDSO's
+/// results when the future is dropped (the guest drains the queue first);
+/// in the second, still in the queue (the upcall is unregistered, and
+/// nothing drains until after the drop).
+async fn dropped_accept() -> Outcome {
+    let deadline = sys::time() + 30 * sys::TIME_HZ;
+    let l = sys::listen(DROPPED_ACCEPT_PORT).map_err(|e| format!("listen: {e}"))?;
+    // A, bounded: the peer is `cargo xtask test-kernel`'s.
+    let a = {
+        let mut first = core::pin::pin!(aio::accept(l));
+        loop {
+            if let Some(r) = poll_once(first.as_mut()).await {
+                break r.map_err(|e| format!("accept A: {e}"))?;
+            }
+            ensure!(
+                sys::time() < deadline,
+                "no connection from the host's peer within 30 s (is this boot's port \
+                 {DROPPED_ACCEPT_PORT} forwarded?)"
+            );
+            // Not an asynchronous sleep: one call per coroutine at a time.
+            sys::sleep_ns(ms(5));
+            aio::drain();
+        }
+    };
+    ensure!(sys::write(a, b"R") == Ok(1), "write R");
+    dropped_accept_round(l, a, true, deadline)
+        .await
+        .map_err(|e| format!("result drained before the drop: {e}"))?;
+    sys::upcall_register(0).map_err(|e| format!("upcall_register(0): {e}"))?;
+    dropped_accept_round(l, a, false, deadline)
+        .await
+        .map_err(|e| format!("result still queued at the drop: {e}"))?;
+    for fd in [a, l] {
+        sys::close(fd).map_err(|e| format!("close: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One round of mode 15 on listener `l` with the peer's connection `a`;
+/// `drained`: drain the queue before dropping the `accept`.
+async fn dropped_accept_round(l: usize, a: usize, drained: bool, deadline: u64) -> Outcome {
+    let free = lowest_free_fd()?;
+    {
+        let mut second = core::pin::pin!(aio::accept(l));
+        // The tail before the call: its completion is the next entry (the
+        // process makes no other asynchronous call meanwhile).
+        let tail = aio::cq_tail();
+        ensure!(
+            poll_once(second.as_mut()).await.is_none(),
+            "accept B finished before the peer was told to connect"
+        );
+        ensure!(sys::write(a, b"G") == Ok(1), "write G");
+        while aio::cq_tail() == tail {
+            ensure!(sys::time() < deadline, "accept B never completed");
+            sys::sleep_ns(ms(1));
+        }
+        if drained {
+            aio::drain();
+        }
+        // Dropped here, untaken, its result delivered.
+    }
+    // Closed at the drop, or at the drain that finds it queued.
+    loop {
+        aio::drain();
+        if lowest_free_fd()? == free {
+            break;
+        }
+        ensure!(
+            sys::time() < deadline,
+            "descriptor {free}, the dropped accept's connection, stayed open"
+        );
+        sys::sleep_ns(ms(1));
+    }
+    let mut verdict = [0u8; 1];
+    let n = sys::read(a, &mut verdict).map_err(|e| format!("read the verdict: {e}"))?;
+    ensure!(
+        n == 1 && verdict[0] == b'E',
+        "the peer did not see the dropped accept's connection closed (said {:?})",
+        &verdict[..n]
+    );
+    Ok(())
+}
+
 async fn main(arg: usize) -> i32 {
     let mode = arg & 0xff;
     let r = match mode {
@@ -982,6 +1129,8 @@ async fn main(arg: usize) -> i32 {
         11 => poller_sleep_pending().await,
         12 => many_pending_writes().await,
         13 => many_full_pipes().await,
+        14 => blocked_on_closed_pipe().await,
+        15 => dropped_accept().await,
         _ => Err(format!("no mode {mode}")),
     };
     match r {

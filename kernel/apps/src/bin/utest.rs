@@ -350,6 +350,7 @@ async fn main(harts: usize) -> i32 {
     results.push(("poller_sleep_pending", aio_mode(11, 2)));
     results.push(("many_pending_writes", aio_mode(12, 2)));
     results.push(("many_full_pipes", aio_mode(13, 2)));
+    results.push(("dropped_accept_closes", aio_mode(15, 2)));
     results.push((
         "async_burst_loses_no_completion",
         aio_mode(6 | BURST_ROUNDS << 8, 2),
