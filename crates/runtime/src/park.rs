@@ -197,6 +197,12 @@
 //!   looks); one of the two calls it out. With `held` written outside the
 //!   list's lock (the code before 2026-11-29's review) loom finds the worker
 //!   waiting for good.
+//! - `a_call_out_leaves_the_reserved_mark_to_a_worker_back_in`: a worker called
+//!   out while its own ring wakes it goes back into reserve before the
+//!   call-out has finished; its reserved mark must still say so. With the
+//!   marks cleared after the call-out's lock (as until 2026-11-30) it ended
+//!   listed but unmarked, and the multishot receives armed on its ring no
+//!   longer followed their readers off it.
 
 use std::cell::RefCell;
 use std::io;
@@ -804,14 +810,21 @@ impl Reserve {
     }
 
     /// Calls every worker in reserve out: they run until they go idle again.
+    /// Their marks are cleared under the lock, before a worker called out
+    /// can come back in (woken by its own ring meanwhile) and be marked
+    /// again (found by the loom model
+    /// `a_call_out_leaves_the_reserved_mark_to_a_worker_back_in`).
     fn call_out(&self) {
         let parked = {
             let mut list = lock(&self.parked);
             self.held.store(false, Ordering::SeqCst);
-            std::mem::take(&mut *list)
+            let parked = std::mem::take(&mut *list);
+            for p in &parked {
+                p.reserved.store(false, Ordering::Relaxed);
+            }
+            parked
         };
         for p in parked {
-            p.reserved.store(false, Ordering::Relaxed);
             p.notify();
         }
     }
@@ -1542,6 +1555,45 @@ mod loom_model {
             worker.join().unwrap();
             assert!(!me.reserved());
             assert!(lock(&r.parked).is_empty());
+        });
+    }
+
+    /// A worker in reserve is called out while its own ring wakes it; seeing
+    /// the reserve gone it runs, finds nothing, and goes back in before the
+    /// call-out has finished. It must end marked reserved exactly when it is
+    /// listed (the mark sends the multishot receives armed on its ring to the
+    /// workers that poll their readers), and listed only while the reserve
+    /// holds. A call-out that cleared the marks after its lock cleared the
+    /// mark of a worker back in reserve.
+    #[test]
+    fn a_call_out_leaves_the_reserved_mark_to_a_worker_back_in() {
+        loom::model(|| {
+            let r = Arc::new(Reserve::default());
+            let me = doorbell();
+            let worker = {
+                let (r, me) = (r.clone(), me.clone());
+                thread::spawn(move || {
+                    r.enter(Some(me.clone()));
+                    me.wait_blocking();
+                    if !r.still_holds(Some(&me)) {
+                        r.enter(Some(me.clone()));
+                    }
+                })
+            };
+            let ring = {
+                let me = me.clone();
+                thread::spawn(move || me.complete())
+            };
+            r.call_out();
+            ring.join().unwrap();
+            worker.join().unwrap();
+            let listed = lock(&r.parked).iter().any(|p| Arc::ptr_eq(p, &me));
+            assert_eq!(
+                me.reserved(),
+                listed,
+                "the reserved mark disagrees with the list"
+            );
+            assert!(!listed || r.held.load(Ordering::SeqCst));
         });
     }
 }
