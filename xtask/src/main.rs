@@ -167,7 +167,8 @@ fn steps() -> Vec<Step> {
         },
         Step {
             name: "loom",
-            what: "loom models of the core's races and of the runtime's remote-request and watch handshakes",
+            what: "loom models of the core's races and of the runtime's remote-request, watch, \
+                   parking (permits, ring wake-ups) and reserve (call-outs) handshakes",
             run: |_| {
                 let env = [
                     ("RUSTFLAGS", "--cfg loom"),

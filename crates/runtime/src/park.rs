@@ -173,12 +173,48 @@
 //! that has no ring of its own in a runtime that has io_uring (its ring could not
 //! be set up) blocks in `read(2)` on its eventfd instead, through the same
 //! permit/parked-set logic.
+//!
+//! # Checked with loom
+//!
+//! The permits and the reserve are [`Sleepers`] and [`Reserve`]; under
+//! `--cfg loom` their locks and flags are loom's and a worker's eventfd and
+//! ring wait stand in as `Doorbell` (its writes coalesce as an eventfd's do,
+//! and another completion on the ring ends the wait too), so the models at
+//! the end of this file (`cargo xtask test --only loom`) check the code the
+//! workers run:
+//!
+//! - `every_unpark_wakes_a_parked_worker_or_is_banked_for_the_next_park`: two
+//!   workers park while two unparks race them (up to four preemptions); both
+//!   return, no permit is left banked, nobody is left in the set, no doorbell
+//!   is left rung, and no worker is parked while a permit is banked. Splitting
+//!   the permit check and the join into two lock sections deadlocks it.
+//! - `an_unpark_racing_a_ring_wake_up_is_not_absorbed`: a worker parks until it
+//!   sees a push, its own ring wakes it meanwhile, and the push's unpark
+//!   races both: it always sees the push, and never stays in the set once
+//!   back (with the ring-woken worker's leaving taken out it does).
+//! - `a_call_out_reaches_a_worker_entering_reserve`: a worker goes into
+//!   reserve between two call-outs and waits on its doorbell alone (no timed
+//!   looks); one of the two calls it out. With `held` written outside the
+//!   list's lock (the code before 2026-11-29's review) loom finds the worker
+//!   waiting for good.
+//! - `a_call_out_leaves_the_reserved_mark_to_a_worker_back_in`: a worker called
+//!   out while its own ring wakes it goes back into reserve before the
+//!   call-out has finished; its reserved mark must still say so. With the
+//!   marks cleared after the call-out's lock (as until 2026-11-30) it ended
+//!   listed but unmarked, and the multishot receives armed on its ring no
+//!   longer followed their readers off it.
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+// The parking and reserve handshakes' primitives are loom's under `--cfg
+// loom`, so that the models at the end of this file check the code we run.
+#[cfg(loom)]
+use loom::sync::{atomic::AtomicBool, Mutex, MutexGuard};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+#[cfg(not(loom))]
+use std::sync::{atomic::AtomicBool, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ss_core::platform::{Clock, Critical, Park, Platform, ThreadPlatform};
@@ -213,8 +249,9 @@ struct Reserve {
     /// reserve listed (and rings it) or comes after that worker set it —
     /// never between, which left `held` set with the worker neither listed
     /// nor marked reserved, out of the next call-out's reach (found in
-    /// review, 2026-11-29).
-    held: std::sync::atomic::AtomicBool,
+    /// review, 2026-11-29; the loom model
+    /// `a_call_out_reaches_a_worker_entering_reserve` fails without it).
+    held: AtomicBool,
     /// The doorbells of the workers in reserve now.
     parked: Mutex<Vec<Arc<Parker>>>,
     /// The rest of the machine takes half or more of the CPUs beyond one
@@ -550,7 +587,23 @@ pub(crate) struct Parker {
     /// in, cleared when it is called out or leaves. Read by multishot
     /// receives armed on the worker's ring, which then follow their readers
     /// to the worker that polls them (`io::multishot`).
-    reserved: std::sync::atomic::AtomicBool,
+    reserved: AtomicBool,
+    /// Under loom, the eventfd and the ring's wait (see `Doorbell`).
+    #[cfg(loom)]
+    bell: Mutex<Doorbell>,
+    #[cfg(loom)]
+    rung: loom::sync::Condvar,
+}
+
+/// Under loom, what a worker's eventfd and its ring's wait come to: the
+/// doorbell was written and not yet read (an eventfd's counter coalesces
+/// writes: one read takes them all), or another completion arrived on its
+/// ring (which ends the wait as well: a spurious return).
+#[cfg(loom)]
+#[derive(Debug, Default)]
+struct Doorbell {
+    rung: bool,
+    completion: bool,
 }
 
 impl Parker {
@@ -564,7 +617,11 @@ impl Parker {
         let efd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Arc::new(Parker {
             efd,
-            reserved: std::sync::atomic::AtomicBool::new(false),
+            reserved: AtomicBool::new(false),
+            #[cfg(loom)]
+            bell: Mutex::new(Doorbell::default()),
+            #[cfg(loom)]
+            rung: loom::sync::Condvar::new(),
         }))
     }
 
@@ -585,6 +642,7 @@ impl Parker {
     }
 
     /// Rings the doorbell.
+    #[cfg(not(loom))]
     pub(crate) fn notify(&self) {
         let one = 1u64;
         // SAFETY: writes 8 bytes from a live `u64` to our own eventfd. It cannot
@@ -593,11 +651,45 @@ impl Parker {
     }
 
     /// Blocks until the doorbell rings (for a worker without a ring).
+    #[cfg(not(loom))]
     fn wait_blocking(&self) {
         let mut v = 0u64;
         // SAFETY: reads 8 bytes into a live `u64`. An error (EINTR) is a spurious
         // wake-up, which `park` may have.
         let _ = unsafe { libc::read(self.fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// Rings the doorbell (under loom: see [`Doorbell`]).
+    #[cfg(loom)]
+    pub(crate) fn notify(&self) {
+        lock(&self.bell).rung = true;
+        self.rung.notify_all();
+    }
+
+    /// Under loom, the wait on the worker's ring with its doorbell's read
+    /// armed: until the doorbell rings or another completion arrives; takes
+    /// whichever did (see [`Doorbell`]).
+    #[cfg(loom)]
+    fn wait_blocking(&self) {
+        let mut bell = lock(&self.bell);
+        while !bell.rung && !bell.completion {
+            bell = self.rung.wait(bell).unwrap_or_else(|e| e.into_inner());
+        }
+        *bell = Doorbell::default();
+    }
+
+    /// Under loom: a completion of another operation arrives on the worker's
+    /// ring.
+    #[cfg(all(test, loom))]
+    fn complete(&self) {
+        lock(&self.bell).completion = true;
+        self.rung.notify_all();
+    }
+
+    /// Under loom: the doorbell was rung and not yet read.
+    #[cfg(all(test, loom))]
+    fn rung(&self) -> bool {
+        lock(&self.bell).rung
     }
 }
 
@@ -617,11 +709,125 @@ fn current_parker() -> Option<Arc<Parker>> {
     })
 }
 
-/// Permits and parked workers (ring mode).
+/// The `Park` contract's counting semaphore in ring mode: one lock around
+/// the banked permits and the parked workers (see the module docs).
 #[derive(Debug, Default)]
-struct Sleepers {
+struct Sleepers(Mutex<Permits>);
+
+/// What [`Sleepers`] guards.
+#[derive(Debug, Default)]
+struct Permits {
     permits: usize,
     parked: Vec<Arc<Parker>>,
+}
+
+impl Sleepers {
+    /// Parks the worker whose doorbell is `me`: takes a banked permit, or
+    /// joins the parked set and waits. `ring` waits on the worker's ring,
+    /// calling the `leave` it is given on the way out, and returns `false`
+    /// (having done nothing) on a thread without a ring, which then blocks on
+    /// its eventfd. Either way the worker leaves the set itself if it is
+    /// still in it (woken by its ring, not picked: a spurious return).
+    fn park(&self, me: &Arc<Parker>, ring: impl FnOnce(&dyn Fn()) -> bool) {
+        {
+            let mut s = lock(&self.0);
+            if s.permits > 0 {
+                s.permits -= 1;
+                return;
+            }
+            s.parked.push(me.clone());
+        }
+        let leave = || self.leave(me);
+        if !ring(&leave) {
+            me.wait_blocking();
+            leave();
+        }
+    }
+
+    /// Leaves the parked set if still in it.
+    fn leave(&self, me: &Arc<Parker>) {
+        let mut s = lock(&self.0);
+        if let Some(i) = s.parked.iter().position(|p| Arc::ptr_eq(p, me)) {
+            s.parked.swap_remove(i);
+        }
+    }
+
+    /// Hands a permit to a parked worker (out of the set, then its doorbell),
+    /// or banks it.
+    fn unpark_one(&self) {
+        let target = {
+            let mut s = lock(&self.0);
+            match s.parked.pop() {
+                Some(p) => p,
+                None => {
+                    s.permits = s.permits.saturating_add(1);
+                    return;
+                }
+            }
+        };
+        target.notify();
+    }
+}
+
+impl Reserve {
+    /// The worker whose doorbell is `me` (none: it could not get one) goes
+    /// into reserve.
+    fn enter(&self, me: Option<Arc<Parker>>) {
+        let mut parked = lock(&self.parked);
+        if let Some(me) = me {
+            me.reserved.store(true, Ordering::Relaxed);
+            if !parked.iter().any(|p| Arc::ptr_eq(p, &me)) {
+                parked.push(me);
+            }
+        }
+        self.held.store(true, Ordering::SeqCst);
+        drop(parked);
+    }
+
+    /// Whether the reserve still holds the worker whose doorbell is `me`
+    /// (asked at its wake-ups); if not, it is no longer marked reserved.
+    fn still_holds(&self, me: Option<&Parker>) -> bool {
+        let held = self.held.load(Ordering::SeqCst);
+        if !held {
+            // Called out (a third worker's leaving ends everyone's reserve).
+            if let Some(me) = me {
+                me.reserved.store(false, Ordering::Relaxed);
+            }
+        }
+        held
+    }
+
+    /// The worker whose doorbell is `me` leaves the reserve on its own; the
+    /// others in reserve (more than two workers) come out at their next look
+    /// and go back in when they find nothing.
+    fn leave(&self, me: Option<&Arc<Parker>>) {
+        let mut parked = lock(&self.parked);
+        if let Some(me) = me {
+            me.reserved.store(false, Ordering::Relaxed);
+            parked.retain(|p| !Arc::ptr_eq(p, me));
+        }
+        self.held.store(false, Ordering::SeqCst);
+    }
+
+    /// Calls every worker in reserve out: they run until they go idle again.
+    /// Their marks are cleared under the lock, before a worker called out
+    /// can come back in (woken by its own ring meanwhile) and be marked
+    /// again (found by the loom model
+    /// `a_call_out_leaves_the_reserved_mark_to_a_worker_back_in`).
+    fn call_out(&self) {
+        let parked = {
+            let mut list = lock(&self.parked);
+            self.held.store(false, Ordering::SeqCst);
+            let parked = std::mem::take(&mut *list);
+            for p in &parked {
+                p.reserved.store(false, Ordering::Relaxed);
+            }
+            parked
+        };
+        for p in parked {
+            p.notify();
+        }
+    }
 }
 
 /// The workers' platform. See the module docs.
@@ -630,7 +836,7 @@ pub struct WorkerPlatform {
     threads: ThreadPlatform,
     /// Whether workers park on their rings (the runtime has io_uring).
     rings: bool,
-    sleepers: Mutex<Sleepers>,
+    sleepers: Sleepers,
     /// The clock's origin.
     origin: std::time::Instant,
     /// How long an idle worker spins before it sleeps.
@@ -669,7 +875,7 @@ impl WorkerPlatform {
         WorkerPlatform {
             threads: ThreadPlatform::with_spin(spin),
             rings: false,
-            sleepers: Mutex::new(Sleepers::default()),
+            sleepers: Sleepers::default(),
             origin: std::time::Instant::now(),
             spin,
             beats: crate::nudge::Beats::new(Self::DEFAULT_NUDGE),
@@ -762,15 +968,7 @@ impl WorkerPlatform {
 
     /// Calls every worker in reserve out: they run until they go idle again.
     pub(crate) fn call_out(&self) {
-        let parked = {
-            let mut list = lock(&self.reserve.parked);
-            self.reserve.held.store(false, Ordering::SeqCst);
-            std::mem::take(&mut *list)
-        };
-        for p in parked {
-            p.reserved.store(false, Ordering::Relaxed);
-            p.notify();
-        }
+        self.reserve.call_out();
     }
 
     /// Makes workers park on their io_uring rings (set before any worker starts).
@@ -779,35 +977,16 @@ impl WorkerPlatform {
         self
     }
 
-    /// Leaves the parked set if still in it (woken by its ring, not picked: a
-    /// spurious return, which the `Park` contract allows).
-    fn leave(&self, me: &Arc<Parker>) {
-        let mut s = lock(&self.sleepers);
-        if let Some(i) = s.parked.iter().position(|p| Arc::ptr_eq(p, me)) {
-            s.parked.swap_remove(i);
-        }
-    }
-
     fn park_on_ring(&self) {
         let Some(me) = current_parker() else {
             // No eventfd (descriptor limit): nap, and return spuriously.
             std::thread::sleep(Duration::from_millis(1));
             return;
         };
-        {
-            let mut s = lock(&self.sleepers);
-            if s.permits > 0 {
-                s.permits -= 1;
-                return;
-            }
-            s.parked.push(me.clone());
-        }
         // It reaps on the way out.
-        let on_ring = self.reaping(|| crate::io::driver::park_local(None, || self.leave(&me)));
-        if !on_ring {
-            me.wait_blocking();
-            self.leave(&me);
-        }
+        self.sleepers.park(&me, |leave| {
+            self.reaping(|| crate::io::driver::park_local(None, leave))
+        });
     }
 }
 
@@ -829,17 +1008,7 @@ impl Park for WorkerPlatform {
         if !self.rings {
             return self.threads.unpark_one();
         }
-        let target = {
-            let mut s = lock(&self.sleepers);
-            match s.parked.pop() {
-                Some(p) => p,
-                None => {
-                    s.permits = s.permits.saturating_add(1);
-                    return;
-                }
-            }
-        };
-        target.notify();
+        self.sleepers.unpark_one();
     }
 
     fn polling(&self, on: bool) {
@@ -871,43 +1040,17 @@ impl Park for WorkerPlatform {
         if !self.reserving() {
             return false;
         }
-        let me = current_parker();
-        let mut parked = lock(&self.reserve.parked);
-        if let Some(me) = me {
-            me.reserved.store(true, Ordering::Relaxed);
-            if !parked.iter().any(|p| Arc::ptr_eq(p, &me)) {
-                parked.push(me);
-            }
-        }
-        self.reserve.held.store(true, Ordering::SeqCst);
-        drop(parked);
+        self.reserve.enter(current_parker());
         true
     }
 
     /// Asked only by a worker that `enter_reserve` held (never the first).
     fn in_reserve(&self) -> bool {
-        let held = self.reserve.held.load(Ordering::SeqCst);
-        if !held {
-            // Called out (a third worker's leaving ends everyone's reserve).
-            PARKER.with(|p| {
-                if let Some(me) = &*p.borrow() {
-                    me.reserved.store(false, Ordering::Relaxed);
-                }
-            });
-        }
-        held
+        PARKER.with(|p| self.reserve.still_holds(p.borrow().as_deref()))
     }
 
     fn leave_reserve(&self) {
-        let me = PARKER.with(|p| p.borrow().clone());
-        let mut parked = lock(&self.reserve.parked);
-        if let Some(me) = me {
-            me.reserved.store(false, Ordering::Relaxed);
-            parked.retain(|p| !Arc::ptr_eq(p, &me));
-        }
-        // The others in reserve (more than two workers) come out at their
-        // next look and go back in when they find nothing.
-        self.reserve.held.store(false, Ordering::SeqCst);
+        PARKER.with(|p| self.reserve.leave(p.borrow().as_ref()));
     }
 
     fn park_reserved(&self, nothing_waited: bool) -> bool {
@@ -1267,5 +1410,190 @@ mod tests {
             })
             .count();
         assert!(spun < 400, "{spun}");
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_model {
+    //! The parking and reserve handshakes as the workers run them
+    //! ([`Sleepers`], [`Reserve`]), the eventfd and the ring's wait standing
+    //! in as [`Doorbell`]. A worker waiting for good is a lost wake-up, which
+    //! loom reports as a deadlock.
+    use super::{lock, Parker, Reserve, Sleepers};
+    use loom::sync::atomic::AtomicBool;
+    use loom::thread;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    /// A worker without a ring of its own (the ring is `Doorbell`'s stand-in).
+    fn no_ring(_: &dyn Fn()) -> bool {
+        false
+    }
+
+    fn doorbell() -> Arc<Parker> {
+        Parker::new().expect("eventfd")
+    }
+
+    /// Four threads explore too many interleavings to check them all: up to
+    /// four preemptions (~8 s; `LOOM_MAX_PREEMPTIONS` overrides).
+    fn bounded(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        if b.preemption_bound.is_none() {
+            b.preemption_bound = Some(4);
+        }
+        b.check(f);
+    }
+
+    /// Two workers park while two unparks race them: both return (a permit
+    /// handed to nobody, or banked while a worker sleeps, leaves one parked
+    /// for good), and nothing is left over — no banked permit, nobody in the
+    /// set, no doorbell rung and unread (a permit both banked and handed
+    /// over, or handed to two, would leave one). Whenever the lock is free no
+    /// worker is parked while a permit is banked.
+    #[test]
+    fn every_unpark_wakes_a_parked_worker_or_is_banked_for_the_next_park() {
+        bounded(|| {
+            let s = Arc::new(Sleepers::default());
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (s, me) = (s.clone(), doorbell());
+                    thread::spawn(move || {
+                        s.park(&me, no_ring);
+                        me
+                    })
+                })
+                .collect();
+            let s2 = s.clone();
+            let unparker = thread::spawn(move || s2.unpark_one());
+            s.unpark_one();
+            {
+                let p = lock(&s.0);
+                assert!(
+                    p.permits == 0 || p.parked.is_empty(),
+                    "parked beside a permit"
+                );
+            }
+            unparker.join().unwrap();
+            let bells: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+            let p = lock(&s.0);
+            assert_eq!(p.permits, 0, "a permit doubled");
+            assert!(p.parked.is_empty());
+            assert!(
+                bells.iter().all(|b| !b.rung()),
+                "a doorbell rung for nobody"
+            );
+        });
+    }
+
+    /// A worker parks until it finds the work a push left (as the executor's
+    /// loop does: it looks after every return), while its ring delivers a
+    /// completion of its own and the push's unpark races both. Whether the
+    /// unpark picks it (before or after its ring woke it) or finds it gone
+    /// and banks the permit, it is not absorbed: the worker finds the work.
+    /// It never stays in the set once returned; at most the one permit is
+    /// left banked (a spurious wake-up for the next park).
+    #[test]
+    fn an_unpark_racing_a_ring_wake_up_is_not_absorbed() {
+        loom::model(|| {
+            let s = Arc::new(Sleepers::default());
+            let me = doorbell();
+            let pushed = Arc::new(AtomicBool::new(false));
+            let worker = {
+                let (s, me, pushed) = (s.clone(), me.clone(), pushed.clone());
+                thread::spawn(move || {
+                    while !pushed.load(Ordering::SeqCst) {
+                        s.park(&me, no_ring);
+                    }
+                })
+            };
+            let ring = {
+                let me = me.clone();
+                thread::spawn(move || me.complete())
+            };
+            pushed.store(true, Ordering::SeqCst);
+            s.unpark_one();
+            ring.join().unwrap();
+            worker.join().unwrap();
+            let p = lock(&s.0);
+            assert!(p.parked.is_empty(), "a returned worker left in the set");
+            assert!(p.permits <= 1);
+        });
+    }
+
+    /// The review's finding (2026-11-29): a worker goes into reserve while
+    /// the first worker calls the reserve out, and calls it out once more
+    /// after. The worker, waiting on its doorbell, must be called out by one
+    /// of the two: a call-out that rang it between its listing and its
+    /// `held`, written outside the list's lock, left it held, unlisted, out
+    /// of the next call-out's reach — loom's deadlock. (Its timed looks are
+    /// left out: they bound how long a missed call-out costs, and would hide
+    /// it.)
+    #[test]
+    fn a_call_out_reaches_a_worker_entering_reserve() {
+        loom::model(|| {
+            let r = Arc::new(Reserve::default());
+            let me = doorbell();
+            let entered = Arc::new(AtomicBool::new(false));
+            let worker = {
+                let (r, me, entered) = (r.clone(), me.clone(), entered.clone());
+                thread::spawn(move || {
+                    r.enter(Some(me.clone()));
+                    entered.store(true, Ordering::SeqCst);
+                    loop {
+                        me.wait_blocking();
+                        if !r.still_holds(Some(&me)) {
+                            break;
+                        }
+                    }
+                })
+            };
+            r.call_out();
+            while !entered.load(Ordering::SeqCst) {
+                thread::yield_now();
+            }
+            r.call_out();
+            worker.join().unwrap();
+            assert!(!me.reserved());
+            assert!(lock(&r.parked).is_empty());
+        });
+    }
+
+    /// A worker in reserve is called out while its own ring wakes it; seeing
+    /// the reserve gone it runs, finds nothing, and goes back in before the
+    /// call-out has finished. It must end marked reserved exactly when it is
+    /// listed (the mark sends the multishot receives armed on its ring to the
+    /// workers that poll their readers), and listed only while the reserve
+    /// holds. A call-out that cleared the marks after its lock cleared the
+    /// mark of a worker back in reserve.
+    #[test]
+    fn a_call_out_leaves_the_reserved_mark_to_a_worker_back_in() {
+        loom::model(|| {
+            let r = Arc::new(Reserve::default());
+            let me = doorbell();
+            let worker = {
+                let (r, me) = (r.clone(), me.clone());
+                thread::spawn(move || {
+                    r.enter(Some(me.clone()));
+                    me.wait_blocking();
+                    if !r.still_holds(Some(&me)) {
+                        r.enter(Some(me.clone()));
+                    }
+                })
+            };
+            let ring = {
+                let me = me.clone();
+                thread::spawn(move || me.complete())
+            };
+            r.call_out();
+            ring.join().unwrap();
+            worker.join().unwrap();
+            let listed = lock(&r.parked).iter().any(|p| Arc::ptr_eq(p, &me));
+            assert_eq!(
+                me.reserved(),
+                listed,
+                "the reserved mark disagrees with the list"
+            );
+            assert!(!listed || r.held.load(Ordering::SeqCst));
+        });
     }
 }
