@@ -168,12 +168,27 @@ fn steps() -> Vec<Step> {
         Step {
             name: "loom",
             what: "loom models of the core's races and of the runtime's remote-request, watch, \
-                   parking (permits, ring wake-ups) and reserve (call-outs) handshakes",
+                   parking (permits, ring wake-ups) and reserve (call-outs) handshakes; clippy \
+                   over the code built for them",
             run: |_| {
                 let env = [
                     ("RUSTFLAGS", "--cfg loom"),
                     ("CARGO_TARGET_DIR", "target/loom"),
                 ];
+                // The code under `cfg(loom)` is code too: the clippy step never
+                // sees it.
+                let clippy = [
+                    "clippy",
+                    "-p",
+                    "ss-core",
+                    "-p",
+                    "ss-runtime",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ];
+                cargo(&clippy, &env)?;
                 let core = [
                     "test",
                     "-p",

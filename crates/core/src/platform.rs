@@ -239,6 +239,8 @@ mod thread {
     pub struct ThreadPlatform {
         permits: Mutex<usize>,
         cond: Condvar,
+        // Under loom the platform does not spin (see `spin_idle`).
+        #[cfg_attr(loom, allow(dead_code))]
         spin: core::time::Duration,
         #[cfg(not(loom))]
         origin: std::time::Instant,
