@@ -574,8 +574,8 @@ fn a_peer_silent_after_its_bad_frame_loses_the_connection() {
             // reset, and a later send fails.
             for c in &mut silent {
                 loop {
-                    match c.stream.write(b"x") {
-                        Ok(_) => {
+                    match c.stream.write_all(b"x") {
+                        Ok(()) => {
                             assert!(
                                 Instant::now() < deadline,
                                 "{}: a closed connection still takes bytes",
@@ -609,10 +609,11 @@ fn a_bad_frame_s_error_arrives_whole_whatever_the_peer_sends_after_it() {
     each_model(|server| {
         with_bystander(server, || {
             let mut c = Client::new(server.connect(), false);
-            // Answers that fill the socket buffers before the error is sent,
-            // and then more bytes than the socket holds after the bad frame:
-            // closing with those unread would reset the connection and lose
-            // the answers still queued to go.
+            // A small receive window, so that answers are still queued in
+            // the server's socket when it has sent its last and shut its
+            // side; then bytes after the bad frame: a server that closed
+            // with those unread would reset the connection and lose them.
+            set_receive_buffer(&c.stream, 4096);
             let dims: Vec<u16> = (0..24).map(|i| if i % 2 == 0 { 64 } else { 15 }).collect();
             let mut all = Vec::new();
             for (id, &n) in (300..).zip(&dims) {
@@ -642,6 +643,23 @@ fn a_bad_frame_s_error_arrives_whole_whatever_the_peer_sends_after_it() {
                 .unwrap_or_else(|e| panic!("{}: the server stopped reading: {e}", server.model));
         });
     });
+}
+
+/// Sets `s`'s receive buffer (SO_RCVBUF; the kernel doubles it and stops
+/// growing it).
+fn set_receive_buffer(s: &TcpStream, bytes: libc::c_int) {
+    // SAFETY: `s` is an open socket; `bytes` is a valid option value of the
+    // size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF)");
 }
 
 /// Closes `s` with a reset (SO_LINGER with a zero timeout).

@@ -66,7 +66,7 @@ pub(crate) fn start(setup: Setup) -> anyhow::Result<Running> {
                 handler: Handler::new(),
                 retry_after: types::Timespec::from(ACCEPT_RETRY),
                 accept_errors: accept::Errors::default(),
-                accepted: 0,
+                next_serial: 0,
                 lingering: VecDeque::new(),
                 linger_timer: None,
             };
@@ -97,8 +97,8 @@ struct Conn {
     /// number tells a linger deadline whose connection it was).
     serial: u64,
     /// After a bad frame, with its error Response sent: our side is shut and
-    /// the connection lingers until this deadline.
-    linger_until: Option<Instant>,
+    /// the connection lingers (its deadline is on `Server::lingering`).
+    lingers: bool,
 }
 
 struct Server {
@@ -112,8 +112,8 @@ struct Server {
     /// the timeout is in flight, so it lives here).
     retry_after: types::Timespec,
     accept_errors: accept::Errors,
-    /// Connections accepted so far (the next one's serial).
-    accepted: u64,
+    /// The next connection's serial (connections accepted so far).
+    next_serial: u64,
     /// Lingering connections (slot, serial, deadline), earliest first.
     lingering: VecDeque<(usize, u64, Instant)>,
     /// The linger timeout in flight, if any (the kernel reads it while it is
@@ -188,8 +188,8 @@ impl Server {
         let stream = unsafe { TcpStream::from_raw_fd(result as RawFd) };
         let _ = stream.set_nodelay(true);
         let _ = self.policy.on_accept();
-        let serial = self.accepted;
-        self.accepted += 1;
+        let serial = self.next_serial;
+        self.next_serial += 1;
         let conn = Conn {
             stream,
             framer: Framer::new(),
@@ -202,7 +202,7 @@ impl Server {
             failed: false,
             discarded: 0,
             serial,
-            linger_until: None,
+            lingers: false,
         };
         let slot = match self.free.pop() {
             Some(i) => {
@@ -298,10 +298,10 @@ impl Server {
             return;
         }
         if c.out.is_empty() {
-            if c.failed && !c.ended && c.linger_until.is_none() {
+            if c.failed && !c.ended && !c.lingers {
                 let _ = c.stream.shutdown(Shutdown::Write);
+                c.lingers = true;
                 let until = Instant::now() + LINGER;
-                c.linger_until = Some(until);
                 self.lingering.push_back((slot, c.serial, until));
                 self.arm_linger_timer();
             }

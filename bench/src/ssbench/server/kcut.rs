@@ -76,11 +76,13 @@ impl UringThread {
     ) -> Result<usize, Failed> {
         let sqe = sqe.user_data(OP);
         let mut sq = self.ring.submission();
-        // SAFETY: the caller keeps the memory the entries point at valid
-        // (above); the queue is empty, as every earlier operation completed
-        // before its call returned.
+        // The caller keeps the memory the entries point at valid (above);
+        // the queue is empty, as every earlier operation completed before its
+        // call returned.
         let pushed = match timeout {
+            // SAFETY: as above.
             None => unsafe { sq.push(&sqe) },
+            // SAFETY: as above; `ts` is the caller's too.
             Some(ts) => unsafe {
                 sq.push_multiple(&[
                     sqe.flags(squeue::Flags::IO_LINK),
