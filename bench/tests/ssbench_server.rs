@@ -510,6 +510,158 @@ fn an_oversize_dim_is_refused_after_the_header_alone() {
     });
 }
 
+/// Whether a process still holds the server's end of the connection whose
+/// client end is `peer`: its row in `/proc/net/tcp` (this test's network
+/// namespace, the server's too) with a socket inode. A socket no process
+/// holds any more (closed, orphaned or in TIME_WAIT) has inode 0 or no row.
+fn server_holds(server: &Server, peer: SocketAddr) -> bool {
+    let hex = |a: SocketAddr| match a {
+        // The kernel prints the address as the u32 it stores (network
+        // order, read natively), then the port.
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("the tests listen on IPv4"),
+    };
+    let (local, remote) = (hex(server.addr), hex(peer));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table.lines().skip(1).any(|row| {
+        let f: Vec<&str> = row.split_whitespace().collect();
+        f.len() > 9 && f[1] == local && f[2] == remote && f[9] != "0"
+    })
+}
+
+#[test]
+fn a_peer_silent_after_its_bad_frame_loses_the_connection() {
+    // The server reads the process's socket table: Linux models only.
+    each_linux_model(|server| {
+        with_bystander(server, || {
+            // The check sees a connection the server holds.
+            let mut good = Client::new(server.connect(), false);
+            good.round_trip(20, 15);
+            let at = good.stream.local_addr().unwrap();
+            assert!(server_holds(server, at), "{}", server.model);
+            let bad = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+            let (_, id, status) = verdict(&bad);
+            let mut silent: Vec<Client> = (0..3)
+                .map(|_| Client::new(server.connect(), false))
+                .collect();
+            for c in &mut silent {
+                c.stream.write_all(&bad).unwrap();
+                assert_eq!(c.next(None), Got::Error { id, status }, "{}", server.model);
+                // The server shut its side: end of file, though it still
+                // holds the connection, lingering.
+                assert_eq!(c.next(None), Got::Closed, "{}", server.model);
+            }
+            // From now on the peers neither send nor close: the server must
+            // let their connections go all the same.
+            let deadline = Instant::now() + timeout();
+            for c in &silent {
+                let peer = c.stream.local_addr().unwrap();
+                while server_holds(server, peer) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{}: still holds a silent peer's connection after {:?}",
+                        server.model,
+                        timeout()
+                    );
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+            // The peer sees it too: what it sends now is refused with a
+            // reset, and a later send fails.
+            for c in &mut silent {
+                loop {
+                    match c.stream.write_all(b"x") {
+                        Ok(()) => {
+                            assert!(
+                                Instant::now() < deadline,
+                                "{}: a closed connection still takes bytes",
+                                server.model
+                            );
+                            thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => {
+                            assert!(
+                                matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::BrokenPipe
+                                        | std::io::ErrorKind::ConnectionReset
+                                ),
+                                "{}: {e}",
+                                server.model
+                            );
+                            break;
+                        }
+                    }
+                }
+            }
+            // The good connection beside them was never touched.
+            good.round_trip(21, 64);
+        });
+    });
+}
+
+#[test]
+fn a_bad_frame_s_error_arrives_whole_whatever_the_peer_sends_after_it() {
+    each_model(|server| {
+        with_bystander(server, || {
+            let mut c = Client::new(server.connect(), false);
+            // A small receive window, so that answers are still queued in
+            // the server's socket when it has sent its last and shut its
+            // side; then bytes after the bad frame: a server that closed
+            // with those unread would reset the connection and lose them.
+            set_receive_buffer(&c.stream, 4096);
+            let dims: Vec<u16> = (0..24).map(|i| if i % 2 == 0 { 64 } else { 15 }).collect();
+            let mut all = Vec::new();
+            for (id, &n) in (300..).zip(&dims) {
+                all.extend_from_slice(&request(id, n));
+            }
+            let bad = b"GET / HTTP/1.1\r\n\r\n";
+            let (_, id, status) = verdict(bad);
+            all.extend_from_slice(bad);
+            all.extend((0..256 * 1024).map(|i| (i % 251) as u8));
+            // Written by a thread of its own while this one reads: a server
+            // may stop reading until its answers are read.
+            let mut writer = c.stream.try_clone().unwrap();
+            let wrote = thread::spawn(move || writer.write_all(&all));
+            for (rid, &n) in (300..).zip(&dims) {
+                assert_eq!(
+                    c.next(Some((rid, n))),
+                    Got::Ok { id: rid },
+                    "{}",
+                    server.model
+                );
+            }
+            assert_eq!(c.next(None), Got::Error { id, status }, "{}", server.model);
+            assert_eq!(c.next(None), Got::Closed, "{}", server.model);
+            wrote
+                .join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{}: the server stopped reading: {e}", server.model));
+        });
+    });
+}
+
+/// Sets `s`'s receive buffer (SO_RCVBUF; the kernel doubles it and stops
+/// growing it).
+fn set_receive_buffer(s: &TcpStream, bytes: libc::c_int) {
+    // SAFETY: `s` is an open socket; `bytes` is a valid option value of the
+    // size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF)");
+}
+
 /// Closes `s` with a reset (SO_LINGER with a zero timeout).
 fn reset(s: TcpStream) {
     let linger = libc::linger {

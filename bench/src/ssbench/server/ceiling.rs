@@ -13,17 +13,26 @@
 //! receive until they drain (a peer that sends and never reads holds at most
 //! that much). A connection is freed only when neither of its operations is in
 //! flight, so the kernel never writes into a freed buffer.
+//!
+//! After a bad frame the connection lingers as in the other models
+//! (`pipeline::LINGER`): once its error Response is sent and its side shut,
+//! it is put on a deadline list (in order of deadline, as every linger is
+//! equally long), and one timeout operation in the ring, for the earliest
+//! deadline, wakes the loop to end those that are due: their socket is shut
+//! down both ways, which completes the receive in flight.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::time::Instant;
 
 use io_uring::{opcode, squeue, types, IoUring};
 use ss_proto::ServerFrame;
 
 use super::accept::{self, ACCEPT_RETRY};
 use super::framing::{answer_bad, answer_hello, Framer, Handler};
-use super::pipeline::DISCARD_LIMIT;
+use super::pipeline::{DISCARD_LIMIT, LINGER};
 use super::{probe_io_uring, Policy, Running, Setup};
 
 /// Submission queue entries (the completion queue has twice as many).
@@ -31,12 +40,16 @@ const ENTRIES: u32 = 4096;
 /// Unsent answers beyond which a connection receives no more until they drain.
 const OUT_LIMIT: usize = 256 * 1024;
 
-/// What a completion is for: the low two bits of its `user_data`; the rest is
-/// the connection's slot.
+/// What a completion is for: the low [`KIND_BITS`] bits of its `user_data`;
+/// the rest is the connection's slot.
 const ACCEPT: u64 = 0;
 const RECV: u64 = 1;
 const SEND: u64 = 2;
 const RETRY: u64 = 3;
+/// The timeout for the earliest linger deadline.
+const LINGER_DUE: u64 = 4;
+const KIND_BITS: u32 = 3;
+const KIND_MASK: u64 = (1 << KIND_BITS) - 1;
 
 pub(crate) fn start(setup: Setup) -> anyhow::Result<Running> {
     probe_io_uring()?;
@@ -53,6 +66,9 @@ pub(crate) fn start(setup: Setup) -> anyhow::Result<Running> {
                 handler: Handler::new(),
                 retry_after: types::Timespec::from(ACCEPT_RETRY),
                 accept_errors: accept::Errors::default(),
+                next_serial: 0,
+                lingering: VecDeque::new(),
+                linger_timer: None,
             };
             if let Err(e) = server.run() {
                 eprintln!("ssbench server ceiling: the loop failed: {e}; no longer serving");
@@ -77,6 +93,12 @@ struct Conn {
     /// A bad frame was answered: decode nothing more, discard what arrives.
     failed: bool,
     discarded: usize,
+    /// This connection's number in accept order (a slot is reused; the
+    /// number tells a linger deadline whose connection it was).
+    serial: u64,
+    /// After a bad frame, with its error Response sent: our side is shut and
+    /// the connection lingers (its deadline is on `Server::lingering`).
+    lingers: bool,
 }
 
 struct Server {
@@ -90,6 +112,13 @@ struct Server {
     /// the timeout is in flight, so it lives here).
     retry_after: types::Timespec,
     accept_errors: accept::Errors,
+    /// The next connection's serial (connections accepted so far).
+    next_serial: u64,
+    /// Lingering connections (slot, serial, deadline), earliest first.
+    lingering: VecDeque<(usize, u64, Instant)>,
+    /// The linger timeout in flight, if any (the kernel reads it while it is
+    /// in flight, so it lives here, and changes only when none is).
+    linger_timer: Option<types::Timespec>,
 }
 
 impl Server {
@@ -104,12 +133,13 @@ impl Server {
             }
             done.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
             for (data, result) in done.drain(..) {
-                let slot = (data >> 2) as usize;
-                match data & 3 {
+                let slot = (data >> KIND_BITS) as usize;
+                match data & KIND_MASK {
                     ACCEPT => self.accepted(result),
                     RECV => self.received(slot, result),
                     SEND => self.sent(slot, result),
-                    _ => self.arm_accept(),
+                    RETRY => self.arm_accept(),
+                    _ => self.linger_due(),
                 }
             }
         }
@@ -121,7 +151,8 @@ impl Server {
             // SAFETY: every entry built here points at memory that outlives its
             // operation: a connection's buffers are left untouched while the
             // operation is in flight and freed only after it completes; the
-            // retry timespec is a field of `self`, which lives for the loop.
+            // retry and linger timespecs are fields of `self`, which lives for
+            // the loop, and the linger one is not changed while in flight.
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 return;
             }
@@ -157,6 +188,8 @@ impl Server {
         let stream = unsafe { TcpStream::from_raw_fd(result as RawFd) };
         let _ = stream.set_nodelay(true);
         let _ = self.policy.on_accept();
+        let serial = self.next_serial;
+        self.next_serial += 1;
         let conn = Conn {
             stream,
             framer: Framer::new(),
@@ -168,6 +201,8 @@ impl Server {
             ended: false,
             failed: false,
             discarded: 0,
+            serial,
+            lingers: false,
         };
         let slot = match self.free.pop() {
             Some(i) => {
@@ -196,7 +231,7 @@ impl Server {
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         let sqe = opcode::Recv::new(types::Fd(c.stream.as_raw_fd()), ptr, len)
             .build()
-            .user_data(RECV | (slot as u64) << 2);
+            .user_data(RECV | (slot as u64) << KIND_BITS);
         c.recv_busy = true;
         self.push(sqe);
     }
@@ -254,7 +289,7 @@ impl Server {
     }
 
     /// Starts a send of `out` if none is in flight; after a bad frame, with
-    /// everything sent, shuts the sending side.
+    /// everything sent, shuts the sending side and starts the linger.
     fn flush(&mut self, slot: usize) {
         let Some(Some(c)) = self.conns.get_mut(slot) else {
             return;
@@ -263,8 +298,12 @@ impl Server {
             return;
         }
         if c.out.is_empty() {
-            if c.failed {
+            if c.failed && !c.ended && !c.lingers {
                 let _ = c.stream.shutdown(Shutdown::Write);
+                c.lingers = true;
+                let until = Instant::now() + LINGER;
+                self.lingering.push_back((slot, c.serial, until));
+                self.arm_linger_timer();
             }
             return;
         }
@@ -283,7 +322,7 @@ impl Server {
         let sqe = opcode::Send::new(types::Fd(c.stream.as_raw_fd()), rest.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
-            .user_data(SEND | (slot as u64) << 2);
+            .user_data(SEND | (slot as u64) << KIND_BITS);
         c.send_busy = true;
         self.push(sqe);
     }
@@ -309,6 +348,47 @@ impl Server {
             self.arm_recv(slot);
         }
         self.close_if_done(slot);
+    }
+
+    /// Arms the timeout for the earliest linger deadline, unless one is in
+    /// flight or none is left.
+    fn arm_linger_timer(&mut self) {
+        if self.linger_timer.is_some() {
+            return;
+        }
+        let Some(&(_, _, until)) = self.lingering.front() else {
+            return;
+        };
+        let after = until.saturating_duration_since(Instant::now());
+        let ts = self.linger_timer.insert(types::Timespec::from(after));
+        let sqe = opcode::Timeout::new(ts).build().user_data(LINGER_DUE);
+        self.push(sqe);
+    }
+
+    /// The linger timeout completed: ends every connection whose deadline has
+    /// come (a connection already freed, or its slot's new one, is left be),
+    /// and arms the timeout for the next.
+    fn linger_due(&mut self) {
+        self.linger_timer = None;
+        let now = Instant::now();
+        while let Some(&(slot, serial, until)) = self.lingering.front() {
+            if until > now {
+                break;
+            }
+            self.lingering.pop_front();
+            let Some(Some(c)) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            if c.serial != serial {
+                continue;
+            }
+            // Completes the receive in flight (with end of file), which then
+            // frees the connection; without one, it is freed here.
+            c.ended = true;
+            let _ = c.stream.shutdown(Shutdown::Both);
+            self.close_if_done(slot);
+        }
+        self.arm_linger_timer();
     }
 
     /// Frees a connection that has ended, has nothing left to send and no

@@ -9,6 +9,7 @@
 use std::io;
 use std::net::Shutdown;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ss_runtime::io::RecvStream;
 use ss_runtime::net::{TcpListener, TcpStream};
@@ -44,6 +45,20 @@ impl RecvIo for UringRecv {
         };
         framer.extend(&buf);
         Ok(buf.len())
+    }
+
+    /// The linger's receive, cut short by ss-runtime's timer (a timeout in
+    /// the worker's io_uring; dropping the receive cancels it).
+    async fn recv_until(
+        &mut self,
+        framer: &mut Framer,
+        deadline: Instant,
+    ) -> io::Result<Option<usize>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ss_runtime::time::timeout(left, self.recv(framer)).await {
+            Ok(r) => r.map(Some),
+            Err(_elapsed) => Ok(None),
+        }
     }
 }
 

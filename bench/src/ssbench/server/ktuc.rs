@@ -23,6 +23,7 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use ss_runtime::Runtime;
@@ -260,6 +261,21 @@ impl RecvIo for Epoll {
         self.0
             .retry(Dir::Read, || framer.recv_fd(fd, libc::MSG_DONTWAIT))
             .await
+    }
+
+    /// The linger's receive, cut short by ss-runtime's timer (the poller
+    /// waits for readiness only; a waiter registered by the dropped receive
+    /// is at most woken once for nothing).
+    async fn recv_until(
+        &mut self,
+        framer: &mut Framer,
+        deadline: Instant,
+    ) -> io::Result<Option<usize>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ss_runtime::time::timeout(left, self.recv(framer)).await {
+            Ok(r) => r.map(Some),
+            Err(_elapsed) => Ok(None),
+        }
     }
 }
 

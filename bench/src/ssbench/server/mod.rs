@@ -37,9 +37,14 @@
 //! # Bad input
 //!
 //! A bad frame gets one error Response, after every earlier answer, then the
-//! server shuts its side (FIN) and reads and discards what the peer still sends
-//! until it closes (so the peer's unread bytes do not turn the close into a reset
-//! that could destroy the error Response in flight). A reset or end of file in
+//! server shuts its side (FIN) and lingers: it reads and discards what the peer
+//! still sends (so the peer's unread bytes do not turn the close into a reset
+//! that could destroy the error Response in flight) until the peer closes,
+//! `pipeline::DISCARD_LIMIT` (1 MiB) was discarded or `pipeline::LINGER` (2 s)
+//! has passed since its side was shut, and then closes the connection, whatever
+//! the peer does (each model with its own timer: `poll(2)` in `ktut`, a linked
+//! io_uring timeout in `kcut`, the runtime's in `kcuc`, `ktuc`, `tokio` and
+//! `monoio`, a deadline list in `ceiling`'s loop). A reset or end of file in
 //! mid-frame ends that connection. Nothing a peer sends costs more than its
 //! connection: buffers are bounded by the largest frame, queues by
 //! `queue::QUEUE_CAP` (32 items).

@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Instant;
 
 use monoio::buf::IoBufMut as _;
 use monoio::io::{AsyncReadRent as _, AsyncWriteRentExt as _, Splitable as _};
@@ -31,6 +32,21 @@ impl RecvIo for Reader {
         let (r, slice) = self.0.read(buf.slice_mut(end..)).await;
         framer.give(slice.into_inner());
         r
+    }
+
+    /// The linger's receive, cut short by monoio's timer (a read dropped in
+    /// flight is cancelled in the kernel and keeps its buffer until then; the
+    /// framer starts a new one).
+    async fn recv_until(
+        &mut self,
+        framer: &mut Framer,
+        deadline: Instant,
+    ) -> io::Result<Option<usize>> {
+        let deadline = monoio::time::Instant::from_std(deadline);
+        match monoio::time::timeout_at(deadline, self.recv(framer)).await {
+            Ok(r) => r.map(Some),
+            Err(_elapsed) => Ok(None),
+        }
     }
 }
 

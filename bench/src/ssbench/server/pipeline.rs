@@ -14,17 +14,21 @@
 //!   queue; [`send`] sends what is queued, shuts its side (FIN) and ends.
 //! - A bad frame: [`receive`] queues it as a [`Job::Bad`] (answered in order,
 //!   after every earlier request), closes the request queue as above, and then
-//!   reads and discards until the peer closes (at most [`DISCARD_LIMIT`] bytes),
-//!   so that the peer's unread bytes do not make our close a reset that could
-//!   destroy the error Response in flight.
+//!   lingers: it reads and discards what the peer still sends, so that the
+//!   peer's unread bytes do not make our close a reset that could destroy the
+//!   error Response in flight, until the peer closes, [`DISCARD_LIMIT`] bytes
+//!   were discarded, or [`LINGER`] has passed since [`send`] shut our side,
+//!   whichever comes first. Then the connection is closed whatever the peer
+//!   does: a peer that never closes holds it (and its components) no longer.
 //! - A send fails (the peer is gone): [`send`] closes the response queue and
 //!   shuts the socket down both ways, so [`handle`] stops at its next put and
 //!   [`receive`] at its next receive or put.
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::Waker;
+use std::time::{Duration, Instant};
 
 use super::framing::{Framer, Handler, Job};
 use super::queue::{Queue, Wakeup};
@@ -34,10 +38,33 @@ use super::Policy;
 /// is dropped without waiting for the peer to close.
 pub(crate) const DISCARD_LIMIT: usize = 1 << 20;
 
+/// After a bad frame, how long the server keeps reading and discarding once
+/// the error Response is written and its side shut, before it closes the
+/// connection even though the peer has not (every model, `ceiling` too).
+///
+/// Like `SO_LINGER` with a timeout, it bounds how long a closing connection
+/// is kept for the sake of data in flight: the error Response, already in the
+/// kernel's send queue, reaches a peer that reads within a round trip on a
+/// LAN and within a retransmission on a lossy path (the initial
+/// retransmission timeout is 1 s, RFC 6298); 2 s covers that, and is all a
+/// peer that sends a bad frame and then never closes costs: one connection
+/// (three threads in `kcut`/`ktut`) for 2 s. A peer that still sends after
+/// it may get a reset, as from any closed socket.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
 /// The receive side of a connection's socket in some model.
 pub(crate) trait RecvIo {
     /// Receives into `framer`'s spare room; `Ok(0)` at end of file.
     fn recv(&mut self, framer: &mut Framer) -> impl Future<Output = io::Result<usize>>;
+    /// As [`RecvIo::recv`], but gives up at `deadline` with `Ok(None)` (the
+    /// linger after a bad frame; with the model's own timer). Bytes a
+    /// receive cut short by the deadline may have taken are lost, which is
+    /// fine for bytes that are discarded anyway.
+    fn recv_until(
+        &mut self,
+        framer: &mut Framer,
+        deadline: Instant,
+    ) -> impl Future<Output = io::Result<Option<usize>>>;
 }
 
 /// The send side of a connection's socket in some model.
@@ -78,10 +105,15 @@ impl Hooks for PolicyHooks {
     }
 }
 
-/// A connection's two queues.
+/// A connection's two queues, and when its sender ended.
 pub(crate) struct Queues<W> {
     requests: Queue<Job, W>,
     responses: Queue<Vec<u8>, W>,
+    /// When [`send`] ended (its last answer written and its side shut, or
+    /// the socket shut after a failure): where the [`LINGER`] after a bad
+    /// frame starts. Read by the receiver whenever a wait of its linger
+    /// ends, so it needs no wake-up of its own.
+    sent: OnceLock<Instant>,
 }
 
 impl<W: Wakeup> Queues<W> {
@@ -89,6 +121,7 @@ impl<W: Wakeup> Queues<W> {
         Arc::new(Queues {
             requests: Queue::new(),
             responses: Queue::new(),
+            sent: OnceLock::new(),
         })
     }
 
@@ -117,7 +150,7 @@ pub(crate) async fn receive<R: RecvIo, H: Hooks>(
                 Job::Bad(bad) => {
                     let _ = requests.put(Job::Bad(bad)).await;
                     requests.close();
-                    discard(&mut io, &mut framer).await;
+                    linger(&mut io, &mut framer, &queues.sent).await;
                     return;
                 }
                 job @ Job::Request(_) => job,
@@ -134,14 +167,27 @@ pub(crate) async fn receive<R: RecvIo, H: Hooks>(
     requests.close();
 }
 
-/// Reads and drops what the peer sends after a bad frame, until it closes.
-async fn discard<R: RecvIo>(io: &mut R, framer: &mut Framer) {
+/// Reads and drops what the peer sends after a bad frame, until it closes, or
+/// [`DISCARD_LIMIT`] bytes were dropped, or [`LINGER`] has passed since the
+/// sender ended (`sent`).
+///
+/// Until the sender has ended (the error Response may still wait for an
+/// earlier answer or for room in the socket), it waits in rounds of
+/// [`LINGER`], looking at `sent` after each; so it ends at most [`LINGER`]
+/// after the sender, and never before.
+async fn linger<R: RecvIo>(io: &mut R, framer: &mut Framer, sent: &OnceLock<Instant>) {
     let mut dropped = 0;
     while dropped < DISCARD_LIMIT {
         framer.clear();
-        match io.recv(framer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => dropped += n,
+        let end = sent.get().map(|&at| at + LINGER);
+        let wait = end.unwrap_or_else(|| Instant::now() + LINGER);
+        match io.recv_until(framer, wait).await {
+            Ok(Some(0)) | Err(_) => return,
+            Ok(Some(n)) => dropped += n,
+            // The linger is over.
+            Ok(None) if end.is_some() => return,
+            // The sender is still at work: the linger has not started.
+            Ok(None) => {}
         }
     }
 }
@@ -151,6 +197,7 @@ pub(crate) async fn handle<H: Hooks>(queues: Arc<Queues<H::Wake>>, hooks: Arc<H>
     let Queues {
         requests,
         responses,
+        ..
     } = &*queues;
     let mut handler = Handler::new();
     while let Some(job) = requests.take().await {
@@ -181,11 +228,13 @@ pub(crate) async fn send<S: SendIo, W: Wakeup>(mut io: S, queues: Arc<Queues<W>>
         out.clear();
         if !responses.take_all_into(&mut out).await {
             io.finish();
+            let _ = queues.sent.set(Instant::now());
             return;
         }
         if io.send_all(&mut out).await.is_err() {
             responses.close();
             io.abort();
+            let _ = queues.sent.set(Instant::now());
             return;
         }
         if out.capacity() > super::queue::BATCH_KEEP_BYTES {

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -23,6 +24,20 @@ impl RecvIo for OwnedReadHalf {
         let r = self.read_buf(&mut buf).await;
         framer.give(buf);
         r
+    }
+
+    /// The linger's receive, cut short by tokio's timer (a receive dropped
+    /// in flight loses its buffer, and the framer starts a new one).
+    async fn recv_until(
+        &mut self,
+        framer: &mut Framer,
+        deadline: Instant,
+    ) -> io::Result<Option<usize>> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(deadline, self.recv(framer)).await {
+            Ok(r) => r.map(Some),
+            Err(_elapsed) => Ok(None),
+        }
     }
 }
 
