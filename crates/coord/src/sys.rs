@@ -232,33 +232,31 @@ fn sockaddr(path: &std::path::Path) -> io::Result<(libc::sockaddr_un, libc::sock
 
 /// Connects a seqpacket socket to `path`.
 pub fn connect(path: &std::path::Path) -> io::Result<OwnedFd> {
-    connect_kind(path, libc::SOCK_SEQPACKET)
+    connect_kind(path, libc::SOCK_SEQPACKET, None)
 }
 
 /// Connects a seqpacket socket to `path`, waiting at most `timeout` for room
 /// in a full backlog; the socket keeps `timeout` as its send timeout.
 pub fn connect_timeout(path: &std::path::Path, timeout: Duration) -> io::Result<OwnedFd> {
-    let fd = unix_socket(libc::SOCK_SEQPACKET)?;
-    set_timeout(fd.as_fd(), libc::SO_SNDTIMEO, timeout)?;
-    let (addr, len) = sockaddr(path)?;
-    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
-    cvt(unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    })?;
-    Ok(fd)
+    connect_kind(path, libc::SOCK_SEQPACKET, Some(timeout))
 }
 
 /// Connects a stream socket to `path` (the query socket).
 pub fn connect_stream(path: &std::path::Path) -> io::Result<OwnedFd> {
-    connect_kind(path, libc::SOCK_STREAM)
+    connect_kind(path, libc::SOCK_STREAM, None)
 }
 
-fn connect_kind(path: &std::path::Path, kind: libc::c_int) -> io::Result<OwnedFd> {
+/// Connects a socket of `kind` to `path`; with a `timeout`, the socket keeps
+/// it as its send timeout, which also bounds the connect.
+fn connect_kind(
+    path: &std::path::Path,
+    kind: libc::c_int,
+    timeout: Option<Duration>,
+) -> io::Result<OwnedFd> {
     let fd = unix_socket(kind)?;
+    if let Some(t) = timeout {
+        set_timeout(fd.as_fd(), libc::SO_SNDTIMEO, t)?;
+    }
     let (addr, len) = sockaddr(path)?;
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
     cvt(unsafe {

@@ -47,18 +47,12 @@ impl RecvIo for UringRecv {
         Ok(buf.len())
     }
 
-    /// The linger's receive, cut short by ss-runtime's timer (a timeout in
-    /// the worker's io_uring; dropping the receive cancels it).
     async fn recv_until(
         &mut self,
         framer: &mut Framer,
         deadline: Instant,
     ) -> io::Result<Option<usize>> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match ss_runtime::time::timeout(left, self.recv(framer)).await {
-            Ok(r) => r.map(Some),
-            Err(_elapsed) => Ok(None),
-        }
+        pipeline::recv_until_ss(self.recv(framer), deadline).await
     }
 }
 

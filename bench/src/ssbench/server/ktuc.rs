@@ -271,11 +271,7 @@ impl RecvIo for Epoll {
         framer: &mut Framer,
         deadline: Instant,
     ) -> io::Result<Option<usize>> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match ss_runtime::time::timeout(left, self.recv(framer)).await {
-            Ok(r) => r.map(Some),
-            Err(_elapsed) => Ok(None),
-        }
+        pipeline::recv_until_ss(self.recv(framer), deadline).await
     }
 }
 

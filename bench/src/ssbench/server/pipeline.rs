@@ -67,6 +67,20 @@ pub(crate) trait RecvIo {
     ) -> impl Future<Output = io::Result<Option<usize>>>;
 }
 
+/// [`RecvIo::recv_until`] for the models whose components are ss-runtime
+/// coroutines: `recv` raced against ss-runtime's timer (a timeout in the
+/// worker's io_uring; dropping the receive cancels it).
+pub(crate) async fn recv_until_ss(
+    recv: impl Future<Output = io::Result<usize>>,
+    deadline: Instant,
+) -> io::Result<Option<usize>> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match ss_runtime::time::timeout(left, recv).await {
+        Ok(r) => r.map(Some),
+        Err(_elapsed) => Ok(None),
+    }
+}
+
 /// The send side of a connection's socket in some model.
 pub(crate) trait SendIo {
     /// Sends all of `buf` (an owned-buffer model may take it and give it back).
