@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use ss_abi::{Levels, Priority};
 
+use crate::page::ProcessPageSnapshot;
 use crate::weights::{LeastClass, WeightConfig};
 
 /// Ceiling rules and the top-level budget.
@@ -141,6 +142,16 @@ pub fn clamp(raw: u64, levels: Levels, ceiling: Priority) -> u64 {
         (bits & !above) | ceiling.bit()
     } else {
         bits
+    }
+}
+
+/// What one scan takes from a page: its `ready` bitmap [`clamp`]ed to the
+/// levels and the ceiling and `true` if its header is one we understand,
+/// else nothing ready and `false`.
+pub fn scan_bits(snap: &ProcessPageSnapshot, levels: Levels, ceiling: Priority) -> (u64, bool) {
+    match snap.ready_if_valid() {
+        Some(raw) => (clamp(raw, levels, ceiling), true),
+        None => (0, false),
     }
 }
 
