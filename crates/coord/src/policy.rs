@@ -202,10 +202,20 @@ impl Budget {
 
     /// How full the bucket is, in percent of the burst (0 without a budget).
     pub fn fill_percent(&self, policy: &Policy) -> u8 {
-        match policy.hold.filter(|h| !h.is_zero()) {
+        match Budget::cap(policy) {
             Some(cap) => (self.level.as_nanos() * 100 / cap.as_nanos()).min(100) as u8,
             None => 0,
         }
+    }
+
+    /// The burst, if `policy` has a budget: not without `hold` (or with 0),
+    /// nor with a `hold_share` of 100 — the bucket would leak as fast as one
+    /// registration fills it, but several of one bucket holding at once
+    /// would still fill it, and "100" turns the budget off.
+    fn cap(policy: &Policy) -> Option<Duration> {
+        policy
+            .hold
+            .filter(|h| !h.is_zero() && policy.hold_share < 100)
     }
 
     /// Leaks the bucket up to `now` and updates the demotion.
@@ -228,7 +238,7 @@ impl Budget {
     /// Whether the bucket, leaked up to `now`, is empty and not demoted: a
     /// bucket no registration uses any more can then be forgotten.
     pub fn drained(&mut self, now: Instant, policy: &Policy) -> bool {
-        match policy.hold.filter(|h| !h.is_zero()) {
+        match Budget::cap(policy) {
             Some(cap) => {
                 self.settle(now, policy, cap);
                 self.level.is_zero() && !self.demoted
@@ -247,7 +257,7 @@ impl Budget {
         policy: &Policy,
     ) -> u64 {
         let c = self.ceiling;
-        let Some(cap) = policy.hold.filter(|h| !h.is_zero()) else {
+        let Some(cap) = Budget::cap(policy) else {
             *self = Budget::new(c);
             *holder = Holder::default();
             return clamped;
@@ -580,6 +590,24 @@ mod tests {
         let err = Policy::parse("hold-share 101").unwrap_err();
         assert!(err.message.contains("percentage"), "{err}");
         assert_eq!(Policy::parse("hold-share 0").unwrap().hold_share, 0);
+    }
+
+    #[test]
+    fn a_share_of_100_is_no_budget_for_several_registrations_either() {
+        // Found by tests/properties.rs: two registrations of one bucket
+        // holding at once charged it twice as fast as it leaked at 100 %,
+        // and were demoted after `hold`, though "100" turns the budget off.
+        let pol = budget(10, 100);
+        let t0 = Instant::now();
+        let mut b = Budget::new(p(0));
+        let (mut x, mut y) = (Holder::default(), Holder::default());
+        for i in 0..100 {
+            let now = t0 + Duration::from_millis(i);
+            assert_eq!(b.observe(&mut x, 1, now, &pol), 1, "x at {i} ms");
+            assert_eq!(b.observe(&mut y, 1, now, &pol), 1, "y at {i} ms");
+        }
+        assert!(!b.demoted());
+        assert_eq!(b.fill_percent(&pol), 0);
     }
 
     #[test]
