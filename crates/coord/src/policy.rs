@@ -18,7 +18,11 @@
 //!    important level), and demoted time is not charged. The demotion ends when
 //!    the bucket has drained to half. So a process may hold *c* for a burst of
 //!    `hold / (1 - share)` from empty, and for at most `share` of the time in
-//!    the long run, however it times its claims.
+//!    the long run, however it times its claims. Exactly: over any time *T*
+//!    from empty, the holding time charged (summed over the registrations of
+//!    a bucket) is at most `hold + share × T`, plus up to one scan interval
+//!    per registration at each demotion and at the end (the charge that
+//!    overfills the bucket is dropped).
 //!
 //! The budget **replaces** the earlier hold bound (demote after `hold` of
 //! continuous holding, forgiven as soon as a scan finds *c* clear): a process

@@ -97,12 +97,8 @@ impl Stall {
         // window / SAMPLES_PER_WINDOW, rounded up: at most that many
         // readings fit in a window.
         let period = Duration::from_nanos(
-            u64::try_from(
-                window
-                    .as_nanos()
-                    .div_ceil(u128::from(SAMPLES_PER_WINDOW)),
-            )
-            .unwrap_or(u64::MAX),
+            u64::try_from(window.as_nanos().div_ceil(u128::from(SAMPLES_PER_WINDOW)))
+                .unwrap_or(u64::MAX),
         );
         let due = self
             .cpu
@@ -289,15 +285,24 @@ mod tests {
         let mut reads = 0;
         for i in 0..200u32 {
             let now = t + TICK * i;
-            s.check(now, i % 2 == 0, 0, || {
-                reads += 1;
-                Some(u64::from(i))
-            }, WINDOW);
+            s.check(
+                now,
+                i % 2 == 0,
+                0,
+                || {
+                    reads += 1;
+                    Some(u64::from(i))
+                },
+                WINDOW,
+            );
         }
         assert!(reads <= SAMPLES_PER_WINDOW + 1, "{reads} readings");
         let mut s = Stall::default();
         let (_, unreadable) = run(&mut s, t, 200, true, |_| 0, |_| None);
-        assert!(unreadable <= SAMPLES_PER_WINDOW + 1, "{unreadable} readings");
+        assert!(
+            unreadable <= SAMPLES_PER_WINDOW + 1,
+            "{unreadable} readings"
+        );
     }
 
     #[test]
