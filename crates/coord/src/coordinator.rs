@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use ss_abi::{Levels, Priority};
 use ss_core::global::{GlobalBitmap, GlobalView, SourceId};
 
-use crate::page::{GlobalPageWriter, ProcessPageReader};
+use crate::page::{GlobalPageWriter, ProcessPageReader, YieldCount};
 use crate::policy::{self, Budget, Holder, Policy};
 use crate::query;
 use crate::stall::Stall;
@@ -206,9 +206,8 @@ struct Registered {
     seq: u64,
     /// Whether it makes progress while it holds the global top.
     stall: Stall,
-    /// The page's yield counter at the last scan.
-    yields_seen: u64,
-    yields: u64,
+    /// Its yields, from its page's counter.
+    yields: YieldCount,
     /// `(when, yields)` at the start of the current rate window.
     yields_mark: (Instant, u64),
     yields_per_sec: u64,
@@ -216,9 +215,6 @@ struct Registered {
     weights: ProcessWeights,
 }
 
-/// A page's yield counter may grow at most this much between two scans;
-/// anything else (a decrease, garbage) restarts the count.
-const MAX_YIELD_STEP: u64 = 1 << 32;
 /// The window of the yields-per-second rate.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -640,7 +636,7 @@ impl Coordinator {
         drop(page_fd);
         // Yields count from here on; read before the reply, after which the
         // client may start counting.
-        let yields_seen = page.snapshot().yields;
+        let yields = YieldCount::new(page.snapshot().yields);
         if self.bitmap.len() >= self.cfg.max_clients {
             return self.drop_pending(id, Some(Refusal::Full));
         }
@@ -720,8 +716,7 @@ impl Coordinator {
                 header_ok: true,
                 seq: 0,
                 stall: Stall::default(),
-                yields_seen,
-                yields: 0,
+                yields,
                 yields_mark: (now, 0),
                 yields_per_sec: 0,
                 recent: Recent::default(),
@@ -812,12 +807,7 @@ impl Coordinator {
             return;
         };
         let snap = r.page.snapshot();
-        let (raw, ok) = match snap.ready_if_valid() {
-            Some(raw) => (raw, true),
-            None => (0, false),
-        };
-        let levels: Levels = self.cfg.policy.levels;
-        let clamped = policy::clamp(raw, levels, r.ceiling);
+        let (clamped, ok) = policy::scan_bits(&snap, self.cfg.policy.levels, r.ceiling);
         let budget = self
             .budgets
             .entry((r.uid, r.ceiling.level()))
@@ -837,11 +827,7 @@ impl Coordinator {
         r.seq = snap.seq;
         r.recent.note(effective, now);
         if ok {
-            let step = snap.yields.wrapping_sub(r.yields_seen);
-            if step <= MAX_YIELD_STEP {
-                r.yields = r.yields.wrapping_add(step);
-            }
-            r.yields_seen = snap.yields;
+            r.yields.note(snap.yields);
         }
         self.bitmap.update(r.source, effective);
         self.counters.scans += 1;
@@ -910,10 +896,10 @@ impl Coordinator {
             if elapsed < RATE_WINDOW {
                 continue;
             }
-            let n = u128::from(r.yields.wrapping_sub(at));
+            let n = u128::from(r.yields.total().wrapping_sub(at));
             let rate = n * 1_000_000 / elapsed.as_micros().max(1);
             r.yields_per_sec = u64::try_from(rate).unwrap_or(u64::MAX);
-            r.yields_mark = (now, r.yields);
+            r.yields_mark = (now, r.yields.total());
             // Also refreshes the budget fill shown in the status.
             self.dirty = true;
         }
@@ -1013,7 +999,7 @@ impl Coordinator {
                             header_ok: r.header_ok,
                             demoted: budget.is_some_and(Budget::demoted),
                             budget_percent: budget.map_or(0, |b| b.fill_percent(&self.cfg.policy)),
-                            yields: r.yields,
+                            yields: r.yields.total(),
                             yields_per_sec: r.yields_per_sec,
                             os_weight: r.weights.applied(),
                             weighted_threads: r.weights.threads(),

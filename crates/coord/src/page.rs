@@ -81,6 +81,45 @@ impl ProcessPageSnapshot {
     }
 }
 
+/// A page's `yields` counter may grow at most this much between two scans;
+/// any other step (a decrease, a reset, garbage) is not counted.
+pub const MAX_YIELD_STEP: u64 = 1 << 32;
+
+/// The coordinator's count of one process's yields, from the untrusted
+/// `yields` word of its page: only ever differenced, a step above
+/// [`MAX_YIELD_STEP`] is dropped and counting resumes from the new value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct YieldCount {
+    /// The page's counter at the last reading.
+    seen: u64,
+    /// The yields counted (wraps).
+    total: u64,
+}
+
+impl YieldCount {
+    /// Counting starts from the page's counter `first`.
+    pub fn new(first: u64) -> YieldCount {
+        YieldCount {
+            seen: first,
+            total: 0,
+        }
+    }
+
+    /// Takes the page's counter as read now.
+    pub fn note(&mut self, reading: u64) {
+        let step = reading.wrapping_sub(self.seen);
+        if step <= MAX_YIELD_STEP {
+            self.total = self.total.wrapping_add(step);
+        }
+        self.seen = reading;
+    }
+
+    /// The yields counted since [`new`](YieldCount::new) (wraps).
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
 /// A client's own process page, mapped writable (only by that client).
 pub struct ProcessPageWriter {
     fd: OwnedFd,

@@ -18,7 +18,11 @@
 //!    important level), and demoted time is not charged. The demotion ends when
 //!    the bucket has drained to half. So a process may hold *c* for a burst of
 //!    `hold / (1 - share)` from empty, and for at most `share` of the time in
-//!    the long run, however it times its claims.
+//!    the long run, however it times its claims. Exactly: over any time *T*
+//!    from empty, the holding time charged (summed over the registrations of
+//!    a bucket) is at most `hold + share × T`, plus up to one scan interval
+//!    per registration at each demotion and at the end (the charge that
+//!    overfills the bucket is dropped).
 //!
 //! The budget **replaces** the earlier hold bound (demote after `hold` of
 //! continuous holding, forgiven as soon as a scan finds *c* clear): a process
@@ -39,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use ss_abi::{Levels, Priority};
 
+use crate::page::ProcessPageSnapshot;
 use crate::weights::{LeastClass, WeightConfig};
 
 /// Ceiling rules and the top-level budget.
@@ -144,6 +149,16 @@ pub fn clamp(raw: u64, levels: Levels, ceiling: Priority) -> u64 {
     }
 }
 
+/// What one scan takes from a page: its `ready` bitmap [`clamp`]ed to the
+/// levels and the ceiling and `true` if its header is one we understand,
+/// else nothing ready and `false`.
+pub fn scan_bits(snap: &ProcessPageSnapshot, levels: Levels, ceiling: Priority) -> (u64, bool) {
+    match snap.ready_if_valid() {
+        Some(raw) => (clamp(raw, levels, ceiling), true),
+        None => (0, false),
+    }
+}
+
 /// A top-level budget: a leaky bucket of holding time (see the module docs).
 ///
 /// The coordinator keeps one per uid and ceiling, across registrations, so a
@@ -191,10 +206,20 @@ impl Budget {
 
     /// How full the bucket is, in percent of the burst (0 without a budget).
     pub fn fill_percent(&self, policy: &Policy) -> u8 {
-        match policy.hold.filter(|h| !h.is_zero()) {
+        match Budget::cap(policy) {
             Some(cap) => (self.level.as_nanos() * 100 / cap.as_nanos()).min(100) as u8,
             None => 0,
         }
+    }
+
+    /// The burst, if `policy` has a budget: not without `hold` (or with 0),
+    /// nor with a `hold_share` of 100 — the bucket would leak as fast as one
+    /// registration fills it, but several of one bucket holding at once
+    /// would still fill it, and "100" turns the budget off.
+    fn cap(policy: &Policy) -> Option<Duration> {
+        policy
+            .hold
+            .filter(|h| !h.is_zero() && policy.hold_share < 100)
     }
 
     /// Leaks the bucket up to `now` and updates the demotion.
@@ -217,7 +242,7 @@ impl Budget {
     /// Whether the bucket, leaked up to `now`, is empty and not demoted: a
     /// bucket no registration uses any more can then be forgotten.
     pub fn drained(&mut self, now: Instant, policy: &Policy) -> bool {
-        match policy.hold.filter(|h| !h.is_zero()) {
+        match Budget::cap(policy) {
             Some(cap) => {
                 self.settle(now, policy, cap);
                 self.level.is_zero() && !self.demoted
@@ -236,7 +261,7 @@ impl Budget {
         policy: &Policy,
     ) -> u64 {
         let c = self.ceiling;
-        let Some(cap) = policy.hold.filter(|h| !h.is_zero()) else {
+        let Some(cap) = Budget::cap(policy) else {
             *self = Budget::new(c);
             *holder = Holder::default();
             return clamped;
@@ -569,6 +594,24 @@ mod tests {
         let err = Policy::parse("hold-share 101").unwrap_err();
         assert!(err.message.contains("percentage"), "{err}");
         assert_eq!(Policy::parse("hold-share 0").unwrap().hold_share, 0);
+    }
+
+    #[test]
+    fn a_share_of_100_is_no_budget_for_several_registrations_either() {
+        // Found by tests/properties.rs: two registrations of one bucket
+        // holding at once charged it twice as fast as it leaked at 100 %,
+        // and were demoted after `hold`, though "100" turns the budget off.
+        let pol = budget(10, 100);
+        let t0 = Instant::now();
+        let mut b = Budget::new(p(0));
+        let (mut x, mut y) = (Holder::default(), Holder::default());
+        for i in 0..100 {
+            let now = t0 + Duration::from_millis(i);
+            assert_eq!(b.observe(&mut x, 1, now, &pol), 1, "x at {i} ms");
+            assert_eq!(b.observe(&mut y, 1, now, &pol), 1, "y at {i} ms");
+        }
+        assert!(!b.demoted());
+        assert_eq!(b.fill_percent(&pol), 0);
     }
 
     #[test]

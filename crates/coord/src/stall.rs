@@ -37,7 +37,11 @@
 //!
 //! Cost: while watched (or stalled), one `clock_gettime` per registration at
 //! most every window / [`SAMPLES_PER_WINDOW`] (12.5 ms by default), plus one
-//! right before a drop, so a drop always rests on a fresh reading.
+//! right before a drop, so a drop always rests on a fresh reading. Leaving
+//! the top and reaching it again does not buy a reading: the window then
+//! starts from the last one if it is that recent (a move since is seen at
+//! the next reading and restarts the window), and an unreadable clock is not
+//! read again before the next is due either.
 
 use std::time::{Duration, Instant};
 
@@ -53,8 +57,10 @@ pub struct Stall {
     since: Option<Instant>,
     /// Its page's `seq` at the last check.
     seq: u64,
-    /// Its CPU clock at the last reading, and when that was.
-    cpu: Option<(Instant, u64)>,
+    /// When its CPU clock was last read, and what it said (`None`:
+    /// unreadable). Kept while it is not watched, so that leaving and
+    /// reaching the top again does not buy a reading before it is due.
+    cpu: Option<(Instant, Option<u64>)>,
     stalled: bool,
     stalls: u64,
 }
@@ -86,32 +92,42 @@ impl Stall {
             // Nothing to hold others back with, or something more important
             // holds it back: its window starts when it reaches the top.
             self.since = None;
-            self.cpu = None;
             return false;
         }
+        // window / SAMPLES_PER_WINDOW, rounded up: at most that many
+        // readings fit in a window.
+        let period = Duration::from_nanos(
+            u64::try_from(window.as_nanos().div_ceil(u128::from(SAMPLES_PER_WINDOW)))
+                .unwrap_or(u64::MAX),
+        );
+        let due = self
+            .cpu
+            .is_none_or(|(at, _)| now.saturating_duration_since(at) >= period);
         let Some(since) = self.since else {
-            // It has just reached the top: the window starts now.
-            if let Some(c) = cpu() {
+            // It has just reached the top: the window starts now, from a
+            // reading (the last one if it is recent: a move since then
+            // only restarts the window at the next reading).
+            if due {
+                self.cpu = Some((now, cpu()));
+            }
+            if self.cpu.is_some_and(|(_, c)| c.is_some()) {
                 self.since = Some(now);
                 self.seq = seq;
-                self.cpu = Some((now, c));
             }
             return false;
         };
         let mut moved = seq != self.seq;
         self.seq = seq;
-        let period = window / SAMPLES_PER_WINDOW;
         let expired = now.saturating_duration_since(since) >= window;
-        let due = self
-            .cpu
-            .is_none_or(|(at, _)| now.saturating_duration_since(at) >= period);
         if due || (expired && !self.stalled) {
-            let Some(c) = cpu() else {
+            let old = self.cpu.and_then(|(_, c)| c);
+            let c = cpu();
+            self.cpu = Some((now, c));
+            let Some(c) = c else {
                 // Never drop on a guess.
                 return self.unwatch();
             };
-            moved |= self.cpu.is_none_or(|(_, old)| old != c);
-            self.cpu = Some((now, c));
+            moved |= old != Some(c);
         }
         if moved {
             self.since = Some(now);
@@ -130,7 +146,6 @@ impl Stall {
     fn unwatch(&mut self) -> bool {
         let was = self.stalled;
         self.since = None;
-        self.cpu = None;
         self.stalled = false;
         was
     }
@@ -257,6 +272,37 @@ mod tests {
         assert!(s.stalled());
         run(&mut s, t, 20, true, |_| 0, |_| None);
         assert!(!s.stalled());
+    }
+
+    #[test]
+    fn leaving_the_top_does_not_buy_readings() {
+        // Found by tests/properties.rs: the clock of a process whose page
+        // leaves the top and reaches it again at alternate ticks was read at
+        // every return (100 times in a window), and so was an unreadable
+        // clock at every tick.
+        let t = Instant::now();
+        let mut s = Stall::default();
+        let mut reads = 0;
+        for i in 0..200u32 {
+            let now = t + TICK * i;
+            s.check(
+                now,
+                i % 2 == 0,
+                0,
+                || {
+                    reads += 1;
+                    Some(u64::from(i))
+                },
+                WINDOW,
+            );
+        }
+        assert!(reads <= SAMPLES_PER_WINDOW + 1, "{reads} readings");
+        let mut s = Stall::default();
+        let (_, unreadable) = run(&mut s, t, 200, true, |_| 0, |_| None);
+        assert!(
+            unreadable <= SAMPLES_PER_WINDOW + 1,
+            "{unreadable} readings"
+        );
     }
 
     #[test]
