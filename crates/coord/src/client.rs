@@ -81,8 +81,9 @@ impl Client {
     /// is mapped over the old one at the same address and the new socket
     /// takes the old one's descriptor number, so threads using the client
     /// meanwhile need no lock: each call sees the old registration or the
-    /// new one (a futex wait on the old page ends by its timeout, and a poke
-    /// on the old socket fails as it did before). The source id and ceiling
+    /// new one (a futex waiter asleep on the old page is woken once the new
+    /// one is in place, and a poke on the old socket fails as it did
+    /// before). The source id and ceiling
     /// are the new coordinator's. Waits at most `timeout` for the
     /// coordinator (to connect, and for each of its two messages).
     ///
@@ -109,7 +110,8 @@ impl Client {
             )));
         }
         // The page first: should the socket fail, it still says "gone".
-        self.global.replace_with(&r.global_fd)?;
+        self.global
+            .replace_with(self.global_fd.as_fd(), &r.global_fd)?;
         sys::dup_onto(r.global_fd.as_fd(), self.global_fd.as_fd())?;
         sys::dup_onto(r.sock.as_fd(), self.sock.as_fd())?;
         self.source.store(r.source, Ordering::Relaxed);

@@ -119,3 +119,55 @@ fn a_client_registers_again_with_a_restarted_coordinator() {
     let (s, ok) = second.wait_until(WAIT, |s| s.clients.len() == 1 && s.disconnected == 1);
     assert!(ok, "{s:?}");
 }
+
+/// Whether thread `tid` of this process sleeps in `futex(2)` now.
+fn in_futex_wait(tid: i32) -> bool {
+    let dir = format!("/proc/self/task/{tid}");
+    let syscall = std::fs::read_to_string(format!("{dir}/syscall")).unwrap_or_default();
+    let state = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
+    // The state follows the command's closing parenthesis.
+    let sleeping = state
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'));
+    sleeping && syscall.split_whitespace().next() == Some(&libc::SYS_futex.to_string())
+}
+
+#[test]
+fn a_waiter_on_the_old_page_follows_a_reconnect() {
+    // The first coordinator stays up (its page, which the waiter sleeps on,
+    // never changes again), as a hung or crashed one would leave it.
+    let (_first, path) = start("follow-a", |c| c.policy.hold = None);
+    let (second, path2) = start("follow-b", |c| c.policy.hold = None);
+    let c = Client::connect(&path).unwrap();
+    let other = Client::connect(&path2).unwrap();
+    let seen = c.seq();
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c = &c;
+        s.spawn(move || {
+            // SAFETY: gettid cannot fail.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            // Far longer than the test's deadline: only a wake-up ends it.
+            let now = c.wait_for_change(seen, Some(Duration::from_secs(60)));
+            let _ = tx.send(now as i32);
+        });
+        let tid = rx.recv().unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        while !in_futex_wait(tid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the waiter never slept"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        c.reconnect(&path2, WAIT).unwrap();
+        // The new coordinator's view changes: a waiter on its page wakes.
+        other.publish(1 << 2).unwrap();
+        let (s2, ok) = second.wait_until(WAIT, |s| s.clients.len() == 2);
+        assert!(ok, "{s2:?}");
+        assert!(
+            rx.recv_timeout(WAIT).is_ok(),
+            "the waiter still sleeps on the old coordinator's page"
+        );
+    });
+}
