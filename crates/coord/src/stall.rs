@@ -13,9 +13,15 @@
 //!   lowered them, which it may still do for a weight window after it
 //!   reached the top).
 //!
-//! A watched registration *moves* when its process's CPU clock (all threads,
-//! read with `clock_getcpuclockid` + `clock_gettime`; the kernel's count, not
-//! an allegation) or its page's `seq` changes. If it does not move for the
+//! A watched registration *moves* when the CPU time of its worker threads
+//! (those named with the weights' thread prefix, `ss-worker` by default, all
+//! together, from `/proc/<pid>/task/<tid>/schedstat`; for a process without
+//! such threads its process CPU clock, `clock_getcpuclockid` +
+//! `clock_gettime`; the kernel's count either way, not an allegation) or its
+//! page's `seq` changes ([`cpu_time`]). Only the workers run what the page
+//! claims: a runtime's watch thread, which looks every few milliseconds
+//! while its workers are busy, must not keep a process whose workers are
+//! all blocked counted. If it does not move for the
 //! window ([`Policy::stall_window`](crate::policy::Policy::stall_window):
 //! the budget's burst, 200 ms by default) its bits are **left out of the
 //! view** ("stalled") until either moves again.
@@ -40,6 +46,38 @@
 //! right before a drop, so a drop always rests on a fresh reading.
 
 use std::time::{Duration, Instant};
+
+use crate::sys;
+use crate::weights::worker_threads;
+
+/// What a watched registration's progress is read from, in nanoseconds: the
+/// CPU time of its worker threads (named with `prefix`, the weights'
+/// [`thread_prefix`](crate::weights::WeightConfig::thread_prefix)), all
+/// together, if it has any and they can be read; else its process's CPU
+/// clock. `None`: neither can be read (it is exiting).
+///
+/// Only the workers run the ready work its page claims: a runtime's other
+/// threads — its watch, which looks every few milliseconds while workers are
+/// busy — kept a process clock moving while every worker was blocked, and
+/// such a process was never left out (found in review, 2026-11-30).
+pub fn cpu_time(pid: u32, prefix: &str) -> Option<u64> {
+    if !prefix.is_empty() {
+        if let Ok(tids) = worker_threads(pid, prefix) {
+            let mut sum: Option<u64> = None;
+            for tid in tids {
+                // A thread that has just exited drops out of the sum: a
+                // change, so at worst a "moved" (never a drop on a guess).
+                if let Ok(t) = sys::thread_cpu_time(pid, tid) {
+                    sum = Some(sum.unwrap_or(0).wrapping_add(t));
+                }
+            }
+            if sum.is_some() {
+                return sum;
+            }
+        }
+    }
+    sys::process_cpu_time(pid).ok()
+}
 
 /// The CPU clock of a watched registration is read at most this many times
 /// per window (and once more right before dropping it).
