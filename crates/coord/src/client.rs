@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ss_abi::{Levels, Priority};
 use ss_core::global::GlobalView;
@@ -249,8 +249,15 @@ impl Client {
 }
 
 /// Connects to `path` and registers `page` (see [`Client::connect`]).
+///
+/// A signal that interrupts one of its waits (a socket call with a timeout
+/// returns `EINTR` after any handler, `SA_RESTART` or not — a profiler's
+/// `SIGPROF`, say) is waited through: the call is made again with what is
+/// left of the `timeout` (an `EINTR` failed the registration, and a runtime's
+/// `build`, until 2026-11-30's review).
 fn register(path: &Path, page: &ProcessPageWriter, timeout: Duration) -> io::Result<Registration> {
-    let sock = sys::connect_timeout(path, timeout).map_err(|e| {
+    let deadline = Instant::now() + timeout;
+    let sock = until(deadline, |left| sys::connect_timeout(path, left)).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
@@ -280,14 +287,22 @@ fn register(path: &Path, page: &ProcessPageWriter, timeout: Duration) -> io::Res
     let hello = Hello {
         pid: std::process::id(),
     };
-    sys::set_recv_timeout(sock.as_fd(), timeout)?;
     let mut buf = [0u8; MSG_LEN + 1];
+    let recv = |buf: &mut [u8]| {
+        until(deadline, |left| {
+            sys::set_recv_timeout(sock.as_fd(), left)?;
+            sys::recv_msg(sock.as_fd(), buf, false)
+        })
+    };
     // The coordinator speaks first: a welcome (send the hello now), or a
     // refusal (`--max-per-uid`) in place of one.
-    let first = sys::recv_msg(sock.as_fd(), &mut buf, false)?;
+    let first = recv(&mut buf)?;
     let msg = if Welcome::decode(&buf[..first.len]).is_some() && !first.truncated {
-        sys::send_msg(sock.as_fd(), &hello.encode(), &[page.fd()], false)?;
-        sys::recv_msg(sock.as_fd(), &mut buf, false)?
+        // (Its send timeout is the connect's: at most `timeout` more.)
+        until(deadline, |_| {
+            sys::send_msg(sock.as_fd(), &hello.encode(), &[page.fd()], false)
+        })?;
+        recv(&mut buf)?
     } else {
         first
     };
@@ -316,4 +331,19 @@ fn register(path: &Path, page: &ProcessPageWriter, timeout: Duration) -> io::Res
         ceiling,
         levels,
     })
+}
+
+/// Calls `f` with the time left until `deadline` (never zero, which would
+/// mean "no timeout" to the socket options) until it does not fail with
+/// `EINTR` or the deadline has passed.
+fn until<T>(deadline: Instant, mut f: impl FnMut(Duration) -> io::Result<T>) -> io::Result<T> {
+    loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        match f(left) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && Instant::now() < deadline => {}
+            r => return r,
+        }
+    }
 }

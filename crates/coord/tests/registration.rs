@@ -171,3 +171,56 @@ fn a_waiter_on_the_old_page_follows_a_reconnect() {
         );
     });
 }
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+#[test]
+fn a_signal_during_registration_does_not_fail_it() {
+    // A handler with SA_RESTART, as a profiler's: a socket call with a
+    // timeout (SO_RCVTIMEO) is not restarted after a handler all the same.
+    // SAFETY: a plain sigaction with a handler that does nothing.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
+    }
+    // A listener that never answers: the registration waits out its timeout.
+    let path = common::socket_path("interrupted");
+    let _silent = ss_coord::sys::listen_with(&path, 4, false, None).unwrap();
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = &path;
+        let t = s.spawn(move || {
+            // SAFETY: gettid cannot fail.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            Client::connect(path).err().expect("nobody answers")
+        });
+        let tid = rx.recv().unwrap();
+        let in_recv = || {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                == Some(&libc::SYS_recvmsg.to_string())
+        };
+        // Interrupts it a few times while it waits for the welcome.
+        let mut sent = 0;
+        while sent < 3 && !t.is_finished() {
+            if in_recv() {
+                // SAFETY: tgkill to a live thread of this process, whose
+                // handler for the signal does nothing.
+                unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR2) };
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let err = t.join().unwrap();
+        assert!(sent > 0, "never saw it wait");
+        assert_ne!(
+            err.kind(),
+            std::io::ErrorKind::Interrupted,
+            "a signal failed the registration: {err}"
+        );
+    });
+}
