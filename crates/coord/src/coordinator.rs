@@ -862,7 +862,7 @@ impl Coordinator {
             let Conn::Registered(r) = conn else { continue };
             let at_top = r.effective & top != 0 && r.weights.applied() == Weight::Original;
             let pid = r.pid;
-            let cpu = || crate::stall::cpu_time(pid, prefix);
+            let cpu = || crate::stall::progress(pid, prefix);
             if r.stall.check(now, at_top, r.seq, cpu, window) {
                 changed.push((id, pid, r.stall.stalled()));
             }

@@ -752,6 +752,18 @@ pub fn thread_cpu_time(pid: u32, tid: libc::pid_t) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable schedstat"))
 }
 
+/// Whether thread `tid` of process `pid` is runnable now (state `R` in
+/// `/proc/<pid>/task/<tid>/stat`: on a CPU or waiting for one); `false` if
+/// it cannot be read.
+pub fn thread_runnable(pid: u32, tid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+        return false;
+    };
+    // The state follows the command, whose parentheses may nest.
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('R'))
+}
+
 /// Whether `fd` is readable now: one `poll(2)` with no timeout. For a pidfd,
 /// readable means the process has exited.
 pub fn is_readable(fd: BorrowedFd<'_>) -> bool {
