@@ -403,9 +403,12 @@ impl GlobalPageReader {
     /// coordinator's) is woken through a second mapping of it, and finds the
     /// new page when it looks again. (Without that, an io_uring `FUTEX_WAIT`
     /// armed on the old page stayed in flight for good, and its worker never
-    /// armed one on the new page; found in review, 2026-11-30.) A wait that
-    /// resolved its key before the swap but sleeps only after this wake-up
-    /// still ends by its timeout.
+    /// armed one on the new page; found in review, 2026-11-30.) Not woken: a
+    /// wait that resolved its key before the swap and goes to sleep only
+    /// after this wake-up (a window of a few instructions in the kernel,
+    /// and only if the new page's word equals the one it expected) — a
+    /// `futex(2)` wait then ends by its timeout, an io_uring one stays armed
+    /// until its ring is torn down.
     ///
     /// # Errors
     /// As [`open`](GlobalPageReader::open), or the `mmap` failed (this reader
