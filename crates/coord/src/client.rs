@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ss_abi::{Levels, Priority};
 use ss_core::global::GlobalView;
@@ -81,8 +81,9 @@ impl Client {
     /// is mapped over the old one at the same address and the new socket
     /// takes the old one's descriptor number, so threads using the client
     /// meanwhile need no lock: each call sees the old registration or the
-    /// new one (a futex wait on the old page ends by its timeout, and a poke
-    /// on the old socket fails as it did before). The source id and ceiling
+    /// new one (a futex waiter asleep on the old page is woken once the new
+    /// one is in place, and a poke on the old socket fails as it did
+    /// before). The source id and ceiling
     /// are the new coordinator's. Waits at most `timeout` for the
     /// coordinator (to connect, and for each of its two messages).
     ///
@@ -109,7 +110,8 @@ impl Client {
             )));
         }
         // The page first: should the socket fail, it still says "gone".
-        self.global.replace_with(&r.global_fd)?;
+        self.global
+            .replace_with(self.global_fd.as_fd(), &r.global_fd)?;
         sys::dup_onto(r.global_fd.as_fd(), self.global_fd.as_fd())?;
         sys::dup_onto(r.sock.as_fd(), self.sock.as_fd())?;
         self.source.store(r.source, Ordering::Relaxed);
@@ -247,8 +249,15 @@ impl Client {
 }
 
 /// Connects to `path` and registers `page` (see [`Client::connect`]).
+///
+/// A signal that interrupts one of its waits (a socket call with a timeout
+/// returns `EINTR` after any handler, `SA_RESTART` or not — a profiler's
+/// `SIGPROF`, say) is waited through: the call is made again with what is
+/// left of the `timeout` (an `EINTR` failed the registration, and a runtime's
+/// `build`, until 2026-11-30's review).
 fn register(path: &Path, page: &ProcessPageWriter, timeout: Duration) -> io::Result<Registration> {
-    let sock = sys::connect_timeout(path, timeout).map_err(|e| {
+    let deadline = Instant::now() + timeout;
+    let sock = until(deadline, |left| sys::connect_timeout(path, left)).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
@@ -278,14 +287,22 @@ fn register(path: &Path, page: &ProcessPageWriter, timeout: Duration) -> io::Res
     let hello = Hello {
         pid: std::process::id(),
     };
-    sys::set_recv_timeout(sock.as_fd(), timeout)?;
     let mut buf = [0u8; MSG_LEN + 1];
+    let recv = |buf: &mut [u8]| {
+        until(deadline, |left| {
+            sys::set_recv_timeout(sock.as_fd(), left)?;
+            sys::recv_msg(sock.as_fd(), buf, false)
+        })
+    };
     // The coordinator speaks first: a welcome (send the hello now), or a
     // refusal (`--max-per-uid`) in place of one.
-    let first = sys::recv_msg(sock.as_fd(), &mut buf, false)?;
+    let first = recv(&mut buf)?;
     let msg = if Welcome::decode(&buf[..first.len]).is_some() && !first.truncated {
-        sys::send_msg(sock.as_fd(), &hello.encode(), &[page.fd()], false)?;
-        sys::recv_msg(sock.as_fd(), &mut buf, false)?
+        // (Its send timeout is the connect's: at most `timeout` more.)
+        until(deadline, |_| {
+            sys::send_msg(sock.as_fd(), &hello.encode(), &[page.fd()], false)
+        })?;
+        recv(&mut buf)?
     } else {
         first
     };
@@ -314,4 +331,19 @@ fn register(path: &Path, page: &ProcessPageWriter, timeout: Duration) -> io::Res
         ceiling,
         levels,
     })
+}
+
+/// Calls `f` with the time left until `deadline` (never zero, which would
+/// mean "no timeout" to the socket options) until it does not fail with
+/// `EINTR` or the deadline has passed.
+fn until<T>(deadline: Instant, mut f: impl FnMut(Duration) -> io::Result<T>) -> io::Result<T> {
+    loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        match f(left) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && Instant::now() < deadline => {}
+            r => return r,
+        }
+    }
 }

@@ -149,7 +149,7 @@ pub struct ClientStatus {
     /// The last failure to read or set a thread's weight.
     pub weight_error: Option<String>,
     /// Whether its bits are left out of the view because it held the global
-    /// top and made no progress (neither its CPU clock nor its page's `seq`
+    /// top and made no progress (neither its workers' CPU time nor its page's `seq`
     /// moved) for the stall window ([`stall`](crate::stall)).
     #[serde(default)]
     pub stalled: bool,
@@ -842,12 +842,13 @@ impl Coordinator {
         // The global top's bit (level 0 is the lowest bit); stalled
         // registrations contribute nothing to it.
         let top = global & global.wrapping_neg();
+        let prefix = self.cfg.policy.weights.thread_prefix.as_str();
         let mut changed = Vec::new();
         for (&id, conn) in self.conns.iter_mut() {
             let Conn::Registered(r) = conn else { continue };
             let at_top = r.effective & top != 0 && r.weights.applied() == Weight::Original;
             let pid = r.pid;
-            let cpu = || sys::process_cpu_time(pid).ok();
+            let cpu = || crate::stall::progress(pid, prefix);
             if r.stall.check(now, at_top, r.seq, cpu, window) {
                 changed.push((id, pid, r.stall.stalled()));
             }

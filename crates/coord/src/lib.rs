@@ -72,7 +72,7 @@
 //!   and at its ceiling level only within its top-level budget (a burst, then
 //!   a bounded share of the time, as seen by the scans).
 //! - A process that holds the global top and makes no progress (neither its
-//!   CPU clock nor its page's `seq` moves) for the stall window — the
+//!   workers' CPU time nor its page's `seq` moves) for the stall window — the
 //!   budget's burst, 200 ms by default — is left out of the view until it
 //!   moves ([`stall`]); one held back by more important work, or running,
 //!   never is.

@@ -434,17 +434,34 @@ impl GlobalPageReader {
     }
 
     /// Checks `fd` as [`open`](GlobalPageReader::open) does, then maps it over
-    /// this reader's mapping, at the same address and in one step: readers,
-    /// futex waiters and [`futex_word`](GlobalPageReader::futex_word)
-    /// borrowers go on with the new page (a futex wait on the old one ends by
-    /// its timeout or a spurious wake-up).
+    /// this reader's mapping, at the same address and in one step: readers
+    /// and [`futex_word`](GlobalPageReader::futex_word) borrowers go on with
+    /// the new page. `old` is the file mapped until now: once the new page is
+    /// in place, every futex waiter still asleep on the old one (its futex key
+    /// is the old file's, which nobody may ever wake again — a crashed
+    /// coordinator's) is woken through a second mapping of it, and finds the
+    /// new page when it looks again. (Without that, an io_uring `FUTEX_WAIT`
+    /// armed on the old page stayed in flight for good, and its worker never
+    /// armed one on the new page; found in review, 2026-11-30.) Not woken: a
+    /// wait that resolved its key before the swap and goes to sleep only
+    /// after this wake-up (a window of a few instructions in the kernel,
+    /// and only if the new page's word equals the one it expected) — a
+    /// `futex(2)` wait then ends by its timeout, an io_uring one stays armed
+    /// until its ring is torn down.
     ///
     /// # Errors
     /// As [`open`](GlobalPageReader::open), or the `mmap` failed (this reader
     /// then still maps the old page).
-    pub fn replace_with(&self, fd: &OwnedFd) -> io::Result<()> {
+    pub fn replace_with(&self, old: BorrowedFd<'_>, fd: &OwnedFd) -> io::Result<()> {
         drop(GlobalPageReader::open(fd)?);
-        self.map.replace_read_only(fd.as_fd())
+        // Mapped before the swap, so that a shortage cannot leave the
+        // waiters asleep after it (nothing changes then).
+        let alias = Mapping::new(old, sys::page_size(), false)?;
+        self.map.replace_read_only(fd.as_fd())?;
+        // SAFETY: FUTEX_OFFSET is in bounds and aligned for a u32 (as in
+        // `futex_word`); the wake-up does not access the memory.
+        sys::futex_wake_all(unsafe { alias.as_ptr().add(FUTEX_OFFSET) }.cast::<u32>());
+        Ok(())
     }
 
     fn u32(&self, off: usize) -> &AtomicU32 {

@@ -13,9 +13,17 @@
 //!   lowered them, which it may still do for a weight window after it
 //!   reached the top).
 //!
-//! A watched registration *moves* when its process's CPU clock (all threads,
-//! read with `clock_getcpuclockid` + `clock_gettime`; the kernel's count, not
-//! an allegation) or its page's `seq` changes. If it does not move for the
+//! A watched registration *moves* when the CPU time of its worker threads
+//! (those named with the weights' thread prefix, `ss-worker` by default, all
+//! together, from `/proc/<pid>/task/<tid>/schedstat`; for a process without
+//! such threads its process CPU clock, `clock_getcpuclockid` +
+//! `clock_gettime`; the kernel's count either way, not an allegation) or its
+//! page's `seq` changes, and whenever one of those threads is runnable (state
+//! `R`: waiting for a CPU the loaded machine does not give it is not being
+//! hung) ([`progress`]). Only the workers run what the page
+//! claims: a runtime's watch thread, which looks every few milliseconds
+//! while its workers are busy, must not keep a process whose workers are
+//! all blocked counted. If it does not move for the
 //! window ([`Policy::stall_window`](crate::policy::Policy::stall_window):
 //! the budget's burst, 200 ms by default) its bits are **left out of the
 //! view** ("stalled") until either moves again.
@@ -35,15 +43,70 @@
 //! - *Unreadable clock* (the process is exiting; its pidfd removes it in the
 //!   same loop turn): never dropped on a guess.
 //!
-//! Cost: while watched (or stalled), one `clock_gettime` per registration at
-//! most every window / [`SAMPLES_PER_WINDOW`] (12.5 ms by default), plus one
-//! right before a drop, so a drop always rests on a fresh reading. Leaving
+//! Cost: while watched (or stalled), one reading per registration (a listing
+//! of `/proc/<pid>/task` and each worker thread's `schedstat` and `stat`, or
+//! one `clock_gettime`) at most every window / [`SAMPLES_PER_WINDOW`]
+//! (12.5 ms by default), plus one right before a drop, so a drop always
+//! rests on a fresh reading. Leaving
 //! the top and reaching it again does not buy a reading: the window then
 //! starts from the last one if it is that recent (a move since is seen at
 //! the next reading and restarts the window), and an unreadable clock is not
 //! read again before the next is due either.
 
 use std::time::{Duration, Instant};
+
+use crate::sys;
+use crate::weights::worker_threads;
+
+/// One reading of a watched registration's progress ([`progress`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reading {
+    /// CPU time consumed, in nanoseconds.
+    pub cpu: u64,
+    /// One of the threads it is read from is runnable now (state `R`):
+    /// waiting for a CPU, or on one — not hung, however long the machine
+    /// keeps it waiting.
+    pub runnable: bool,
+}
+
+/// What a watched registration's progress is read from: the CPU time of its
+/// worker threads (named with `prefix`, the weights'
+/// [`thread_prefix`](crate::weights::WeightConfig::thread_prefix)), all
+/// together, if it has any and they can be read; else its process's CPU
+/// clock. Either way, whether one of those threads (all of them, at most
+/// [`MAX_WEIGHTED_THREADS`](crate::weights::MAX_WEIGHTED_THREADS), for the
+/// process clock) is runnable now. `None`: nothing can be read (it is
+/// exiting).
+///
+/// Only the workers run the ready work its page claims: a runtime's other
+/// threads — its watch, which looks every few milliseconds while workers are
+/// busy — kept a process clock moving while every worker was blocked, and
+/// such a process was never left out. And a runnable thread is waiting for a
+/// CPU: on a machine loaded enough that it waits a whole window, a process
+/// that ran was left out (both found in review, 2026-11-30).
+pub fn progress(pid: u32, prefix: &str) -> Option<Reading> {
+    if !prefix.is_empty() {
+        if let Ok(tids) = worker_threads(pid, prefix) {
+            let mut sum: Option<u64> = None;
+            let mut runnable = false;
+            for tid in tids {
+                // A thread that has just exited drops out of the sum: a
+                // change, so at worst a "moved" (never a drop on a guess).
+                if let Ok(t) = sys::thread_cpu_time(pid, tid) {
+                    sum = Some(sum.unwrap_or(0).wrapping_add(t));
+                    runnable |= sys::thread_runnable(pid, tid);
+                }
+            }
+            if let Some(cpu) = sum {
+                return Some(Reading { cpu, runnable });
+            }
+        }
+    }
+    let cpu = sys::process_cpu_time(pid).ok()?;
+    let runnable = worker_threads(pid, "")
+        .is_ok_and(|tids| tids.into_iter().any(|t| sys::thread_runnable(pid, t)));
+    Some(Reading { cpu, runnable })
+}
 
 /// The CPU clock of a watched registration is read at most this many times
 /// per window (and once more right before dropping it).
@@ -77,7 +140,7 @@ impl Stall {
     }
 
     /// One check at `now`. `at_top`: it is watched (module docs); `seq`: its
-    /// page's `seq` now; `cpu`: reads its CPU clock in nanoseconds (`None`:
+    /// page's `seq` now; `cpu`: reads its progress ([`Reading`]; `None`:
     /// unreadable), called only when a reading is due. Returns whether
     /// [`stalled`](Stall::stalled) changed.
     pub fn check(
@@ -85,7 +148,7 @@ impl Stall {
         now: Instant,
         at_top: bool,
         seq: u64,
-        cpu: impl FnOnce() -> Option<u64>,
+        cpu: impl FnOnce() -> Option<Reading>,
         window: Duration,
     ) -> bool {
         if !self.stalled && !at_top {
@@ -108,7 +171,7 @@ impl Stall {
             // reading (the last one if it is recent: a move since then
             // only restarts the window at the next reading).
             if due {
-                self.cpu = Some((now, cpu()));
+                self.cpu = Some((now, cpu().map(|r| r.cpu)));
             }
             if self.cpu.is_some_and(|(_, c)| c.is_some()) {
                 self.since = Some(now);
@@ -122,12 +185,12 @@ impl Stall {
         if due || (expired && !self.stalled) {
             let old = self.cpu.and_then(|(_, c)| c);
             let c = cpu();
-            self.cpu = Some((now, c));
+            self.cpu = Some((now, c.map(|r| r.cpu)));
             let Some(c) = c else {
                 // Never drop on a guess.
                 return self.unwatch();
             };
-            moved |= old != Some(c);
+            moved |= c.runnable || old != Some(c.cpu);
         }
         if moved {
             self.since = Some(now);
@@ -156,6 +219,14 @@ mod tests {
     use super::*;
 
     const WINDOW: Duration = Duration::from_millis(200);
+
+    /// A reading of `cpu` with no thread runnable.
+    fn idle(cpu: u64) -> Reading {
+        Reading {
+            cpu,
+            runnable: false,
+        }
+    }
     const TICK: Duration = Duration::from_millis(1);
 
     /// Runs `ticks` ticks from `t`, with the CPU clock given by `clock` at
@@ -177,7 +248,7 @@ mod tests {
                 seq(i),
                 || {
                     reads += 1;
-                    clock(i)
+                    clock(i).map(idle)
                 },
                 WINDOW,
             );
@@ -208,7 +279,7 @@ mod tests {
         let (t, _) = run(&mut s, t, 60, true, |_| 7, |_| Some(1001));
         assert!(s.stalled());
         // Its seq moves (its clock does not): back at the next check.
-        assert!(s.check(t, true, 8, || Some(1001), WINDOW));
+        assert!(s.check(t, true, 8, || Some(idle(1001)), WINDOW));
         assert!(!s.stalled());
         assert_eq!(s.stalls(), 2);
     }
@@ -227,6 +298,86 @@ mod tests {
         );
         assert!(!s.stalled());
         assert_eq!(s.stalls(), 0);
+    }
+
+    #[test]
+    fn a_process_waiting_for_a_cpu_is_never_left_out() {
+        // Its clock stands still for many windows (the machine gives it no
+        // CPU), but a thread of it is runnable: not hung.
+        let mut s = Stall::default();
+        let t = Instant::now();
+        let mut t2 = t;
+        for _ in 0..5000 {
+            let runnable = Reading {
+                cpu: 77,
+                runnable: true,
+            };
+            s.check(t2, true, 1, || Some(runnable), WINDOW);
+            t2 += TICK;
+        }
+        assert_eq!((s.stalled(), s.stalls()), (false, 0));
+        // Once nothing of it is runnable and its clock stands still, it is
+        // left out after a window.
+        run(&mut s, t2, 205, true, |_| 1, |_| Some(77));
+        assert!(s.stalled());
+    }
+
+    #[test]
+    fn progress_reads_the_workers_and_whether_one_is_runnable() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let pid = std::process::id();
+        let stop = Arc::new(AtomicBool::new(false));
+        // A sleeping worker: read, not runnable (but for a moment at its
+        // wake-ups: looked at until it is seen asleep, bounded).
+        let sleeper = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("ss-stalltest-s".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                })
+                .unwrap()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = progress(pid, "ss-stalltest-s").expect("readable");
+            if !r.runnable {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a sleeping thread reads runnable"
+            );
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        // A spinning worker beside it: runnable, and its CPU time counts.
+        let spinner = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("ss-stalltest-r".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+                .unwrap()
+        };
+        let first = progress(pid, "ss-stalltest-").expect("readable");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = progress(pid, "ss-stalltest-").expect("readable");
+            if r.runnable && r.cpu > first.cpu {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{first:?} then {r:?}");
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        stop.store(true, Ordering::Relaxed);
+        sleeper.join().unwrap();
+        spinner.join().unwrap();
     }
 
     #[test]
@@ -291,7 +442,7 @@ mod tests {
                 0,
                 || {
                     reads += 1;
-                    Some(u64::from(i))
+                    Some(idle(u64::from(i)))
                 },
                 WINDOW,
             );

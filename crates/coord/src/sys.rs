@@ -738,6 +738,30 @@ pub fn process_cpu_time(pid: u32) -> io::Result<u64> {
     Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
+/// The CPU time thread `tid` of process `pid` has consumed, in nanoseconds:
+/// the first field of `/proc/<pid>/task/<tid>/schedstat` (a thread's CPU
+/// clock cannot be read from another process). `NotFound` once the thread
+/// has exited; an error also where the kernel lacks the file.
+pub fn thread_cpu_time(pid: u32, tid: libc::pid_t) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable schedstat"))
+}
+
+/// Whether thread `tid` of process `pid` is runnable now (state `R` in
+/// `/proc/<pid>/task/<tid>/stat`: on a CPU or waiting for one); `false` if
+/// it cannot be read.
+pub fn thread_runnable(pid: u32, tid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+        return false;
+    };
+    // The state follows the command, whose parentheses may nest.
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('R'))
+}
+
 /// Whether `fd` is readable now: one `poll(2)` with no timeout. For a pidfd,
 /// readable means the process has exited.
 pub fn is_readable(fd: BorrowedFd<'_>) -> bool {

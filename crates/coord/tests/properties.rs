@@ -15,7 +15,7 @@ use ss_abi::page::{PAGE_VERSION, PROCESS_PAGE_MAGIC, PROCESS_PAGE_MIN_LEN};
 use ss_abi::{Levels, Priority};
 use ss_coord::page::{PageError, ProcessPageReader, YieldCount, MAX_YIELD_STEP};
 use ss_coord::policy::{clamp, scan_bits, Budget, Holder};
-use ss_coord::stall::{Stall, SAMPLES_PER_WINDOW};
+use ss_coord::stall::{Reading, Stall, SAMPLES_PER_WINDOW};
 use ss_coord::sys;
 use ss_coord::wire::{
     Hello, Refusal, Reply, Welcome, HELLO_MAGIC, MSG_LEN, PROTOCOL_VERSION, REPLY_MAGIC,
@@ -544,6 +544,8 @@ struct Check {
     seq_moves: bool,
     /// How far its CPU clock moves (backwards as garbage), `None`: unreadable.
     cpu: Option<i64>,
+    /// A worker thread is runnable (waiting for a CPU) when read.
+    runnable: bool,
 }
 
 fn checks(monotone: bool) -> impl Strategy<Value = Vec<Check>> {
@@ -564,14 +566,16 @@ fn checks(monotone: bool) -> impl Strategy<Value = Vec<Check>> {
         prop::bool::weighted(0.8),
         prop::bool::weighted(0.05),
         cpu,
+        prop::bool::weighted(0.1),
     )
-        .prop_map(|(n, dt_us, at_top, seq_moves, cpu)| {
+        .prop_map(|(n, dt_us, at_top, seq_moves, cpu, runnable)| {
             vec![
                 Check {
                     dt_us,
                     at_top,
                     seq_moves,
                     cpu,
+                    runnable,
                 };
                 n
             ]
@@ -587,6 +591,8 @@ struct Seen {
     cpu: Option<u64>,
     /// The clock as read by this check, if it read it.
     read: Option<Option<u64>>,
+    /// A reading would say a worker is runnable.
+    runnable: bool,
     stalled: bool,
 }
 
@@ -611,7 +617,10 @@ fn run_checks(checks: &[Check], window: Duration) -> Result<Vec<Seen>, TestCaseE
             seq,
             || {
                 read = Some(now_cpu);
-                now_cpu
+                now_cpu.map(|cpu| Reading {
+                    cpu,
+                    runnable: ch.runnable,
+                })
             },
             window,
         );
@@ -623,6 +632,7 @@ fn run_checks(checks: &[Check], window: Duration) -> Result<Vec<Seen>, TestCaseE
             seq,
             cpu: now_cpu,
             read,
+            runnable: ch.runnable,
             stalled: s.stalled(),
         });
     }
@@ -660,12 +670,15 @@ proptest! {
                     prop_assert_eq!(past.seq, now.seq, "seq moved at check {}", j);
                     if let Some(r) = past.read {
                         prop_assert_eq!(r, now.read.flatten(), "clock read moved at check {}", j);
+                        let runnable = r.is_some() && past.runnable;
+                        prop_assert!(!runnable, "check {j} read a runnable worker");
                     }
                 }
                 prop_assert!(now.read.flatten().is_some(), "stalled without a fresh reading");
             }
             if let Some(b) = before {
-                if b.stalled && (now.seq != b.seq || now.read == Some(None)) {
+                let runnable = now.read.flatten().is_some() && now.runnable;
+                if b.stalled && (now.seq != b.seq || now.read == Some(None) || runnable) {
                     prop_assert!(!now.stalled, "check {i}: moved or unreadable, still out");
                 }
             }
@@ -692,6 +705,7 @@ proptest! {
                         break;
                     }
                     prop_assert!(past.seq == now.seq && past.cpu == now.cpu);
+                    prop_assert!(!(past.read.is_some() && past.runnable));
                 }
             }
         }
@@ -699,7 +713,10 @@ proptest! {
         let mut k = 0;
         while k < seen.len() {
             let same = |j: usize| {
-                seen[j].at_top && seen[j].seq == seen[k].seq && seen[j].cpu == seen[k].cpu
+                seen[j].at_top
+                    && !seen[j].runnable
+                    && seen[j].seq == seen[k].seq
+                    && seen[j].cpu == seen[k].cpu
             };
             let mut end = k;
             while end < seen.len() && same(end) {

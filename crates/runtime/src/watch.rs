@@ -170,7 +170,11 @@ impl Watch {
         }
         let (shared, period) = (self.shared.clone(), self.period);
         *thread = std::thread::Builder::new()
-            .name(format!("{name}-watch"))
+            // Not named like the workers (`{name}-{index}`): a coordinator
+            // counts the CPU time of the threads with their prefix as the
+            // process's progress (`ss_coord::stall`), and the watch runs
+            // while every worker is blocked.
+            .name(format!("watch-{name}"))
             .spawn(move || shared.run(&exec, period))
             .ok();
     }

@@ -258,3 +258,83 @@ fn not_coordinated_unless_asked() {
     assert!(rt.coordinator().is_none());
     assert_eq!(rt.block_on(async { 1 }), 1);
 }
+
+/// In a child process (`STALL_CHILD` names the socket): a runtime whose
+/// only worker runs a level-0 coroutine that blocks in a system call.
+const STALL_CHILD: &str = "SS_RT_COORD_STALL_CHILD";
+
+/// A runtime whose every worker is blocked while its page claims the top is
+/// left out of the view like any hung process (`ss_coord::stall`), although
+/// its watch thread keeps looking — and using a little CPU — meanwhile. The
+/// runtime runs in a child process (the coordinator's thread in this one
+/// would keep any clock of it moving).
+#[test]
+fn a_runtime_whose_workers_are_all_blocked_is_left_out() {
+    use std::io::{BufRead, Write};
+    const NAME: &str = "a_runtime_whose_workers_are_all_blocked_is_left_out";
+    if let Some(p) = std::env::var_os(STALL_CHILD) {
+        let rt = Builder::new()
+            .workers(1)
+            .coordination(Coordination::Connect(PathBuf::from(p)))
+            .build()
+            .unwrap();
+        rt.spawn(
+            async move {
+                // Straight to fd 1: the harness may capture `println!`.
+                let mut out = std::io::stdout();
+                writeln!(out, "READY").unwrap();
+                out.flush().unwrap();
+                // Its worker blocks (as in a deadlock or a blocking read)
+                // until the parent kills the process.
+                std::thread::sleep(Duration::from_secs(600));
+            },
+            prio(0),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_secs(600));
+        return;
+    }
+    let path = socket("blocked");
+    let mut cfg = Config::new(&path);
+    // At their own OS weight throughout: watched from the start.
+    cfg.policy.weights.enabled = false;
+    let coord = Coordinator::spawn(cfg).unwrap();
+    let other = Client::connect(&path).unwrap();
+    other.publish(1 << 3).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env(STALL_CHILD, &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    /// Kills (and reaps) the child however the test ends.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let child = Reap(child);
+    // libtest's "test NAME ... " may precede it on the same line.
+    while !lines
+        .next()
+        .expect("the child answers")
+        .unwrap()
+        .contains("READY")
+    {}
+    let pid = child.0.id();
+    let (s, ok) = coord.wait_until(WAIT, |s| {
+        s.clients.iter().any(|c| c.pid == pid && c.stalled)
+    });
+    let row: Vec<_> = s.clients.iter().filter(|c| c.pid == pid).collect();
+    assert!(ok, "its blocked level 0 still holds others back: {row:?}");
+    // And the other's level 3 is the top now.
+    eventually("the other's level is the top", || {
+        other.view().global.bits() == 1 << 3
+    });
+    drop(child);
+    drop(other);
+    coord.stop().unwrap();
+}
