@@ -616,12 +616,13 @@ impl Runtime {
     /// io_uring.
     ///
     /// ```
-    /// use std::time::Duration;
-    ///
     /// let rt = ss_runtime::Runtime::builder().workers(1).build()?;
-    /// rt.block_on(ss_runtime::time::sleep(Duration::from_millis(1)));
+    /// let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    /// let (n, _buf) = rt.block_on(ss_runtime::io::write(null, vec![0; 8]));
+    /// assert_eq!(n?, 8);
     /// if let Some(m) = rt.io_metrics() {
-    ///     assert!(m.completions >= 1, "the sleep's timeout completed: {m:?}");
+    ///     // The write went through the ring: submitted, and reaped.
+    ///     assert!(m.submitted >= 1 && m.completions >= 1, "{m:?}");
     /// }
     /// # Ok::<(), std::io::Error>(())
     /// ```
