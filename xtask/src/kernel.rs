@@ -227,11 +227,41 @@ pub const CONSOLE_INPUT: &str = "hello kernel\n";
 const KERNEL_BANNER: &str = "[kernel] SharedScheduler kernel";
 
 /// Boots `kernel` on `harts` harts, typing [`CONSOLE_INPUT`]; fails on a
-/// non-zero exit or after `timeout`.
+/// non-zero exit or after `timeout`. A QEMU that exits before the kernel
+/// printed its banner is started again (at most [`BOOT_ATTEMPTS`] times): the
+/// host port picked for its forwarding may have been taken by another
+/// process between our probe and QEMU's bind ("Could not set up host
+/// forwarding rule").
 fn boot_test(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), String> {
+    let mut attempt = 1;
+    loop {
+        match boot_once(kernel, harts, timeout) {
+            Err(Boot::NotStarted(e)) if attempt < BOOT_ATTEMPTS => {
+                eprintln!("{e}; starting QEMU again");
+                attempt += 1;
+            }
+            Err(Boot::NotStarted(e) | Boot::Failed(e)) => return Err(e),
+            Ok(()) => return Ok(()),
+        }
+    }
+}
+
+/// Starts of QEMU [`boot_test`] makes before it gives up on one that exits
+/// before the kernel runs.
+const BOOT_ATTEMPTS: usize = 3;
+
+/// How a test boot failed.
+enum Boot {
+    /// QEMU exited before the kernel printed its banner.
+    NotStarted(String),
+    /// The kernel ran and failed, hung or printed no summary.
+    Failed(String),
+}
+
+fn boot_once(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), Boot> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free host port: {e}"))?
+        .map_err(|e| Boot::Failed(format!("no free host port: {e}")))?
         .port();
     let mut cmd = qemu(kernel, harts, Some(port));
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
@@ -239,10 +269,13 @@ fn boot_test(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), Strin
     let started = Instant::now();
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("could not start QEMU: {e}"))?;
+        .map_err(|e| Boot::Failed(format!("could not start QEMU: {e}")))?;
     let deadline = started + timeout;
     std::thread::spawn(move || dropped_accept_peer(port, deadline));
-    let mut stdout = child.stdout.take().ok_or("no QEMU stdout")?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Boot::Failed("no QEMU stdout".into()))?;
     let mut stdin = child.stdin.take();
     // Forward QEMU's output as it comes; type the input once the kernel has
     // printed its banner (earlier, OpenSBI's UART set-up would drop it).
@@ -265,7 +298,7 @@ fn boot_test(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), Strin
         all
     });
     let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+        if let Some(s) = child.try_wait().map_err(|e| Boot::Failed(e.to_string()))? {
             break Some(s);
         }
         if started.elapsed() > timeout {
@@ -278,23 +311,26 @@ fn boot_test(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), Strin
     let output = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
     let secs = started.elapsed().as_secs_f64();
     match status {
-        None => Err(format!(
+        None => Err(Boot::Failed(format!(
             "QEMU ({harts} harts) did not finish within {}s: the kernel hung",
             timeout.as_secs()
-        )),
+        ))),
         Some(s) if s.success() => {
             if output.contains("kernel:") && output.contains(" 0 failed") {
                 eprintln!("QEMU ({harts} harts): all tests passed in {secs:.1}s");
                 Ok(())
             } else {
-                Err(format!(
+                Err(Boot::Failed(format!(
                     "QEMU ({harts} harts) exited 0 without a test summary"
-                ))
+                )))
             }
         }
-        Some(s) => Err(format!(
+        Some(s) if !output.contains(KERNEL_BANNER) => Err(Boot::NotStarted(format!(
+            "QEMU ({harts} harts) exited with {s} before the kernel ran (see its message above)"
+        ))),
+        Some(s) => Err(Boot::Failed(format!(
             "QEMU ({harts} harts) exited with {s}: the kernel's failure code (see the output above)"
-        )),
+        ))),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ pub struct Client {
     levels: Levels,
     /// Serialises [`reconnect`](Client::reconnect)s.
     reconnecting: Mutex<()>,
+    /// Successful [`reconnect`](Client::reconnect)s so far.
+    registrations: AtomicU64,
 }
 
 /// One registration's outcome: what [`Client`] keeps of it.
@@ -71,6 +73,7 @@ impl Client {
             ceiling: AtomicU8::new(r.ceiling.level()),
             levels: r.levels,
             reconnecting: Mutex::new(()),
+            registrations: AtomicU64::new(0),
         })
     }
 
@@ -116,7 +119,18 @@ impl Client {
         sys::dup_onto(r.sock.as_fd(), self.sock.as_fd())?;
         self.source.store(r.source, Ordering::Relaxed);
         self.ceiling.store(r.ceiling.level(), Ordering::Relaxed);
+        // Release: whoever sees the new count sees the new page mapped.
+        self.registrations.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// How many times this client registered again
+    /// ([`reconnect`](Client::reconnect)): a wait on the global page's futex
+    /// word that was armed under another count waits on an earlier
+    /// coordinator's page (another file at the same address), whose futex
+    /// nobody wakes any more; re-arm it.
+    pub fn registrations(&self) -> u64 {
+        self.registrations.load(Ordering::Acquire)
     }
 
     /// Publishes this process's ready bitmap: stores it in the process page,

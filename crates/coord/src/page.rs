@@ -446,8 +446,10 @@ impl GlobalPageReader {
     /// wait that resolved its key before the swap and goes to sleep only
     /// after this wake-up (a window of a few instructions in the kernel,
     /// and only if the new page's word equals the one it expected) — a
-    /// `futex(2)` wait then ends by its timeout, an io_uring one stays armed
-    /// until its ring is torn down.
+    /// `futex(2)` wait then ends by its timeout; an io_uring one would stay
+    /// armed until its ring is torn down, so ss-runtime re-arms a wait armed
+    /// under an earlier [`Client::registrations`](crate::Client::registrations)
+    /// count.
     ///
     /// # Errors
     /// As [`open`](GlobalPageReader::open), or the `mmap` failed (this reader

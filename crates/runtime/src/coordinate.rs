@@ -438,7 +438,12 @@ impl Global {
         // the runtime's shared state; every worker holds that state until after
         // its ring (with any armed wait) is torn down.
         let on_ring = unsafe {
-            crate::io::driver::defer_local(self.client.futex_word(), seen as u32, self.recheck)
+            crate::io::driver::defer_local(
+                self.client.futex_word(),
+                seen as u32,
+                self.client.registrations(),
+                self.recheck,
+            )
         };
         if !on_ring {
             self.client.wait_for_change(seen, Some(self.recheck));

@@ -748,6 +748,11 @@ pub(crate) struct Local {
     /// A `FUTEX_WAIT` on the global page is in the kernel (completes when the
     /// coordinator publishes, or is cancelled at teardown).
     futex_armed: Cell<bool>,
+    /// The registration it was armed for (`defer_local`'s `registration`).
+    futex_registration: Cell<u64>,
+    /// Its cancellation is asked for (it was armed for an earlier
+    /// registration).
+    futex_cancelling: Cell<bool>,
     /// Whether this kernel has `IORING_OP_FUTEX_WAIT` (Linux 6.7).
     futex_ok: bool,
     /// Reused between reaps.
@@ -901,11 +906,24 @@ pub(crate) fn park_local(at_most: Option<Duration>, woke: impl FnOnce()) -> bool
 /// has no ring or the kernel lacks `FUTEX_WAIT`, for the caller to wait on the
 /// futex itself.
 ///
+/// `registration` counts the client's registrations: a wait armed for an
+/// earlier one (the coordinator restarted, and the page mapped at `word` is
+/// another file now) waits on the old file's futex key, which nobody wakes
+/// any more; it is cancelled, and the next call arms one on the new page.
+/// (The client wakes such waiters once at the swap, but a wait that read
+/// the old key just before it and slept just after is missed; found in
+/// review, 2026-11-30.)
+///
 /// # Safety
 /// `word` must stay mapped until the wait completes: until this worker's ring
 /// is torn down at the latest (the runtime's coordinator client, which owns
 /// the mapping, outlives its workers' rings).
-pub(crate) unsafe fn defer_local(word: &AtomicU32, seen: u32, timeout: Duration) -> bool {
+pub(crate) unsafe fn defer_local(
+    word: &AtomicU32,
+    seen: u32,
+    registration: u64,
+    timeout: Duration,
+) -> bool {
     let Some(l) = local() else {
         return false;
     };
@@ -914,7 +932,13 @@ pub(crate) unsafe fn defer_local(word: &AtomicU32, seen: u32, timeout: Duration)
     }
     l.take_remote();
     l.arm_doorbell();
-    if !l.futex_armed.get() {
+    if l.futex_armed.get() && l.futex_registration.get() != registration {
+        // Armed on the page of an earlier registration: its completion
+        // (`ECANCELED`) ends this wait, and the next call arms anew.
+        if !l.futex_cancelling.get() && l.push_cancel(FUTEX_TOKEN) {
+            l.futex_cancelling.set(true);
+        }
+    } else if !l.futex_armed.get() {
         // FUTEX2_SIZE_U32 without FUTEX2_PRIVATE: the page is shared between
         // processes, and the coordinator wakes it with a shared FUTEX_WAKE.
         let sqe = opcode::FutexWait::new(
@@ -929,6 +953,7 @@ pub(crate) unsafe fn defer_local(word: &AtomicU32, seen: u32, timeout: Duration)
         // kernel only reads it.
         if let Push::Queued(_) = unsafe { l.push(&sqe) } {
             l.futex_armed.set(true);
+            l.futex_registration.set(registration);
         }
     }
     l.enter(1, Some(timeout));
@@ -1149,7 +1174,10 @@ impl Local {
                     self.ring.stats.completions.fetch_add(1, Ordering::Relaxed);
                     match cqe.user_data() {
                         EVENTFD_TOKEN => self.efd_armed.set(false),
-                        FUTEX_TOKEN => self.futex_armed.set(false),
+                        FUTEX_TOKEN => {
+                            self.futex_armed.set(false);
+                            self.futex_cancelling.set(false);
+                        }
                         CANCEL_TOKEN => {}
                         key => self.ring.complete(
                             &mut slots,
@@ -1477,6 +1505,8 @@ impl Driver {
             efd_buf: Box::into_raw(Box::new(0u64)),
             efd_armed: Cell::new(false),
             futex_armed: Cell::new(false),
+            futex_registration: Cell::new(0),
+            futex_cancelling: Cell::new(false),
             futex_ok: shared.futex_ok,
             wake: RefCell::new(Vec::new()),
         });

@@ -1563,3 +1563,54 @@ fn a_waker_the_driver_lets_go_of_may_drop_an_operation_of_the_same_ring() {
         .recv_timeout(Duration::from_secs(20))
         .expect("the driver deadlocked dropping a waker under its slot lock");
 }
+
+/// A `FUTEX_WAIT` armed for an earlier registration with the coordinator
+/// waits on that page's futex key, which nobody wakes once the coordinator
+/// has gone: a deferring worker must not keep it (it would never arm one on
+/// the new page, and would wait out every recheck interval for good).
+/// Stands in for the swap with two words (the same address after a real
+/// `MAP_FIXED`; what tells them apart is the registration count).
+#[test]
+fn a_futex_wait_armed_for_an_earlier_registration_is_replaced() {
+    use std::sync::atomic::AtomicU32;
+    let words: &'static [AtomicU32; 2] =
+        Box::leak(Box::new([AtomicU32::new(0), AtomicU32::new(0)]));
+    let rt = rt(1);
+    let elapsed = rt.block_on(async move {
+        // SAFETY: the words are leaked: they outlive every wait.
+        if !unsafe { driver::defer_local(&words[0], 0, 0, Duration::from_millis(1)) } {
+            eprintln!("skipped: this kernel has no io_uring FUTEX_WAIT");
+            return Duration::ZERO;
+        }
+        // The first registration's wait stays armed on word 0. Registered
+        // again (count 1), the worker waits on word 1, which another thread
+        // then changes and wakes.
+        let waker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            words[1].store(1, Ordering::SeqCst);
+            // SAFETY: a futex wake on a live word; shared, as the
+            // coordinator's is.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    words[1].as_ptr(),
+                    libc::FUTEX_WAKE,
+                    i32::MAX,
+                )
+            };
+        });
+        let start = std::time::Instant::now();
+        while words[1].load(Ordering::SeqCst) == 0 {
+            // SAFETY: as above.
+            unsafe { driver::defer_local(&words[1], 0, 1, Duration::from_secs(10)) };
+        }
+        let elapsed = start.elapsed();
+        waker.join().unwrap();
+        settle_local("the futex waits ended");
+        elapsed
+    });
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the wake of the new page reached the worker only by its timeout ({elapsed:?})"
+    );
+}
