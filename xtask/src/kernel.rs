@@ -11,6 +11,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
@@ -164,8 +166,9 @@ const DROPPED_ACCEPT_PORT: u16 = 7001;
 /// guest's `accept` is submitted) connects (B) and, once the guest has
 /// dropped that `accept`'s future untaken, expects end of file on B within
 /// 20 s: writes `E` on A if it came, `L` if not. Gives up at `deadline` (the
-/// boot's).
-fn dropped_accept_peer(port: u16, deadline: Instant) {
+/// boot's), or once `stop` is set (the boot ended: its port may be another
+/// process's by then, even the next boot's, which has a peer of its own).
+fn dropped_accept_peer(port: u16, deadline: Instant, stop: &AtomicBool) {
     use std::io::Write;
     use std::net::{SocketAddr, TcpStream};
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -179,8 +182,9 @@ fn dropped_accept_peer(port: u16, deadline: Instant) {
     // Until the guest listens, QEMU takes the connection and closes it (or,
     // with the guest's network not up yet, holds it while it tries): a
     // connection that stays open is waited on until the guest says `R`.
+    let over = || Instant::now() > deadline || stop.load(Ordering::Relaxed);
     let mut a = 'connect: loop {
-        if Instant::now() > deadline {
+        if over() {
             return;
         }
         if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
@@ -193,7 +197,7 @@ fn dropped_accept_peer(port: u16, deadline: Instant) {
                         if matches!(
                             e.kind(),
                             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) && Instant::now() < deadline => {}
+                        ) && !over() => {}
                     _ => break,
                 }
             }
@@ -227,35 +231,61 @@ pub const CONSOLE_INPUT: &str = "hello kernel\n";
 const KERNEL_BANNER: &str = "[kernel] SharedScheduler kernel";
 
 /// Boots `kernel` on `harts` harts, typing [`CONSOLE_INPUT`]; fails on a
-/// non-zero exit or after `timeout`. A QEMU that exits before the kernel
-/// printed its banner is started again (at most [`BOOT_ATTEMPTS`] times): the
-/// host port picked for its forwarding may have been taken by another
-/// process between our probe and QEMU's bind ("Could not set up host
-/// forwarding rule").
+/// non-zero exit or after `timeout`. A QEMU that could not set up its port
+/// forwarding (the host port picked for it, probed free, was taken by
+/// another process before QEMU bound it: [`HOSTFWD_FAILED`] on its stderr)
+/// is started again, on another port, at most [`BOOT_ATTEMPTS`] times. Any
+/// other early exit — a kernel that panics before its banner, firmware or
+/// image trouble — fails at once: retried, an intermittent early-boot
+/// failure would pass unseen.
 fn boot_test(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), String> {
     let mut attempt = 1;
     loop {
         match boot_once(kernel, harts, timeout) {
-            Err(Boot::NotStarted(e)) if attempt < BOOT_ATTEMPTS => {
+            Err(Boot::PortTaken(e)) if attempt < BOOT_ATTEMPTS => {
                 eprintln!("{e}; starting QEMU again");
                 attempt += 1;
             }
-            Err(Boot::NotStarted(e) | Boot::Failed(e)) => return Err(e),
+            Err(Boot::PortTaken(e) | Boot::Failed(e)) => return Err(e),
             Ok(()) => return Ok(()),
         }
     }
 }
 
-/// Starts of QEMU [`boot_test`] makes before it gives up on one that exits
-/// before the kernel runs.
+/// Starts of QEMU [`boot_test`] makes before it gives up on one whose port
+/// forwarding fails.
 const BOOT_ATTEMPTS: usize = 3;
 
+/// What QEMU says on stderr (and then exits 1) when it cannot bind a
+/// `hostfwd` port: `-netdev user,…: Could not set up host forwarding rule
+/// 'tcp:127.0.0.1:PORT-:7001'` (QEMU's `net/slirp.c`).
+const HOSTFWD_FAILED: &str = "Could not set up host forwarding rule";
+
 /// How a test boot failed.
+#[derive(Debug, PartialEq, Eq)]
 enum Boot {
-    /// QEMU exited before the kernel printed its banner.
-    NotStarted(String),
-    /// The kernel ran and failed, hung or printed no summary.
+    /// QEMU exited before the kernel ran because its forwarded host port was
+    /// taken: worth another start, on another port.
+    PortTaken(String),
+    /// Anything else: QEMU or the kernel failed, hung or printed no summary.
     Failed(String),
+}
+
+/// Kills and reaps QEMU when a boot ends, however it ends (an early return
+/// leaves no QEMU running), and tells the boot's port peer to stop.
+struct BootGuard {
+    child: std::process::Child,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for BootGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn boot_once(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), Boot> {
@@ -264,19 +294,47 @@ fn boot_once(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), Boot>
         .map_err(|e| Boot::Failed(format!("no free host port: {e}")))?
         .port();
     let mut cmd = qemu(kernel, harts, Some(port));
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     eprintln!("$ {}   (timeout {}s)", describe(&cmd), timeout.as_secs());
     let started = Instant::now();
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| Boot::Failed(format!("could not start QEMU: {e}")))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut boot = BootGuard {
+        child,
+        stop: stop.clone(),
+    };
     let deadline = started + timeout;
-    std::thread::spawn(move || dropped_accept_peer(port, deadline));
-    let mut stdout = child
+    std::thread::spawn(move || dropped_accept_peer(port, deadline, &stop));
+    let mut stdout = boot
+        .child
         .stdout
         .take()
         .ok_or_else(|| Boot::Failed("no QEMU stdout".into()))?;
-    let mut stdin = child.stdin.take();
+    let mut stderr = boot
+        .child
+        .stderr
+        .take()
+        .ok_or_else(|| Boot::Failed("no QEMU stderr".into()))?;
+    let mut stdin = boot.child.stdin.take();
+    // QEMU's own messages: passed on as they come, and kept to tell why it
+    // exited.
+    let errors = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut all = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = std::io::stderr().write_all(&buf[..n]);
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    });
     // Forward QEMU's output as it comes; type the input once the kernel has
     // printed its banner (earlier, OpenSBI's UART set-up would drop it).
     let reader = std::thread::spawn(move || {
@@ -298,18 +356,40 @@ fn boot_once(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), Boot>
         all
     });
     let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| Boot::Failed(e.to_string()))? {
+        if let Some(s) = boot
+            .child
+            .try_wait()
+            .map_err(|e| Boot::Failed(e.to_string()))?
+        {
             break Some(s);
         }
         if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = boot.child.kill();
+            let _ = boot.child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let output = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    let errors = String::from_utf8_lossy(&errors.join().unwrap_or_default()).into_owned();
     let secs = started.elapsed().as_secs_f64();
+    let verdict = boot_verdict(harts, timeout, status, &output, &errors);
+    if verdict.is_ok() {
+        eprintln!("QEMU ({harts} harts): all tests passed in {secs:.1}s");
+    }
+    verdict
+}
+
+/// What a test boot came to: QEMU's exit `status` (`None`: killed at
+/// `timeout`), its console `output` and its own messages on stderr
+/// (`errors`).
+fn boot_verdict(
+    harts: usize,
+    timeout: Duration,
+    status: Option<std::process::ExitStatus>,
+    output: &str,
+    errors: &str,
+) -> Result<(), Boot> {
     match status {
         None => Err(Boot::Failed(format!(
             "QEMU ({harts} harts) did not finish within {}s: the kernel hung",
@@ -317,7 +397,6 @@ fn boot_once(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), Boot>
         ))),
         Some(s) if s.success() => {
             if output.contains("kernel:") && output.contains(" 0 failed") {
-                eprintln!("QEMU ({harts} harts): all tests passed in {secs:.1}s");
                 Ok(())
             } else {
                 Err(Boot::Failed(format!(
@@ -325,8 +404,13 @@ fn boot_once(kernel: &Path, harts: usize, timeout: Duration) -> Result<(), Boot>
                 )))
             }
         }
-        Some(s) if !output.contains(KERNEL_BANNER) => Err(Boot::NotStarted(format!(
-            "QEMU ({harts} harts) exited with {s} before the kernel ran (see its message above)"
+        Some(s) if !output.contains(KERNEL_BANNER) && errors.contains(HOSTFWD_FAILED) => {
+            Err(Boot::PortTaken(format!(
+                "QEMU ({harts} harts) exited with {s}: its forwarded host port was taken"
+            )))
+        }
+        Some(s) if !output.contains(KERNEL_BANNER) => Err(Boot::Failed(format!(
+            "QEMU ({harts} harts) exited with {s} before the kernel's banner (see the output above)"
         ))),
         Some(s) => Err(Boot::Failed(format!(
             "QEMU ({harts} harts) exited with {s}: the kernel's failure code (see the output above)"
@@ -464,4 +548,73 @@ pub fn qemu_bench(quick: bool, extra: &[String]) -> Result<(), String> {
     }
     args.extend(extra.iter().map(String::as_str));
     crate::bench_bin("ssbench", &args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt as _;
+
+    /// QEMU's exit status with exit code `code`.
+    fn exited(code: i32) -> Option<std::process::ExitStatus> {
+        Some(std::process::ExitStatus::from_raw(code << 8))
+    }
+
+    #[test]
+    fn an_early_exit_is_started_again_only_when_the_forwarded_port_was_taken() {
+        let t = Duration::from_secs(60);
+        // What QEMU 7.2 prints when the port is taken (seen on this machine).
+        let taken = "qemu-system-riscv64: -netdev user,id=n0,hostfwd=tcp:127.0.0.1:51783-:7001: \
+                     Could not set up host forwarding rule 'tcp:127.0.0.1:51783-:7001'\n";
+        assert!(matches!(
+            boot_verdict(4, t, exited(1), "", taken),
+            Err(Boot::PortTaken(_))
+        ));
+        // A kernel that panics before its banner is a failure, not a port
+        // taken: started again, a panic one boot in three would pass.
+        let panicked = "OpenSBI v1.2\n[kernel] PANIC on hart 0: frame allocator empty\n";
+        assert!(matches!(
+            boot_verdict(4, t, exited(1), panicked, ""),
+            Err(Boot::Failed(_))
+        ));
+        // QEMU failing for another reason (no such kernel image) too.
+        let no_image = "qemu-system-riscv64: could not load kernel '/nonexistent'\n";
+        assert!(matches!(
+            boot_verdict(4, t, exited(1), "", no_image),
+            Err(Boot::Failed(_))
+        ));
+        // The kernel's own failure code, and a hang.
+        let ran = format!("{KERNEL_BANNER}: boot hart 0\nkernel: 40 passed, 1 failed\n");
+        assert!(matches!(
+            boot_verdict(4, t, exited(1), &ran, ""),
+            Err(Boot::Failed(_))
+        ));
+        assert!(matches!(
+            boot_verdict(4, t, None, "", ""),
+            Err(Boot::Failed(_))
+        ));
+        let passed = format!("{KERNEL_BANNER}: boot hart 0\nkernel: 41 passed, 0 failed\n");
+        assert_eq!(boot_verdict(4, t, exited(0), &passed, ""), Ok(()));
+    }
+
+    #[test]
+    fn the_port_peer_of_a_boot_that_ended_stops() {
+        // Stands in for the process that took a failed boot's port: it
+        // takes connections (into its backlog) and never answers.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = other.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done, ended) = std::sync::mpsc::channel();
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            dropped_accept_peer(port, Instant::now() + Duration::from_secs(600), &s);
+            let _ = done.send(());
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        ended
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the peer kept connecting to a port its boot no longer has");
+        drop(other);
+    }
 }
