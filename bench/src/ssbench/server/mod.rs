@@ -42,12 +42,14 @@
 //! that could destroy the error Response in flight) until the peer closes,
 //! `pipeline::DISCARD_LIMIT` (1 MiB) was discarded or `pipeline::LINGER` (2 s)
 //! has passed since its side was shut, and then closes the connection, whatever
-//! the peer does (each model with its own timer: `poll(2)` in `ktut`, a linked
-//! io_uring timeout in `kcut`, the runtime's in `kcuc`, `ktuc`, `tokio` and
-//! `monoio`, a deadline list in `ceiling`'s loop). A reset or end of file in
-//! mid-frame ends that connection. Nothing a peer sends costs more than its
-//! connection: buffers are bounded by the largest frame, queues by
-//! `queue::QUEUE_CAP` (32 items).
+//! the peer sends (each model with its own timer: `poll(2)` in `ktut`, a
+//! linked io_uring timeout in `kcut`, the runtime's in `kcuc`, `ktuc`, `tokio`
+//! and `monoio`, a deadline list in `ceiling`'s loop). Its side is shut once
+//! every answer is written: a peer that reads none of them keeps the
+//! connection waiting before the linger, as it would without a bad frame. A
+//! reset or end of file in mid-frame ends that connection. Nothing a peer
+//! sends costs more than its connection: buffers are bounded by the largest
+//! frame, queues by `queue::QUEUE_CAP` (32 items).
 
 mod accept;
 mod ceiling;

@@ -19,7 +19,10 @@
 //!   error Response in flight, until the peer closes, [`DISCARD_LIMIT`] bytes
 //!   were discarded, or [`LINGER`] has passed since [`send`] shut our side,
 //!   whichever comes first. Then the connection is closed whatever the peer
-//!   does: a peer that never closes holds it (and its components) no longer.
+//!   sends: a peer that never closes holds it (and its components) no longer.
+//!   (The linger starts once [`send`] has written every answer: a peer that
+//!   reads none of them keeps [`send`] waiting, and the connection with it, as
+//!   it would without a bad frame.)
 //! - A send fails (the peer is gone): [`send`] closes the response queue and
 //!   shuts the socket down both ways, so [`handle`] stops at its next put and
 //!   [`receive`] at its next receive or put.
