@@ -167,7 +167,9 @@ impl Reply {
         b
     }
 
-    /// Parses a reply; `None` for anything that is not exactly one.
+    /// Parses a reply; `None` for anything that is not exactly one: the
+    /// reserved `u16` and, in a refusal, the words an acceptance uses must be
+    /// zero (a reply is the encoding of what it decodes to, byte for byte).
     pub fn decode(b: &[u8]) -> Option<Reply> {
         let b: &[u8; MSG_LEN] = b.try_into().ok()?;
         let [m0, m1, m2, m3, s0, s1, s2, s3, i0, i1, i2, i3, ceiling, levels, _, _] = *b;
@@ -180,7 +182,8 @@ impl Reply {
         } else {
             Err(Refusal::from_u32(status)?)
         };
-        Some(Reply { result })
+        let reply = Reply { result };
+        (reply.encode() == *b).then_some(reply)
     }
 }
 
@@ -214,5 +217,24 @@ mod tests {
         .encode();
         bad[4] = 99;
         assert_eq!(Reply::decode(&bad), None);
+    }
+
+    #[test]
+    fn a_reply_with_a_nonzero_byte_it_does_not_use_is_refused() {
+        let ok = Reply {
+            result: Ok((7, 2, 8)),
+        }
+        .encode();
+        let refusal = Reply {
+            result: Err(Refusal::Full),
+        }
+        .encode();
+        for (reply, unused) in [(ok, 14..16), (refusal, 8..16)] {
+            for at in unused {
+                let mut bad = reply;
+                bad[at] = 1;
+                assert_eq!(Reply::decode(&bad), None, "byte {at} of {reply:?}");
+            }
+        }
     }
 }

@@ -98,17 +98,17 @@ fn reference_hello(b: &[u8]) -> Option<Hello> {
         })
 }
 
-/// The reply the table describes. Found while writing this: the decoder
-/// does not check the reply's reserved `0 u16`, nor the unused words of a
-/// refusal; it only ever reads a coordinator's reply, which the client
-/// trusts by its uid (`trust.rs`), so this is what the reference accepts too.
+/// The reply the table describes: magic, status, and for an acceptance the
+/// id, ceiling and levels; every other byte zero (the reserved `u16`, and a
+/// refusal's unused words).
 fn reference_reply(b: &[u8]) -> Option<Reply> {
-    if b.len() != MSG_LEN || le32(&b[0..4]) != REPLY_MAGIC {
+    if b.len() != MSG_LEN || le32(&b[0..4]) != REPLY_MAGIC || b[14..16] != [0, 0] {
         return None;
     }
     let result = match le32(&b[4..8]) {
         0 => Ok((le32(&b[8..12]), b[12], b[13])),
-        s => Err(*REFUSALS.iter().find(|r| **r as u32 == s)?),
+        s if b[8..14].iter().all(|x| *x == 0) => Err(*REFUSALS.iter().find(|r| **r as u32 == s)?),
+        _ => return None,
     };
     Some(Reply { result })
 }
