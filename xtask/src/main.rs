@@ -1,7 +1,8 @@
 //! `cargo xtask` — the project's task runner.
 //!
 //! `cargo xtask test` is the one test command: the README gives it, `.ci/run` runs
-//! it, and it runs every check in order, stopping at the first failure:
+//! it, and it runs every check in order (Miri beside the loom step: see
+//! `Step::beside`), stopping at the first failure:
 //! formatting, clippy, the workspace tests, the loom models, Miri over the core,
 //! the `riscv64gc-unknown-none-elf` build of the no_std crates, a short run of the
 //! protocol decoder's fuzz target, the RISC-V kernel's checks and QEMU test
@@ -68,6 +69,13 @@ struct Step {
     name: &'static str,
     what: &'static str,
     run: fn(&Ctx) -> Result<(), String>,
+    /// When both are selected, this step runs in a process of its own
+    /// beside the step named here, from that step's start, its output kept
+    /// in a log shown when its own turn comes. For a step that keeps one CPU
+    /// busy (Miri interprets on one thread) beside one that leaves CPU time
+    /// over (the loom models' single-threaded crates and runs): ~100 s of
+    /// CI's run.
+    beside: Option<&'static str>,
 }
 
 struct Ctx {
@@ -96,28 +104,151 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            let started = Instant::now();
-            for step in steps
+            let selected: Vec<&Step> = steps
                 .iter()
                 .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
-            {
-                eprintln!("\n==> [{}] {}", step.name, step.what);
-                let t = Instant::now();
-                if let Err(e) = (step.run)(&ctx) {
-                    eprintln!("\nxtask: step `{}` failed: {e}", step.name);
-                    return ExitCode::FAILURE;
-                }
+                .collect();
+            run_steps(&ctx, &selected)
+        }
+    }
+}
+
+/// Runs `steps` in order, stopping at the first failure; a step with a
+/// [`Step::beside`] partner among them starts with its partner (see
+/// [`Beside`]).
+fn run_steps(ctx: &Ctx, steps: &[&Step]) -> ExitCode {
+    let started = Instant::now();
+    let mut beside: Vec<Beside> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let t = Instant::now();
+        let result = match beside.iter().position(|b| b.name == step.name) {
+            Some(at) => {
+                let b = beside.swap_remove(at);
                 eprintln!(
-                    "==> [{}] ok in {:.1}s",
+                    "\n==> [{}] {} (ran beside `{}`: its output follows)",
                     step.name,
-                    t.elapsed().as_secs_f64()
+                    step.what,
+                    step.beside.unwrap_or_default()
                 );
+                b.finish().map(|()| None)
             }
-            eprintln!(
-                "\nxtask: all steps passed in {:.1}s",
-                started.elapsed().as_secs_f64()
-            );
-            ExitCode::SUCCESS
+            None => {
+                eprintln!("\n==> [{}] {}", step.name, step.what);
+                start_beside(ctx, &steps[i + 1..], step, &mut beside)
+                    .and_then(|()| (step.run)(ctx))
+                    .map(|()| Some(t.elapsed().as_secs_f64()))
+            }
+        };
+        match result {
+            Ok(Some(secs)) => eprintln!("==> [{}] ok in {secs:.1}s", step.name),
+            Ok(None) => eprintln!("==> [{}] ok (its own time above)", step.name),
+            Err(e) => {
+                eprintln!("\nxtask: step `{}` failed: {e}", step.name);
+                // Dropping the rest stops them.
+                drop(beside);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if std::env::var_os(BESIDE_ENV).is_none() {
+        eprintln!(
+            "\nxtask: all steps passed in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Set in the environment of a step run beside another ([`Beside`]).
+const BESIDE_ENV: &str = "XTASK_BESIDE";
+
+/// Starts the steps among `later` (those after `step`) that run beside
+/// `step`.
+fn start_beside(
+    ctx: &Ctx,
+    later: &[&Step],
+    step: &Step,
+    beside: &mut Vec<Beside>,
+) -> Result<(), String> {
+    for b in later.iter().filter(|b| b.beside == Some(step.name)) {
+        beside.push(Beside::start(b, ctx).map_err(|e| format!("`{}`: {e}", b.name))?);
+    }
+    Ok(())
+}
+
+/// A step running beside another: this program again (`test --only NAME`),
+/// in a process group of its own, its output in `target/xtask/NAME.log`.
+/// Dropped unfinished (another step failed), the whole group is killed.
+struct Beside {
+    name: &'static str,
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+}
+
+impl Beside {
+    fn start(step: &Step, ctx: &Ctx) -> Result<Beside, String> {
+        use std::os::unix::process::CommandExt as _;
+        let dir = std::path::Path::new("target/xtask");
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let log = dir.join(format!("{}.log", step.name));
+        let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["test", "--only", step.name]);
+        if ctx.no_miri {
+            cmd.arg("--no-miri");
+        }
+        cmd.env(BESIDE_ENV, "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("could not start `{}` beside: {e}", step.name))?;
+        eprintln!(
+            "xtask: `{}` runs beside this step from now (log: {})",
+            step.name,
+            log.display()
+        );
+        Ok(Beside {
+            name: step.name,
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// Waits for the step and shows its log (with the step's own time).
+    fn finish(mut self) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else {
+            return Err("already finished".into());
+        };
+        let status = child.wait().map_err(|e| e.to_string());
+        match std::fs::read(&self.log) {
+            Ok(log) => {
+                use std::io::Write as _;
+                let _ = std::io::stderr().write_all(&log);
+            }
+            Err(e) => eprintln!("xtask: {}: {e}", self.log.display()),
+        }
+        match status? {
+            s if s.success() => Ok(()),
+            s => Err(format!("exited with {s} (output above)")),
+        }
+    }
+}
+
+impl Drop for Beside {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // The group: cargo and the test binaries it started.
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
         }
     }
 }
@@ -142,6 +273,7 @@ fn steps() -> Vec<Step> {
             name: "fmt",
             what: "rustfmt --check",
             run: |_| cargo(&["fmt", "--all", "--check"], &[]),
+            beside: None,
         },
         Step {
             name: "clippy",
@@ -159,11 +291,13 @@ fn steps() -> Vec<Step> {
                     &[],
                 )
             },
+            beside: None,
         },
         Step {
             name: "unit",
             what: "cargo test --workspace (unit, integration, proptest, doc tests)",
             run: |_| cargo(&["test", "--workspace"], &[]),
+            beside: None,
         },
         Step {
             name: "loom",
@@ -210,11 +344,13 @@ fn steps() -> Vec<Step> {
                 ];
                 cargo(&runtime, &env)
             },
+            beside: None,
         },
         Step {
             name: "miri",
             what: "Miri over the core's tests (nightly)",
             run: miri,
+            beside: Some("loom"),
         },
         Step {
             name: "riscv",
@@ -226,16 +362,19 @@ fn steps() -> Vec<Step> {
                 }
                 cargo(&args, &[])
             },
+            beside: None,
         },
         Step {
             name: "fuzz",
             what: "20 s of the protocol decoder's cargo-fuzz target (nightly)",
             run: fuzz,
+            beside: None,
         },
         Step {
             name: "kernel",
             what: "the RISC-V kernel: fmt, clippy, host tests, QEMU test suites (cargo xtask test-kernel)",
             run: |_| kernel::test_kernel(),
+            beside: None,
         },
         Step {
             name: "doc",
@@ -246,6 +385,7 @@ fn steps() -> Vec<Step> {
                     &[("RUSTDOCFLAGS", "-D warnings")],
                 )
             },
+            beside: None,
         },
         Step {
             name: "bench",
@@ -276,6 +416,7 @@ fn steps() -> Vec<Step> {
                     &["--out".to_owned(), "target/ssbench/qemu-ci".to_owned()],
                 )
             },
+            beside: None,
         },
     ]
 }
