@@ -289,10 +289,14 @@ async fn idle_harts_sleep() -> Outcome {
 /// in the objects still in the process's descriptor table.)
 ///
 /// The guest cannot see its reader block: it waits 50 ms after the reader
-/// started. A round in which the reader had not blocked yet (the host kept
-/// its hart from running that long) tests nothing; the guest says so with
-/// exit code [`AIO_NOT_BLOCKED`], and another round runs, at most
-/// [`PIPE_ROUNDS`] in all.
+/// started, then closes. A round in which the reader had not blocked by then
+/// (the host kept its hart from running that long) tests nothing. The kernel
+/// watches the pipe's wait list while the program runs: a round counts only
+/// if the reader was seen in it (once blocked it stays there until teardown;
+/// a read after the close finds the descriptor gone and never blocks). The
+/// guest's own flag (exit code [`AIO_NOT_BLOCKED`]: its reader returned)
+/// could not tell a reader that blocked from one whose hart had not reached
+/// the `read` yet. Another round runs, at most [`PIPE_ROUNDS`] in all.
 async fn blocked_on_closed_pipe() -> Outcome {
     for round in 1..=PIPE_ROUNDS {
         match blocked_on_closed_pipe_round().await? {
@@ -321,7 +325,14 @@ async fn blocked_on_closed_pipe_round() -> Result<bool, &'static str> {
     let p = proc::spawn("aio", prio, 14, None, Some(r)).map_err(|_| "aio starts")?;
     let (pid, gone, kmem) = (p.pid, Arc::downgrade(&p), p.kmem.clone());
     drop(p);
-    let code = proc::wait_kernel_child(pid).await;
+    let mut seen_blocked = false;
+    let code = loop {
+        seen_blocked = seen_blocked || !pipe.state.lock().read_wait.threads.is_empty();
+        if let Some(code) = proc::try_kernel_child(pid) {
+            break code;
+        }
+        sched::sleep_kernel(1).await;
+    };
     if code != 0 && code != AIO_NOT_BLOCKED {
         println!("[ktest] aio mode 14 exited with {code}");
         return Err("aio mode 14 passed its own checks");
@@ -342,7 +353,7 @@ async fn blocked_on_closed_pipe_round() -> Result<bool, &'static str> {
         "nothing charged to the process left",
     )?;
     drop(w);
-    Ok(code == 0)
+    Ok(code == 0 && seen_blocked)
 }
 
 /// Runs everything; returns the number of failures.

@@ -290,6 +290,12 @@ pub async fn wait_kernel_child(pid: Pid) -> i32 {
     .await
 }
 
+/// The exit code of the kernel-started process `pid` if it has exited (taken:
+/// a second call, or [`wait_kernel_child`], no longer finds it).
+pub fn try_kernel_child(pid: Pid) -> Option<i32> {
+    KERNEL_CHILDREN.lock().0.remove(&pid)
+}
+
 /// The embedded program called `name`.
 pub fn program(name: &str) -> Option<&'static [u8]> {
     crate::apps::APPS
