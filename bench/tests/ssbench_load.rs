@@ -373,3 +373,22 @@ fn a_refused_hello_is_counted_as_refused() {
         "{c:?}"
     );
 }
+
+#[test]
+fn levels_zero_sends_no_hello_and_so_warms_up() {
+    let (addr, stop) = tiny_server(Faults::default());
+    let report = load::run(&LoadArgs {
+        levels: Some(0),
+        ..args(addr)
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    assert!(c.clean(), "{c:?}");
+    // As without --levels: the warm-up's 8, verified, then 15 per connection.
+    assert_eq!(c.sent, 8 + 8 * 15, "{c:?}");
+    assert_eq!(report.latency.count, 8 * 15);
+    assert!(report.warmup_ms.is_some(), "{report:?}");
+    assert_eq!(report.groups.len(), 1);
+    assert_eq!(report.groups[0].priority, None);
+}

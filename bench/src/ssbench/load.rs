@@ -93,7 +93,8 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 15)]
     pub dim: u16,
     /// Send a Hello asking for priority `i % levels` on connection `i`
-    /// (without it, no Hello: the server's policy decides).
+    /// (without it, or with 0, no Hello: the server's policy decides, and a
+    /// warm-up round precedes the window).
     #[arg(long)]
     pub levels: Option<u8>,
     /// A request unanswered this long ends its connection (counted as a timeout);
@@ -460,9 +461,10 @@ pub fn run_with(args: &LoadArgs, started: impl FnOnce()) -> Result<LoadReport> {
     engine.greet(args.timeout)?;
     // Without Hello nothing has yet shown that the server took the connections
     // on (they may still wait in its accept backlog): one answer on each first.
+    // `--levels 0` sends no Hello either (see `connect`), so it warms up too.
     let warmup_ms = match args.levels {
-        None => Some(engine.warm_up(args.timeout)?),
-        Some(_) => None,
+        Some(l) if l > 0 => None,
+        _ => Some(engine.warm_up(args.timeout)?),
     };
     // CPU time from here: the run, not the connecting.
     started();
