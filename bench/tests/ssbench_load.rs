@@ -392,3 +392,33 @@ fn levels_zero_sends_no_hello_and_so_warms_up() {
     assert_eq!(report.groups.len(), 1);
     assert_eq!(report.groups[0].priority, None);
 }
+
+#[test]
+fn send_lag_has_a_sample_for_every_request() {
+    // Back to back and open loop: the requests that go out when an answer or a
+    // writable socket wakes the client, not a timer, are timed too. With Hello,
+    // so that every request sent is one of the window's.
+    for (mode, interval) in [
+        (Mode::Closed, Duration::ZERO),
+        (Mode::Closed, Duration::from_millis(20)),
+        (Mode::Open, Duration::ZERO),
+    ] {
+        let (addr, stop) = tiny_server(Faults::default());
+        let report = load::run(&LoadArgs {
+            mode,
+            interval,
+            rate: 2_000.0,
+            levels: Some(2),
+            ..args(addr)
+        })
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let c = &report.counts;
+        assert!(c.clean(), "{mode:?} {interval:?}: {c:?}");
+        assert!(c.sent > 0);
+        assert_eq!(
+            report.send_lag.count, c.sent,
+            "{mode:?} {interval:?}: {c:?}"
+        );
+    }
+}
