@@ -184,7 +184,8 @@ pub struct Counts {
     pub connected: u64,
     /// Connections that could not be established (or got no HelloAck).
     pub connect_errors: u64,
-    /// Requests written.
+    /// Requests made and queued to be written (one whose connection ended
+    /// before its bytes went out counts too).
     pub sent: u64,
     /// Answers checked and right.
     pub verified: u64,
@@ -198,10 +199,12 @@ pub struct Counts {
     pub protocol_errors: u64,
     /// Read or write errors (e.g. a reset).
     pub io_errors: u64,
-    /// Connections the server closed while requests were outstanding or due.
+    /// Connections the server closed during the run (servers are stopped only
+    /// after the load, so any close is early).
     pub closed: u64,
-    /// Requests unanswered `--timeout` after their intended time, or when the
-    /// run ended.
+    /// Requests unanswered when their connection's oldest one had waited
+    /// `--timeout` past its intended time (all of that connection's
+    /// outstanding requests: it ends), or when the run ended.
     pub timeouts: u64,
     /// Requests due inside the window that never went out (a closed-loop
     /// connection still waiting for an earlier answer when the run ended, or a
