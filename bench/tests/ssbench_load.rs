@@ -25,6 +25,8 @@ struct Faults {
     close_after: Option<u64>,
     /// Answer a Hello with an error Response (and close).
     refuse_hello: bool,
+    /// Hold the first answer on each connection back this long.
+    first_answer_after: Option<Duration>,
 }
 
 /// Starts the server; it stops accepting when the returned flag is set (its
@@ -91,6 +93,11 @@ fn serve(mut conn: TcpStream, faults: Faults) {
                         if faults.stall {
                             inbox.drain(..consumed);
                             continue;
+                        }
+                        if answered == 0 {
+                            if let Some(d) = faults.first_answer_after {
+                                std::thread::sleep(d);
+                            }
                         }
                         let dim = req.dim();
                         let c = &mut product[..dim.elements()];
@@ -372,6 +379,34 @@ fn a_refused_hello_is_counted_as_refused() {
         (0, 0, 0),
         "{c:?}"
     );
+}
+
+#[test]
+fn a_stall_is_charged_to_every_request_it_delayed() {
+    // One connection, a request due every 10 ms for 300 ms (30), and a server
+    // that holds its first answer back 200 ms. The closed loop sends request k
+    // (due at 10k ms) only once that answer is in, so it waits at least
+    // 200 - 10k ms past its intended time: 20 of the 30 wait 10 ms or more,
+    // the median at least 60 ms. Timed from the write instead, every one would
+    // take about as long as the server takes to square a matrix.
+    let (addr, stop) = tiny_server(Faults {
+        first_answer_after: Some(Duration::from_millis(200)),
+        ..Faults::default()
+    });
+    let report = load::run(&LoadArgs {
+        connections: 1,
+        interval: Duration::from_millis(10),
+        levels: Some(1),
+        ..args(addr)
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    assert!(c.clean(), "{c:?}");
+    assert_eq!((c.sent, c.verified, c.unsent), (30, 30, 0), "{c:?}");
+    assert_eq!(report.latency.count, 30);
+    assert!(report.latency.max_us >= 200_000.0, "{:?}", report.latency);
+    assert!(report.latency.p50_us >= 50_000.0, "{:?}", report.latency);
 }
 
 #[test]

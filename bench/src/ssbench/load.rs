@@ -1525,6 +1525,32 @@ mod tests {
     }
 
     #[test]
+    fn requests_held_back_by_the_cap_keep_their_intended_time() {
+        let (mut e, _listener) = one_connection();
+        let open = Schedule::Open { per_conn_rate: 1.0 };
+        // Fill the socket (nobody reads it), then the client's queue to the cap.
+        let junk = vec![0u8; 64 * 1024];
+        while e.conns[0].stream.write(&junk).is_ok() {}
+        e.conns[0].out = vec![0; OUT_CAP];
+        e.conns[0].next_due = Some(1_000);
+        e.service(0, 2_000, open);
+        let c = &e.conns[0];
+        assert_eq!(c.state, State::Running);
+        assert!(c.inflight.is_empty(), "held back, not queued");
+        assert_eq!(c.next_due, Some(1_000), "still due, at its own time");
+        assert!(e.lag.is_empty(), "not sent, so no lag yet");
+        // The socket takes the bytes at 50 µs; the request goes at 80 µs,
+        // timed from its own time and lagging from the drain.
+        e.conns[0].out.clear();
+        e.conns[0].drained_at = 50_000;
+        e.service(0, 80_000, open);
+        let sent = e.conns[0].inflight.back().copied().unwrap();
+        assert_eq!(sent.intended, 1_000);
+        assert_eq!(e.lag.len(), 1);
+        assert_eq!(e.lag.max_us().round(), 30.0);
+    }
+
+    #[test]
     fn counts_errors_sum_every_kind() {
         let c = Counts {
             wrong_answers: 1,
