@@ -25,6 +25,8 @@ struct Faults {
     close_after: Option<u64>,
     /// Answer a Hello with an error Response (and close).
     refuse_hello: bool,
+    /// Hold the first answer on each connection back this long.
+    first_answer_after: Option<Duration>,
 }
 
 /// Starts the server; it stops accepting when the returned flag is set (its
@@ -91,6 +93,11 @@ fn serve(mut conn: TcpStream, faults: Faults) {
                         if faults.stall {
                             inbox.drain(..consumed);
                             continue;
+                        }
+                        if answered == 0 {
+                            if let Some(d) = faults.first_answer_after {
+                                std::thread::sleep(d);
+                            }
                         }
                         let dim = req.dim();
                         let c = &mut product[..dim.elements()];
@@ -372,4 +379,251 @@ fn a_refused_hello_is_counted_as_refused() {
         (0, 0, 0),
         "{c:?}"
     );
+}
+
+#[test]
+fn a_stall_is_charged_to_every_request_it_delayed() {
+    // One connection, a request due every 10 ms for 300 ms (30), and a server
+    // that holds its first answer back 200 ms. The closed loop sends request k
+    // (due at 10k ms) only once that answer is in, so it waits at least
+    // 200 - 10k ms past its intended time: 20 of the 30 wait 10 ms or more,
+    // the median at least 60 ms. Timed from the write instead, every one would
+    // take about as long as the server takes to square a matrix.
+    let (addr, stop) = tiny_server(Faults {
+        first_answer_after: Some(Duration::from_millis(200)),
+        ..Faults::default()
+    });
+    let report = load::run(&LoadArgs {
+        connections: 1,
+        interval: Duration::from_millis(10),
+        levels: Some(1),
+        ..args(addr)
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    assert!(c.clean(), "{c:?}");
+    assert_eq!((c.sent, c.verified, c.unsent), (30, 30, 0), "{c:?}");
+    assert_eq!(report.latency.count, 30);
+    assert!(report.latency.max_us >= 200_000.0, "{:?}", report.latency);
+    assert!(report.latency.p50_us >= 50_000.0, "{:?}", report.latency);
+}
+
+#[test]
+fn levels_zero_sends_no_hello_and_so_warms_up() {
+    let (addr, stop) = tiny_server(Faults::default());
+    let report = load::run(&LoadArgs {
+        levels: Some(0),
+        ..args(addr)
+    })
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let c = &report.counts;
+    assert!(c.clean(), "{c:?}");
+    // As without --levels: the warm-up's 8, verified, then 15 per connection.
+    assert_eq!(c.sent, 8 + 8 * 15, "{c:?}");
+    assert_eq!(report.latency.count, 8 * 15);
+    assert!(report.warmup_ms.is_some(), "{report:?}");
+    assert_eq!(report.groups.len(), 1);
+    assert_eq!(report.groups[0].priority, None);
+}
+
+#[test]
+fn send_lag_has_a_sample_for_every_request() {
+    // Back to back and open loop: the requests that go out when an answer or a
+    // writable socket wakes the client, not a timer, are timed too. With Hello,
+    // so that every request sent is one of the window's.
+    for (mode, interval) in [
+        (Mode::Closed, Duration::ZERO),
+        (Mode::Closed, Duration::from_millis(20)),
+        (Mode::Open, Duration::ZERO),
+    ] {
+        let (addr, stop) = tiny_server(Faults::default());
+        let report = load::run(&LoadArgs {
+            mode,
+            interval,
+            rate: 2_000.0,
+            levels: Some(2),
+            ..args(addr)
+        })
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let c = &report.counts;
+        assert!(c.clean(), "{mode:?} {interval:?}: {c:?}");
+        assert!(c.sent > 0);
+        assert_eq!(
+            report.send_lag.count, c.sent,
+            "{mode:?} {interval:?}: {c:?}"
+        );
+    }
+}
+
+/// What the scripted server writes, given the requests it has seen.
+type Script = fn(&[Seen]) -> Vec<u8>;
+
+/// A request as the scripted server saw it.
+struct Seen {
+    id: u64,
+    dim: ss_proto::Dim,
+    matrix: Vec<u32>,
+}
+
+/// An answer to `r`: C = M × M, with `tweak` applied to C.
+fn answer(id: u64, r: &Seen, tweak: impl FnOnce(&mut [u32])) -> Vec<u8> {
+    let mut c = vec![0u32; r.dim.elements()];
+    matrix::square_into(r.dim, r.matrix.as_slice(), &mut c).unwrap();
+    tweak(&mut c);
+    let mut out = vec![0u8; MAX_FRAME_LEN];
+    let len = encode::encode_response_ok(id, r.dim, &*c, &mut out).unwrap();
+    out.truncate(len);
+    out
+}
+
+/// A server for one connection with Hello: it answers the HelloAck, waits
+/// until it has `need` requests, writes `script`'s bytes, and then reads on
+/// without answering (or closes, if `close`). Runs an open-loop load of one
+/// connection against it and returns the counts.
+fn scripted(need: usize, close: bool, script: Script) -> load::Counts {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut decoder = ServerDecoder::new();
+        let mut inbox = Vec::new();
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut done = false;
+        loop {
+            let n = match conn.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            inbox.extend_from_slice(&buf[..n]);
+            while let Ok(Parsed::Complete { frame, consumed }) = decoder.decode(&inbox) {
+                match frame {
+                    ServerFrame::Hello(h) => {
+                        let mut ack = [0u8; 8];
+                        encode::encode_hello_ack(h.priority, &mut ack).unwrap();
+                        conn.write_all(&ack).unwrap();
+                    }
+                    ServerFrame::Request(r) => seen.push(Seen {
+                        id: r.id,
+                        dim: r.dim(),
+                        matrix: (0..r.dim().elements()).map(|k| r.matrix.get(k)).collect(),
+                    }),
+                }
+                inbox.drain(..consumed);
+            }
+            if !done && seen.len() >= need {
+                done = true;
+                let _ = conn.write_all(&script(&seen));
+                if close {
+                    return;
+                }
+            }
+        }
+    });
+    let report = load::run(&LoadArgs {
+        mode: Mode::Open,
+        rate: 2_000.0,
+        connections: 1,
+        levels: Some(1),
+        timeout: Duration::from_secs(1),
+        ..args(addr)
+    })
+    .unwrap();
+    server.join().unwrap();
+    report.counts
+}
+
+#[test]
+fn answers_out_of_order_are_wrong() {
+    let c = scripted(2, false, |s| {
+        let mut out = answer(s[1].id, &s[1], |_| {});
+        out.extend(answer(s[0].id, &s[0], |_| {}));
+        out
+    });
+    assert_eq!((c.verified, c.wrong_answers), (0, 1), "{c:?}");
+}
+
+#[test]
+fn a_duplicated_answer_is_caught() {
+    let c = scripted(2, false, |s| {
+        let mut out = answer(s[0].id, &s[0], |_| {});
+        out.extend(answer(s[0].id, &s[0], |_| {}));
+        out
+    });
+    assert_eq!(c.verified, 1, "{c:?}");
+    // The copy answers the second request (wrong id) or nothing at all.
+    assert_eq!(c.wrong_answers + c.protocol_errors, 1, "{c:?}");
+}
+
+#[test]
+fn another_requests_product_under_the_right_id_is_wrong() {
+    let c = scripted(2, false, |s| answer(s[0].id, &s[1], |_| {}));
+    assert_eq!((c.verified, c.wrong_answers), (0, 1), "{c:?}");
+}
+
+#[test]
+fn the_right_product_under_another_id_is_wrong() {
+    let c = scripted(2, false, |s| answer(s[1].id, &s[0], |_| {}));
+    assert_eq!((c.verified, c.wrong_answers), (0, 1), "{c:?}");
+}
+
+#[test]
+fn one_wrong_element_is_wrong() {
+    let c = scripted(1, false, |s| {
+        answer(s[0].id, &s[0], |m| {
+            let last = m.len() - 1;
+            m[last] ^= 1 << 31;
+        })
+    });
+    assert_eq!((c.verified, c.wrong_answers), (0, 1), "{c:?}");
+}
+
+#[test]
+fn a_refused_request_is_counted_as_refused() {
+    let c = scripted(1, false, |s| {
+        let mut out = vec![0u8; 16];
+        encode::encode_response_error(s[0].id, ss_proto::ErrorStatus::Overloaded, &mut out)
+            .unwrap();
+        out
+    });
+    assert_eq!(
+        (c.verified, c.refused, c.protocol_errors),
+        (0, 1, 0),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn malformed_frames_are_protocol_errors() {
+    // A bad magic; a declared dimension of 60 000 (14 GB of payload, never
+    // waited for); a HelloAck where a Response belongs.
+    let bad: [Script; 3] = [
+        |_| b"XXXX0123456789ab".to_vec(),
+        |s| {
+            let mut h = b"SSRS".to_vec();
+            h.extend(s[0].id.to_le_bytes());
+            h.extend(60_000u16.to_le_bytes());
+            h.extend([0, 0]);
+            h
+        },
+        |_| b"SSHA\0\0\0\0".to_vec(),
+    ];
+    for script in bad {
+        let c = scripted(1, false, script);
+        assert_eq!((c.verified, c.protocol_errors), (0, 1), "{c:?}");
+        assert_eq!(c.errors(), 1, "{c:?}");
+    }
+}
+
+#[test]
+fn a_close_in_the_middle_of_an_answer_is_counted() {
+    let c = scripted(1, true, |s| {
+        let mut out = answer(s[0].id, &s[0], |_| {});
+        out.truncate(out.len() / 2);
+        out
+    });
+    assert_eq!((c.verified, c.closed, c.io_errors), (0, 1, 0), "{c:?}");
 }

@@ -15,8 +15,11 @@
 //! In both, **latency runs from the request's intended send time**, not from the
 //! moment it was written, so a server that stalls is charged for every request it
 //! delayed (no coordinated omission). How late the client itself was in writing
-//! timer-driven requests is measured separately (`send_lag`), so a reader can see
-//! that the client's own delays are small beside the latencies it reports.
+//! each request is measured separately (`send_lag`: from the moment the request
+//! could first go — its intended time, or later if the server held it back, by
+//! a closed-loop answer still out or an open-loop socket that took no more bytes —
+//! to its write), so a reader can see that the client's own delays are small
+//! beside the latencies it reports.
 //!
 //! **Every answer is checked**: its id, its dimension and every element of
 //! C = M × M against the product computed beforehand with
@@ -93,7 +96,8 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 15)]
     pub dim: u16,
     /// Send a Hello asking for priority `i % levels` on connection `i`
-    /// (without it, no Hello: the server's policy decides).
+    /// (without it, or with 0, no Hello: the server's policy decides, and a
+    /// warm-up round precedes the window).
     #[arg(long)]
     pub levels: Option<u8>,
     /// A request unanswered this long ends its connection (counted as a timeout);
@@ -180,7 +184,8 @@ pub struct Counts {
     pub connected: u64,
     /// Connections that could not be established (or got no HelloAck).
     pub connect_errors: u64,
-    /// Requests written.
+    /// Requests made and queued to be written (one whose connection ended
+    /// before its bytes went out counts too).
     pub sent: u64,
     /// Answers checked and right.
     pub verified: u64,
@@ -194,10 +199,12 @@ pub struct Counts {
     pub protocol_errors: u64,
     /// Read or write errors (e.g. a reset).
     pub io_errors: u64,
-    /// Connections the server closed while requests were outstanding or due.
+    /// Connections the server closed during the run (servers are stopped only
+    /// after the load, so any close is early).
     pub closed: u64,
-    /// Requests unanswered `--timeout` after their intended time, or when the
-    /// run ended.
+    /// Requests unanswered when their connection's oldest one had waited
+    /// `--timeout` past its intended time (all of that connection's
+    /// outstanding requests: it ends), or when the run ended.
     pub timeouts: u64,
     /// Requests due inside the window that never went out (a closed-loop
     /// connection still waiting for an earlier answer when the run ended, or a
@@ -354,8 +361,10 @@ pub struct LoadReport {
     pub latency: LatencyStats,
     /// Per granted priority, most important first.
     pub groups: Vec<GroupReport>,
-    /// How late the client wrote timer-driven requests (not latency: the
-    /// client's own delay, which must stay small beside it).
+    /// How late the client queued each request after the moment it could
+    /// first go (its intended time, or the arrival of the answer a closed-loop
+    /// connection awaited, or the socket taking bytes held back): not latency,
+    /// the client's own delay, which must stay small beside it.
     pub send_lag: LatencyStats,
     /// CPUs the client kept busy during the run (user + system time / wall).
     pub client_cpus: f64,
@@ -460,9 +469,10 @@ pub fn run_with(args: &LoadArgs, started: impl FnOnce()) -> Result<LoadReport> {
     engine.greet(args.timeout)?;
     // Without Hello nothing has yet shown that the server took the connections
     // on (they may still wait in its accept backlog): one answer on each first.
+    // `--levels 0` sends no Hello either (see `connect`), so it warms up too.
     let warmup_ms = match args.levels {
-        None => Some(engine.warm_up(args.timeout)?),
-        Some(_) => None,
+        Some(l) if l > 0 => None,
+        _ => Some(engine.warm_up(args.timeout)?),
     };
     // CPU time from here: the run, not the connecting.
     started();
@@ -587,6 +597,13 @@ struct Conn {
     seq: u64,
     /// The next request's intended time (ns), if one is scheduled.
     next_due: Option<u64>,
+    /// When the last verified answer was read (ns): a closed-loop request
+    /// whose time came while it was awaited could go no earlier.
+    answered_at: u64,
+    /// When the socket last took enough of the bytes queued beyond `OUT_CAP`
+    /// for requests to be queued again (ns): an open-loop request held back
+    /// could go no earlier.
+    drained_at: u64,
     /// Pseudo-random state for Poisson gaps.
     rng: u64,
     /// Index into the per-group histograms.
@@ -819,6 +836,8 @@ impl Engine {
                 inflight: VecDeque::new(),
                 seq: 0,
                 next_due: None,
+                answered_at: 0,
+                drained_at: 0,
                 rng: 0x853c_49e6_748f_ea9b ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                 group: 0,
             });
@@ -899,6 +918,7 @@ impl Engine {
         if c.state == State::Dead {
             return;
         }
+        let capped = c.out.len() >= OUT_CAP;
         let mut done = 0;
         while done < c.out.len() {
             match c.stream.write(&c.out[done..]) {
@@ -914,6 +934,10 @@ impl Engine {
             }
         }
         c.out.drain(..done);
+        if capped && c.out.len() < OUT_CAP {
+            // Requests held back by the cap may be queued from now on.
+            c.drained_at = self.origin.elapsed().as_nanos() as u64;
+        }
     }
 
     /// Ends connection `i`: its outstanding requests count as lost with it.
@@ -1032,6 +1056,7 @@ impl Engine {
                         return used;
                     }
                     self.counts.verified += 1;
+                    c.answered_at = now;
                     let g = c.group;
                     if now <= self.window_ns {
                         self.counts.in_window += 1;
@@ -1073,10 +1098,17 @@ impl Engine {
         self.counts.sent += 1;
     }
 
-    /// Sends what is due on connection `i` at `now` and schedules what is next.
-    fn service(&mut self, i: usize, now: u64, schedule: Schedule, timer_driven: bool) {
+    /// Sends what is due on connection `i` at `now` (the clock read just
+    /// before, not earlier: it is also the send time of the client's lag) and
+    /// schedules what is next.
+    ///
+    /// Every request sent records the client's **send lag**: how long after it
+    /// could first go it was queued. It could go at its intended time, unless
+    /// the server held it back: a closed-loop connection still awaiting an
+    /// answer (then from that answer's arrival), an open-loop one whose socket
+    /// stopped taking bytes (then from the socket taking them again).
+    fn service(&mut self, i: usize, now: u64, schedule: Schedule) {
         let mut wrote = false;
-        let mut lagged = false;
         loop {
             let c = &self.conns[i];
             let Some(due) = c.next_due else { break };
@@ -1097,15 +1129,18 @@ impl Engine {
             if matches!(schedule, Schedule::Closed { .. }) && !c.inflight.is_empty() {
                 break;
             }
-            if timer_driven && !lagged {
-                self.lag.record(now.saturating_sub(due));
-                lagged = true;
-            }
+            // The earliest moment this request could have gone out.
+            let free = match schedule {
+                Schedule::Closed { .. } => c.answered_at,
+                Schedule::Open { .. } => c.drained_at,
+            };
+            let could = due.max(free);
+            self.lag.record(now.saturating_sub(could));
             // Back to back (interval 0): each request is meant for the moment
             // the previous answer arrived.
             let back_to_back =
                 matches!(schedule, Schedule::Closed { interval } if interval.is_zero());
-            let intended = if back_to_back { now } else { due };
+            let intended = if back_to_back { could } else { due };
             self.enqueue(i, intended);
             wrote = true;
             let c = &mut self.conns[i];
@@ -1145,7 +1180,11 @@ impl Engine {
                 Schedule::Open { per_conn_rate } => exp_gap_ns(&mut c.rng, per_conn_rate),
             };
             c.next_due = (first < self.window_ns).then_some(first);
-            self.service(i, 0, schedule, false);
+            // Times of the warm-up's clock mean nothing on the window's.
+            c.answered_at = 0;
+            c.drained_at = 0;
+            let now = self.now();
+            self.service(i, now, schedule);
         }
         let end = self.window_ns + timeout_ns;
         let mut next_sweep = 0u64;
@@ -1158,7 +1197,8 @@ impl Engine {
                 }
                 self.timers.pop();
                 if self.conns[i].next_due == Some(at) {
-                    self.service(i, now, schedule, true);
+                    let now = self.now();
+                    self.service(i, now, schedule);
                 }
             }
             if now >= next_sweep {
@@ -1193,7 +1233,6 @@ impl Engine {
     /// One wait; then every connection that got answers may owe its next request.
     fn wait_and_service(&mut self, schedule: Schedule) -> Result<()> {
         self.wait()?;
-        let now = self.now();
         let touched: Vec<usize> = self
             .events
             .iter()
@@ -1201,6 +1240,8 @@ impl Engine {
             .filter(|&t| t != TIMER.0)
             .collect();
         for i in touched {
+            // Read per connection: servicing those before took time too.
+            let now = self.now();
             let c = &self.conns[i];
             let owed = match schedule {
                 Schedule::Closed { .. } => c.inflight.is_empty(),
@@ -1208,7 +1249,7 @@ impl Engine {
                 Schedule::Open { .. } => c.next_due.is_some_and(|d| d <= now),
             };
             if owed {
-                self.service(i, now, schedule, false);
+                self.service(i, now, schedule);
             }
         }
         Ok(())
@@ -1431,6 +1472,82 @@ mod tests {
             let view = ss_proto::MatrixView::from_le_bytes(pool.dim, sq).unwrap();
             assert_eq!(matrix::verify_square(pool.dim, m.as_slice(), &view), Ok(()));
         }
+    }
+
+    /// An engine with one connection to a listener that accepts and never
+    /// reads (the test drives `service` by hand with made-up clock values).
+    fn one_connection() -> (Engine, std::net::TcpListener) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut e = Engine::new(Dim::new(2).unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        e.connect(addr, 1, None, Duration::from_secs(5), Duration::ZERO);
+        assert_eq!(e.live(), 1);
+        e.window_ns = u64::MAX;
+        (e, listener)
+    }
+
+    /// Queues connection 0's request due at `due`, `free` being the time the
+    /// server last released it, at `now`; returns (intended ns, lag in whole
+    /// µs: the histogram keeps 3 significant digits).
+    fn send_once(e: &mut Engine, schedule: Schedule, due: u64, free: u64, now: u64) -> (u64, u64) {
+        let c = &mut e.conns[0];
+        c.inflight.clear();
+        c.answered_at = free;
+        c.drained_at = free;
+        c.next_due = Some(due);
+        e.lag = Latencies::new();
+        e.service(0, now, schedule);
+        let sent = e.conns[0].inflight.back().copied().unwrap();
+        assert_eq!(e.lag.len(), 1, "one lag sample per request");
+        (sent.intended, e.lag.max_us().round() as u64)
+    }
+
+    #[test]
+    fn send_lag_runs_from_when_a_request_could_first_go() {
+        let (mut e, _listener) = one_connection();
+        let every = Schedule::Closed {
+            interval: Duration::from_micros(100),
+        };
+        // The awaited answer came before the request's time: late from its time.
+        assert_eq!(send_once(&mut e, every, 2_000, 1_000, 5_000), (2_000, 3));
+        // It came after: the server held the request back, the client's lag
+        // runs from the answer; latency still from the intended time.
+        assert_eq!(send_once(&mut e, every, 2_000, 4_000, 5_000), (2_000, 1));
+        // Back to back: meant for the moment the previous answer arrived.
+        let b2b = Schedule::Closed {
+            interval: Duration::ZERO,
+        };
+        assert_eq!(send_once(&mut e, b2b, 2_000, 4_000, 5_000), (4_000, 1));
+        // Open loop: from its time, or from the socket taking held-back bytes.
+        let open = Schedule::Open { per_conn_rate: 1.0 };
+        assert_eq!(send_once(&mut e, open, 6_000, 0, 9_000), (6_000, 3));
+        assert_eq!(send_once(&mut e, open, 6_000, 7_000, 9_000), (6_000, 2));
+    }
+
+    #[test]
+    fn requests_held_back_by_the_cap_keep_their_intended_time() {
+        let (mut e, _listener) = one_connection();
+        let open = Schedule::Open { per_conn_rate: 1.0 };
+        // Fill the socket (nobody reads it), then the client's queue to the cap.
+        let junk = vec![0u8; 64 * 1024];
+        while e.conns[0].stream.write(&junk).is_ok() {}
+        e.conns[0].out = vec![0; OUT_CAP];
+        e.conns[0].next_due = Some(1_000);
+        e.service(0, 2_000, open);
+        let c = &e.conns[0];
+        assert_eq!(c.state, State::Running);
+        assert!(c.inflight.is_empty(), "held back, not queued");
+        assert_eq!(c.next_due, Some(1_000), "still due, at its own time");
+        assert!(e.lag.is_empty(), "not sent, so no lag yet");
+        // The socket takes the bytes at 50 µs; the request goes at 80 µs,
+        // timed from its own time and lagging from the drain.
+        e.conns[0].out.clear();
+        e.conns[0].drained_at = 50_000;
+        e.service(0, 80_000, open);
+        let sent = e.conns[0].inflight.back().copied().unwrap();
+        assert_eq!(sent.intended, 1_000);
+        assert_eq!(e.lag.len(), 1);
+        assert_eq!(e.lag.max_us().round(), 30.0);
     }
 
     #[test]
