@@ -481,7 +481,7 @@ fn answer(id: u64, r: &Seen, tweak: impl FnOnce(&mut [u32])) -> Vec<u8> {
 
 /// A server for one connection with Hello: it answers the HelloAck, waits
 /// until it has `need` requests, writes `script`'s bytes, and then reads on
-/// without answering (or closes, if `close`). Runs an open-loop load of one
+/// without answering (or shuts its side, if `close`: a FIN). Runs an open-loop load of one
 /// connection against it and returns the counts.
 fn scripted(need: usize, close: bool, script: Script) -> load::Counts {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -518,7 +518,11 @@ fn scripted(need: usize, close: bool, script: Script) -> load::Counts {
                 done = true;
                 let _ = conn.write_all(&script(&seen));
                 if close {
-                    return;
+                    // A FIN, not a reset: closing with the client's requests
+                    // unread would send an RST, which the client may see as
+                    // an I/O error before the end of file. Read on until the
+                    // client, having seen the end, lets go.
+                    let _ = conn.shutdown(std::net::Shutdown::Write);
                 }
             }
         }
@@ -533,7 +537,14 @@ fn scripted(need: usize, close: bool, script: Script) -> load::Counts {
     })
     .unwrap();
     server.join().unwrap();
-    report.counts
+    let c = report.counts;
+    // Every request sent is accounted for, whatever ended the connection.
+    assert_eq!(
+        c.sent,
+        c.verified + c.wrong_answers + c.refused + c.timeouts + c.lost,
+        "{c:?}"
+    );
+    c
 }
 
 #[test]
@@ -626,4 +637,16 @@ fn a_close_in_the_middle_of_an_answer_is_counted() {
         out
     });
     assert_eq!((c.verified, c.closed, c.io_errors), (0, 1, 0), "{c:?}");
+    // The request whose answer was cut, and any sent after it.
+    assert!(c.lost >= 1, "{c:?}");
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_each_request_once() {
+    // The connection's oldest request waits past the 1 s timeout: every
+    // request it had out is a timeout, and none of them is also lost.
+    let c = scripted(1, false, |_| Vec::new());
+    assert_eq!((c.verified, c.lost), (0, 0), "{c:?}");
+    assert!(c.sent > 0, "{c:?}");
+    assert_eq!(c.timeouts, c.sent, "{c:?}");
 }

@@ -210,6 +210,16 @@ pub struct Counts {
     /// connection still waiting for an earlier answer when the run ended, or a
     /// connection already dead).
     pub unsent: u64,
+    /// Requests outstanding on a connection that ended for another reason
+    /// than a timeout (a wrong answer, a refusal, a protocol or I/O error, a
+    /// close): never answered. Counted apart, not as errors: the failure
+    /// that ended the connection is the error, counted once above. With it,
+    /// every request sent is accounted for: `sent` = `verified` +
+    /// `wrong_answers` + `timeouts` + `lost` + the refused requests (a
+    /// refusal or a wrong answer answers one request; a protocol error's frame
+    /// answered none, so they are all lost; `refused` also counts refused
+    /// Hellos, which are no requests).
+    pub lost: u64,
 }
 
 impl Counts {
@@ -260,6 +270,7 @@ impl Counts {
             closed: self.closed - before.closed,
             timeouts: self.timeouts - before.timeouts,
             unsent: self.unsent - before.unsent,
+            lost: self.lost - before.lost,
         }
     }
 }
@@ -395,13 +406,14 @@ impl LoadReport {
             n = self.dim
         );
         s += &format!(
-            "  connected {} | sent {} | verified {} ({} in window) | {} | unsent {}\n",
+            "  connected {} | sent {} | verified {} ({} in window) | {} | unsent {} | lost {}\n",
             c.connected,
             c.sent,
             c.verified,
             c.in_window,
             c.breakdown(),
-            c.unsent
+            c.unsent,
+            c.lost
         );
         if let Some(ms) = self.warmup_ms {
             s += &format!(
@@ -940,7 +952,8 @@ impl Engine {
         }
     }
 
-    /// Ends connection `i`: its outstanding requests count as lost with it.
+    /// Ends connection `i`: its outstanding requests count as lost with it
+    /// (a caller that counted them otherwise, as timeouts, clears them first).
     fn kill(&mut self, i: usize) {
         let c = &mut self.conns[i];
         if c.state == State::Dead {
@@ -948,6 +961,7 @@ impl Engine {
         }
         // `next_due` stays: what was still due is counted as unsent at the end.
         c.state = State::Dead;
+        self.counts.lost += c.inflight.len() as u64;
         c.inflight.clear();
         c.out = Vec::new();
         c.carry = Vec::new();
@@ -1265,6 +1279,7 @@ impl Engine {
             if let Some(p) = c.inflight.front() {
                 if now.saturating_sub(p.intended) > timeout_ns {
                     self.counts.timeouts += c.inflight.len() as u64;
+                    self.conns[i].inflight.clear();
                     self.kill(i);
                 }
             }
@@ -1307,6 +1322,8 @@ impl Engine {
         let ms = started.elapsed().as_secs_f64() * 1e3;
         for i in 0..self.conns.len() {
             if !self.conns[i].inflight.is_empty() {
+                // Counted as timeouts by `round`.
+                self.conns[i].inflight.clear();
                 self.kill(i);
             }
         }
