@@ -73,7 +73,7 @@ struct Step {
     /// beside the step named here, from that step's start, its output kept
     /// in a log shown when its own turn comes. For a step that keeps one CPU
     /// busy (Miri interprets on one thread) beside one that leaves CPU time
-    /// over (the loom models' single-threaded crates and runs): ~100 s of
+    /// over (the loom models' single-threaded crates and runs): ~85 s of
     /// CI's run.
     beside: Option<&'static str>,
 }
@@ -162,6 +162,53 @@ fn run_steps(ctx: &Ctx, steps: &[&Step]) -> ExitCode {
 /// Set in the environment of a step run beside another ([`Beside`]).
 const BESIDE_ENV: &str = "XTASK_BESIDE";
 
+/// The process groups of the steps running beside (their leaders' pids),
+/// for the signal watch to kill before this program ends.
+static BESIDE_GROUPS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Takes group `pid` off [`BESIDE_GROUPS`] (its leader was reaped).
+fn forget_group(pid: u32) {
+    BESIDE_GROUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| *p != pid);
+}
+
+/// Kills process group `pid` (`kill -TERM -- -PID`).
+fn kill_group(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{pid}")])
+        .status();
+}
+
+/// From the first call on, a thread waits for `SIGINT`, `SIGTERM` or
+/// `SIGHUP`, kills the groups in [`BESIDE_GROUPS`] and ends this program
+/// as the signal would have (exit code 128 + the signal).
+fn watch_signals() -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    static WATCHING: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
+    WATCHING.call_once(
+        || match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            Ok(mut signals) => {
+                std::thread::spawn(move || {
+                    if let Some(sig) = signals.forever().next() {
+                        let groups = std::mem::take(
+                            &mut *BESIDE_GROUPS.lock().unwrap_or_else(|e| e.into_inner()),
+                        );
+                        for pid in groups {
+                            kill_group(pid);
+                        }
+                        std::process::exit(128 + sig);
+                    }
+                });
+            }
+            Err(e) => result = Err(format!("could not watch for signals: {e}")),
+        },
+    );
+    result
+}
+
 /// Starts the steps among `later` (those after `step`) that run beside
 /// `step`.
 fn start_beside(
@@ -178,7 +225,9 @@ fn start_beside(
 
 /// A step running beside another: this program again (`test --only NAME`),
 /// in a process group of its own, its output in `target/xtask/NAME.log`.
-/// Dropped unfinished (another step failed), the whole group is killed.
+/// Dropped unfinished (another step failed), the whole group is killed; so
+/// it is when this program gets `SIGINT` (its own group, the terminal's
+/// Ctrl-C does not reach it), `SIGTERM` or `SIGHUP` (see [`BESIDE_GROUPS`]).
 struct Beside {
     name: &'static str,
     child: Option<std::process::Child>,
@@ -206,9 +255,14 @@ impl Beside {
             .stdout(out)
             .stderr(err)
             .process_group(0);
+        watch_signals()?;
         let child = cmd
             .spawn()
             .map_err(|e| format!("could not start `{}` beside: {e}", step.name))?;
+        BESIDE_GROUPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
         eprintln!(
             "xtask: `{}` runs beside this step from now (log: {})",
             step.name,
@@ -227,6 +281,7 @@ impl Beside {
             return Err("already finished".into());
         };
         let status = child.wait().map_err(|e| e.to_string());
+        forget_group(child.id());
         match std::fs::read(&self.log) {
             Ok(log) => {
                 use std::io::Write as _;
@@ -245,10 +300,9 @@ impl Drop for Beside {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // The group: cargo and the test binaries it started.
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{}", child.id())])
-                .status();
+            kill_group(child.id());
             let _ = child.wait();
+            forget_group(child.id());
         }
     }
 }
