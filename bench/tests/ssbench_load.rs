@@ -358,6 +358,26 @@ fn bad_arguments_are_refused_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dim 65"));
+    // A rate no client sends: refused at once (walking its schedule, a gap of
+    // 0 ns never moved on: the run hung).
+    let out = Command::new(env!("CARGO_BIN_EXE_ssbench"))
+        .args([
+            "load",
+            "--addr",
+            "127.0.0.1:1",
+            "--mode",
+            "open",
+            "--rate",
+            "1e12",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--rate 1000000000000: at most"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

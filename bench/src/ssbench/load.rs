@@ -470,6 +470,13 @@ pub fn run_with(args: &LoadArgs, started: impl FnOnce()) -> Result<LoadReport> {
     if args.mode == Mode::Open && !(args.rate.is_finite() && args.rate > 0.0) {
         bail!("--rate must be a positive number of requests per second");
     }
+    if args.mode == Mode::Open && args.rate > MAX_RATE {
+        bail!(
+            "--rate {}: at most {MAX_RATE} requests per second (one client thread sends \
+             ~300 000 here)",
+            args.rate
+        );
+    }
     let mut engine = Engine::new(dim)?;
     engine.connect(
         args.addr,
@@ -668,8 +675,14 @@ fn next_u64(state: &mut u64) -> u64 {
 fn exp_gap_ns(state: &mut u64, rate: f64) -> u64 {
     // A uniform in (0, 1]: never 0, so the logarithm is finite.
     let u = ((next_u64(state) >> 11) + 1) as f64 / (1u64 << 53) as f64;
-    (-u.ln() / rate * 1e9) as u64
+    // The cast saturates (a tiny rate: no next request); at least 1 ns, so
+    // a schedule always moves on.
+    ((-u.ln() / rate * 1e9) as u64).max(1)
 }
+
+/// The highest `--rate` taken: 30 × what the client sends here, and low
+/// enough that walking a window's schedule (the unsent count) stays short.
+const MAX_RATE: f64 = 10_000_000.0;
 
 /// Bytes a connection may queue in the client beyond what its socket took; an
 /// open-loop connection whose server stops reading holds its due requests back
@@ -1160,7 +1173,9 @@ impl Engine {
             let c = &mut self.conns[i];
             let next = match schedule {
                 Schedule::Closed { interval } => intended + interval.as_nanos() as u64,
-                Schedule::Open { per_conn_rate } => due + exp_gap_ns(&mut c.rng, per_conn_rate),
+                Schedule::Open { per_conn_rate } => {
+                    due.saturating_add(exp_gap_ns(&mut c.rng, per_conn_rate))
+                }
             };
             c.next_due = (next < self.window_ns).then_some(next);
         }
@@ -1303,7 +1318,7 @@ impl Engine {
                 Schedule::Open { per_conn_rate } => {
                     while due < self.window_ns {
                         self.counts.unsent += 1;
-                        due += exp_gap_ns(&mut c.rng, per_conn_rate);
+                        due = due.saturating_add(exp_gap_ns(&mut c.rng, per_conn_rate));
                     }
                 }
             }
@@ -1468,6 +1483,20 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn poisson_gaps_move_on_and_never_overflow() {
+        let mut rng = 7;
+        for _ in 0..1000 {
+            // A rate far beyond any window: at least 1 ns, so a schedule moves.
+            assert!(exp_gap_ns(&mut rng, 1e300) >= 1);
+            // A rate so low the gap exceeds u64: saturated, and its sum with a
+            // due time saturates too (no request again in any window).
+            let gap = exp_gap_ns(&mut rng, 1e-300);
+            assert_eq!(gap, u64::MAX);
+            assert_eq!(5_000_000_000u64.saturating_add(gap), u64::MAX);
+        }
     }
 
     #[test]
