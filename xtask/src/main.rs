@@ -277,9 +277,8 @@ impl Beside {
 
     /// Waits for the step and shows its log (with the step's own time).
     fn finish(mut self) -> Result<(), String> {
-        let Some(mut child) = self.child.take() else {
-            return Err("already finished".into());
-        };
+        // `Some` until here or `drop`: `finish` takes `self`.
+        let mut child = self.child.take().expect("a step beside is finished once");
         let status = child.wait().map_err(|e| e.to_string());
         forget_group(child.id());
         match std::fs::read(&self.log) {
